@@ -1,0 +1,363 @@
+"""Settings: one frozen value built from options > environment > config file > defaults.
+
+Every setting is declared once in L{SPECS}; the twistd options, the environment
+names, the YAML keys, the README table and the validation all come from it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+import attrs
+import yaml
+
+__all__ = ["ConfigError", "Settings", "SPECS", "load_settings", "PROVIDER_NAMES"]
+
+PROVIDER_NAMES = ("openai", "anthropic", "gemini", "cohere", "azure", "bedrock")
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the setting and the problem."""
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"must be an integer, got {value!r}")
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"must be an integer, got {value!r}") from None
+        if not lo <= number <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {number}")
+        return number
+
+    return parse
+
+
+def _positive_float(value: Any) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ValueError(f"must be a number of seconds, got {value!r}") from None
+    if not number > 0 or number != number or number == float("inf"):
+        raise ValueError(f"must be a positive number, got {value!r}")
+    return number
+
+
+def _non_negative_float(value: Any) -> float:
+    if str(value).strip() in ("0", "0.0"):
+        return 0.0
+    return _positive_float(value)
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}; got {value!r}")
+        return text
+
+    return parse
+
+
+def _text(value: Any) -> str:
+    return str(value).strip()
+
+
+def _optional_text(value: Any) -> str | None:
+    text = str(value).strip()
+    return text or None
+
+
+def _host(value: Any) -> str:
+    text = str(value).strip()
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        if not text or any(c.isspace() for c in text):
+            raise ValueError(f"must be an IP address or host name, got {value!r}") from None
+    return text
+
+
+def _size(value: Any) -> int:
+    """Bytes, with an optional K/M/G (binary) suffix."""
+    text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+    factor = 1
+    for suffix, mult in (("K", 1024), ("M", 1024**2), ("G", 1024**3)):
+        if text.endswith(suffix):
+            text, factor = text[:-1], mult
+            break
+    try:
+        number = int(float(text) * factor)
+    except ValueError:
+        raise ValueError(f"must be a size in bytes (e.g. 10M), got {value!r}") from None
+    if number <= 0:
+        raise ValueError(f"must be positive, got {value!r}")
+    return number
+
+
+def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    nets = []
+    for item in items:
+        item = str(item).strip()
+        if not item:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP network (e.g. 10.0.0.0/8)") from None
+    return tuple(nets)
+
+
+def _url(*schemes: str) -> Callable[[Any], str | None]:
+    def parse(value: Any) -> str | None:
+        text = str(value).strip()
+        if not text:
+            return None
+        parts = urlsplit(text)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ValueError(f"must be a {'/'.join(s + '://' for s in schemes)} URL, got a value with scheme {parts.scheme!r}")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return text
+
+    return parse
+
+
+def _upstream_url(value: Any) -> str:
+    text = str(value).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"has an invalid port: {value!r}") from None
+    return text
+
+
+def _upstreams(value: Any) -> dict[str, str]:
+    """C{name=url} pairs (list or comma-separated) or a mapping."""
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    else:
+        items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        pairs = []
+        for item in items:
+            item = str(item).strip()
+            if not item:
+                continue
+            name, sep, url = item.partition("=")
+            if not sep:
+                raise ValueError(f"{item!r} must look like NAME=URL, e.g. openai=http://127.0.0.1:9000")
+            pairs.append((name, url))
+    result = {}
+    for name, url in pairs:
+        name = str(name).strip().lower()
+        if name not in PROVIDER_NAMES:
+            raise ValueError(f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}")
+        try:
+            result[name] = _upstream_url(url)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
+    return result
+
+
+def _rate_limits(value: Any) -> tuple[dict[str, Any], ...]:
+    """Extra token-bucket limits from the config file: [{scope, per_minute, burst, unit}]."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("must be a list of {scope, per_minute, burst, unit} entries")
+    out = []
+    scopes = ("identity", "tenant", "provider", "identity+provider", "global")
+    for index, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise ValueError(f"entry #{index + 1} must be a mapping")
+        unknown = set(item) - {"scope", "per_minute", "burst", "unit", "name"}
+        if unknown:
+            raise ValueError(f"entry #{index + 1}: unknown key(s) {', '.join(sorted(unknown))}")
+        scope = str(item.get("scope", "identity"))
+        if scope not in scopes:
+            raise ValueError(f"entry #{index + 1}: scope must be one of {', '.join(scopes)}; got {scope!r}")
+        unit = str(item.get("unit", "requests"))
+        if unit not in ("requests", "tokens"):
+            raise ValueError(f"entry #{index + 1}: unit must be requests or tokens; got {unit!r}")
+        try:
+            per_minute = _int_range(1, 10**9)(item.get("per_minute"))
+            burst = _int_range(1, 10**9)(item.get("burst", per_minute))
+        except ValueError as e:
+            raise ValueError(f"entry #{index + 1}: {e}") from None
+        name = str(item.get("name") or f"{scope}-{unit}")
+        out.append({"name": name, "scope": scope, "per_minute": per_minute, "burst": burst, "unit": unit})
+    return tuple(out)
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@attrs.frozen
+class Spec:
+    """One setting: its attribute name, env var, option flag, parser, default and help."""
+
+    name: str
+    env: str | None
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    flag: str | None = None
+    repeatable: bool = False
+    secret: bool = False
+    file_only: bool = False
+
+    @property
+    def option(self) -> str:
+        return self.flag or self.name.replace("_", "-")
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("bind", "BIND_ADDRESS", _host, "0.0.0.0", "Address the proxy and admin ports listen on."),
+    Spec("port", "PORT", _int_range(0, 65535), 8787, "Proxy port (load balancers probe /health here)."),
+    Spec("admin_port", "ADMIN_PORT", _int_range(0, 65535), 8788, "Admin port: /health /ready /status /metrics and the API."),
+    Spec("upstreams", None, _upstreams, {}, "Point a provider elsewhere: NAME=URL (repeatable); env PROXILION_UPSTREAM_<NAME>=URL.", flag="upstream", repeatable=True),
+    Spec("connect_timeout", "CONNECT_TIMEOUT", _positive_float, 10.0, "Seconds to connect to an upstream."),
+    Spec("response_timeout", "UPSTREAM_TIMEOUT", _positive_float, 120.0, "Seconds to wait for an upstream's response headers (504 after)."),
+    Spec("stream_idle_timeout", "STREAM_IDLE_TIMEOUT", _positive_float, 300.0, "Seconds a response body may stay silent before it is cut."),
+    Spec("client_timeout", "CLIENT_TIMEOUT", _positive_float, 60.0, "Seconds a client may stay idle while sending its request."),
+    Spec("max_body_size", "MAX_BODY_SIZE", _size, 10 * 1024 * 1024, "Largest request body accepted (413 above); bytes or 10M-style."),
+    Spec("max_headers", "MAX_HEADERS", _int_range(8, 1000), 100, "Most request headers accepted (431 above)."),
+    Spec("max_header_size", "MAX_HEADER_SIZE", _size, 16384, "Longest request header line accepted (431 above)."),
+    Spec("pool_size", "POOL_SIZE", _int_range(1, 100000), 128, "Persistent upstream connections kept per host."),
+    Spec("log_format", "LOG_FORMAT", _choice("json", "text"), "json", "Log line format: json or text."),
+    Spec("log_level", "LOG_LEVEL", _choice("debug", "info", "warn", "error"), "info", "Lowest log level written."),
+    Spec("admin_token", "ADMIN_TOKEN", _optional_text, None, "Bearer token for the admin API (/api/v1/*); unset disables the API.", secret=True),
+    Spec("instance_id", "INSTANCE_ID", _text, None, "This replica's name in analytics rows (default: hostname-pid)."),
+    Spec("trusted_proxies", "TRUSTED_PROXIES", _networks, (), "Networks whose X-Forwarded-For is believed (comma-separated CIDRs)."),
+    Spec("identity_header", "IDENTITY_HEADER", _text, "x-user-id", "Header naming the caller when no provider key is sent."),
+    Spec("tenant_header", "TENANT_HEADER", _optional_text, None, "Header naming the caller's tenant (for tenant-wide limits)."),
+    Spec("policy_file", "POLICY_FILE", _optional_text, None, "Inspection policy YAML (default: the shipped policy).", flag="policy"),
+    Spec("rate_limit_store", "RATE_LIMIT_STORE", _choice("memory", "redis"), "memory", "Rate limit buckets: memory (per instance) or redis (shared)."),
+    Spec("rate_limit_per_minute", "RATE_LIMIT_PER_MINUTE", _int_range(0, 10**9), 600, "Requests per minute per identity (0 turns limiting off)."),
+    Spec("rate_limit_burst", "RATE_LIMIT_BURST", _int_range(1, 10**9), 100, "Burst size of the per-identity bucket."),
+    Spec("rate_limit_fail_closed", "RATE_LIMIT_FAIL_CLOSED", _bool, False, "Answer 503 instead of falling back to local buckets when Redis fails."),
+    Spec("rate_limits", None, _rate_limits, (), "More limits (config file only): list of {scope, per_minute, burst, unit}.", file_only=True),
+    Spec("redis_url", "REDIS_URL", _url("redis", "rediss"), None, "Redis for shared rate limits: redis://[:password@]host:port/db or rediss://.", secret=True),
+    Spec("redis_sentinels", "REDIS_SENTINELS", _text, "", "Sentinel addresses host:port,host:port (with REDIS_SENTINEL_MASTER)."),
+    Spec("redis_sentinel_master", "REDIS_SENTINEL_MASTER", _optional_text, None, "Sentinel master name."),
+    Spec("redis_cluster", "REDIS_CLUSTER", _bool, False, "Treat REDIS_URL as a seed node of a Redis Cluster."),
+    Spec("redis_timeout", "REDIS_TIMEOUT", _positive_float, 0.05, "Seconds per Redis call before falling back."),
+    Spec("data_dir", "PROXILION_DATA_DIR", _text, "proxilion-data", "Directory for the SQLite analytics file and the spool."),
+    Spec("analytics_dsn", "ANALYTICS_DSN", _url("postgresql", "postgres", "sqlite"), None, "postgresql://user:pass@host/db for shared analytics (default: SQLite in data_dir).", secret=True),
+    Spec("analytics_flush_interval", "ANALYTICS_FLUSH_INTERVAL", _positive_float, 1.0, "Seconds between analytics flushes."),
+    Spec("analytics_batch_size", "ANALYTICS_BATCH_SIZE", _int_range(1, 100000), 500, "Rows per analytics insert batch."),
+    Spec("analytics_queue_size", "ANALYTICS_QUEUE_SIZE", _int_range(100, 10**7), 100000, "Rows held in memory before spilling to the spool."),
+    Spec("analytics_spool_max_bytes", "ANALYTICS_SPOOL_MAX_BYTES", _size, 1024**3, "Largest spool file while the database is down."),
+    Spec("analytics_retention_days", "ANALYTICS_RETENTION_DAYS", _int_range(0, 36500), 90, "Days audit rows are kept (0 keeps them forever)."),
+    Spec("analytics_truncate_ip", "ANALYTICS_TRUNCATE_IP", _bool, False, "Store client IPs truncated to /24 (IPv4) or /48 (IPv6)."),
+    Spec("drain_grace", "DRAIN_GRACE", _non_negative_float, 5.0, "Seconds /health reports draining before the port closes."),
+    Spec("drain_timeout", "DRAIN_TIMEOUT", _positive_float, 25.0, "Seconds in-flight requests get to finish during shutdown."),
+    Spec("reuse_port", "REUSE_PORT", _bool, False, "Listen with SO_REUSEPORT so several processes share the proxy port."),
+)
+
+_BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+def _settings_fields() -> dict[str, Any]:
+    fields = {}
+    for spec in SPECS:
+        fields[spec.name] = attrs.field(repr=not spec.secret)
+    return fields
+
+
+Settings = attrs.make_class("Settings", _settings_fields(), frozen=True, slots=True)
+Settings.__doc__ = "Every setting of one Proxilion process, validated. Build with L{load_settings}."
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"config: cannot read {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config: {path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {path} must hold a mapping of settings")
+    unknown = sorted(str(k) for k in data if str(k).replace("-", "_") not in _BY_NAME)
+    if unknown:
+        raise ConfigError(f"config: {path}: unknown setting(s): {', '.join(unknown)}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def load_settings(
+    options: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Settings:
+    """Merge options > environment > config file > defaults and validate each value.
+
+    C{options} maps setting names to values given on the command line (None
+    or absent = not given). Raises L{ConfigError} naming the first bad setting.
+    """
+    options = {k: v for k, v in (options or {}).items() if v is not None and v != [] and v != ()}
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get("PROXILION_CONFIG") or None
+    from_file = _read_file(config_file) if config_file else {}
+    values: dict[str, Any] = {}
+    for spec in SPECS:
+        raw, source = spec.default, None
+        if spec.name in from_file:
+            raw, source = from_file[spec.name], f"{spec.name} (in {config_file})"
+        if spec.env and spec.env in environ:
+            raw, source = environ[spec.env], spec.env
+        if spec.name in options:
+            raw, source = options[spec.name], f"--{spec.option}"
+        if source is None:
+            values[spec.name] = raw
+            continue
+        try:
+            values[spec.name] = spec.parse(raw)
+        except ValueError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    upstreams = dict(values["upstreams"])
+    for key, raw in environ.items():
+        if key.startswith("PROXILION_UPSTREAM_"):
+            name = key.removeprefix("PROXILION_UPSTREAM_").lower()
+            if "upstreams" in options:
+                continue
+            try:
+                upstreams.update(_upstreams({name: raw}))
+            except ValueError as e:
+                raise ConfigError(f"{key}: {e}") from None
+    values["upstreams"] = upstreams
+    if values["instance_id"] is None:
+        values["instance_id"] = _default_instance_id()
+    if values["rate_limit_store"] == "redis" and not values["redis_url"] and not values["redis_sentinel_master"]:
+        raise ConfigError("RATE_LIMIT_STORE: redis needs REDIS_URL (or REDIS_SENTINELS and REDIS_SENTINEL_MASTER)")
+    if bool(values["redis_sentinels"]) != bool(values["redis_sentinel_master"]):
+        raise ConfigError("REDIS_SENTINELS: needs REDIS_SENTINEL_MASTER too (and the other way round)")
+    if values["port"] and values["port"] == values["admin_port"]:
+        raise ConfigError(f"ADMIN_PORT: must differ from PORT ({values['port']})")
+    return Settings(**values)
