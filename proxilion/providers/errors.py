@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from proxilion.providers import eventstream
+
 OPENAI_LIKE = frozenset({"openai", "azure", "unknown"})
 
 _OPENAI_TYPES = {
@@ -140,7 +142,8 @@ def stream_error_event(
     """One stream frame that makes the provider's SDK stop with an API error.
 
     Used to end an SSE answer the policy blocked mid-way. Cohere's v1 chat stream
-    is newline-delimited JSON rather than SSE, hence `cohere_v1`.
+    is newline-delimited JSON rather than SSE, hence `cohere_v1`; Bedrock streams
+    use AWS event-stream frames.
     """
     if provider == "anthropic":
         return b"event: error\ndata: " + _dumps(_anthropic_payload(status, message)) + b"\n\n"
@@ -155,5 +158,9 @@ def stream_error_event(
                           "delta": {"finish_reason": "ERROR", "error": message}})
                 + b"\n\n")
     if provider == "bedrock":
-        return _dumps({"message": message})
+        return eventstream.encode(
+            {":message-type": "exception", ":exception-type": bedrock_error_type(status),
+             ":content-type": "application/json"},
+            _dumps({"message": message}),
+        )
     return b"data: " + _dumps(_openai_payload(status, message, None)) + b"\n\n"

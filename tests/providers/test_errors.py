@@ -1,0 +1,99 @@
+import json
+
+import pytest
+
+from proxilion.providers import eventstream
+from proxilion.providers.errors import error_body, error_headers, stream_error_event
+
+
+@pytest.mark.parametrize("provider", ["openai", "azure", "unknown"])
+@pytest.mark.parametrize("status,etype,code", [
+    (400, "invalid_request_error", None),
+    (401, "authentication_error", None),
+    (403, "permission_error", None),
+    (404, "not_found_error", None),
+    (413, "invalid_request_error", None),
+    (429, "requests", "rate_limit_exceeded"),
+    (502, "server_error", None),
+    (504, "server_error", None),
+])
+def test_openai_shape(provider, status, etype, code):
+    body = json.loads(error_body(provider, status, "blocked: 1 email"))
+    assert body == {"error": {"message": "blocked: 1 email", "type": etype, "param": None, "code": code}}
+
+
+def test_openai_explicit_code():
+    body = json.loads(error_body("openai", 403, "m", code="policy_block"))
+    assert body["error"]["code"] == "policy_block"
+
+
+@pytest.mark.parametrize("status,etype", [
+    (400, "invalid_request_error"), (401, "authentication_error"), (403, "permission_error"),
+    (404, "not_found_error"), (413, "request_too_large"), (429, "rate_limit_error"),
+    (500, "api_error"), (502, "api_error"), (529, "overloaded_error"),
+])
+def test_anthropic_shape(status, etype):
+    body = json.loads(error_body("anthropic", status, "m"))
+    assert body == {"type": "error", "error": {"type": etype, "message": "m"}}
+
+
+@pytest.mark.parametrize("status,gstatus", [
+    (400, "INVALID_ARGUMENT"), (403, "PERMISSION_DENIED"), (429, "RESOURCE_EXHAUSTED"),
+    (503, "UNAVAILABLE"), (504, "DEADLINE_EXCEEDED"),
+])
+def test_gemini_shape(status, gstatus):
+    body = json.loads(error_body("gemini", status, "m"))
+    assert body == {"error": {"code": status, "message": "m", "status": gstatus}}
+
+
+@pytest.mark.parametrize("provider", ["cohere", "bedrock"])
+def test_message_shape(provider):
+    assert json.loads(error_body(provider, 403, "m")) == {"message": "m"}
+
+
+def test_bedrock_headers():
+    assert error_headers("bedrock", 429)["x-amzn-ErrorType"] == "ThrottlingException"
+    assert error_headers("bedrock", 403)["x-amzn-ErrorType"] == "AccessDeniedException"
+    assert "x-amzn-ErrorType" not in error_headers("openai", 429)
+    assert error_headers("openai", 429)["Content-Type"] == "application/json"
+
+
+def _sse_data(frame: bytes) -> dict:
+    lines = frame.decode().strip().split("\n")
+    data = [ln[len("data: "):] for ln in lines if ln.startswith("data: ")]
+    return json.loads(data[0])
+
+
+def test_stream_error_events():
+    assert _sse_data(stream_error_event("openai", "m"))["error"]["message"] == "m"
+    anthropic = stream_error_event("anthropic", "m")
+    assert anthropic.startswith(b"event: error\n") and anthropic.endswith(b"\n\n")
+    assert _sse_data(anthropic)["type"] == "error"
+    assert _sse_data(stream_error_event("gemini", "m"))["error"]["status"] == "INVALID_ARGUMENT"
+    assert _sse_data(stream_error_event("cohere", "m"))["delta"]["finish_reason"] == "ERROR"
+    v1 = json.loads(stream_error_event("cohere", "m", cohere_v1=True))
+    assert v1["event_type"] == "stream-end" and v1["finish_reason"] == "ERROR"
+
+
+def test_bedrock_stream_error_is_an_eventstream_exception():
+    buf = bytearray(stream_error_event("bedrock", "m", 403))
+    [(headers, payload)] = eventstream.split_frames(buf)
+    assert headers[":message-type"] == "exception"
+    assert headers[":exception-type"] == "AccessDeniedException"
+    assert json.loads(payload) == {"message": "m"}
+    assert not buf
+
+
+def test_eventstream_round_trip_partial():
+    frame = eventstream.encode({":event-type": "chunk"}, b'{"bytes":"eA=="}')
+    buf = bytearray(frame[:10])
+    assert eventstream.split_frames(buf) == []
+    buf += frame[10:] + frame
+    assert len(eventstream.split_frames(buf)) == 2
+
+
+def test_eventstream_bad_checksum():
+    frame = bytearray(eventstream.encode({":event-type": "chunk"}, b"{}"))
+    frame[-5] ^= 1
+    with pytest.raises(eventstream.EventStreamError):
+        eventstream.split_frames(frame)
