@@ -1,0 +1,42 @@
+"""Value types the inspection core hands out: findings and verdicts.
+
+A Finding says what was found and where, never the value itself, so it can be
+logged, counted and stored without leaking what it describes.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+SEVERITIES = ("low", "medium", "high", "critical")
+ACTIONS = ("allow", "log", "alert", "redact", "block")
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+# Strength of an action when several rules apply to one request.
+ACTION_RANK = {name: rank for rank, name in enumerate(ACTIONS)}
+
+
+@attrs.frozen
+class Finding:
+    type: str
+    category: str
+    severity: str
+    compliance: tuple[str, ...]
+    location: str
+    start: int
+    end: int
+    action: str = "log"
+    rule: str | None = None
+
+    def to_dict(self) -> dict:
+        return attrs.asdict(self, recurse=False) | {"compliance": list(self.compliance)}
+
+
+@attrs.frozen
+class Verdict:
+    action: str
+    findings: tuple[Finding, ...]
+    body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    rule: str | None = None
+    message: str = ""
+    scan_seconds: float = 0.0
+    error: bool = False

@@ -1,0 +1,70 @@
+"""Detectors for capital-letter-and-digit codes: IBAN, DEA, Medicare MBI, letter-led passports."""
+
+from __future__ import annotations
+
+import re
+
+from proxilion.inspect import validators as v
+from proxilion.inspect.textview import Hit, TextView
+
+_A = re.ASCII
+_IBAN = re.compile(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])", _A)
+_DEA = re.compile(r"[ABCDEFGHJKLMPRSTUX][A-Z9][0-9]{7}(?![A-Za-z0-9])", _A)
+_MBI = re.compile(r"[1-9][A-Z][A-Z0-9][0-9]-?[A-Z][A-Z0-9][0-9]-?[A-Z]{2}[0-9]{2}(?![A-Za-z0-9])", _A)
+_PASSPORT = re.compile(r"[A-Z][0-9]{8}(?![A-Za-z0-9])", _A)
+_CODE_CHARS = frozenset(b"A0")
+_PASSPORT_WORDS = (b"passport",)
+
+
+def _iban(text: str) -> int:
+    """Length of the longest valid IBAN prefix of `text` (spaced groups may run into other words)."""
+    candidate = text
+    while len(candidate.replace(" ", "")) >= 15:
+        if v.iban(candidate):
+            return len(candidate)
+        cut = candidate.rfind(" ")
+        if cut < 0:
+            break
+        candidate = candidate[:cut]
+    return 0
+
+
+def find_codes(view: TextView, hits: list[Hit]) -> None:
+    text, classes = view.text, view.classes
+    done = 0
+    pos = classes.find(b"A0")
+    while pos != -1:
+        start = pos
+        while start > done and classes[start - 1] in _CODE_CHARS:
+            start -= 1
+        if start == 0 or not text[start - 1].isalnum():
+            done = max(done, _at(view, start, hits))
+        end = pos + 2
+        while end < len(classes) and classes[end] in _CODE_CHARS:
+            end += 1
+        done = max(done, end)
+        pos = classes.find(b"A0", done)
+
+
+def _at(view: TextView, start: int, hits: list[Hit]) -> int:
+    """Try each code at a token start; returns the end of what was recognised."""
+    text = view.text
+    m = _IBAN.match(text, start)
+    if m:
+        length = _iban(m.group())
+        if length:
+            hits.append(Hit("iban", start, start + length))
+            return start + length
+    m = _DEA.match(text, start)
+    if m and v.dea(m.group()):
+        hits.append(Hit("dea", start, m.end()))
+        return m.end()
+    m = _MBI.match(text, start)
+    if m and v.mbi(m.group()):
+        hits.append(Hit("mbi", start, m.end()))
+        return m.end()
+    m = _PASSPORT.match(text, start)
+    if m and view.has_context(start, _PASSPORT_WORDS):
+        hits.append(Hit("passport", start, m.end()))
+        return m.end()
+    return start

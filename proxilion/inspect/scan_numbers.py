@@ -1,0 +1,101 @@
+"""Detectors for values made of digits: cards, SSN/ITIN, ABA, EIN, NPI, passports, phones, IPv4.
+
+A cheap literal search finds digit clusters; the precise patterns and
+checksums run only over each cluster and a few characters around it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import phonenumbers
+
+from proxilion.inspect import validators as v
+from proxilion.inspect.textview import Hit, TextView
+
+# Seven or more characters of digits and separators, starting and ending with a digit.
+_CLUSTER = re.compile(rb"0[0 .\-/()]{5,}0")
+
+_A = re.ASCII
+_CARD = re.compile(
+    r"(?<![0-9-])(?:[0-9]{4}(?P<s>[ -]?)[0-9]{4}(?P=s)[0-9]{4}(?P=s)[0-9]{1,4}(?:(?P=s)[0-9]{1,3})?"
+    r"|3[0-9]{3}(?P<t>[ -]?)[0-9]{6}(?P=t)[0-9]{4,5})(?![0-9])", _A)
+_SSN = re.compile(r"(?<![0-9-])[0-9]{3}([- ])[0-9]{2}\1[0-9]{4}(?![0-9]|-[0-9])", _A)
+_NINE = re.compile(r"(?<![0-9-])[0-9]{9}(?![0-9]|-[0-9])", _A)
+_TEN = re.compile(r"(?<![0-9-])[0-9]{10}(?![0-9]|-[0-9])", _A)
+_EIN = re.compile(r"(?<![0-9-])[0-9]{2}-[0-9]{7}(?![0-9]|-[0-9])", _A)
+_NANP = re.compile(
+    r"(?<![0-9+])(?:\+?1[ .-]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}(?![0-9])", _A)
+_INTL = re.compile(r"(?<![0-9A-Za-z+])\+[1-9][0-9 .()-]{5,20}[0-9](?![0-9])", _A)
+_IPV4 = re.compile(r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?!\.?[0-9])", _A)
+
+_SSN_WORDS = (b"ssn", b"social security", b"social sec", b"ss#", b"ss #")
+_ABA_WORDS = (b"routing", b"aba", b"rtn", b"transit", b"ach", b"wire")
+_NPI_WORDS = (b"npi", b"provider", b"prescriber", b"physician")
+_EIN_WORDS = (b"ein", b"employer id", b"tax id", b"taxpayer id", b"tin")
+_PASSPORT_WORDS = (b"passport",)
+_PHONE_WORDS = (b"phone", b"tel", b"call", b"mobile", b"cell", b"fax", b"contact", b"sms", b"text me")
+_VERSION_WORDS = (b"version", b"release", b"build")
+
+
+def _phone(candidate: str, region: str | None) -> bool:
+    try:
+        number = phonenumbers.parse(candidate, region)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(number)
+
+
+def _public_ip(view: TextView, m: re.Match) -> bool:
+    if m.start() > 0 and view.text[m.start() - 1] in "vV":
+        return False
+    try:
+        address = ipaddress.ip_address(m.group())
+    except ValueError:
+        return False
+    return address.is_global and not view.has_context(m.start(), _VERSION_WORDS, 24)
+
+
+def _scan_window(view: TextView, ws: int, we: int, hits: list[Hit]) -> None:
+    text = view.text
+    for m in _CARD.finditer(text, ws, we):
+        if v.credit_card(m.group()):
+            hits.append(Hit("credit_card", m.start(), m.end()))
+    for m in _SSN.finditer(text, ws, we):
+        if v.ssn(m.group()):
+            hits.append(Hit("ssn", m.start(), m.end()))
+        elif v.itin(m.group()):
+            hits.append(Hit("itin", m.start(), m.end()))
+    for m in _NINE.finditer(text, ws, we):
+        value, pos = m.group(), m.start()
+        if view.has_context(pos, _SSN_WORDS) and v.ssn(value):
+            hits.append(Hit("ssn", pos, m.end()))
+        elif view.has_context(pos, _ABA_WORDS) and v.aba(value):
+            hits.append(Hit("aba_routing", pos, m.end()))
+        elif view.has_context(pos, _PASSPORT_WORDS):
+            hits.append(Hit("passport", pos, m.end()))
+    for m in _TEN.finditer(text, ws, we):
+        value, pos = m.group(), m.start()
+        if view.has_context(pos, _NPI_WORDS) and v.npi(value):
+            hits.append(Hit("npi", pos, m.end()))
+        elif view.has_context(pos, _PHONE_WORDS) and _phone(value, "US"):
+            hits.append(Hit("phone", pos, m.end()))
+    for m in _EIN.finditer(text, ws, we):
+        if view.has_context(m.start(), _EIN_WORDS) and v.ein(m.group()):
+            hits.append(Hit("ein", m.start(), m.end()))
+    for m in _NANP.finditer(text, ws, we):
+        if _phone(m.group(), "US"):
+            hits.append(Hit("phone", m.start(), m.end()))
+    for m in _INTL.finditer(text, ws, we):
+        if 8 <= len(v.digits_of(m.group())) <= 15 and _phone(m.group(), None):
+            hits.append(Hit("phone", m.start(), m.end()))
+    for m in _IPV4.finditer(text, ws, we):
+        if _public_ip(view, m):
+            hits.append(Hit("ip_address", m.start(), m.end()))
+
+
+def find_numbers(view: TextView, hits: list[Hit]) -> None:
+    for m in _CLUSTER.finditer(view.classes):
+        # A few characters back so "+1 (", "(" and lookbehinds see their context.
+        _scan_window(view, max(0, m.start() - 4), m.end(), hits)

@@ -1,0 +1,110 @@
+"""The scanner: runs every detector over texts and returns hits (type and span, never values)."""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from proxilion.inspect import validators
+from proxilion.inspect.catalog import BUILTIN
+from proxilion.inspect.findings import SEVERITY_RANK
+from proxilion.inspect.scan_codes import find_codes
+from proxilion.inspect.scan_context import (
+    find_assignments, find_context_words, find_emails, find_keyed_secret, find_private_keys,
+    find_url_passwords,
+)
+from proxilion.inspect.scan_numbers import find_numbers
+from proxilion.inspect.scan_tokens import find_tokens
+from proxilion.inspect.textview import Hit, TextView
+
+_BUILTIN_PASSES = (find_numbers, find_codes, find_tokens, find_emails, find_private_keys,
+                   find_url_passwords, find_assignments, find_context_words)
+# Joins the texts of one body so they are scanned in one go; no detector matches across it.
+SEPARATOR = "\n\x00\n"
+
+
+@attrs.frozen
+class CustomDetector:
+    """A detector from the policy file: a regex, an optional validator and context words."""
+
+    name: str
+    pattern: re.Pattern = attrs.field(repr=lambda p: repr(p.pattern))
+    category: str
+    severity: str
+    compliance: tuple[str, ...] = ()
+    validator: str | None = None
+    context: tuple[bytes, ...] = ()
+    context_window: int = 48
+
+    def find(self, view: TextView, hits: list[Hit]) -> None:
+        check = validators.VALIDATORS[self.validator] if self.validator else None
+        for m in self.pattern.finditer(view.text):
+            if m.end() == m.start():
+                continue
+            if self.context and not view.has_context(m.start(), self.context, self.context_window):
+                continue
+            if check is not None and not check(m.group()):
+                continue
+            hits.append(Hit(self.name, m.start(), m.end()))
+
+
+class Scanner:
+    def __init__(self, custom: Sequence[CustomDetector] = (), disabled: Iterable[str] = ()):
+        self.custom = tuple(custom)
+        self.disabled = frozenset(disabled)
+        self.rank = {t: SEVERITY_RANK[d.severity] for t, d in BUILTIN.items()}
+        self.rank.update({c.name: SEVERITY_RANK[c.severity] for c in self.custom})
+
+    def scan(self, text: str, key: str | None = None) -> list[Hit]:
+        """Hits in `text`, sorted and without overlaps. `key` is the JSON key the text was under."""
+        hits: list[Hit] = []
+        self._run(text, hits)
+        find_keyed_secret(text, key, hits)
+        return self._resolve(hits)
+
+    def scan_many(self, texts: Sequence[str], keys: Sequence[str | None]) -> list[list[Hit]]:
+        """Hits per text, offsets relative to each text; scanned as one joined text for speed."""
+        if not texts:
+            return []
+        joined = SEPARATOR.join(texts)
+        starts = []
+        offset = 0
+        for text in texts:
+            starts.append(offset)
+            offset += len(text) + len(SEPARATOR)
+        hits: list[Hit] = []
+        self._run(joined, hits)
+        per_text: list[list[Hit]] = [[] for _ in texts]
+        for hit in hits:
+            index = bisect.bisect_right(starts, hit.start) - 1
+            base = starts[index]
+            if hit.end <= base + len(texts[index]):
+                per_text[index].append(Hit(hit.type, hit.start - base, hit.end - base))
+        for index, key in enumerate(keys):
+            if key:
+                find_keyed_secret(texts[index], key, per_text[index])
+        return [self._resolve(h) if h else h for h in per_text]
+
+    def _run(self, text: str, hits: list[Hit]) -> None:
+        view = TextView(text)
+        for find in _BUILTIN_PASSES:
+            find(view, hits)
+        for detector in self.custom:
+            detector.find(view, hits)
+
+    def _resolve(self, hits: list[Hit]) -> list[Hit]:
+        """Drop disabled types; of overlapping hits keep the most severe, then the longest."""
+        rank = self.rank
+        hits = sorted((h for h in hits if h.type not in self.disabled), key=lambda h: (h.start, -h.end))
+        kept: list[Hit] = []
+        for hit in hits:
+            if kept and hit.start < kept[-1].end:
+                last = kept[-1]
+                if (rank[hit.type], hit.end - hit.start) > (rank[last.type], last.end - last.start):
+                    kept[-1] = hit
+                continue
+            kept.append(hit)
+        return kept

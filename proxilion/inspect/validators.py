@@ -1,0 +1,182 @@
+"""Checks that separate real values from look-alikes (checksums, ranges, entropy).
+
+Each takes the matched text and returns True when it is a plausible real
+value. Checksums come from python-stdnum rather than being hand-written.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections import Counter
+
+from stdnum import bic as _bic
+from stdnum import iban as _iban
+from stdnum import luhn as _luhn
+from stdnum.us import ein as _ein
+from stdnum.us import itin as _itin
+from stdnum.us import rtn as _rtn
+from stdnum.us import ssn as _ssn
+
+
+def digits_of(text: str) -> str:
+    return "".join(c for c in text if "0" <= c <= "9")
+
+
+def _luhn_ok(digits: str) -> bool:
+    return _luhn.is_valid(digits)
+
+
+def card_brand(digits: str) -> str | None:
+    """The card network whose IIN range and length fit, or None."""
+    n = len(digits)
+    p2, p3, p4, p6 = int(digits[:2]), int(digits[:3]), int(digits[:4]), int(digits[:6])
+    if digits[0] == "4" and n in (13, 16, 19):
+        return "visa"
+    if (51 <= p2 <= 55 or 2221 <= p4 <= 2720) and n == 16:
+        return "mastercard"
+    if p2 in (34, 37) and n == 15:
+        return "amex"
+    if (p4 == 6011 or 644 <= p3 <= 649 or p2 == 65 or 622126 <= p6 <= 622925) and 16 <= n <= 19:
+        return "discover"
+    if 3528 <= p4 <= 3589 and 16 <= n <= 19:
+        return "jcb"
+    if (300 <= p3 <= 305 or p2 in (36, 38, 39)) and 14 <= n <= 19:
+        return "diners"
+    if p2 == 62 and 16 <= n <= 19:
+        return "unionpay"
+    return None
+
+
+def credit_card(text: str) -> bool:
+    digits = digits_of(text)
+    return 13 <= len(digits) <= 19 and card_brand(digits) is not None and _luhn_ok(digits)
+
+
+def ssn(text: str) -> bool:
+    return _ssn.is_valid(digits_of(text))
+
+
+def itin(text: str) -> bool:
+    return _itin.is_valid(digits_of(text))
+
+
+def aba(text: str) -> bool:
+    digits = digits_of(text)
+    # The first two digits are a Federal Reserve routing symbol or a thrift/electronic prefix.
+    head = int(digits[:2]) if len(digits) == 9 else -1
+    return (0 <= head <= 12 or 21 <= head <= 32 or 61 <= head <= 72 or head == 80) and _rtn.is_valid(digits)
+
+
+def iban(text: str) -> bool:
+    return _iban.is_valid(text.replace(" ", ""))
+
+
+def swift_bic(text: str) -> bool:
+    return _bic.is_valid(text)
+
+
+def ein(text: str) -> bool:
+    return _ein.is_valid(digits_of(text))
+
+
+def npi(text: str) -> bool:
+    digits = digits_of(text)
+    return len(digits) == 10 and digits[0] in "12" and _luhn_ok("80840" + digits)
+
+
+def dea(text: str) -> bool:
+    """Two letters, seven digits; (d1+d3+d5) + 2*(d2+d4+d6) ends in d7."""
+    if len(text) != 9 or not text[2:].isdigit():
+        return False
+    d = [int(c) for c in text[2:]]
+    return (d[0] + d[2] + d[4] + 2 * (d[1] + d[3] + d[5])) % 10 == d[6]
+
+
+_MBI_ALPHA = frozenset("ACDEFGHJKMNPQRTUVWXY")
+_MBI_ALNUM = _MBI_ALPHA | frozenset("0123456789")
+_MBI_LAYOUT = "CAXNAXNAANN"  # C 1-9, A letter (no S L O I B Z), X letter or digit, N digit
+
+
+def mbi(text: str) -> bool:
+    value = text.replace("-", "")
+    if len(value) != 11:
+        return False
+    for char, kind in zip(value, _MBI_LAYOUT):
+        if kind == "C" and char not in "123456789":
+            return False
+        if kind == "A" and char not in _MBI_ALPHA:
+            return False
+        if kind == "X" and char not in _MBI_ALNUM:
+            return False
+        if kind == "N" and not char.isdigit():
+            return False
+    return True
+
+
+def _b64url_json(part: str) -> object:
+    padded = part + "=" * (-len(part) % 4)
+    return json.loads(base64.urlsafe_b64decode(padded))
+
+
+def jwt(text: str) -> bool:
+    parts = text.split(".")
+    if len(parts) != 3:
+        return False
+    try:
+        header = _b64url_json(parts[0])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return False
+    return isinstance(header, dict) and "alg" in header
+
+
+def luhn(text: str) -> bool:
+    digits = digits_of(text)
+    return bool(digits) and _luhn_ok(digits)
+
+
+def entropy(text: str) -> float:
+    """Shannon entropy in bits per character."""
+    n = len(text)
+    return -sum(c / n * math.log2(c / n) for c in Counter(text).values()) if n else 0.0
+
+
+_PLACEHOLDER_WORDS = frozenset({
+    "password", "passwd", "secret", "changeme", "example", "placeholder", "redacted",
+    "your_password", "your-password", "yourpassword", "null", "none", "true", "false",
+    "undefined", "string", "xxxxxxxx", "********", "token", "api_key", "apikey",
+})
+
+
+def is_placeholder(value: str) -> bool:
+    low = value.lower()
+    if low in _PLACEHOLDER_WORDS or low.startswith(("${", "{{", "<", "$(", "%(", "[redacted", "process.env", "os.environ")):
+        return True
+    return len(set(low)) <= 2
+
+
+def high_entropy_secret(value: str) -> bool:
+    """A value that looks generated rather than a word, a sentence or a placeholder."""
+    if len(value) < 8 or len(value) > 256 or is_placeholder(value):
+        return False
+    classes = (any(c.islower() for c in value) + any(c.isupper() for c in value)
+               + any(c.isdigit() for c in value) + any(not c.isalnum() for c in value))
+    return classes >= 2 and any(not c.isalpha() for c in value) and entropy(value) >= 3.0
+
+
+VALIDATORS = {
+    "luhn": luhn,
+    "credit_card": credit_card,
+    "iban": iban,
+    "aba": aba,
+    "npi": npi,
+    "dea": dea,
+    "ssn": ssn,
+    "ein": ein,
+    "bic": swift_bic,
+    "mbi": mbi,
+    "jwt": jwt,
+    "entropy": high_entropy_secret,
+}
