@@ -1,0 +1,80 @@
+"""The facade the proxy calls: inspect a request or an answer and get one Verdict."""
+
+from __future__ import annotations
+
+import time
+
+from proxilion.inspect.catalog import BUILTIN
+from proxilion.inspect.decide import decide
+from proxilion.inspect.findings import Finding, Verdict
+from proxilion.inspect.policy import Policy
+from proxilion.inspect.redact import redact_text
+from proxilion.inspect.scanner import Scanner
+from proxilion.providers.body import Body
+
+
+class Inspector:
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        self.scanner = Scanner(policy.custom_detectors, policy.settings.disabled_detectors)
+        self._info = {t: (d.category, d.severity, d.compliance) for t, d in BUILTIN.items()}
+        self._info.update({d.name: (d.category, d.severity, d.compliance) for d in policy.custom_detectors})
+
+    def inspect_request(self, provider: str, path: str, body: bytes, identity: str | None = None) -> Verdict:
+        return self._inspect("request", provider, path, body, identity)
+
+    def inspect_response(self, provider: str, path: str, body: bytes, identity: str | None = None) -> Verdict:
+        """For non-streaming JSON answers (any body is accepted; non-JSON is scanned as text)."""
+        return self._inspect("response", provider, path, body, identity)
+
+    def response_inspection_enabled(self, provider: str, path: str, identity: str | None = None) -> bool:
+        return any(r.action != "allow" for r in self.policy.rules_for("response", provider, path, identity))
+
+    def stream_redactor(self, provider: str, path: str, identity: str | None = None):
+        from proxilion.inspect.stream import StreamRedactor  # noqa: PLC0415 - avoids an import cycle
+
+        return StreamRedactor(self, provider, path, identity)
+
+    def finding(self, finding_type: str, location: str, start: int, end: int) -> Finding:
+        category, severity, compliance = self._info[finding_type]
+        return Finding(finding_type, category, severity, compliance, location, start, end)
+
+    def _inspect(self, direction: str, provider: str, path: str, body: bytes, identity: str | None) -> Verdict:
+        started = time.perf_counter()
+        try:
+            verdict = self._scan_and_decide(direction, provider, path, body, identity)
+        except Exception:  # noqa: BLE001 - any scanner failure must fail closed, never pass unscanned
+            action = self.policy.settings.on_scanner_error
+            verdict = Verdict(action, (), body, None,
+                              f"{'blocked' if action == 'block' else 'allowed'}: scanner error", error=True)
+        return _with_time(verdict, time.perf_counter() - started)
+
+    def _scan_and_decide(self, direction: str, provider: str, path: str, body: bytes,
+                         identity: str | None) -> Verdict:
+        if len(body) > self.policy.settings.max_scan_bytes:
+            raise ValueError("body larger than max_scan_bytes")
+        parsed = Body(body)
+        fields = parsed.fields
+        hits = self.scanner.scan_many([f.text for f in fields], [f.key for f in fields])
+        findings = [self.finding(h.type, parsed.location(field), h.start, h.end)
+                    for field, field_hits in zip(fields, hits) for h in field_hits]
+        decision = decide(self.policy, direction, provider, path, identity, findings)
+        new_body = body
+        if decision.action == "redact":
+            new_body = self._redact(parsed, hits, decision.findings)
+        return Verdict(decision.action, decision.findings, new_body, decision.rule, decision.message)
+
+    def _redact(self, parsed: Body, hits: list, findings: tuple[Finding, ...]) -> bytes:
+        style = self.policy.settings.redaction
+        replacements = {}
+        judged = iter(findings)
+        for field, field_hits in zip(parsed.fields, hits):
+            spans = [(f.start, f.end, f.type) for f in (next(judged) for _ in field_hits) if f.action == "redact"]
+            if spans:
+                replacements[field.path] = redact_text(field.text, spans, style)
+        return parsed.rebuild(replacements)
+
+
+def _with_time(verdict: Verdict, seconds: float) -> Verdict:
+    return Verdict(verdict.action, verdict.findings, verdict.body, verdict.rule, verdict.message,
+                   seconds, verdict.error)

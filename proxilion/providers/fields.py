@@ -1,0 +1,134 @@
+"""Every text a model reads in a JSON body, with its location, and the rewrite that puts texts back.
+
+All providers share one rule: every string value is scanned, wherever it is,
+so a field nobody listed cannot carry a value past the proxy. Strings that
+are themselves JSON (tool-call arguments, tool results) are opened and walked
+in turn so a redaction keeps them valid JSON. Large integers are scanned as
+their digits. Only base64 blobs (images, audio, files) are skipped: they hold
+no text to match and cost the most to scan.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, NamedTuple
+
+
+class Embedded:
+    """Path marker: the string at the path so far is JSON; what follows is a path inside it."""
+
+    def __repr__(self) -> str:
+        return "EMBEDDED"
+
+
+EMBEDDED = Embedded()
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_BASE64_BLOB = re.compile(r"[A-Za-z0-9+/]{256,}={0,2}\Z")
+# Integers this large may be card, account or phone numbers written without quotes.
+_MIN_SCANNED_INT = 10**8
+_MAX_DEPTH = 64
+
+
+class TextField(NamedTuple):
+    path: tuple
+    text: str
+    key: str | None
+
+    @property
+    def location(self) -> str:
+        return format_path(self.path)
+
+
+def format_path(path: tuple) -> str:
+    out = []
+    for part in path:
+        if part is EMBEDDED:
+            out.append(">")
+        elif isinstance(part, int):
+            out.append(f"[{part}]")
+        elif _IDENT.match(part):
+            out.append(part if not out or out[-1] == ">" else "." + part)
+        else:
+            out.append(f"[{json.dumps(part, ensure_ascii=False)}]")
+    return "".join(out) or "$"
+
+
+def dumps(doc: Any) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+def is_blob(text: str) -> bool:
+    if text.startswith("data:") and ";base64," in text[:100]:
+        return True
+    return len(text) >= 256 and _BASE64_BLOB.match(text) is not None
+
+
+def _embedded(text: str) -> Any:
+    stripped = text.lstrip()
+    if not stripped or stripped[0] not in "{[":
+        return None
+    try:
+        inner = json.loads(text)
+    except ValueError:
+        return None
+    return inner if isinstance(inner, (dict, list)) else None
+
+
+def walk(doc: Any, path: tuple = (), key: str | None = None, out: list | None = None,
+         depth: int = 0) -> list[TextField]:
+    """Every scannable text in `doc` with its path, in document order."""
+    if out is None:
+        out = []
+    if isinstance(doc, str):
+        inner = _embedded(doc) if depth < _MAX_DEPTH else None
+        if inner is not None:
+            walk(inner, path + (EMBEDDED,), key, out, depth + 1)
+        elif doc and not is_blob(doc):
+            out.append(TextField(path, doc, key))
+    elif isinstance(doc, dict):
+        if depth >= _MAX_DEPTH:
+            out.append(TextField(path, dumps(doc), key))
+            return out
+        for k, value in doc.items():
+            walk(value, path + (k,), k, out, depth + 1)
+    elif isinstance(doc, list):
+        if depth >= _MAX_DEPTH:
+            out.append(TextField(path, dumps(doc), key))
+            return out
+        for i, value in enumerate(doc):
+            walk(value, path + (i,), key, out, depth + 1)
+    elif isinstance(doc, int) and not isinstance(doc, bool) and abs(doc) >= _MIN_SCANNED_INT:
+        out.append(TextField(path, str(doc), key))
+    return out
+
+
+def _set(doc: Any, path: tuple, value: Any) -> Any:
+    if not path:
+        return value
+    target = doc
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    return doc
+
+
+def _get(doc: Any, path: tuple) -> Any:
+    for part in path:
+        doc = doc[part]
+    return doc
+
+
+def rewrite(doc: Any, replacements: dict[tuple, str]) -> Any:
+    """Put new texts at their paths (re-encoding embedded JSON strings); returns the new root."""
+    nested: dict[tuple, dict[tuple, str]] = {}
+    for path, value in replacements.items():
+        if EMBEDDED in path:
+            cut = path.index(EMBEDDED)
+            nested.setdefault(path[:cut], {})[path[cut + 1:]] = value
+        else:
+            doc = _set(doc, path, value)
+    for outer, inner_replacements in nested.items():
+        inner = rewrite(json.loads(_get(doc, outer)), inner_replacements)
+        doc = _set(doc, outer, dumps(inner))
+    return doc
