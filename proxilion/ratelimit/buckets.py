@@ -38,11 +38,8 @@ class Limit:
     per_minute: int
     burst: int
     unit: str  # requests | tokens
-
-    @property
-    def rate(self) -> float:
-        """Tokens per second."""
-        return self.per_minute / 60.0
+    # Tokens per second.
+    rate: float = attrs.field(init=False, default=attrs.Factory(lambda self: self.per_minute / 60.0, takes_self=True))
 
 
 def limits_from_settings(settings: Any) -> tuple[Limit, ...]:
@@ -192,7 +189,7 @@ class MemoryStore:
             raise ValueError(f"max_buckets must be positive, got {max_buckets}")
         self.max_buckets = max_buckets
         self._on_evict = on_evict or (lambda n: None)
-        # key -> [tokens, last update time, seconds until full, limit]
+        # key -> [tokens, last update time, time it is full again]
         self._buckets: OrderedDict[str, list[Any]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -202,36 +199,39 @@ class MemoryStore:
         state = self._buckets.get(key)
         if state is None:
             return float(limit.burst)
-        tokens, last = state[0], state[1]
-        return min(float(limit.burst), tokens + max(0.0, now - last) * limit.rate)
+        return min(float(limit.burst), state[0] + max(0.0, now - state[1]) * limit.rate)
 
     def _store(self, key: str, limit: Limit, tokens: float, now: float) -> None:
-        full_at = now + max(0.0, (limit.burst - tokens) / limit.rate)
-        self._buckets[key] = [tokens, now, full_at, limit]
+        self._buckets[key] = [tokens, now, now + max(0.0, (limit.burst - tokens) / limit.rate)]
         self._buckets.move_to_end(key)
 
     def _expire(self, now: float) -> None:
         buckets = self._buckets
         while buckets:
-            key, state = next(iter(buckets.items()))
-            if state[2] > now:
+            key = next(iter(buckets))
+            if buckets[key][2] > now:
                 break
             del buckets[key]
-        evicted = 0
-        while len(buckets) > self.max_buckets:
-            buckets.popitem(last=False)
-            evicted += 1
-        if evicted:
-            self._on_evict(evicted)
+        excess = len(buckets) - self.max_buckets
+        if excess > 0:
+            for _ in range(excess):
+                buckets.popitem(last=False)
+            self._on_evict(excess)
 
     def take(self, buckets: Sequence[Bucket], now: float) -> tuple[bool, list[float]]:
         """All or nothing: consume from every bucket when each has enough tokens."""
-        levels = [self._level(b.key, b.limit, now) for b in buckets]
-        allowed = all(level + EPSILON >= b.cost for level, b in zip(levels, buckets))
+        # The hot path of the memory store: kept to plain loops.
+        levels = []
+        allowed = True
+        for b in buckets:
+            level = self._level(b.key, b.limit, now)
+            levels.append(level)
+            if level + EPSILON < b.cost:
+                allowed = False
         if allowed:
-            levels = [level - b.cost for level, b in zip(levels, buckets)]
-            for level, b in zip(levels, buckets):
-                self._store(b.key, b.limit, level, now)
+            for index, b in enumerate(buckets):
+                levels[index] -= b.cost
+                self._store(b.key, b.limit, levels[index], now)
         self._expire(now)
         return allowed, levels
 
