@@ -18,6 +18,7 @@ import yaml
 from proxilion.inspect.catalog import BUILTIN, CATEGORIES
 from proxilion.inspect.findings import ACTIONS, SEVERITIES, SEVERITY_RANK
 from proxilion.inspect.scanner import CustomDetector
+from proxilion.inspect.textview import context_words
 from proxilion.inspect.validators import VALIDATORS
 
 PROVIDERS = ("openai", "anthropic", "gemini", "cohere", "azure", "bedrock", "unknown")
@@ -239,7 +240,7 @@ def _parse_detector(raw: Any, index: int, errors: _Errors) -> CustomDetector | N
         return None
     return CustomDetector(name=name, pattern=compiled, category=category, severity=severity,
                           compliance=compliance, validator=validator,
-                          context=tuple(w.lower().encode("ascii", "replace") for w in context),
+                          context=context_words(*context) if context else None,
                           context_window=window)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from proxilion.inspect import validators as v
-from proxilion.inspect.textview import Hit, TextView
+from proxilion.inspect.textview import Hit, TextView, context_words
 
 _A = re.ASCII
 _IBAN = re.compile(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])", _A)
@@ -13,7 +13,7 @@ _DEA = re.compile(r"[ABCDEFGHJKLMPRSTUX][A-Z9][0-9]{7}(?![A-Za-z0-9])", _A)
 _MBI = re.compile(r"[1-9][A-Z][A-Z0-9][0-9]-?[A-Z][A-Z0-9][0-9]-?[A-Z]{2}[0-9]{2}(?![A-Za-z0-9])", _A)
 _PASSPORT = re.compile(r"[A-Z][0-9]{8}(?![A-Za-z0-9])", _A)
 _CODE_CHARS = frozenset(b"A0")
-_PASSPORT_WORDS = (b"passport",)
+_PASSPORT_WORDS = context_words("passport")
 
 
 def _iban(text: str) -> int:

@@ -12,10 +12,12 @@ import re
 import phonenumbers
 
 from proxilion.inspect import validators as v
-from proxilion.inspect.textview import Hit, TextView
+from proxilion.inspect.textview import Hit, TextView, context_words
 
-# Seven or more characters of digits and separators, starting and ending with a digit.
+# In the class view: digits and separators (7+ characters), or a dotted quad.
 _CLUSTER = re.compile(rb"0[0 .\-/()]{5,}0")
+# Starts with the literal "0." so the regex engine can skip ahead fast.
+_QUAD = re.compile(rb"0\.0{1,3}\.0{1,3}\.0")
 
 _A = re.ASCII
 _CARD = re.compile(
@@ -25,18 +27,25 @@ _SSN = re.compile(r"(?<![0-9-])[0-9]{3}([- ])[0-9]{2}\1[0-9]{4}(?![0-9]|-[0-9])"
 _NINE = re.compile(r"(?<![0-9-])[0-9]{9}(?![0-9]|-[0-9])", _A)
 _TEN = re.compile(r"(?<![0-9-])[0-9]{10}(?![0-9]|-[0-9])", _A)
 _EIN = re.compile(r"(?<![0-9-])[0-9]{2}-[0-9]{7}(?![0-9]|-[0-9])", _A)
+# Dashes, dots or "(415) 555-2671"; plain spaces only after +1 (or with a phone word, see below).
 _NANP = re.compile(
-    r"(?<![0-9+])(?:\+?1[ .-]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}(?![0-9])", _A)
+    r"(?<![0-9+])(?:\+1[ .-]?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-]"
+    r"|(?:1[.-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}([.-]))[2-9][0-9]{2}(?(1)\1|-))[0-9]{4}(?![0-9])", _A)
+_NANP_SPACED = re.compile(r"(?<![0-9+])[2-9][0-9]{2} [2-9][0-9]{2} [0-9]{4}(?![0-9])", _A)
 _INTL = re.compile(r"(?<![0-9A-Za-z+])\+[1-9][0-9 .()-]{5,20}[0-9](?![0-9])", _A)
 _IPV4 = re.compile(r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?!\.?[0-9])", _A)
 
-_SSN_WORDS = (b"ssn", b"social security", b"social sec", b"ss#", b"ss #")
-_ABA_WORDS = (b"routing", b"aba", b"rtn", b"transit", b"ach", b"wire")
-_NPI_WORDS = (b"npi", b"provider", b"prescriber", b"physician")
-_EIN_WORDS = (b"ein", b"employer id", b"tax id", b"taxpayer id", b"tin")
-_PASSPORT_WORDS = (b"passport",)
-_PHONE_WORDS = (b"phone", b"tel", b"call", b"mobile", b"cell", b"fax", b"contact", b"sms", b"text me")
-_VERSION_WORDS = (b"version", b"release", b"build")
+_SSN_WORDS = context_words("ssn", "social security", "social sec", "ss#", "ss #")
+_ABA_WORDS = context_words("routing", "aba", "rtn", "transit", "ach", "wire")
+_NPI_WORDS = context_words("npi", "provider", "prescriber", "physician")
+_EIN_WORDS = context_words("ein", "fein", "employer id", "employer identification", "tax id", "taxpayer id", "tin")
+_PASSPORT_WORDS = context_words("passport")
+_PHONE_WORDS = context_words("phone", "tel", "call", "mobile", "cell", "fax", "contact", "sms", "text me")
+_ANY_ID_WORDS = context_words(*(
+    "ssn|social security|social sec|ss#|ss #|routing|aba|rtn|transit|ach|wire|npi|provider|prescriber|"
+    "physician|ein|fein|employer id|employer identification|tax id|taxpayer id|tin|passport|phone|tel|"
+    "call|mobile|cell|fax|contact|sms|text me").split("|"))
+_VERSION_WORDS = context_words("version", "release", "build")
 
 
 def _phone(candidate: str, region: str | None) -> bool:
@@ -57,16 +66,47 @@ def _public_ip(view: TextView, m: re.Match) -> bool:
     return address.is_global and not view.has_context(m.start(), _VERSION_WORDS, 24)
 
 
-def _scan_window(view: TextView, ws: int, we: int, hits: list[Hit]) -> None:
+def _scan_cluster(view: TextView, start: int, we: int, hits: list[Hit]) -> None:
+    """Run only the patterns the cluster's shape allows (digit count, separators) over it."""
+    text, classes = view.text, view.classes
+    # A few characters back so "+1 (", "(" and lookbehinds see their context.
+    ws = max(0, start - 4)
+    digits = classes.count(b"0", ws, we)
+    if digits < 9:
+        return
+    cluster = classes[ws:we]
+    if digits >= 13:
+        for m in _CARD.finditer(text, ws, we):
+            if v.credit_card(m.group()):
+                hits.append(Hit("credit_card", m.start(), m.end()))
+    separated = b"-" in cluster or b" " in cluster
+    if separated:
+        for m in _SSN.finditer(text, ws, we):
+            if v.ssn(m.group()):
+                hits.append(Hit("ssn", m.start(), m.end()))
+            elif v.itin(m.group()):
+                hits.append(Hit("itin", m.start(), m.end()))
+    if view.has_context(start, _ANY_ID_WORDS):
+        _context_ids(view, ws, we, hits)
+    if digits >= 10 and (separated or b"(" in cluster or b"." in cluster):
+        for m in _NANP.finditer(text, ws, we):
+            if _phone(m.group(), "US"):
+                hits.append(Hit("phone", m.start(), m.end()))
+    if b"+" in cluster:
+        for m in _INTL.finditer(text, ws, we):
+            if 8 <= len(v.digits_of(m.group())) <= 15 and _phone(m.group(), None):
+                hits.append(Hit("phone", m.start(), m.end()))
+
+
+def _ipv4(view: TextView, ws: int, we: int, hits: list[Hit]) -> None:
+    for m in _IPV4.finditer(view.text, ws, we):
+        if _public_ip(view, m):
+            hits.append(Hit("ip_address", m.start(), m.end()))
+
+
+def _context_ids(view: TextView, ws: int, we: int, hits: list[Hit]) -> None:
+    """Numbers that are only told apart from order numbers by a word before them."""
     text = view.text
-    for m in _CARD.finditer(text, ws, we):
-        if v.credit_card(m.group()):
-            hits.append(Hit("credit_card", m.start(), m.end()))
-    for m in _SSN.finditer(text, ws, we):
-        if v.ssn(m.group()):
-            hits.append(Hit("ssn", m.start(), m.end()))
-        elif v.itin(m.group()):
-            hits.append(Hit("itin", m.start(), m.end()))
     for m in _NINE.finditer(text, ws, we):
         value, pos = m.group(), m.start()
         if view.has_context(pos, _SSN_WORDS) and v.ssn(value):
@@ -81,21 +121,16 @@ def _scan_window(view: TextView, ws: int, we: int, hits: list[Hit]) -> None:
             hits.append(Hit("npi", pos, m.end()))
         elif view.has_context(pos, _PHONE_WORDS) and _phone(value, "US"):
             hits.append(Hit("phone", pos, m.end()))
+    for m in _NANP_SPACED.finditer(text, ws, we):
+        if view.has_context(m.start(), _PHONE_WORDS) and _phone(m.group(), "US"):
+            hits.append(Hit("phone", m.start(), m.end()))
     for m in _EIN.finditer(text, ws, we):
         if view.has_context(m.start(), _EIN_WORDS) and v.ein(m.group()):
             hits.append(Hit("ein", m.start(), m.end()))
-    for m in _NANP.finditer(text, ws, we):
-        if _phone(m.group(), "US"):
-            hits.append(Hit("phone", m.start(), m.end()))
-    for m in _INTL.finditer(text, ws, we):
-        if 8 <= len(v.digits_of(m.group())) <= 15 and _phone(m.group(), None):
-            hits.append(Hit("phone", m.start(), m.end()))
-    for m in _IPV4.finditer(text, ws, we):
-        if _public_ip(view, m):
-            hits.append(Hit("ip_address", m.start(), m.end()))
 
 
 def find_numbers(view: TextView, hits: list[Hit]) -> None:
     for m in _CLUSTER.finditer(view.classes):
-        # A few characters back so "+1 (", "(" and lookbehinds see their context.
-        _scan_window(view, max(0, m.start() - 4), m.end(), hits)
+        _scan_cluster(view, m.start(), m.end(), hits)
+    for m in _QUAD.finditer(view.classes):
+        _ipv4(view, max(0, m.start() - 2), m.end() + 2, hits)

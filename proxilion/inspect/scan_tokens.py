@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from proxilion.inspect import validators as v
-from proxilion.inspect.textview import Hit, TextView
+from proxilion.inspect.textview import Hit, TextView, context_words
 
 _MIN_RUN = 16
 _RUN = b"w" * _MIN_RUN
@@ -29,7 +29,7 @@ _KEYS = re.compile(
     r"|(?P<aws_secret_access_key>(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{40}(?![A-Za-z0-9+/=]))",
     re.ASCII,
 )
-_AWS_SECRET_WORDS = (b"aws", b"secret", b"akia", b"asia")
+_AWS_SECRET_WORDS = context_words("aws", "secret", "akia", "asia", "secret_access_key", "aws_secret_access_key")
 
 
 def _mixed(value: str) -> bool:

@@ -36,7 +36,7 @@ class CustomDetector:
     severity: str
     compliance: tuple[str, ...] = ()
     validator: str | None = None
-    context: tuple[bytes, ...] = ()
+    context: re.Pattern | None = attrs.field(default=None, repr=lambda p: 'set' if p else 'None')
     context_window: int = 48
 
     def find(self, view: TextView, hits: list[Hit]) -> None:
@@ -44,7 +44,7 @@ class CustomDetector:
         for m in self.pattern.finditer(view.text):
             if m.end() == m.start():
                 continue
-            if self.context and not view.has_context(m.start(), self.context, self.context_window):
+            if self.context is not None and not view.has_context(m.start(), self.context, self.context_window):
                 continue
             if check is not None and not check(m.group()):
                 continue

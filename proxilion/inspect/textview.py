@@ -10,6 +10,7 @@ the precise patterns and checksums only run around those few places.
 
 from __future__ import annotations
 
+import re
 import string
 from typing import NamedTuple
 
@@ -63,10 +64,12 @@ class TextView:
             self._tokens = self.raw.translate(TOKEN_TABLE)
         return self._tokens
 
-    def before(self, pos: int, width: int = 48) -> bytes:
-        """Lower-cased text just before `pos`, for context-word checks."""
-        return self.lower[max(0, pos - width):pos]
+    def has_context(self, pos: int, words: re.Pattern, width: int = 48) -> bool:
+        """Whether one of `words` (see context_words) appears in the `width` characters before `pos`."""
+        return words.search(self.lower, max(0, pos - width), pos) is not None
 
-    def has_context(self, pos: int, words: tuple[bytes, ...], width: int = 48) -> bool:
-        window = self.before(pos, width)
-        return any(w in window for w in words)
+
+def context_words(*words: str) -> re.Pattern:
+    """A matcher for whole context words in lower-cased bytes ("ach" must not match "each")."""
+    alternation = b"|".join(re.escape(w.lower().encode("ascii")) for w in words)
+    return re.compile(rb"(?<![a-z])(?:" + alternation + rb")(?![a-z])")
