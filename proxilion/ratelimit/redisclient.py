@@ -206,6 +206,9 @@ class RedisNode:
         self._proto: Any = None
         self.state = "connecting"  # connecting | up | down
         self._timeouts = 0
+        # Calls made before the first attempt finished; fired from the reactor,
+        # never from inside ClientService's state machine (it is not reentrant).
+        self._waiting: list[defer.Deferred] = []
         self._service = ClientService(
             endpoint,
             _Factory(self),
@@ -230,9 +233,19 @@ class RedisNode:
         return self._service.stopService()
 
     def _first_attempt_failed(self, failure: Failure) -> None:
-        if not failure.check(defer.CancelledError) and self.state == "connecting":
+        if self.state == "connecting":
             self._set_state("down")
-            self.log.warn("Redis {node} unreachable ({why}); falling back to local buckets and retrying", node=self.name, why=failure.getErrorMessage())
+            if not failure.check(defer.CancelledError):
+                self.log.warn("Redis {node} unreachable ({why}); retrying in the background", node=self.name, why=failure.getErrorMessage())
+        self.reactor.callLater(0, self._release_waiting)
+
+    def _release_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            if self._proto is not None:
+                d.callback(self._proto)
+            else:
+                d.errback(RedisUnavailable(f"could not connect to {self.name}"))
 
     def _set_state(self, state: str) -> None:
         if state != self.state:
@@ -261,6 +274,8 @@ class RedisNode:
             self._timeouts = 0
             self.log.info("Redis {node} connected", node=self.name)
             self._set_state("up")
+            if self._waiting:
+                self.reactor.callLater(0, self._release_waiting)
             return None
 
         return ready.addBoth(prepared)
@@ -294,7 +309,9 @@ class RedisNode:
         if self._proto is not None:
             d = defer.maybeDeferred(command, self._proto)
         elif self.state == "connecting":
-            d = self._service.whenConnected(failAfterFailures=1).addCallback(command)
+            d = defer.Deferred(lambda waiter: self._waiting.remove(waiter) if waiter in self._waiting else None)
+            self._waiting.append(d)
+            d.addCallback(command)
         else:
             return defer.fail(RedisUnavailable(f"not connected to {self.name}"))
         timer = self.reactor.callLater(timeout, d.cancel)

@@ -1,93 +1,14 @@
-"""Real redis-server processes on free loopback ports: single, 3-node cluster, sentinel."""
+"""Fixtures: real redis-server processes on free loopback ports: single, 3-node cluster, sentinel."""
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
-
-needs_redis = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server not installed")
-
-
-def free_port(avoid_bus: bool = False) -> int:
-    """A free loopback port (and, for cluster nodes, port + 10000 free too)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not avoid_bus:
-            return port
-        if port + 10000 < 65536:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-            return port
-
-
-def cli(port: int, *args: str, timeout: float = 10.0) -> str:
-    out = subprocess.run([REDIS_CLI, "-p", str(port), *args], capture_output=True, text=True, timeout=timeout)
-    return out.stdout.strip()
-
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
-    except OSError:
-        return False
-
-
-class RedisServer:
-    """One redis-server process that a test can kill and bring back on the same port."""
-
-    def __init__(self, directory: Path, port: int | None = None, *extra: str) -> None:
-        self.directory = directory
-        self.port = port or free_port()
-        self.extra = extra
-        self.process: subprocess.Popen | None = None
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def argv(self) -> list[str]:
-        return [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.directory), *self.extra]
-
-    def start(self, wait: bool = True) -> "RedisServer":
-        self.process = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.directory)
-        if wait:
-            wait_for(lambda: _answers(self.port), what=f"redis on {self.port}")
-        return self
-
-    def ready(self) -> bool:
-        return _answers(self.port)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
-        self.process = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+from rl_support import REDIS_CLI, REDIS_SERVER, RedisServer, _answers, cli, free_port, wait_for
 
 
 @pytest.fixture
@@ -150,3 +71,20 @@ def redis_sentinel(tmp_path: Path) -> Iterator[dict]:
         sentinel.wait(5)
         master.kill()
         replica.kill()
+
+
+@pytest.fixture(autouse=True)
+def no_logged_failures() -> Iterator[None]:
+    """Any failure logged through twisted.logger fails the test."""
+    from twisted.logger import globalLogPublisher
+
+    failures: list[dict] = []
+
+    def observe(event: dict) -> None:
+        if "log_failure" in event:
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield
+    globalLogPublisher.removeObserver(observe)
+    assert not failures, [f["log_failure"].getTraceback() for f in failures]
