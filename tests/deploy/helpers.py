@@ -31,6 +31,7 @@ TOOLS = {
     "haproxy": "apt: haproxy",
     "openssl": "apt: openssl",
     "promtool": "apt: prometheus",
+    "shellcheck": "apt: shellcheck",
 }
 
 K8S_VERSION = "1.30.0"
