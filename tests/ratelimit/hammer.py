@@ -1,0 +1,50 @@
+"""One limiter process for the concurrency tests: takes as fast as it can, prints counts as JSON.
+
+python hammer.py START_AT DURATION CONCURRENCY  (settings from the environment)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from twisted.internet import defer, task
+
+from proxilion.config import load_settings
+from proxilion.metrics import Metrics
+from proxilion.proxy.identity import Identity
+from proxilion.ratelimit.service import RateLimiter
+
+IDENTITY = Identity(key="user:hammered", kind="user", tenant=None, client_ip="203.0.113.1")
+
+
+async def main(reactor, start_at: float, duration: float, concurrency: int) -> None:
+    rl = RateLimiter(load_settings({}, environ=dict(os.environ)), Metrics(), reactor)
+    rl.startService()
+    while rl.health() != "ok":
+        await task.deferLater(reactor, 0.01, lambda: None)
+    counts = {"allowed": 0, "refused": 0, "other_store": 0}
+    await task.deferLater(reactor, max(0.0, start_at - time.time()), lambda: None)
+    first = time.time()
+    deadline = first + duration
+    last = first
+
+    async def worker() -> None:
+        nonlocal last
+        while time.time() < deadline:
+            decision = await rl.take(IDENTITY, "openai")
+            last = time.time()
+            counts["allowed" if decision.allowed else "refused"] += 1
+            if decision.store != "redis":
+                counts["other_store"] += 1
+
+    await defer.gatherResults([defer.ensureDeferred(worker()) for _ in range(concurrency)])
+    await rl.stopService()
+    print(json.dumps({**counts, "first": first, "last": last}))
+
+
+if __name__ == "__main__":
+    start_at, duration, concurrency = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor, start_at, duration, concurrency)))
