@@ -10,6 +10,7 @@ from proxilion.inspect.findings import Finding, Verdict
 from proxilion.inspect.policy import Policy
 from proxilion.inspect.redact import redact_text
 from proxilion.inspect.scanner import Scanner
+from proxilion.inspect.stream import StreamRedactor
 from proxilion.providers.body import Body
 
 
@@ -30,9 +31,8 @@ class Inspector:
     def response_inspection_enabled(self, provider: str, path: str, identity: str | None = None) -> bool:
         return any(r.action != "allow" for r in self.policy.rules_for("response", provider, path, identity))
 
-    def stream_redactor(self, provider: str, path: str, identity: str | None = None):
-        from proxilion.inspect.stream import StreamRedactor  # noqa: PLC0415 - avoids an import cycle
-
+    def stream_redactor(self, provider: str, path: str, identity: str | None = None) -> StreamRedactor:
+        """A redactor for one streamed answer (SSE, NDJSON or AWS event-stream)."""
         return StreamRedactor(self, provider, path, identity)
 
     def finding(self, finding_type: str, location: str, start: int, end: int) -> Finding:

@@ -1,0 +1,364 @@
+"""Redacting streamed answers (SSE, NDJSON, AWS event-stream) on the fly.
+
+Each text the stream grows (a choice, a content block, tool-call arguments)
+is a channel. An event carrying text is held back until its channel has
+grown `stream_holdback_chars` past it (or ended), so a value split across
+events is scanned whole before any of it leaves; the held text plus a short
+tail of what was already sent is rescanned as events arrive. Events leave in
+their arrival order, each with its own text redacted, so the stream stays
+valid for the SDKs. Events without text (tool calls, citations, final
+summaries) are scanned whole as JSON. A block ends the stream with the
+provider's error event. Memory is bounded: held text never exceeds four
+times the holdback before the oldest event is forced out (redacted).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from proxilion.inspect.decide import decide, describe
+from proxilion.inspect.findings import Finding
+from proxilion.inspect.redact import replacement
+from proxilion.providers import eventstream
+from proxilion.providers.errors import stream_error_event
+from proxilion.providers.fields import dumps, format_path, rewrite, walk
+from proxilion.providers.sse import SSEFrame, split_lines, split_sse
+from proxilion.providers.streams import ALL, stream_format, text_slots
+
+if TYPE_CHECKING:
+    from proxilion.inspect.inspector import Inspector
+
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+# Characters already sent that are rescanned with the held text, so a context
+# word ("DOB:") sent earlier still qualifies a value held now.
+_TAIL = 64
+
+
+class _Slot:
+    __slots__ = ("channel", "path", "start", "end", "text")
+
+    def __init__(self, channel, path, start, end, text):
+        self.channel, self.path, self.start, self.end, self.text = channel, path, start, end, text
+
+
+class _Frame:
+    __slots__ = ("raw", "doc", "slots", "rebuild", "changed")
+
+    def __init__(self, raw: bytes, doc: Any = None, rebuild: Callable[[Any], bytes] | None = None):
+        self.raw, self.doc, self.rebuild = raw, doc, rebuild
+        self.slots: list[_Slot] = []
+        self.changed = False
+
+    def encode(self) -> bytes:
+        return self.rebuild(self.doc) if self.changed else self.raw
+
+
+class _Span:
+    __slots__ = ("start", "end", "type", "placed")
+
+    def __init__(self, start, end, type_):
+        self.start, self.end, self.type, self.placed = start, end, type_, False
+
+
+class _Channel:
+    __slots__ = ("sent_tail", "held", "base", "spans", "ended", "path")
+
+    def __init__(self, path: tuple):
+        self.sent_tail = ""
+        self.held = ""
+        self.base = 0  # offset in the channel's whole text of held[0]
+        self.spans: list[_Span] = []
+        self.ended = False
+        self.path = path
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.held)
+
+
+class StreamRedactor:
+    def __init__(self, inspector: Inspector, provider: str, path: str, identity: str | None = None):
+        self.inspector = inspector
+        self.provider, self.path, self.identity = provider, path, identity
+        self.format = stream_format(provider, path)
+        self.holdback = inspector.policy.settings.stream_holdback_chars
+        self.findings: list[Finding] = []
+        self.blocked = False
+        self.error = False
+        self._buffer = bytearray()
+        self._queue: deque[_Frame] = deque()
+        self._channels: dict[Any, _Channel] = {}
+        self._seen: dict[tuple, str] = {}
+        self._ndjson: bool | None = None if self.format.startswith("cohere") else False
+        self._passthrough = False
+
+    # -- public ---------------------------------------------------------------------------------
+    def feed(self, chunk: bytes) -> bytes:
+        """Bytes that may be sent now."""
+        if self.blocked:
+            return b""
+        if self._passthrough:
+            return chunk
+        self._buffer += chunk
+        return self._run(final=False)
+
+    def finish(self) -> bytes:
+        """Everything still held, at the end of the upstream stream."""
+        if self.blocked:
+            return b""
+        if self._passthrough:
+            return b""
+        return self._run(final=True)
+
+    @property
+    def message(self) -> str:
+        return describe("block" if self.blocked else "redact", self.findings)
+
+    # -- framing --------------------------------------------------------------------------------
+    def _run(self, final: bool) -> bytes:
+        out: list[bytes] = []
+        try:
+            for frame in self._frames(final):
+                self._accept(frame)
+                if self.blocked:
+                    return b"".join(out) + self._block_event()
+                out.append(self._release(force_all=False))
+            if final:
+                for channel in self._channels.values():
+                    channel.ended = True
+                out.append(self._release(force_all=True))
+        except Exception:  # noqa: BLE001 - a failing scanner must not let text through unscanned
+            self.error = True
+            if self.inspector.policy.settings.on_scanner_error == "block":
+                self.blocked = True
+                return b"".join(out) + self._block_event("blocked: scanner error")
+            self._passthrough = True
+            rest = b"".join(f.raw for f in self._queue) + bytes(self._buffer)
+            self._queue.clear()
+            self._buffer.clear()
+            return b"".join(out) + rest
+        return b"".join(out)
+
+    def _frames(self, final: bool) -> list[_Frame]:
+        if self.format == "bedrock":
+            return [self._bedrock_frame(h, p) for h, p in eventstream.split_frames(self._buffer)]
+        if self._ndjson is None:
+            head = bytes(self._buffer).lstrip()
+            if not head:
+                return []
+            self._ndjson = head.startswith(b"{")
+        if self._ndjson:
+            raws = split_lines(self._buffer, MAX_FRAME_BYTES)
+            if final and self._buffer:
+                raws.append(bytes(self._buffer))
+                self._buffer.clear()
+            return [self._line_frame(r) for r in raws]
+        raws = split_sse(self._buffer, MAX_FRAME_BYTES)
+        if final and self._buffer.strip():
+            raws.append(bytes(self._buffer))
+            self._buffer.clear()
+        return [self._sse_frame(r) for r in raws]
+
+    def _sse_frame(self, raw: bytes) -> _Frame:
+        sse = SSEFrame(raw)
+        if sse.data is None:
+            return _Frame(raw)
+        if sse.data.strip() == b"[DONE]":
+            frame = _Frame(raw)
+            self._end([ALL])
+            return frame
+        try:
+            doc = json.loads(sse.data)
+        except ValueError:
+            return self._text_frame(raw, sse.data.decode("utf-8", "replace"),
+                                    lambda text: sse.with_data(text.encode("utf-8")))
+        return self._json_frame(raw, sse.event, doc, lambda d: sse.with_data(dumps(d).encode("utf-8")))
+
+    def _line_frame(self, raw: bytes) -> _Frame:
+        if not raw.strip():
+            return _Frame(raw)
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return self._text_frame(raw, raw.decode("utf-8", "replace"), lambda text: text.encode("utf-8"))
+        return self._json_frame(raw, None, doc, lambda d: dumps(d).encode("utf-8") + b"\n")
+
+    def _bedrock_frame(self, headers: dict[str, str], payload: bytes) -> _Frame:
+        raw = eventstream.encode(headers, payload)
+        if headers.get(":message-type") != "event":
+            self._end([ALL])
+            return _Frame(raw)
+        event = headers.get(":event-type")
+        doc = json.loads(payload) if payload else {}
+        if event == "chunk" and isinstance(doc, dict) and isinstance(doc.get("bytes"), str):
+            try:
+                inner = json.loads(base64.b64decode(doc["bytes"]))
+            except (ValueError, binascii.Error):
+                inner = None
+            if inner is not None:
+                def rebuild(d: Any) -> bytes:
+                    wrapped = dict(doc, bytes=base64.b64encode(dumps(d).encode("utf-8")).decode("ascii"))
+                    return eventstream.encode(headers, dumps(wrapped).encode("utf-8"))
+                return self._json_frame(raw, event, inner, rebuild)
+        return self._json_frame(raw, event, doc,
+                                lambda d: eventstream.encode(headers, dumps(d).encode("utf-8")))
+
+    def _json_frame(self, raw: bytes, event: str | None, doc: Any, rebuild) -> _Frame:
+        frame = _Frame(raw, doc, rebuild)
+        slots, ends = text_slots(self.format, event, doc)
+        for channel_id, path in slots:
+            text = doc
+            for part in path:
+                text = text[part]
+            channel = self._channels.get(channel_id)
+            if channel is None:
+                channel = self._channels[channel_id] = _Channel(path)
+            frame.slots.append(_Slot(channel_id, path, channel.end, channel.end + len(text), text))
+            channel.held += text
+        if not slots:
+            self._scan_whole(frame)
+        self._end(ends)
+        return frame
+
+    def _text_frame(self, raw: bytes, text: str, rebuild) -> _Frame:
+        """A frame whose data is not JSON: scanned and redacted as plain text."""
+        frame = _Frame(raw, text, rebuild)
+        self._scan_whole(frame)
+        return frame
+
+    def _end(self, ends: list) -> None:
+        for channel_id, channel in self._channels.items():
+            if ALL in ends or channel_id[0] in ends:
+                channel.ended = True
+
+    # -- scanning -------------------------------------------------------------------------------
+    def _judge(self, new: list[Finding]) -> list[Finding]:
+        decision = decide(self.inspector.policy, "response", self.provider, self.path, self.identity,
+                          self.findings + new)
+        judged = list(decision.findings[len(self.findings):])
+        self.findings.extend(judged)
+        if any(f.action == "block" for f in judged):
+            self.blocked = True
+        return judged
+
+    def _scan_whole(self, frame: _Frame) -> None:
+        fields = walk(frame.doc)
+        hits = self.inspector.scanner.scan_many([f.text for f in fields], [f.key for f in fields])
+        new, where = [], []
+        for field, field_hits in zip(fields, hits):
+            for h in field_hits:
+                new.append(self.inspector.finding(h.type, "stream:" + field.location, h.start, h.end))
+                where.append(field)
+        if not new:
+            return
+        replacements: dict[tuple, list] = {}
+        for finding, field in zip(self._judge(new), where):
+            if finding.action == "redact":
+                replacements.setdefault(field.path, []).append(finding)
+        if replacements and not self.blocked:
+            style = self.inspector.policy.settings.redaction
+            texts = {f.path: f.text for f in fields}
+            new_texts = {}
+            for path, found in replacements.items():
+                text = texts[path]
+                for f in sorted(found, key=lambda f: -f.start):
+                    text = text[:f.start] + replacement(text[f.start:f.end], f.type, style) + text[f.end:]
+                new_texts[path] = text
+            frame.doc = rewrite(frame.doc, new_texts)
+            frame.changed = True
+
+    def _rescan(self, channel_id, channel: _Channel) -> None:
+        window = channel.sent_tail + channel.held
+        offset = channel.base - len(channel.sent_tail)
+        hits = self.inspector.scanner.scan(window)
+        new, spans = [], []
+        for h in hits:
+            start, end = offset + h.start, offset + h.end
+            if end <= channel.base:
+                continue
+            known = self._seen.get((channel_id, start, h.type))
+            if known is not None:
+                # The same value seen again, longer now that more text arrived.
+                if known == "redact":
+                    self._add_span(channel, max(start, channel.base), end, h.type)
+                continue
+            new.append(self.inspector.finding(h.type, "stream:" + format_path(channel.path), start, end))
+            spans.append((channel_id, max(start, channel.base), end))
+        if not new:
+            return
+        for finding, (cid, start, end) in zip(self._judge(new), spans):
+            self._seen[(cid, finding.start, finding.type)] = finding.action
+            if finding.action == "redact":
+                self._add_span(channel, start, end, finding.type)
+
+    @staticmethod
+    def _add_span(channel: _Channel, start: int, end: int, type_: str) -> None:
+        for span in channel.spans:
+            if start < span.end and span.start < end:
+                span.end = max(span.end, end)
+                if not span.placed:
+                    span.start = min(span.start, start)
+                return
+        channel.spans.append(_Span(start, end, type_))
+
+    def _accept(self, frame: _Frame) -> None:
+        self._queue.append(frame)
+        for channel_id in {s.channel for s in frame.slots}:
+            self._rescan(channel_id, self._channels[channel_id])
+
+    # -- release --------------------------------------------------------------------------------
+    def _ready(self, frame: _Frame, force: bool) -> bool:
+        if force:
+            return True
+        for slot in frame.slots:
+            channel = self._channels[slot.channel]
+            if not channel.ended and channel.end - slot.end < self.holdback:
+                return False
+        return True
+
+    def _release(self, force_all: bool) -> bytes:
+        out = []
+        while self._queue:
+            held = sum(len(c.held) for c in self._channels.values())
+            frame = self._queue[0]
+            if not self._ready(frame, force_all or held > 4 * self.holdback):
+                break
+            self._queue.popleft()
+            for slot in frame.slots:
+                self._emit_slot(frame, slot)
+            out.append(frame.encode())
+        return b"".join(out)
+
+    def _emit_slot(self, frame: _Frame, slot: _Slot) -> None:
+        channel = self._channels[slot.channel]
+        style = self.inspector.policy.settings.redaction
+        pieces, pos = [], slot.start
+        for span in sorted(channel.spans, key=lambda s: s.start):
+            if span.end <= slot.start or span.start >= slot.end:
+                continue
+            if span.start > pos:
+                pieces.append(slot.text[pos - slot.start:span.start - slot.start])
+            if not span.placed:
+                value = channel.held[span.start - channel.base:span.end - channel.base]
+                pieces.append(replacement(value, span.type, style))
+                span.placed = True
+            pos = min(span.end, slot.end)
+        new_text = "".join(pieces) + slot.text[pos - slot.start:]
+        if new_text != slot.text:
+            frame.doc = rewrite(frame.doc, {slot.path: new_text})
+            frame.changed = True
+        channel.sent_tail = (channel.sent_tail + slot.text)[-_TAIL:]
+        channel.held = channel.held[len(slot.text):]
+        channel.base += len(slot.text)
+        channel.spans = [s for s in channel.spans if s.end > channel.base]
+
+    def _block_event(self, message: str | None = None) -> bytes:
+        self.blocked = True
+        self._queue.clear()
+        self._buffer.clear()
+        return stream_error_event(self.provider if self.provider != "unknown" else "openai",
+                                  message or self.message, 400, cohere_v1=self.format == "cohere_v1")

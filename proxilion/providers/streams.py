@@ -1,0 +1,178 @@
+"""Where each provider's stream events carry answer text, and which events end a text.
+
+A slot is (channel, path): the channel names one growing text (a choice, a
+content block, a tool call's arguments), the path where this event holds its
+next piece. Texts are redacted across events of one channel, so a value
+split over two events is still seen whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ALL = "all"
+
+OPENAI_LIKE = ("openai", "azure", "unknown")
+
+
+def stream_format(provider: str, path: str) -> str:
+    """The stream dialect: openai, anthropic, gemini, cohere (v2 SSE), cohere_v1 (NDJSON), bedrock."""
+    if provider == "bedrock":
+        return "bedrock"
+    if provider == "cohere":
+        return "cohere_v1" if path.startswith("/v1/") or path in ("/chat", "/generate") else "cohere"
+    if provider in ("anthropic", "gemini"):
+        return provider
+    return "openai"
+
+
+def _openai(doc: dict) -> tuple[list, list]:
+    slots, ends = [], []
+    for i, choice in enumerate(doc.get("choices") or ()):
+        if not isinstance(choice, dict):
+            continue
+        index = choice.get("index", i)
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            if isinstance(delta.get("content"), str):
+                slots.append(((index, "content"), ("choices", i, "delta", "content")))
+            if isinstance(delta.get("refusal"), str):
+                slots.append(((index, "refusal"), ("choices", i, "delta", "refusal")))
+            for k, call in enumerate(delta.get("tool_calls") or ()):
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                    slots.append(((index, "tool", call.get("index", k)),
+                                  ("choices", i, "delta", "tool_calls", k, "function", "arguments")))
+        elif isinstance(choice.get("text"), str):
+            slots.append(((index, "text"), ("choices", i, "text")))
+        if choice.get("finish_reason") is not None:
+            ends.append(index)
+    if isinstance(doc.get("error"), dict):
+        ends.append(ALL)
+    return slots, ends
+
+
+def _anthropic(event: str | None, doc: dict) -> tuple[list, list]:
+    kind = doc.get("type", event)
+    index = doc.get("index", 0)
+    if kind == "content_block_delta":
+        delta = doc.get("delta") or {}
+        for field in ("text", "partial_json", "thinking"):
+            if isinstance(delta.get(field), str):
+                return [((index, field), ("delta", field))], []
+        return [], []
+    if kind == "content_block_start":
+        block = doc.get("content_block") or {}
+        if isinstance(block.get("text"), str):
+            return [((index, "text"), ("content_block", "text"))], []
+        return [], []
+    if kind == "content_block_stop":
+        return [], [index]
+    if kind in ("message_delta", "message_stop", "error"):
+        return [], [ALL]
+    return [], []
+
+
+def _gemini(doc: dict) -> tuple[list, list]:
+    slots, ends = [], []
+    for i, candidate in enumerate(doc.get("candidates") or ()):
+        if not isinstance(candidate, dict):
+            continue
+        index = candidate.get("index", i)
+        parts = (candidate.get("content") or {}).get("parts") or ()
+        for j, part in enumerate(parts):
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                kind = "thought" if part.get("thought") else "text"
+                slots.append(((index, kind), ("candidates", i, "content", "parts", j, "text")))
+        if candidate.get("finishReason"):
+            ends.append(index)
+    if isinstance(doc.get("error"), dict):
+        ends.append(ALL)
+    return slots, ends
+
+
+def _cohere(event: str | None, doc: dict) -> tuple[list, list]:
+    kind = doc.get("type", event)
+    index = doc.get("index", 0)
+    message = ((doc.get("delta") or {}).get("message") or {}) if isinstance(doc.get("delta"), dict) else {}
+    if kind == "content-delta":
+        content = message.get("content") or {}
+        if isinstance(content, dict) and isinstance(content.get("text"), str):
+            return [((index, "text"), ("delta", "message", "content", "text"))], []
+    elif kind == "tool-plan-delta" and isinstance(message.get("tool_plan"), str):
+        return [(("plan", 0), ("delta", "message", "tool_plan"))], []
+    elif kind == "tool-call-delta":
+        function = ((message.get("tool_calls") or {}).get("function") or {})
+        if isinstance(function.get("arguments"), str):
+            return [((index, "tool"), ("delta", "message", "tool_calls", "function", "arguments"))], []
+    elif kind in ("content-end", "tool-call-end"):
+        return [], [index]
+    elif kind == "message-end":
+        return [], [ALL]
+    return [], []
+
+
+def _cohere_v1(doc: dict) -> tuple[list, list]:
+    kind = doc.get("event_type")
+    if kind == "text-generation" and isinstance(doc.get("text"), str):
+        return [((0, "text"), ("text",))], []
+    if kind == "stream-end" or doc.get("is_finished"):
+        return [], [ALL]
+    return [], []
+
+
+def _bedrock_chunk(doc: dict) -> tuple[list, list]:
+    """A decoded InvokeModel stream chunk, in the native shape of the model family."""
+    if "type" in doc:
+        return _anthropic(None, doc)
+    if isinstance(doc.get("outputText"), str):  # Amazon Titan
+        ends = [ALL] if doc.get("completionReason") else []
+        return [((doc.get("index", 0), "text"), ("outputText",))], ends
+    if isinstance(doc.get("generation"), str):  # Meta Llama
+        ends = [ALL] if doc.get("stop_reason") else []
+        return [((0, "text"), ("generation",))], ends
+    outputs = doc.get("outputs")
+    if isinstance(outputs, list):  # Mistral
+        slots, ends = [], []
+        for i, out in enumerate(outputs):
+            if isinstance(out, dict) and isinstance(out.get("text"), str):
+                slots.append(((i, "text"), ("outputs", i, "text")))
+                if out.get("stop_reason"):
+                    ends.append(i)
+        return slots, ends
+    if "choices" in doc:
+        return _openai(doc)
+    return [], []
+
+
+def _bedrock_converse(event: str | None, doc: dict) -> tuple[list, list]:
+    index = doc.get("contentBlockIndex", 0)
+    if event == "contentBlockDelta":
+        delta = doc.get("delta") or {}
+        if isinstance(delta.get("text"), str):
+            return [((index, "text"), ("delta", "text"))], []
+        tool = delta.get("toolUse") or {}
+        if isinstance(tool.get("input"), str):
+            return [((index, "tool"), ("delta", "toolUse", "input"))], []
+    elif event == "contentBlockStop":
+        return [], [index]
+    elif event in ("messageStop", "metadata"):
+        return [], [ALL]
+    return [], []
+
+
+def text_slots(fmt: str, event: str | None, doc: Any) -> tuple[list, list]:
+    """(slots, ended channel indexes or ALL) for one parsed stream event."""
+    if not isinstance(doc, dict):
+        return [], []
+    if fmt == "anthropic":
+        return _anthropic(event, doc)
+    if fmt == "gemini":
+        return _gemini(doc)
+    if fmt == "cohere":
+        return _cohere(event, doc)
+    if fmt == "cohere_v1":
+        return _cohere_v1(doc)
+    if fmt == "bedrock":
+        return _bedrock_chunk(doc) if event == "chunk" else _bedrock_converse(event, doc)
+    return _openai(doc)
