@@ -95,6 +95,7 @@ async def test_sentinel_discovery_and_failover(redis_sentinel):
             raise AssertionError("never reached the new master")
         assert rl.health() == "ok"
         key = "proxilion:rl:{user:alice}:default"
+        await rl.take(ALICE, "openai")
         before = float(cli(new_port, "hget", key, "t"))
         assert (await rl.take(ALICE, "openai")).store == "redis"
         assert float(cli(new_port, "hget", key, "t")) < before  # the write went to the new master
