@@ -143,3 +143,23 @@ def test_env_example_names_only_real_settings():
     used = re.findall(r"^#?([A-Z][A-Z0-9_]+)=", text, re.M)
     assert used
     assert set(used) <= names, set(used) - names
+
+
+def test_template_options_are_understood_by_the_plugin():
+    """The per-instance options of ExecStart parse with the real twistd plugin options."""
+    import importlib.util
+
+    plugin = ROOT / "twisted" / "plugins" / "proxilion_plugin.py"
+    if not plugin.exists():
+        pytest.skip("twisted/plugins/proxilion_plugin.py not there yet")
+    spec = importlib.util.spec_from_file_location("_proxilion_plugin_under_test", plugin)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    service = parse_unit(ROOT / "systemd" / "proxilion@.service")["Service"]
+    args = one(service, "ExecStart").replace("%i", "8790").split()
+    options = module.serviceMaker.options()
+    options.parseOptions(args[args.index("proxilion") + 1 :])
+    settings = options.settings
+    assert settings.reuse_port is True
+    assert settings.admin_port == 8790
+    assert settings.data_dir == "/var/lib/proxilion/8790"
