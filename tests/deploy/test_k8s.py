@@ -11,12 +11,14 @@ K8S = ROOT / "k8s"
 MANIFESTS = ["deployment.yaml", "ingress.yaml", "redis.yaml", "postgres.yaml", "secret.example.yaml"]
 
 
-def validate(*paths):
-    return run([tool("kubernetes-validate"), "--strict", "--quiet", "-k", K8S_VERSION, *paths])
+def validate(*paths, version=K8S_VERSION):
+    return run([tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, *paths])
 
 
-def test_kubernetes_validate_strict():
-    result = validate(*(K8S / m for m in MANIFESTS))
+# The oldest schemas kubernetes-validate ships, the reference version, and a recent one.
+@pytest.mark.parametrize("version", ["1.25.0", K8S_VERSION, "1.37.0"])
+def test_kubernetes_validate_strict(version):
+    result = validate(*(K8S / m for m in MANIFESTS), version=version)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
