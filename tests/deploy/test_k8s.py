@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -15,8 +18,19 @@ def validate(*paths, version=K8S_VERSION):
     return run([tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, *paths])
 
 
-# The oldest schemas kubernetes-validate ships, the reference version, and a recent one.
-@pytest.mark.parametrize("version", ["1.25.0", K8S_VERSION, "1.37.0"])
+def _shipped_versions() -> list[str]:
+    """Kubernetes versions whose strict schemas the installed kubernetes-validate ships."""
+    try:
+        import kubernetes_validate
+    except ImportError:
+        return []
+    schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    found = [m.group(1) for d in schemas.glob("v*-local-strict") if (m := re.match(r"v(\d+\.\d+\.\d+)-local-strict$", d.name))]
+    return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+# The oldest schemas the validator ships, the reference version, and the newest.
+@pytest.mark.parametrize("version", sorted({*(_shipped_versions()[:1] + _shipped_versions()[-1:]), K8S_VERSION}))
 def test_kubernetes_validate_strict(version):
     result = validate(*(K8S / m for m in MANIFESTS), version=version)
     assert result.returncode == 0, result.stdout + result.stderr
