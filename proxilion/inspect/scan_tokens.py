@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from proxilion.inspect import validators as v
-from proxilion.inspect.textview import Hit, TextView, context_words
+from proxilion.inspect.textview import Hit, TextView
 
 _MIN_RUN = 16
 _RUN = b"w" * _MIN_RUN
@@ -29,7 +29,8 @@ _KEYS = re.compile(
     r"|(?P<aws_secret_access_key>(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{40}(?![A-Za-z0-9+/=]))",
     re.ASCII,
 )
-_AWS_SECRET_WORDS = context_words("aws", "secret", "akia", "asia", "secret_access_key", "aws_secret_access_key")
+# "aws"/"secret" as words (aws_secret_access_key included), or an access key id nearby.
+_AWS_SECRET_WORDS = re.compile(rb"(?<![a-z])(?:aws|secret)|(?<![a-z0-9])(?:akia|asia)[a-z2-7]{16}(?![a-z0-9])")
 
 
 def _mixed(value: str) -> bool:

@@ -1,0 +1,134 @@
+"""Each detector: generated valid values are found exactly; look-alikes are not."""
+
+import random
+
+import pytest
+
+import valuegen as g
+from proxilion.inspect.scanner import Scanner
+
+SCANNER = Scanner()
+N = 150
+
+PLANTED = {
+    "credit_card": (g.card, "Please charge {} for the order."),
+    "ssn": (g.ssn, "Employee SSN is {} per HR."),
+    "aba_routing": (g.aba, "Wire to routing number {} today."),
+    "iban": (g.iban, "Pay into IBAN {} please."),
+    "npi": (g.npi, "Dr. Lee, NPI {}, signed it."),
+    "dea": (g.dea, "Prescriber DEA {} on file."),
+    "mbi": (g.mbi, "Medicare id {} for the claim."),
+    "email": (g.email, "Write to {} soon."),
+    "phone": (g.phone, "Reach me at {} tomorrow."),
+    "ip_address": (g.public_ip, "Traffic came from {} last night."),
+    "aws_access_key_id": (g.aws_key_id, "key id {} in the config"),
+    "github_token": (g.github_token, "token {} leaked"),
+    "openai_api_key": (g.openai_key, "use {} for the client"),
+    "anthropic_api_key": (g.anthropic_key, "use {} for the client"),
+    "slack_token": (g.slack_token, "bot token {} here"),
+    "stripe_key": (g.stripe_key, "stripe {} live"),
+    "google_api_key": (g.google_key, "maps key {} there"),
+    "jwt": (g.jwt, "Authorization header carries {} ok"),
+    "private_key": (g.private_key, "here is the key:\n{}\nthanks"),
+}
+
+
+def _found(text: str, value: str, kind: str) -> bool:
+    return any(h.type == kind and text[h.start:h.end] == value for h in SCANNER.scan(text))
+
+
+@pytest.mark.parametrize("kind", sorted(PLANTED))
+def test_generated_values_are_found(kind):
+    make, template = PLANTED[kind]
+    rng = random.Random(kind)
+    for _ in range(N):
+        value = make(rng)
+        text = template.format(value)
+        assert _found(text, value, kind), (kind, text)
+
+
+@pytest.mark.parametrize("name", sorted(g.LOOKALIKES))
+def test_lookalikes_do_not_fire(name):
+    rng = random.Random(name)
+    for _ in range(N):
+        text = f"Note: {g.LOOKALIKES[name](rng)} is in the ticket."
+        assert SCANNER.scan(text) == [], text
+
+
+def test_aws_secret_needs_context():
+    rng = random.Random(1)
+    secret = g.aws_secret(rng)
+    assert _found(f"aws_secret_access_key = {secret}", secret, "aws_secret_access_key")
+    assert _found(f"{g.aws_key_id(rng)} / {secret}", secret, "aws_secret_access_key")
+    assert SCANNER.scan(f"checksum {secret} of the file") == []
+
+
+def test_database_urls_and_assignments():
+    rng = random.Random(2)
+    for _ in range(50):
+        url, password = g.database_password(rng)
+        text = f"connect with {url} then"
+        hits = SCANNER.scan(text)
+        assert [(h.type, text[h.start:h.end]) for h in hits] == [("database_url", password)]
+        line, value = g.assigned_secret(rng)
+        text = f"config:\n{line}\n"
+        assert any(h.type == "generic_secret" and text[h.start:h.end] == value for h in SCANNER.scan(text)), line
+
+
+def test_https_userinfo_is_url_credentials():
+    hits = SCANNER.scan("fetch https://bob:Xy7pQ2mR9z@example.com/x")
+    assert [h.type for h in hits] == ["url_credentials"]
+
+
+@pytest.mark.parametrize("text,kind", [
+    ("SWIFT code DEUTDEFF500 for the transfer", "swift_bic"),
+    ("BIC: NWBKGB2L", "swift_bic"),
+    ("EIN 12-3456789 on the W-9", "ein"),
+    ("passport number C12345678", "passport"),
+    ("passport no. 123456789", "passport"),
+    ("DOB: 03/14/1985", "date_of_birth"),
+    ("born on March 3rd, 1985 in Ohio", "date_of_birth"),
+    ("date of birth 1985-03-14", "date_of_birth"),
+    ("SSN 123456780", "ssn"),
+    ("ITIN 912-78-1234", "itin"),
+    ("call 4155552671 tonight", "phone"),
+])
+def test_context_detectors(text, kind):
+    assert [h.type for h in SCANNER.scan(text)] == [kind]
+
+
+@pytest.mark.parametrize("text", [
+    "The SWIFT language has BOFAUS3N-like tokens",  # no context word right before? still a code
+    "invoice 12-3456789 due",
+    "order C12345678 shipped",
+    "order 123456789 shipped",
+    "meeting on 03/14/1985 about budgets",
+    "released 2019-05-01, see release notes",
+    "call me at extension 1234",
+    "the public key ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC",
+    "max_tokens: 4096000000",
+    "pip install scikit-learn sk-learn",
+    "import boto3; s3 = boto3.client('s3')  # EKS cluster",
+    "commit 9fceb02d0ae598e95dc970b74767f19372d61af8",
+    "user@localhost and icon@2x.png",
+])
+def test_no_false_positives(text):
+    hits = SCANNER.scan(text)
+    assert [h.type for h in hits if h.type != "swift_bic"] == [], text
+
+
+def test_swift_needs_context():
+    assert SCANNER.scan("codes like DEUTDEFF appear") == []
+
+
+def test_spans_never_overlap_and_are_sorted():
+    rng = random.Random(3)
+    text = " ".join(f"{g.card(rng)} {g.email(rng)} {g.phone(rng)} {g.ssn(rng)}" for _ in range(20))
+    hits = SCANNER.scan(text)
+    assert all(a.end <= b.start for a, b in zip(hits, hits[1:]))
+
+
+def test_non_ascii_text_keeps_offsets():
+    text = "Zoë’s card — 4111 1111 1111 1111 — and émilie@exämple.com, jean@example.fr"
+    hits = SCANNER.scan(text)
+    assert [text[h.start:h.end] for h in hits] == ["4111 1111 1111 1111", "jean@example.fr"]
