@@ -46,7 +46,6 @@ def check(allowed: int, elapsed: float, results: list[dict]) -> None:
     expected = BURST + PER_MINUTE / 60 * elapsed
     assert all(r["other_store"] == 0 for r in results), results
     assert sum(r["refused"] for r in results) > 0, "the limit was never reached: demand too low to test anything"
-    print(f"admitted {allowed}, expected {expected:.1f}, refused {sum(r['refused'] for r in results)}")
     assert abs(allowed - expected) <= 0.02 * expected, (allowed, expected, results)
 
 
