@@ -1,0 +1,125 @@
+import json
+import subprocess
+import sys
+
+import attrs
+import pytest
+
+from proxilion.inspect.inspector import Inspector
+from proxilion.inspect.policy import load_policy, parse_policy
+
+DEFAULT = Inspector(load_policy(None))
+CHAT = "/v1/chat/completions"
+
+
+def _chat(content):
+    return json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": content}]}).encode()
+
+
+def test_block_verdict_names_types_not_values():
+    v = DEFAULT.inspect_request("openai", CHAT, _chat("card 4111 1111 1111 1111, mail a.b@corp.com, c@d.org"))
+    assert v.action == "block" and v.rule == "block-cards-and-ssn" and not v.error
+    assert v.message == "blocked: 1 credit_card"
+    assert "4111" not in repr(v) and "corp.com" not in repr(v)
+    assert [(f.type, f.location, f.action) for f in v.findings] == [
+        ("credit_card", "messages[0].content", "block"), ("email", "messages[0].content", "redact"),
+        ("email", "messages[0].content", "redact")]
+    assert v.scan_seconds > 0
+
+
+def test_finding_repr_never_holds_the_value():
+    v = DEFAULT.inspect_request("openai", CHAT, _chat("key sk-proj-abcDEF123ghiJKL456mnoPQR789stu"))
+    assert "abcDEF" not in repr(v.findings) and "abcDEF" not in str(v)
+    assert set(attrs.fields_dict(type(v.findings[0]))) >= {"type", "category", "severity", "compliance",
+                                                          "location", "start", "end"}
+
+
+def test_redact_keeps_other_fields_and_body_untouched_when_clean():
+    body = json.dumps({"model": "gpt-4o", "temperature": 0.2, "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "mail jane@corp.com"},
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]},
+                      ensure_ascii=False).encode()
+    v = DEFAULT.inspect_request("openai", CHAT, body)
+    assert v.action == "redact"
+    out = json.loads(v.body)
+    assert out["messages"][1]["content"][0]["text"] == "mail [REDACTED:EMAIL]"
+    assert out["temperature"] == 0.2 and out["messages"][0] == {"role": "system", "content": "Be brief."}
+    clean = _chat("hello there")
+    assert DEFAULT.inspect_request("openai", CHAT, clean).body is clean
+
+
+def test_tool_call_arguments_stay_valid_json():
+    body = json.dumps({"model": "m", "messages": [{"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "send", "arguments": '{"to": "bob@corp.com", "n": 1}'}}]}]}).encode()
+    v = DEFAULT.inspect_request("openai", CHAT, body)
+    args = json.loads(json.loads(v.body)["messages"][0]["tool_calls"][0]["function"]["arguments"])
+    assert args == {"to": "[REDACTED:EMAIL]", "n": 1}
+    assert v.findings[0].location == "messages[0].tool_calls[0].function.arguments>to"
+
+
+@pytest.mark.parametrize("style,expected", [
+    ({"style": "placeholder", "placeholder": "<{type}>"}, "mail <email> now"),
+    ({"style": "mask", "keep_last": 4}, "mail *******.com now"),
+])
+def test_redaction_styles(style, expected):
+    policy = parse_policy({"settings": {"redaction": style}, "rules": [{"id": "r", "action": "redact"}]}, environ={})
+    v = Inspector(policy).inspect_request("unknown", "/", b"mail jane@bb.com now")
+    assert v.body.decode() == expected
+
+
+def test_hash_style_is_keyed_and_stable():
+    def run(key):
+        policy = parse_policy({"settings": {"redaction": {"style": "hash", "hash_key": key}},
+                               "rules": [{"id": "r", "action": "redact"}]}, environ={})
+        return Inspector(policy).inspect_request("unknown", "/", b"mail jane@bb.com now").body
+    assert run("k1") == run("k1") != run("k2")
+    assert run("k1").startswith(b"mail [EMAIL:") and b"jane" not in run("k1")
+
+
+def test_raw_body_keeps_non_utf8_bytes():
+    body = b"\xff\xfe mail jane@corp.com \x80"
+    v = DEFAULT.inspect_request("unknown", "/", body)
+    assert v.body == b"\xff\xfe mail [REDACTED:EMAIL] \x80"
+    assert v.findings[0].location == "raw"
+
+
+def test_scanner_error_fails_closed(monkeypatch):
+    ins = Inspector(load_policy(None))
+
+    def boom(*a, **k):
+        raise RuntimeError("bug")
+    monkeypatch.setattr(ins.scanner, "scan_many", boom)
+    v = ins.inspect_request("openai", CHAT, _chat("hi"))
+    assert (v.action, v.error, v.message) == ("block", True, "blocked: scanner error")
+    open_policy = parse_policy({"settings": {"on_scanner_error": "allow"}, "rules": []}, environ={})
+    ins = Inspector(open_policy)
+    monkeypatch.setattr(ins.scanner, "scan_many", boom)
+    assert ins.inspect_request("openai", CHAT, _chat("hi")).action == "allow"
+
+
+def test_oversized_body_fails_closed():
+    policy = parse_policy({"settings": {"max_scan_bytes": 1024}, "rules": []}, environ={})
+    v = Inspector(policy).inspect_request("openai", CHAT, b"x" * 2000)
+    assert v.action == "block" and v.error
+
+
+def test_response_side_uses_response_rules():
+    answer = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant",
+                                                             "content": "use sk-proj-abcDEF123ghiJKL456mnoPQR789stu"}}]}).encode()
+    assert DEFAULT.response_inspection_enabled("openai", CHAT)
+    v = DEFAULT.inspect_response("openai", CHAT, answer)
+    assert v.action == "redact"
+    assert json.loads(v.body)["choices"][0]["message"]["content"] == "use [REDACTED:OPENAI_API_KEY]"
+    no_response_rules = Inspector(parse_policy({"rules": [{"id": "r", "action": "block"}]}, environ={}))
+    assert not no_response_rules.response_inspection_enabled("openai", CHAT)
+
+
+def test_importing_the_core_does_not_import_twisted():
+    code = ("import sys, proxilion.inspect, proxilion.providers, proxilion.inspect.inspector, "
+            "proxilion.inspect.scan_command, proxilion.providers.errors; "
+            "from proxilion.inspect.policy import load_policy; "
+            "from proxilion.inspect.inspector import Inspector; "
+            "Inspector(load_policy(None)).inspect_request('openai', '/', b'{}'); "
+            "assert 'twisted' not in sys.modules, 'twisted imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

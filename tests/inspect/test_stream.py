@@ -1,0 +1,137 @@
+"""Streaming redaction: values split across events and across chunks at every byte are still removed."""
+
+import json
+
+import pytest
+
+import streams
+from proxilion.inspect.inspector import Inspector
+from proxilion.inspect.policy import load_policy, parse_policy
+
+DEFAULT = Inspector(load_policy(None))
+CARD = "4111 1111 1111 1111"
+PREFIX = "Sure. Your card "
+TEXT = PREFIX + CARD + " is on file, thanks!"
+EXPECTED = PREFIX + "[REDACTED:CREDIT_CARD]" + " is on file, thanks!"
+FORMATS = sorted(streams.BUILDERS)
+
+
+def _run(inspector, fmt, data, cuts):
+    provider, path = streams.PATHS[fmt]
+    redactor = inspector.stream_redactor(provider, path)
+    out, last = [], 0
+    for cut in cuts:
+        out.append(redactor.feed(data[last:cut]))
+        last = cut
+    out.append(redactor.feed(data[last:]))
+    out.append(redactor.finish())
+    return b"".join(out), redactor
+
+
+def _pieces(split):
+    return [TEXT[:split], TEXT[split:]]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_value_split_between_two_events_at_every_character(fmt):
+    for split in range(len(PREFIX), len(PREFIX) + len(CARD) + 1):
+        data = streams.BUILDERS[fmt](_pieces(split))
+        out, redactor = _run(DEFAULT, fmt, data, [])
+        assert streams.text_of(fmt, out) == EXPECTED, (fmt, split)
+        # Cohere v1 repeats the whole text in its stream-end event, a second finding.
+        assert {f.type for f in redactor.findings} == {"credit_card"} and not redactor.blocked
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_chunks_cut_at_every_byte(fmt):
+    for split in (len(PREFIX) + 2, len(PREFIX) + 9, len(PREFIX) + len(CARD) - 1):
+        data = streams.BUILDERS[fmt](_pieces(split))
+        for cut in range(1, len(data)):
+            out, _ = _run(DEFAULT, fmt, data, [cut])
+            assert streams.text_of(fmt, out) == EXPECTED, (fmt, split, cut)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_one_byte_at_a_time_and_token_sized_events(fmt):
+    text = ("Here you go: " + CARD + ". Contact ops@corp.com. " + "Lorem ipsum dolor sit amet. " * 30) * 3
+    pieces = [text[i:i + 3] for i in range(0, len(text), 3)]
+    data = streams.BUILDERS[fmt](pieces)
+    out, redactor = _run(DEFAULT, fmt, data, range(1, len(data)))
+    got = streams.text_of(fmt, out)
+    assert "4111" not in got and got.count("[REDACTED:CREDIT_CARD]") == 3
+    assert "ops@corp.com" in got  # the default answer rules only log e-mail addresses
+    assert got == text.replace(CARD, "[REDACTED:CREDIT_CARD]")
+
+
+def test_clean_stream_passes_byte_identical():
+    for fmt in FORMATS:
+        data = streams.BUILDERS[fmt](["Hello ", "world, ", "nothing to see."])
+        out, _ = _run(DEFAULT, fmt, data, [5, 17, 40])
+        assert out == data, fmt
+
+
+def test_text_is_held_back_then_released():
+    def delta(text):
+        return b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}).encode() + b"\n\n"
+    redactor = DEFAULT.stream_redactor("openai", "/v1/chat/completions")
+    assert redactor.feed(delta("Hello there")) == b""
+    out = b"".join(redactor.feed(delta("word " * 20)) for _ in range(2))
+    assert b"Hello there" not in out  # 200 characters later: still within the 256-character holdback
+    out += redactor.feed(delta("word " * 20))
+    assert b"Hello there" in out
+
+
+def test_memory_stays_bounded():
+    policy = parse_policy({"settings": {"stream_holdback_chars": 64}, "rules": []}, environ={})
+    redactor = Inspector(policy).stream_redactor("openai", "/v1/chat/completions")
+    data = streams.openai(["abcd " * 4] * 2000)
+    peak = 0
+    for i in range(0, len(data), 97):
+        redactor.feed(data[i:i + 97])
+        peak = max(peak, sum(len(c.held) for c in redactor._channels.values()), len(redactor._queue))
+    assert peak <= 4 * 64 + 40
+
+
+BLOCK_CARDS = parse_policy({"rules": [{"id": "no-cards-out", "direction": "response",
+                                       "match": {"types": ["credit_card"]}, "action": "block"}]}, environ={})
+
+
+@pytest.mark.parametrize("fmt", ["openai", "anthropic", "gemini", "cohere"])
+def test_block_ends_the_stream_with_the_provider_error_event(fmt):
+    data = streams.BUILDERS[fmt](_pieces(len(PREFIX) + 7) + ["more text"] * 3)
+    out, redactor = _run(Inspector(BLOCK_CARDS), fmt, data, list(range(10, len(data), 10)))
+    assert redactor.blocked and b"4111" not in out
+    last = out.replace(b"\r\n", b"\n").rstrip(b"\n").split(b"\n\n")[-1]
+    doc = json.loads(last.split(b"data: ", 1)[1])
+    assert "blocked: 1 credit_card" in json.dumps(doc)
+    if fmt == "anthropic":
+        assert last.startswith(b"event: error")
+    assert redactor.feed(b"data: {}\n\n") == b"" and redactor.finish() == b""
+
+
+def test_bedrock_block_is_an_eventstream_exception():
+    from proxilion.providers import eventstream
+    data = streams.bedrock(_pieces(len(PREFIX) + 3))
+    out, redactor = _run(Inspector(BLOCK_CARDS), "bedrock", data, [])
+    frames = eventstream.split_frames(bytearray(out))
+    assert frames[-1][0][":message-type"] == "exception"
+
+
+def test_scanner_error_in_stream_fails_closed(monkeypatch):
+    ins = Inspector(load_policy(None))
+    monkeypatch.setattr(ins.scanner, "scan", lambda *a, **k: 1 / 0)
+    redactor = ins.stream_redactor("openai", "/v1/chat/completions")
+    out = redactor.feed(streams.openai(["hello"]))
+    assert redactor.blocked and redactor.error and b"scanner error" in out
+
+
+def test_tool_call_argument_deltas_are_redacted():
+    def frame(args):
+        return b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": args}}]}, "finish_reason": None}]}).encode() + b"\n\n"
+    key = "sk-proj-abcDEF123ghiJKL456mnoPQR789stu"
+    data = frame('{"key": "' + key[:12]) + frame(key[12:] + '"}') + b"data: [DONE]\n\n"
+    out, _ = _run(DEFAULT, "openai", data, [])
+    args = "".join(d["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                   for d in streams._sse_docs(out))
+    assert json.loads(args) == {"key": "[REDACTED:OPENAI_API_KEY]"}
