@@ -57,6 +57,7 @@ class RateLimiter(Service):
         self.reactor = reactor
         self.memory = MemoryStore(max_buckets, on_evict=metrics.ratelimit_evictions.inc)
         self._redis_ok = False
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._target = None
         self._client: Any = None
         self._redis: RedisStore | None = None
@@ -171,8 +172,15 @@ class RateLimiter(Service):
 
     def _record(self, decision: Decision, started: float) -> Decision:
         result = "unavailable" if decision.unavailable else ("allowed" if decision.allowed else "limited")
-        self.metrics.ratelimit_decisions.labels(result=result, store=decision.store).inc()
-        self.metrics.ratelimit_duration.labels(store=decision.store).observe(max(0.0, self.reactor.seconds() - started))
+        # labels() costs more than the memory decision itself: look each child up once.
+        children = self._children.get((result, decision.store))
+        if children is None:
+            children = self._children[(result, decision.store)] = (
+                self.metrics.ratelimit_decisions.labels(result=result, store=decision.store),
+                self.metrics.ratelimit_duration.labels(store=decision.store),
+            )
+        children[0].inc()
+        children[1].observe(max(0.0, self.reactor.seconds() - started))
         return decision
 
     def reconcile(self, identity: Identity, provider: str, estimated: int, actual: int) -> None:
