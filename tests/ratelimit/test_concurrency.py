@@ -9,11 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 HAMMER = Path(__file__).with_name("hammer.py")
 ROOT = Path(__file__).resolve().parents[2]
-BURST, PER_MINUTE = 300, 60_000  # 1000 tokens/s, more than the processes' combined demand can't outrun
+# 1000 tokens/s: well below the three processes' combined demand (about 5000/s), so the limit binds.
+BURST, PER_MINUTE = 300, 60_000
 DURATION = 2.0
 
 
