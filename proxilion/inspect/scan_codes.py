@@ -32,8 +32,13 @@ def _iban(text: str) -> int:
 def find_codes(view: TextView, hits: list[Hit]) -> None:
     text, classes = view.text, view.classes
     done = 0
+    size = len(classes)
     pos = classes.find(b"A0")
     while pos != -1:
+        # Most hits are short words like "S3" or "H100": no code is shorter than 9 characters.
+        if (pos + 2 >= size or classes[pos + 2] not in _CODE_CHARS) and (pos == 0 or classes[pos - 1] not in _CODE_CHARS):
+            pos = classes.find(b"A0", pos + 2)
+            continue
         start = pos
         while start > done and classes[start - 1] in _CODE_CHARS:
             start -= 1

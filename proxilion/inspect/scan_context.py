@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import re
 
@@ -87,7 +88,6 @@ def find_url_passwords(view: TextView, hits: list[Hit]) -> None:
 
 
 # --- name = value secrets, and IPv6 -------------------------------------------------------------
-_NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 SECRET_NAME_SUFFIXES = (
     "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "api-key",
     "accesskey", "access_key", "secretkey", "secret_key", "privatekey", "private_key",
@@ -98,8 +98,12 @@ _HEX_COLON = frozenset(b"0123456789abcdefABCDEF:")
 _IPV6_CHARS = frozenset(b"0123456789abcdefABCDEF:.")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
     return name.lower().endswith(SECRET_NAME_SUFFIXES)
+
+
+_SUFFIXES_BYTES = tuple(n.encode() for n in SECRET_NAME_SUFFIXES)
 
 
 def _assignment(view: TextView, op: int, hits: list[Hit]) -> None:
@@ -107,10 +111,8 @@ def _assignment(view: TextView, op: int, hits: list[Hit]) -> None:
     i = op
     while i > 0 and op - i < 3 and raw[i - 1] in b"\"' ":
         i -= 1
-    j = i
-    while j > 0 and i - j < 64 and raw[j - 1] in _NAME_CHARS:
-        j -= 1
-    if j == i or not is_secret_name(view.text[j:i]):
+    # Cheap test first (in C): does the name before the operator end like a secret's name?
+    if not view.lower.endswith(_SUFFIXES_BYTES, max(0, i - 16), i):
         return
     k = op + 1
     while k < len(raw) and k - op < 4 and raw[k] in b"\"' =":

@@ -14,7 +14,7 @@ from proxilion.inspect.findings import SEVERITY_RANK
 from proxilion.inspect.scan_codes import find_codes
 from proxilion.inspect.scan_context import (
     find_assignments, find_context_words, find_emails, find_keyed_secret, find_private_keys,
-    find_url_passwords,
+    find_url_passwords, is_secret_name,
 )
 from proxilion.inspect.scan_numbers import find_numbers
 from proxilion.inspect.scan_tokens import find_tokens
@@ -84,7 +84,7 @@ class Scanner:
             if hit.end <= base + len(texts[index]):
                 per_text[index].append(Hit(hit.type, hit.start - base, hit.end - base))
         for index, key in enumerate(keys):
-            if key:
+            if key and is_secret_name(key):
                 find_keyed_secret(texts[index], key, per_text[index])
         return [self._resolve(h) if h else h for h in per_text]
 

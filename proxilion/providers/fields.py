@@ -75,31 +75,44 @@ def _embedded(text: str) -> Any:
     return inner if isinstance(inner, (dict, list)) else None
 
 
+def _string(text: str, path: tuple, key: str | None, out: list, depth: int) -> None:
+    # Cheap first-character tests keep the common case (plain prose) fast.
+    first = text[:1]
+    if first in ("{", "[", " ", "\n", "\t") and depth < _MAX_DEPTH:
+        inner = _embedded(text)
+        if inner is not None:
+            walk(inner, path + (EMBEDDED,), key, out, depth + 1)
+            return
+    if text and not ((first == "d" or len(text) >= 256) and is_blob(text)):
+        out.append(TextField(path, text, key))
+
+
 def walk(doc: Any, path: tuple = (), key: str | None = None, out: list | None = None,
          depth: int = 0) -> list[TextField]:
     """Every scannable text in `doc` with its path, in document order."""
     if out is None:
         out = []
     if isinstance(doc, str):
-        inner = _embedded(doc) if depth < _MAX_DEPTH else None
-        if inner is not None:
-            walk(inner, path + (EMBEDDED,), key, out, depth + 1)
-        elif doc and not is_blob(doc):
-            out.append(TextField(path, doc, key))
-    elif isinstance(doc, dict):
-        if depth >= _MAX_DEPTH:
-            out.append(TextField(path, dumps(doc), key))
-            return out
-        for k, value in doc.items():
-            walk(value, path + (k,), k, out, depth + 1)
+        _string(doc, path, key, out, depth)
+        return out
+    if isinstance(doc, dict):
+        items = doc.items()
     elif isinstance(doc, list):
-        if depth >= _MAX_DEPTH:
-            out.append(TextField(path, dumps(doc), key))
-            return out
-        for i, value in enumerate(doc):
-            walk(value, path + (i,), key, out, depth + 1)
-    elif isinstance(doc, int) and not isinstance(doc, bool) and abs(doc) >= _MIN_SCANNED_INT:
-        out.append(TextField(path, str(doc), key))
+        items = enumerate(doc)
+    else:
+        if isinstance(doc, int) and not isinstance(doc, bool) and abs(doc) >= _MIN_SCANNED_INT:
+            out.append(TextField(path, str(doc), key))
+        return out
+    if depth >= _MAX_DEPTH:
+        out.append(TextField(path, dumps(doc), key))
+        return out
+    is_dict = isinstance(doc, dict)
+    for k, value in items:
+        child_key = k if is_dict else key
+        if type(value) is str:
+            _string(value, path + (k,), child_key, out, depth + 1)
+        elif isinstance(value, (dict, list, int)):
+            walk(value, path + (k,), child_key, out, depth + 1)
     return out
 
 
