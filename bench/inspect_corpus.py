@@ -1,0 +1,118 @@
+"""Recall and false-positive rate per detector on a generated, labelled corpus of prompts.
+
+    .venv/bin/python bench/inspect_corpus.py [--prompts 3000] [--seed 7]
+
+Each prompt is prompt-like text with planted values (label: type and exact
+span) and look-alikes (label: must not fire). Recall per type = planted values
+found with the right type and span; false-positive rate per detector = share
+of look-alike plantings on which that detector fired. Values come from
+tests/inspect/valuegen.py, which computes checksums independently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import random
+import sys
+from collections import Counter
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the working tree, not an installed copy
+sys.path.insert(0, str(ROOT / "tests" / "inspect"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import valuegen as g  # noqa: E402
+from scan_throughput import prompt_text  # noqa: E402
+
+from proxilion.inspect.scanner import Scanner  # noqa: E402
+
+PLANTS = {
+    "credit_card": (g.card, ["Please charge my card {}.", "card: {}", "Use {} for the renewal"]),
+    "ssn": (g.ssn, ["SSN {} on the W-2", "her social security number is {}"]),
+    "aba_routing": (g.aba, ["routing number {}", "ABA {} for the wire"]),
+    "iban": (g.iban, ["IBAN {}", "pay to {} by Friday"]),
+    "npi": (g.npi, ["provider NPI {}", "NPI: {}"]),
+    "dea": (g.dea, ["DEA number {}", "prescriber {} signed"]),
+    "mbi": (g.mbi, ["Medicare MBI {}", "beneficiary {}"]),
+    "email": (g.email, ["email {} about it", "from: {}"]),
+    "phone": (g.phone, ["call {} after 5pm", "phone: {}"]),
+    "ip_address": (g.public_ip, ["requests from {} were blocked", "server at {}"]),
+    "aws_access_key_id": (g.aws_key_id, ["AWS_ACCESS_KEY_ID={}", "key {} leaked"]),
+    "github_token": (g.github_token, ["GITHUB_TOKEN {}", "token {} in CI"]),
+    "openai_api_key": (g.openai_key, ["client = OpenAI(api_key_value) # {}", "key is {}"]),
+    "anthropic_api_key": (g.anthropic_key, ["ANTHROPIC key {}", "use {}"]),
+    "slack_token": (g.slack_token, ["slack bot {}", "token {}"]),
+    "stripe_key": (g.stripe_key, ["stripe {}", "STRIPE {}"]),
+    "google_api_key": (g.google_key, ["maps key {}", "GOOGLE {}"]),
+    "jwt": (g.jwt, ["Authorization: Bearer {}", "session {}"]),
+    "private_key": (g.private_key, ["my key:\n{}\n", "deploy key\n{}"]),
+    "aws_secret_access_key": (g.aws_secret, ["aws_secret_access_key = {}", "AWS secret: {}"]),
+    "swift_bic": (lambda rng: rng.choice(["DEUTDEFF", "BOFAUS3N", "NWBKGB2L", "BNPAFRPPXXX", "CHASUS33"]),
+                  ["SWIFT code {}", "BIC: {}"]),
+    "ein": (lambda rng: f"{rng.choice(['12', '45', '94', '27', '81'])}-{rng.randint(1000000, 9999999)}",
+            ["EIN {} on the form", "employer identification number {}"]),
+    "passport": (lambda rng: rng.choice("ACEHKX") + str(rng.randint(10000000, 99999999)),
+                 ["passport number {}", "Passport: {}"]),
+    "date_of_birth": (lambda rng: rng.choice([f"{rng.randint(1, 12):02d}/{rng.randint(1, 28):02d}/19{rng.randint(40, 99)}",
+                                              f"19{rng.randint(40, 99)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+                                              f"March {rng.randint(1, 28)}, 19{rng.randint(40, 99)}"]),
+                      ["DOB: {}", "born on {} in Ohio", "date of birth {}"]),
+    "generic_secret": (lambda rng: g.assigned_secret(rng)[1], ["DB_PASSWORD={}", 'client_secret: "{}"']),
+}
+
+
+def _plant(rng: random.Random, value: str, template: str) -> tuple[str, int, int]:
+    before, after = prompt_text(rng, rng.randint(80, 400)), prompt_text(rng, rng.randint(80, 400))
+    sentence = template.format(value)
+    text = f"{before}\n\n{sentence}\n\n{after}"
+    start = len(before) + 2 + sentence.index(value)
+    return text, start, start + len(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    scanner = Scanner()
+
+    planted, found = Counter(), Counter()
+    per_type = max(1, args.prompts // (2 * len(PLANTS)))
+    for kind, (make, templates) in PLANTS.items():
+        for _ in range(per_type):
+            text, start, end = _plant(rng, make(rng), rng.choice(templates))
+            planted[kind] += 1
+            if any(h.type == kind and (h.start, h.end) == (start, end) for h in scanner.scan(text)):
+                found[kind] += 1
+
+    lookalike_runs, fired = 0, Counter()
+    per_lookalike = max(1, args.prompts // (2 * len(g.LOOKALIKES)))
+    background = Counter()
+    for name, make in g.LOOKALIKES.items():
+        for _ in range(per_lookalike):
+            text, start, end = _plant(rng, make(rng), "see {} in the ticket")
+            lookalike_runs += 1
+            for h in scanner.scan(text):
+                if h.start < end and start < h.end:
+                    fired[h.type] += 1
+                else:
+                    background[h.type] += 1
+
+    total = sum(planted.values()) + lookalike_runs
+    print(f"corpus: {total} prompts ({sum(planted.values())} with planted values, {lookalike_runs} with look-alikes), "
+          f"seed {args.seed}")
+    print(f"{'detector':24s} {'planted':>8s} {'recall':>8s} {'FP on look-alikes':>18s}")
+    for kind in PLANTS:
+        recall = found[kind] / planted[kind]
+        print(f"{kind:24s} {planted[kind]:8d} {recall:8.3f} {fired[kind] / lookalike_runs:18.4f}")
+    others = sorted(set(fired) - set(PLANTS))
+    for kind in others:
+        print(f"{kind:24s} {'-':>8s} {'-':>8s} {fired[kind] / lookalike_runs:18.4f}")
+    print(f"look-alike kinds: {', '.join(g.LOOKALIKES)} ({per_lookalike} each)")
+    print(f"findings in the surrounding prompt text (no value planted there): {dict(background) or 0}")
+
+
+if __name__ == "__main__":
+    main()
