@@ -27,9 +27,6 @@ class Finding:
     action: str = "log"
     rule: str | None = None
 
-    def to_dict(self) -> dict:
-        return attrs.asdict(self, recurse=False) | {"compliance": list(self.compliance)}
-
 
 @attrs.frozen
 class Verdict:

@@ -11,8 +11,6 @@ import json
 
 from proxilion.providers import eventstream
 
-OPENAI_LIKE = frozenset({"openai", "azure", "unknown"})
-
 _OPENAI_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",

@@ -12,8 +12,6 @@ from typing import Any
 
 ALL = "all"
 
-OPENAI_LIKE = ("openai", "azure", "unknown")
-
 
 def stream_format(provider: str, path: str) -> str:
     """The stream dialect: openai, anthropic, gemini, cohere (v2 SSE), cohere_v1 (NDJSON), bedrock."""
