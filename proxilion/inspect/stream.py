@@ -36,6 +36,7 @@ MAX_FRAME_BYTES = 4 * 1024 * 1024
 # Characters already sent that are rescanned with the held text, so a context
 # word ("DOB:") sent earlier still qualifies a value held now.
 _TAIL = 64
+_SSE_FIELDS = (b"event:", b"id:", b"retry:", b":")
 
 
 class _Slot:
@@ -166,6 +167,9 @@ class StreamRedactor:
     def _sse_frame(self, raw: bytes) -> _Frame:
         sse = SSEFrame(raw)
         if sse.data is None:
+            if any(not line.startswith(_SSE_FIELDS) for line in sse.lines):
+                # Not SSE at all (e.g. a JSON array stream): scanned as text, never passed unseen.
+                return self._text_frame(raw, raw.decode("utf-8", "replace"), lambda text: text.encode("utf-8"))
             return _Frame(raw)
         if sse.data.strip() == b"[DONE]":
             frame = _Frame(raw)

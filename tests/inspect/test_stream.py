@@ -135,3 +135,11 @@ def test_tool_call_argument_deltas_are_redacted():
     args = "".join(d["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
                    for d in streams._sse_docs(out))
     assert json.loads(args) == {"key": "[REDACTED:OPENAI_API_KEY]"}
+
+
+def test_a_stream_that_is_not_sse_is_still_scanned():
+    body = json.dumps([{"candidates": [{"content": {"parts": [{"text": "key sk-proj-abcDEF123ghiJKL456mnoPQR789stu"}]}}]}])
+    redactor = DEFAULT.stream_redactor("gemini", "/v1beta/models/gemini-1.5-pro:streamGenerateContent")
+    out = redactor.feed(body.encode()[:30]) + redactor.feed(body.encode()[30:]) + redactor.finish()
+    assert b"abcDEF" not in out and json.loads(out)[0]["candidates"][0]["content"]["parts"][0]["text"] == \
+        "key [REDACTED:OPENAI_API_KEY]"
