@@ -1,0 +1,500 @@
+#!/usr/bin/env python3
+"""Proxy overhead benchmark: direct vs nginx vs Proxilion, in one run.
+
+Starts a fast upstream (nginx answering a fixed chat completion; or the fake
+provider), nginx as a keep-alive reverse proxy to it, and Proxilion
+(`twistd -n proxilion`) pointed at it; drives each with wrk posting a 1 KB
+chat-completion body; then runs 64 concurrent SSE streams from the fake
+provider, direct and through Proxilion, timing the first byte. Everything runs
+in a temporary directory and is stopped at the end. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+LUA = REPO / "bench" / "lib" / "chat_post.lua"
+CHAT_PATH = "/v1/chat/completions"
+PROXY_PREFIX = "/proxy/openai"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Plain words only: the body must pass inspection untouched, so no personal data.
+FILLER = ("Summarise the quarterly planning notes for the platform team, focusing on "
+          "reliability work, the migration schedule and the open questions about capacity. ")
+
+
+def chat_body(size: int) -> bytes:
+    """A chat-completion request of exactly `size` bytes."""
+    def render(text: str) -> bytes:
+        return json.dumps({
+            "model": "gpt-4o-mini", "temperature": 0.2, "max_tokens": 256,
+            "messages": [{"role": "system", "content": "You are a concise assistant."},
+                         {"role": "user", "content": text}],
+        }, separators=(",", ":")).encode()
+
+    base = len(render(""))
+    text = (FILLER * (size // len(FILLER) + 1))[:max(0, size - base)]
+    return render(text)
+
+
+STREAM_BODY = json.dumps({
+    "model": "gpt-4o-mini", "stream": True,
+    "messages": [{"role": "user", "content": "one two three four five six seven eight nine ten"}],
+}).encode()
+
+# The fast upstream's fixed answer; single-quoted in nginx.conf, so no ' \ or $ inside.
+FIXED_REPLY = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000,
+    "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "message": {"role": "assistant",
+                                         "content": "The plan is on track. " * 20},
+                 "logprobs": None, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 220, "completion_tokens": 100, "total_tokens": 320},
+}, separators=(",", ":"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout:.0f}s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class Processes:
+    """Children started by the benchmark, stopped (in reverse order) on exit."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self._procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "wb")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+        log.close()
+        self._procs.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._procs = [(n, p) for n, p in self._procs if p is not proc]
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        path = self.workdir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(list(self._procs)):
+            self.stop(proc)
+
+
+def nginx_conf(workdir: Path, name: str, server: str) -> Path:
+    """A self-contained nginx.conf: pid, logs and temp paths all inside `workdir`."""
+    home = workdir / name
+    home.mkdir()
+    temps = "\n".join(f"    {kind}_temp_path {home}/{kind};"
+                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    # The master runs as root when we do; keep workers as root too so they can use the temp dir.
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+    conf = home / "nginx.conf"
+    conf.write_text(f"""{user}worker_processes 1;
+daemon off;
+pid {home}/nginx.pid;
+error_log {home}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+{temps}
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+{server}
+}}
+""")
+    return conf
+
+
+def start_nginx(procs: Processes, nginx: str, name: str, conf: Path, port: int) -> None:
+    check = subprocess.run([nginx, "-t", "-q", "-c", str(conf), "-e", str(conf.parent / "t.log")],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        raise RuntimeError(f"nginx -t failed for {name}: {check.stderr.strip()}")
+    proc = procs.start(name, [nginx, "-c", str(conf), "-e", str(conf.parent / "startup.log")])
+    wait_for_port(port, proc)
+
+
+def run_wrk(wrk: str, url: str, body_file: Path, connections: int, threads: int,
+            duration: float, pid: int | None = None) -> dict:
+    """One wrk run; with `pid`, also that process's CPU seconds over the run."""
+    before = cpu_seconds(pid) if pid else 0.0
+    out = subprocess.run(
+        [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s",
+         "--latency", "-s", str(LUA), url],
+        capture_output=True, text=True, env={**os.environ, "BENCH_BODY_FILE": str(body_file)},
+        check=True,
+    )
+    after = cpu_seconds(pid) if pid else 0.0
+    line = next((l for l in out.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out.stdout}\n{out.stderr}")
+    result = json.loads(line[len("BENCH_JSON "):])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    if pid:
+        result["cpu_seconds"] = after - before
+        ok = result["requests"] - result["errors"]["status"]
+        result["cpu_us_per_request"] = (after - before) / ok * 1e6 if ok else None
+    return result
+
+
+async def _one_stream(port: int, request: bytes) -> tuple[float, bool]:
+    """Seconds from sending the request to the first SSE data byte, and whether the
+    stream ended with the `[DONE]` frame."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        start = time.perf_counter()
+        writer.write(request)
+        first = None
+        seen = b""
+        while chunk := await reader.read(65536):
+            seen = (seen + chunk)[-4096:] if first is not None else seen + chunk
+            if first is None and b"data:" in seen:
+                first = time.perf_counter() - start
+        return (first if first is not None else float("nan")), b"data: [DONE]" in seen
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def _stream_load(port: int, path: str, concurrency: int, duration: float) -> dict:
+    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+               f"Content-Type: application/json\r\nAuthorization: Bearer sk-bench\r\n"
+               f"Content-Length: {len(STREAM_BODY)}\r\nConnection: close\r\n\r\n"
+               ).encode() + STREAM_BODY
+    deadline = time.perf_counter() + duration
+    ttfb: list[float] = []
+    failures = 0
+
+    async def worker() -> None:
+        nonlocal failures
+        while time.perf_counter() < deadline:
+            try:
+                first, complete = await _one_stream(port, request)
+            except OSError:
+                failures += 1
+                continue
+            if complete:
+                ttfb.append(first)
+            else:
+                failures += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return summarise_ttfb(ttfb, failures)
+
+
+def summarise_ttfb(samples: list[float], failures: int) -> dict:
+    ordered = sorted(samples)
+
+    def pct(p: float) -> float | None:
+        if not ordered:
+            return None
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1e3
+
+    return {"streams": len(ordered), "failures": failures, "ttfb_ms_p50": pct(50),
+            "ttfb_ms_p99": pct(99),
+            "ttfb_ms_mean": statistics.fmean(ordered) * 1e3 if ordered else None}
+
+
+def stream_run(port: int, path: str, concurrency: int, duration: float,
+               pid: int | None = None) -> dict:
+    before = cpu_seconds(pid) if pid else 0.0
+    result = asyncio.run(_stream_load(port, path, concurrency, duration))
+    if pid and result["streams"]:
+        result["cpu_us_per_stream"] = (cpu_seconds(pid) - before) / result["streams"] * 1e6
+    return result
+
+
+def start_fake_provider(procs: Processes, port: int, chunk_delay: float) -> subprocess.Popen:
+    code = ("import sys, argparse; from proxilion.fakeprovider import command as c; "
+            "p = argparse.ArgumentParser(); c.add_arguments(p); "
+            "sys.exit(c.run(p.parse_args(sys.argv[1:])))")
+    proc = procs.start("fakeprovider",
+                       [sys.executable, "-c", code, "--port", str(port),
+                        "--chunk-delay", str(chunk_delay)],
+                       env={"PYTHONPATH": str(REPO)})
+    wait_for_port(port, proc)
+    return proc
+
+
+def start_proxilion(procs: Processes, twistd: str, port: int, admin_port: int,
+                    upstream_port: int, workdir: Path) -> subprocess.Popen:
+    """Proxilion with rate limiting off, from this checkout, answering /health."""
+    home = workdir / f"proxilion-{port}"
+    home.mkdir()
+    proc = procs.start(
+        f"proxilion-{port}",
+        [twistd, "-n", "--pidfile=", "proxilion", "--port", str(port),
+         "--admin-port", str(admin_port), "--bind", "127.0.0.1",
+         "--upstream", f"openai=http://127.0.0.1:{upstream_port}"],
+        env={"RATE_LIMIT_PER_MINUTE": "0", "PYTHONPATH": str(REPO)}, cwd=home,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        time.sleep(0.2)
+    tail = procs.log_tail(f"proxilion-{port}")
+    procs.stop(proc)
+    raise RuntimeError(f"Proxilion did not become healthy:\n{tail}")
+
+
+def smoke(port: int, path: str, body: bytes) -> None:
+    """One request, so a broken target fails loudly instead of benchmarking errors."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": "Bearer sk-bench"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        reply = json.loads(r.read())
+    if "choices" not in reply:
+        raise RuntimeError(f"unexpected reply from {port}{path}: {reply}")
+
+
+def fmt(value: float | None, width: int, decimals: int) -> str:
+    return ("n/a" if value is None else f"{value:.{decimals}f}").rjust(width)
+
+
+def report(results: dict) -> str:
+    rows = results["http"]
+    direct = rows.get("direct")
+    lines = [
+        f"1 KB chat-completion POST, wrk -c {results['config']['connections']} "
+        f"-t {results['config']['threads']} -d {results['config']['duration']:g}s "
+        f"(upstream: {results['config']['upstream']})",
+        f"{'target':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}{'+p99 ms':>9}"
+        f"{'errors':>8}{'CPU us/req':>12}",
+    ]
+    for name in ("direct", "nginx", "proxilion"):
+        row = rows.get(name)
+        if row is None or "error" in row:
+            lines.append(f"{name:<11}not measured: {row['error'].splitlines()[0] if row else '-'}")
+            continue
+        lat = row["latency_us"]
+        added = ((lat["p50"] - direct["latency_us"]["p50"]) / 1e3,
+                 (lat["p99"] - direct["latency_us"]["p99"]) / 1e3) if direct and name != "direct" \
+            else (None, None)
+        errors = sum(row["errors"].values())
+        lines.append(f"{name:<11}{row['rps']:>10.0f}{lat['p50'] / 1e3:>9.2f}{lat['p99'] / 1e3:>9.2f}"
+                     f"{fmt(added[0], 9, 2)}{fmt(added[1], 9, 2)}{errors:>8}"
+                     f"{fmt(row.get('cpu_us_per_request'), 12, 0)}")
+    streams = results.get("streams")
+    if streams:
+        lines.append("")
+        lines.append(f"SSE streams from the fake provider, {results['config']['stream_connections']} "
+                     f"connections, {results['config']['stream_duration']:g}s each")
+        lines.append(f"{'target':<11}{'streams':>9}{'fail':>6}{'TTFB p50 ms':>13}{'TTFB p99 ms':>13}"
+                     f"{'CPU us/stream':>15}")
+        for name in ("direct", "proxilion"):
+            row = streams.get(name)
+            if row is None or "error" in row:
+                lines.append(f"{name:<11}not measured: "
+                             f"{row['error'].splitlines()[0] if row else '-'}")
+                continue
+            lines.append(f"{name:<11}{row['streams']:>9}{row['failures']:>6}"
+                         f"{fmt(row['ttfb_ms_p50'], 13, 2)}{fmt(row['ttfb_ms_p99'], 13, 2)}"
+                         f"{fmt(row.get('cpu_us_per_stream'), 15, 0)}")
+        d, p = streams.get("direct", {}), streams.get("proxilion", {})
+        if d.get("ttfb_ms_p50") is not None and p.get("ttfb_ms_p50") is not None:
+            lines.append(f"Proxilion adds {p['ttfb_ms_p50'] - d['ttfb_ms_p50']:.2f} ms (p50), "
+                         f"{p['ttfb_ms_p99'] - d['ttfb_ms_p99']:.2f} ms (p99) to time to first byte")
+    return "\n".join(lines)
+
+
+def git_commit() -> str | None:
+    out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per target")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--body-size", type=int, default=1024, help="request body bytes")
+    parser.add_argument("--upstream", choices=("nginx", "fake"), default="nginx",
+                        help="upstream for the POST runs: nginx's fixed reply (fast) or the "
+                             "fake provider")
+    parser.add_argument("--stream-connections", type=int, default=64)
+    parser.add_argument("--stream-duration", type=float, default=None,
+                        help="seconds per streaming run (default: --duration)")
+    parser.add_argument("--stream-chunk-delay", type=float, default=0.02,
+                        help="fake provider seconds between stream chunks")
+    parser.add_argument("--no-streams", action="store_true", help="skip the streaming runs")
+    parser.add_argument("--only", choices=("direct", "nginx", "proxilion"), action="append",
+                        help="measure only these targets (repeatable)")
+    parser.add_argument("--json", action="store_true",
+                        help="also write the results to bench/results/proxy-<time>.json")
+    parser.add_argument("--venv", default=str(REPO / ".venv"),
+                        help="virtualenv holding twistd (default: the checkout's .venv)")
+    args = parser.parse_args(argv)
+    targets = args.only or ["direct", "nginx", "proxilion"]
+    stream_duration = args.stream_duration or args.duration
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    wrk = shutil.which("wrk")
+    twistd = str(Path(args.venv) / "bin" / "twistd")
+    if not wrk or not Path(nginx).exists():
+        print("proxy_bench: needs wrk and nginx (apt-get install wrk nginx)", file=sys.stderr)
+        return 2
+
+    results: dict = {
+        "config": {**{k: v for k, v in vars(args).items() if k not in ("only", "venv")},
+                   "stream_duration": stream_duration, "targets": targets},
+        "environment": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "kernel": platform.release(), "commit": git_commit(),
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        "http": {}, "streams": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp:
+        workdir = Path(tmp)
+        procs = Processes(workdir)
+        body_file = workdir / "body.json"
+        body_file.write_bytes(chat_body(args.body_size))
+        try:
+            upstream_port = free_port()
+            if args.upstream == "nginx":
+                conf = nginx_conf(workdir, "upstream", f"""
+    server {{
+        listen 127.0.0.1:{upstream_port} backlog=4096;
+        location / {{
+            default_type application/json;
+            return 200 '{FIXED_REPLY}';
+        }}
+    }}""")
+                start_nginx(procs, nginx, "nginx-upstream", conf, upstream_port)
+            else:
+                start_fake_provider(procs, upstream_port, args.stream_chunk_delay)
+
+            def measure(name: str, port: int, path: str, pid: int | None = None) -> None:
+                url = f"http://127.0.0.1:{port}{path}"
+                try:
+                    smoke(port, path, body_file.read_bytes())
+                    if args.warmup:
+                        run_wrk(wrk, url, body_file, args.connections, args.threads, args.warmup)
+                    results["http"][name] = run_wrk(wrk, url, body_file, args.connections,
+                                                    args.threads, args.duration, pid)
+                except Exception as e:
+                    results["http"][name] = {"error": f"{type(e).__name__}: {e}"}
+                print(f"  {name}: {json.dumps(results['http'][name])}", file=sys.stderr)
+
+            if "direct" in targets:
+                measure("direct", upstream_port, CHAT_PATH)
+            if "nginx" in targets:
+                nginx_port = free_port()
+                conf = nginx_conf(workdir, "reverse", f"""
+    upstream backend {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 256;
+    }}
+    server {{
+        listen 127.0.0.1:{nginx_port} backlog=4096;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}""")
+                start_nginx(procs, nginx, "nginx-reverse", conf, nginx_port)
+                measure("nginx", nginx_port, CHAT_PATH)
+            if "proxilion" in targets:
+                try:
+                    proxy = start_proxilion(procs, twistd, free_port(), free_port(),
+                                            upstream_port, workdir)
+                except RuntimeError as e:
+                    results["http"]["proxilion"] = {"error": str(e)}
+                else:
+                    port = int(proxy.args[proxy.args.index("--port") + 1])
+                    measure("proxilion", port, PROXY_PREFIX + CHAT_PATH, proxy.pid)
+                    procs.stop(proxy)
+
+            if not args.no_streams:
+                fake_port = free_port()
+                start_fake_provider(procs, fake_port, args.stream_chunk_delay)
+                results["streams"]["direct"] = stream_run(
+                    fake_port, CHAT_PATH, args.stream_connections, stream_duration)
+                print(f"  stream direct: {json.dumps(results['streams']['direct'])}",
+                      file=sys.stderr)
+                if "proxilion" in targets:
+                    try:
+                        proxy = start_proxilion(procs, twistd, free_port(), free_port(),
+                                                fake_port, workdir)
+                    except RuntimeError as e:
+                        results["streams"]["proxilion"] = {"error": str(e)}
+                    else:
+                        port = int(proxy.args[proxy.args.index("--port") + 1])
+                        results["streams"]["proxilion"] = stream_run(
+                            port, PROXY_PREFIX + CHAT_PATH, args.stream_connections,
+                            stream_duration, proxy.pid)
+                        procs.stop(proxy)
+                    print(f"  stream proxilion: {json.dumps(results['streams']['proxilion'])}",
+                          file=sys.stderr)
+        finally:
+            procs.stop_all()
+
+    print(report(results))
+    if args.json:
+        out_dir = REPO / "bench" / "results"
+        out_dir.mkdir(exist_ok=True)
+        path = out_dir / f"proxy-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"results written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
