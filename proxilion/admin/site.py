@@ -1,0 +1,206 @@
+"""The admin port: /health /ready /status /metrics, and the bearer-token API under /api/v1."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from proxilion import __version__
+from proxilion.drain import DrainState
+from proxilion.metrics import CONTENT_TYPE_LATEST, HEALTH_DEGRADED, HEALTH_DOWN, HEALTH_OK, Metrics
+
+__all__ = ["AdminSite", "build_admin_site", "json_response", "JsonError", "JsonResource"]
+
+log = Logger(namespace="proxilion.admin")
+
+_HEALTH_VALUES = {"ok": HEALTH_OK, "healthy": HEALTH_OK, "degraded": HEALTH_DEGRADED, "spooling": HEALTH_DEGRADED, "down": HEALTH_DOWN}
+
+
+def json_response(request: Request, status: int, payload: Any) -> bytes:
+    """Set status and JSON headers; return the body for a resource's render method."""
+    body = json.dumps(payload, separators=(",", ":"), default=str).encode("utf-8")
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return body
+
+
+class JsonError(Exception):
+    """Raised inside a L{JsonResource} handler to answer an error."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class JsonResource(Resource):
+    """A leaf answering JSON: no HTML error pages, no tracebacks."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes | int:
+        try:
+            return super().render(request)
+        except JsonError as e:
+            return json_response(request, e.status, {"error": {"message": e.message, "status": e.status}})
+        except Exception:
+            log.failure("admin request failed")
+            return json_response(request, 500, {"error": {"message": "internal error", "status": 500}})
+
+    def render_HEAD(self, request: Request) -> bytes | int:
+        return self.render_GET(request)  # type: ignore[attr-defined]
+
+
+class _NotFound(JsonResource):
+    def render(self, request: Request) -> bytes:
+        return json_response(request, 404, {"error": {"message": "not found", "status": 404}})
+
+
+class _Directory(Resource):
+    """A branch whose unknown children answer JSON 404."""
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return _NotFound()
+
+    def render(self, request: Request) -> bytes:
+        return _NotFound().render(request)
+
+
+class HealthResource(JsonResource):
+    """Liveness: 200 while serving, 503 while draining. Shared services never fail it."""
+
+    def __init__(self, drain: DrainState, readiness: bool) -> None:
+        super().__init__()
+        self._drain = drain
+        self._readiness = readiness
+
+    def render_GET(self, request: Request) -> bytes:
+        status = self._drain.status()
+        if self._readiness:
+            ok = status == "healthy"
+        else:
+            ok = status != "draining"
+            status = "healthy" if ok else status
+        return json_response(request, 200 if ok else 503, {"status": status, "inflight": self._drain.inflight})
+
+
+class MetricsResource(JsonResource):
+    def __init__(self, metrics: Metrics, refresh: Callable[[], None]) -> None:
+        super().__init__()
+        self._metrics = metrics
+        self._refresh = refresh
+
+    def render_GET(self, request: Request) -> bytes:
+        self._refresh()
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return self._metrics.render()
+
+
+class StatusResource(JsonResource):
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        super().__init__()
+        self._status = status
+
+    def render_GET(self, request: Request) -> bytes:
+        return json_response(request, 200, self._status())
+
+
+class DrainResource(JsonResource):
+    """POST /api/v1/drain: start the drain without exiting (preStop hooks, maintenance)."""
+
+    def __init__(self, begin_drain: Callable[[], Deferred[None]], drain: DrainState) -> None:
+        super().__init__()
+        self._begin = begin_drain
+        self._drain = drain
+
+    def render_POST(self, request: Request) -> bytes:
+        already = self._drain.draining
+        self._begin().addErrback(lambda f: log.failure("drain failed", failure=f))
+        return json_response(request, 202, {"status": "draining", "already_draining": already, "inflight": self._drain.inflight})
+
+
+class BearerGuard(Resource):
+    """Wraps the API: every request needs C{Authorization: Bearer <ADMIN_TOKEN>}."""
+
+    def __init__(self, token: str | None, api: Resource) -> None:
+        super().__init__()
+        self._token = token.encode("utf-8") if token else None
+        self._api = api
+
+    def _denied(self, request: Request) -> Resource | None:
+        if self._token is None:
+            return _Refusal(403, "The admin API is disabled: set ADMIN_TOKEN to enable it.")
+        header = request.getHeader(b"authorization") or b""
+        scheme, _, supplied = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(supplied.strip(), self._token):
+            request.setHeader(b"www-authenticate", b'Bearer realm="proxilion-admin"')
+            return _Refusal(401, "Missing or wrong bearer token.")
+        return None
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+        refusal = self._denied(request)
+        if refusal is not None:
+            return refusal
+        return self._api.getChildWithDefault(path, request)
+
+    def render(self, request: Request) -> bytes:
+        refusal = self._denied(request)
+        return (refusal or _NotFound()).render(request)
+
+
+class _Refusal(JsonResource):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__()
+        self._status = status
+        self._message = message
+
+    def render(self, request: Request) -> bytes:
+        return json_response(request, self._status, {"error": {"message": self._message, "status": self._status}})
+
+
+class AdminSite(Site):
+    """No tracebacks on the admin port either."""
+
+    displayTracebacks = False
+    noisy = False
+
+    def log(self, request: Request) -> None:
+        """Probes every few seconds would drown the access log; nothing is logged per admin request."""
+
+
+def build_admin_site(
+    drain: DrainState,
+    metrics: Metrics,
+    status: Callable[[], dict[str, Any]],
+    refresh_metrics: Callable[[], None],
+    admin_token: str | None,
+    begin_drain: Callable[[], Deferred[None]],
+    api_children: dict[bytes, Resource],
+    reactor: Any,
+) -> AdminSite:
+    root = _Directory()
+    root.putChild(b"health", HealthResource(drain, readiness=False))
+    root.putChild(b"ready", HealthResource(drain, readiness=True))
+    root.putChild(b"status", StatusResource(status))
+    root.putChild(b"metrics", MetricsResource(metrics, refresh_metrics))
+    api = _Directory()
+    api.putChild(b"drain", DrainResource(begin_drain, drain))
+    for name, child in api_children.items():
+        api.putChild(name, child)
+    v1 = _Directory()
+    v1.putChild(b"v1", api)
+    root.putChild(b"api", BearerGuard(admin_token, v1))
+    site = AdminSite(root, reactor=reactor)
+    return site
+
+
+def health_value(state: str) -> float:
+    """The proxilion_health_check_status value of a component state."""
+    return _HEALTH_VALUES.get(state, HEALTH_DOWN)

@@ -1,0 +1,83 @@
+"""In-flight tracking, the readiness/draining flag, and closing connections on drain."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+
+__all__ = ["DrainState"]
+
+
+class DrainState:
+    """What the proxy is doing: starting, serving or draining, and how much is in flight.
+
+    Every waiter of L{when_idle} gets its own Deferred, fired once nothing is
+    in flight, so callbacks of one waiter never see another's result.
+    """
+
+    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+        self.ready = False
+        self.draining = False
+        self.inflight = 0
+        self._idle_waiters: list[Deferred[None]] = []
+        self._channels: set[Any] = set()
+        self._on_change = on_change or (lambda: None)
+
+    # Requests
+    def request_started(self) -> None:
+        self.inflight += 1
+
+    def request_finished(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0 and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def when_idle(self) -> Deferred[None]:
+        """A Deferred that fires when no request is in flight."""
+        d: Deferred[None] = Deferred()
+        if self.inflight == 0:
+            d.callback(None)
+        else:
+            self._idle_waiters.append(d)
+        return d
+
+    # Connections, so a drain can close the idle keep-alive ones.
+    def channel_opened(self, channel: Any) -> None:
+        self._channels.add(channel)
+
+    def channel_closed(self, channel: Any) -> None:
+        self._channels.discard(channel)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._channels)
+
+    # Lifecycle
+    def mark_ready(self) -> None:
+        self.ready = True
+        self._on_change()
+
+    def start_draining(self) -> None:
+        """Report draining on /health and /ready; responses from now on close their connection."""
+        if not self.draining:
+            self.draining = True
+            self._on_change()
+
+    def close_idle_connections(self) -> None:
+        """Close keep-alive connections with no request in progress."""
+        for channel in list(self._channels):
+            if not channel.requests:
+                channel.transport.loseConnection()
+
+    def abort_all(self) -> None:
+        """Cut every remaining connection (drain deadline passed)."""
+        for channel in list(self._channels):
+            channel.transport.abortConnection()
+
+    def status(self) -> str:
+        if self.draining:
+            return "draining"
+        return "healthy" if self.ready else "starting"

@@ -1,0 +1,30 @@
+"""What every proxied request needs, gathered once per process."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+
+from proxilion.drain import DrainState
+from proxilion.metrics import Metrics
+from proxilion.proxy.routing import Router
+from proxilion.proxy.upstream import UpstreamClient
+
+__all__ = ["ProxyContext"]
+
+
+@attrs.define
+class ProxyContext:
+    """Collaborators of the request path; optional stages are None when switched off."""
+
+    settings: Any
+    clock: Any = attrs.field(repr=False)
+    router: Router
+    upstream: UpstreamClient
+    metrics: Metrics
+    drain: DrainState
+    identify: Callable[..., Any] | None = None
+    limiter: Any = None
+    inspector: Any = None
+    record: Callable[..., None] | None = None

@@ -1,0 +1,186 @@
+"""The root service: children start in order and stop in reverse order, one after another.
+
+Twisted's C{MultiService} stops its children concurrently, which would let the
+analytics writer close while the proxy still drains; this root awaits each
+child's stop before starting the next, each bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import ILogObserver, Logger
+
+from proxilion.drain import DrainState
+from proxilion.listen import listen_tcp
+from proxilion.metrics import Metrics
+
+__all__ = ["ProxilionService", "ListeningService", "ProxySiteService", "deadline"]
+
+log = Logger(namespace="proxilion.service")
+
+
+def deadline(clock: Any, d: Deferred[Any], seconds: float) -> Deferred[Any]:
+    """Cancel C{d} if it has not fired within C{seconds}."""
+    timer = clock.callLater(seconds, d.cancel)
+
+    def done(result: Any) -> Any:
+        if timer.active():
+            timer.cancel()
+        return result
+
+    return d.addBoth(done)
+
+
+class ProxilionService(Service):
+    """Owns the children and runs the ordered start and stop."""
+
+    def __init__(
+        self,
+        clock: Any,
+        children: list[Service],
+        stop_deadlines: dict[str, float] | None = None,
+        log_observer: Any = None,
+    ) -> None:
+        self._clock = clock
+        self._log_observer = log_observer
+        self.children = list(children)
+        self._stop_deadlines = stop_deadlines or {}
+        self._stopping: Deferred[None] | None = None
+        self.started: Deferred[None] = Deferred()
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd looks up ILogObserver on its Application before it begins logging.
+        if self._log_observer is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self._log_observer)
+        super().setServiceParent(parent)
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        for child in self.children:
+            child.privilegedStartService()
+
+    def startService(self) -> None:
+        super().startService()
+        Deferred.fromCoroutine(self._start()).addErrback(lambda f: log.failure("startup failed", failure=f))
+
+    async def _start(self) -> None:
+        for child in self.children:
+            await maybeDeferred(child.startService)
+            log.info("started {name}", name=child.name)
+        self.started.callback(None)
+
+    def stopService(self) -> Deferred[None]:
+        # A second stop request (a second SIGTERM) joins the first; it never skips steps.
+        if self._stopping is None:
+            super().stopService()
+            self._stopping = Deferred.fromCoroutine(self._stop())
+        d: Deferred[None] = Deferred()
+        self._stopping.addBoth(lambda r: (d.callback(None), r)[1])
+        return d
+
+    async def _stop(self) -> None:
+        for child in reversed(self.children):
+            if not child.running:
+                continue
+            limit = self._stop_deadlines.get(child.name, 30.0)
+            try:
+                await deadline(self._clock, maybeDeferred(child.stopService), limit)
+                log.info("stopped {name}", name=child.name)
+            except Exception:
+                log.failure("stopping {name} failed or exceeded {limit}s; continuing", name=child.name, limit=limit)
+
+
+class ListeningService(Service):
+    """Listens on a TCP port while running."""
+
+    def __init__(self, name: str, reactor: Any, port: int, interface: str, factory: Any, reuse_port: bool = False) -> None:
+        self.name = name
+        self._reactor = reactor
+        self._port_number = port
+        self._interface = interface
+        self._factory = factory
+        self._reuse_port = reuse_port
+        self.port: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.port = listen_tcp(self._reactor, self._port_number, self._factory, self._interface, self._reuse_port)
+        log.info("{name} listening on {interface}:{port}", name=self.name, interface=self._interface, port=self.port.getHost().port)
+
+    def stop_listening(self) -> Deferred[None]:
+        if self.port is None:
+            return Deferred.fromCoroutine(_nothing())
+        port, self.port = self.port, None
+        return maybeDeferred(port.stopListening)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.stop_listening()
+
+
+async def _nothing() -> None:
+    return None
+
+
+class ProxySiteService(ListeningService):
+    """The proxy port; its stop is the drain (steps 1-4 of the stop sequence)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: Any,
+        factory: Any,
+        drain: DrainState,
+        metrics: Metrics,
+        upstream: Any,
+    ) -> None:
+        super().__init__("proxy", reactor, settings.port, settings.bind, factory, settings.reuse_port)
+        self._settings = settings
+        self._drain = drain
+        self._metrics = metrics
+        self._upstream = upstream
+        self._draining: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._drain.mark_ready()
+
+    def begin_drain(self) -> Deferred[None]:
+        """Run the drain (without exiting); every caller gets its own Deferred."""
+        if self._draining is None:
+            self._draining = Deferred.fromCoroutine(self._drain_steps())
+        d: Deferred[None] = Deferred()
+        self._draining.addBoth(lambda r: (d.callback(None), r)[1])
+        return d
+
+    async def _drain_steps(self) -> None:
+        drain, clock = self._drain, self._reactor
+        drain.start_draining()
+        self._metrics.draining.set(1)
+        log.info("draining: /health reports 503 for {grace}s while still serving", grace=self._settings.drain_grace)
+        if self._settings.drain_grace > 0:
+            await _sleep(clock, self._settings.drain_grace)
+        await self.stop_listening()
+        drain.close_idle_connections()
+        log.info("stopped accepting; waiting for {n} in-flight request(s)", n=drain.inflight)
+        try:
+            await deadline(clock, drain.when_idle(), self._settings.drain_timeout)
+        except Exception:
+            log.warn("drain timeout: aborting {n} request(s) still in flight", n=drain.inflight)
+            drain.abort_all()
+        drain.close_idle_connections()
+        await self._upstream.close()
+        log.info("drained")
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        return self.begin_drain()
+
+
+def _sleep(clock: Any, seconds: float) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    clock.callLater(seconds, d.callback, None)
+    return d
