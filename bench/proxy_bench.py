@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import os
 import platform
@@ -23,6 +24,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -253,21 +255,22 @@ def stream_run(port: int, path: str, concurrency: int, duration: float,
     return result
 
 
-def start_fake_provider(procs: Processes, port: int, chunk_delay: float) -> subprocess.Popen:
+def start_fake_provider(procs: Processes, source: Path, port: int,
+                        chunk_delay: float) -> subprocess.Popen:
     code = ("import sys, argparse; from proxilion.fakeprovider import command as c; "
             "p = argparse.ArgumentParser(); c.add_arguments(p); "
             "sys.exit(c.run(p.parse_args(sys.argv[1:])))")
     proc = procs.start("fakeprovider",
                        [sys.executable, "-c", code, "--port", str(port),
                         "--chunk-delay", str(chunk_delay)],
-                       env={"PYTHONPATH": str(REPO)})
+                       env={"PYTHONPATH": str(source)}, cwd=procs.workdir)
     wait_for_port(port, proc)
     return proc
 
 
-def start_proxilion(procs: Processes, twistd: str, port: int, admin_port: int,
+def start_proxilion(procs: Processes, source: Path, twistd: str, port: int, admin_port: int,
                     upstream_port: int, workdir: Path) -> subprocess.Popen:
-    """Proxilion with rate limiting off, from this checkout, answering /health."""
+    """Proxilion from `source` with rate limiting off, once it answers /health."""
     home = workdir / f"proxilion-{port}"
     home.mkdir()
     proc = procs.start(
@@ -275,7 +278,7 @@ def start_proxilion(procs: Processes, twistd: str, port: int, admin_port: int,
         [twistd, "-n", "--pidfile=", "proxilion", "--port", str(port),
          "--admin-port", str(admin_port), "--bind", "127.0.0.1",
          "--upstream", f"openai=http://127.0.0.1:{upstream_port}"],
-        env={"RATE_LIMIT_PER_MINUTE": "0", "PYTHONPATH": str(REPO)}, cwd=home,
+        env={"RATE_LIMIT_PER_MINUTE": "0", "PYTHONPATH": str(source)}, cwd=home,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -352,6 +355,16 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def export_head(dest: Path) -> Path:
+    """The committed tree of HEAD, unpacked in `dest`: a stable source to benchmark
+    while others edit the working tree."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", "HEAD"],
+                             capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
 def git_commit() -> str | None:
     out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True)
@@ -378,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure only these targets (repeatable)")
     parser.add_argument("--json", action="store_true",
                         help="also write the results to bench/results/proxy-<time>.json")
+    parser.add_argument("--worktree", action="store_true",
+                        help="run the working tree's code instead of the HEAD commit's")
     parser.add_argument("--venv", default=str(REPO / ".venv"),
                         help="virtualenv holding twistd (default: the checkout's .venv)")
     args = parser.parse_args(argv)
@@ -402,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp:
         workdir = Path(tmp)
         procs = Processes(workdir)
+        source = REPO if args.worktree else export_head(workdir / "src")
         body_file = workdir / "body.json"
         body_file.write_bytes(chat_body(args.body_size))
         try:
@@ -417,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     }}""")
                 start_nginx(procs, nginx, "nginx-upstream", conf, upstream_port)
             else:
-                start_fake_provider(procs, upstream_port, args.stream_chunk_delay)
+                start_fake_provider(procs, source, upstream_port, args.stream_chunk_delay)
 
             def measure(name: str, port: int, path: str, pid: int | None = None) -> None:
                 url = f"http://127.0.0.1:{port}{path}"
@@ -453,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                 measure("nginx", nginx_port, CHAT_PATH)
             if "proxilion" in targets:
                 try:
-                    proxy = start_proxilion(procs, twistd, free_port(), free_port(),
+                    proxy = start_proxilion(procs, source, twistd, free_port(), free_port(),
                                             upstream_port, workdir)
                 except RuntimeError as e:
                     results["http"]["proxilion"] = {"error": str(e)}
@@ -464,14 +480,14 @@ def main(argv: list[str] | None = None) -> int:
 
             if not args.no_streams:
                 fake_port = free_port()
-                start_fake_provider(procs, fake_port, args.stream_chunk_delay)
+                start_fake_provider(procs, source, fake_port, args.stream_chunk_delay)
                 results["streams"]["direct"] = stream_run(
                     fake_port, CHAT_PATH, args.stream_connections, stream_duration)
                 print(f"  stream direct: {json.dumps(results['streams']['direct'])}",
                       file=sys.stderr)
                 if "proxilion" in targets:
                     try:
-                        proxy = start_proxilion(procs, twistd, free_port(), free_port(),
+                        proxy = start_proxilion(procs, source, twistd, free_port(), free_port(),
                                                 fake_port, workdir)
                     except RuntimeError as e:
                         results["streams"]["proxilion"] = {"error": str(e)}
