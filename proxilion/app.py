@@ -8,13 +8,19 @@ from typing import Any
 import attrs
 
 from proxilion import __version__
-from proxilion.admin.site import build_admin_site, health_value
+from proxilion.admin.site import Directory, build_admin_site, health_value
+from proxilion.analytics.admin import EventsResource, SummaryResource
+from proxilion.analytics.writer import AnalyticsWriter
 from proxilion.drain import DrainState
 from proxilion.metrics import Metrics
+from proxilion.policy_service import PolicyService
+from proxilion.proxy.audit import audit_recorder
 from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.routing import Router
 from proxilion.proxy.server import ProxyFactory
 from proxilion.proxy.upstream import UpstreamClient
+from proxilion.ratelimit.admin import RateLimitAdminResource
+from proxilion.ratelimit.service import RateLimiter
 from proxilion.service import ListeningService, ProxilionService, ProxySiteService
 
 __all__ = ["Proxilion", "build"]
@@ -31,12 +37,23 @@ class Proxilion:
     ctx: ProxyContext
     proxy_service: ProxySiteService
     admin_service: ListeningService
+    limiter: RateLimiter
+    analytics: AnalyticsWriter
+    policy: PolicyService
 
 
-def build(settings: Any, reactor: Any, log_observer: Any = None) -> Proxilion:
-    """Wire every service; nothing listens until the root service starts."""
+def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: bool = False) -> Proxilion:
+    """Wire every service; nothing listens or connects until the root service starts.
+
+    Raises L{proxilion.inspect.policy.PolicyError} or C{ValueError} for a bad
+    policy file or Redis setting.
+    """
     metrics = Metrics()
     drain = DrainState()
+    policy = PolicyService(settings.policy_file, metrics, reactor, handle_sighup=handle_sighup)
+    limiter = RateLimiter(settings, metrics, reactor)
+    limiter.name = "ratelimit"
+    analytics = AnalyticsWriter(settings, metrics, reactor)
     upstream = UpstreamClient(reactor, settings.pool_size, settings.connect_timeout, settings.response_timeout)
     ctx = ProxyContext(
         settings=settings,
@@ -45,10 +62,13 @@ def build(settings: Any, reactor: Any, log_observer: Any = None) -> Proxilion:
         upstream=upstream,
         metrics=metrics,
         drain=drain,
+        limiter=limiter,
+        policy=policy,
+        record=audit_recorder(settings.instance_id, analytics.record),
     )
     proxy_service = ProxySiteService(reactor, settings, ProxyFactory(ctx), drain, metrics, upstream)
     started_at = time.time()
-    components: dict[str, Any] = {}
+    components = {"policy": policy, "redis" if settings.rate_limit_store == "redis" else "ratelimit": limiter, "analytics": analytics}
 
     def component_states() -> dict[str, str]:
         states = {"proxy": "draining" if drain.draining else ("ok" if drain.ready else "starting")}
@@ -58,9 +78,10 @@ def build(settings: Any, reactor: Any, log_observer: Any = None) -> Proxilion:
 
     def refresh_metrics() -> None:
         for name, state in component_states().items():
-            metrics.health_check_status.labels(name).set(health_value(state if state != "draining" else "down"))
+            metrics.health_check_status.labels(name).set(health_value(state))
 
     def status() -> dict[str, Any]:
+        states = component_states()
         return {
             "status": drain.status(),
             "version": __version__,
@@ -69,7 +90,7 @@ def build(settings: Any, reactor: Any, log_observer: Any = None) -> Proxilion:
             "inflight": drain.inflight,
             "open_connections": drain.open_connections,
             "components": {
-                "proxy": {"state": component_states()["proxy"]},
+                "proxy": {"state": states["proxy"]},
                 **{name: component.status() for name, component in components.items()},
             },
         }
@@ -81,15 +102,28 @@ def build(settings: Any, reactor: Any, log_observer: Any = None) -> Proxilion:
         refresh_metrics=refresh_metrics,
         admin_token=settings.admin_token,
         begin_drain=proxy_service.begin_drain,
-        api_children={},
+        api_children={
+            b"ratelimits": RateLimitAdminResource(limiter),
+            b"events": EventsResource(analytics.store(), reactor),
+            b"analytics": _summary_branch(SummaryResource(analytics.store(), reactor)),
+        },
         reactor=reactor,
     )
     admin_service = ListeningService("admin", reactor, settings.admin_port, settings.bind, admin_site)
-    children = [admin_service, proxy_service]
+    # Start order: admin first (probes answer while starting), analytics early
+    # (spool replay), limiter, policy, then the proxy port; stop is the reverse,
+    # so the proxy drains before the limiter closes and analytics flushes.
+    children = [admin_service, analytics, limiter, policy, proxy_service]
     root = ProxilionService(
         reactor,
         children,
-        stop_deadlines={"proxy": settings.drain_grace + settings.drain_timeout + 5.0},
+        stop_deadlines={"proxy": settings.drain_grace + settings.drain_timeout + 5.0, "analytics": 15.0, "ratelimit": 5.0},
         log_observer=log_observer,
     )
-    return Proxilion(settings, root, metrics, drain, ctx, proxy_service, admin_service)
+    return Proxilion(settings, root, metrics, drain, ctx, proxy_service, admin_service, limiter, analytics, policy)
+
+
+def _summary_branch(summary: Any) -> Directory:
+    branch = Directory()
+    branch.putChild(b"summary", summary)
+    return branch

@@ -15,7 +15,7 @@ from proxilion import __version__
 from proxilion.drain import DrainState
 from proxilion.metrics import CONTENT_TYPE_LATEST, HEALTH_DEGRADED, HEALTH_DOWN, HEALTH_OK, Metrics
 
-__all__ = ["AdminSite", "build_admin_site", "json_response", "JsonError", "JsonResource"]
+__all__ = ["AdminSite", "Directory", "build_admin_site", "health_value", "json_response", "JsonError", "JsonResource"]
 
 log = Logger(namespace="proxilion.admin")
 
@@ -63,7 +63,7 @@ class _NotFound(JsonResource):
         return json_response(request, 404, {"error": {"message": "not found", "status": 404}})
 
 
-class _Directory(Resource):
+class Directory(Resource):
     """A branch whose unknown children answer JSON 404."""
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -185,16 +185,16 @@ def build_admin_site(
     api_children: dict[bytes, Resource],
     reactor: Any,
 ) -> AdminSite:
-    root = _Directory()
+    root = Directory()
     root.putChild(b"health", HealthResource(drain, readiness=False))
     root.putChild(b"ready", HealthResource(drain, readiness=True))
     root.putChild(b"status", StatusResource(status))
     root.putChild(b"metrics", MetricsResource(metrics, refresh_metrics))
-    api = _Directory()
+    api = Directory()
     api.putChild(b"drain", DrainResource(begin_drain, drain))
     for name, child in api_children.items():
         api.putChild(name, child)
-    v1 = _Directory()
+    v1 = Directory()
     v1.putChild(b"v1", api)
     root.putChild(b"api", BearerGuard(admin_token, v1))
     site = AdminSite(root, reactor=reactor)

@@ -24,7 +24,6 @@ class ProxyContext:
     upstream: UpstreamClient
     metrics: Metrics
     drain: DrainState
-    identify: Callable[..., Any] | None = None
     limiter: Any = None
-    inspector: Any = None
+    policy: Any = None
     record: Callable[..., None] | None = None

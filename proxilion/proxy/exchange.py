@@ -8,7 +8,7 @@ metrics and one audit row.
 
 from __future__ import annotations
 
-import json
+import ipaddress
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -20,18 +20,27 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.web.http import Request
 
 from proxilion.providers.errors import error_body, error_headers
+from proxilion.providers.usage import model_of
 from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.headers import client_response_headers, request_id, upstream_request_headers
-from proxilion.proxy.relay import Relay
+from proxilion.proxy.identity import Identity, identify
+from proxilion.proxy.relay import BufferedInspection, Relay
 from proxilion.proxy.routing import Route, RouteError
+from proxilion.proxy.upstream import UpstreamTimeout
 
-__all__ = ["Exchange", "safe_path", "close_after"]
+__all__ = ["Exchange", "safe_path", "close_after", "ACTION_ORDER"]
 
 log = Logger(namespace="proxilion.access")
 errlog = Logger(namespace="proxilion.proxy")
 
-_SECRET_QUERY_KEYS = frozenset({"key", "api_key", "apikey", "api-key", "token", "access_token", "sig", "signature", "x-amz-signature", "x-amz-credential", "x-amz-security-token"})
+_SECRET_QUERY_KEYS = frozenset(
+    {"key", "api_key", "apikey", "api-key", "token", "access_token", "sig", "signature",
+     "x-amz-signature", "x-amz-credential", "x-amz-security-token"}
+)
 _JSON = b"application/json"
+_STREAM_TYPES = (b"text/event-stream", b"application/vnd.amazon.eventstream", b"application/x-ndjson", b"application/stream+json")
+ACTION_ORDER = {"allow": 0, "log": 1, "alert": 2, "redact": 3, "block": 4}
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
 def safe_path(path: str, query: str) -> str:
@@ -42,9 +51,36 @@ def safe_path(path: str, query: str) -> str:
     return path + "?" + urlencode(pairs)
 
 
-def _client_ip(request: Request) -> str:
+def close_after(request: Request) -> None:
+    """Tell the client, and Twisted, that this connection closes after the response."""
+    request.setHeader(b"connection", b"close")
+    request.channel.persistent = False
+
+
+def _peer_ip(request: Request) -> str:
     peer = request.getClientAddress()
     return getattr(peer, "host", None) or "unknown"
+
+
+def _first_values(request: Request) -> dict[str, str]:
+    return {
+        name.decode("latin-1").lower(): values[0].decode("latin-1")
+        for name, values in request.requestHeaders.getAllRawHeaders()
+        if values
+    }
+
+
+def _query_key(query: str) -> str | None:
+    if "key=" not in query:
+        return None
+    for name, value in parse_qsl(query):
+        if name == "key":
+            return value
+    return None
+
+
+def _bounded_method(method: str) -> str:
+    return method if method in _METHODS else "OTHER"
 
 
 class Exchange:
@@ -56,16 +92,19 @@ class Exchange:
         self.started = ctx.clock.seconds()
         self.provider = "unknown"
         self.route: Route | None = None
-        self.identity: Any = None
+        self.identity: Identity | None = None
         self.decision = "allow"
         self.findings: dict[str, int] = {}
         self.model: str | None = None
         self.error: str | None = None
         self.upstream_seconds: float | None = None
-        self.inspect_seconds = 0.0
         self.streamed = False
-        self.bytes_in = len(request.content.getvalue()) if request.content is not None else 0
+        self.tokens: tuple[int | None, int | None] = (None, None)
+        content = request.content
+        self.body: bytes = content.getvalue() if content is not None else b""
         self.relay: Relay | None = None
+        self.error_bytes = 0
+        self._ratelimit_headers: dict[str, str] = {}
         self._pending: Deferred[Any] | None = None
         self._done = False
         rid_header = request.requestHeaders.getRawHeaders(b"x-request-id")
@@ -83,6 +122,7 @@ class Exchange:
             self.decision = "rejected"
             self.error = e.code
             ctx.metrics.rejected_requests.labels(e.code).inc()
+            self.identity = identify(_first_values(self.request), _peer_ip(self.request), ctx.settings)
             self.respond_error(e.status, e.message, e.code)
             return
         self.provider = self.route.provider
@@ -94,14 +134,14 @@ class Exchange:
         route = self.route
         assert route is not None
         request = self.request
-        body = request.content.getvalue() if self.bytes_in else None
-        self.model = _model_of(body, route.path)
-        if ctx.identify is not None:
-            self.identity = ctx.identify(request, route)
+        body = self.body
+        self.model = model_of(body, route.path)
+        self.identity = identify(_first_values(request), _peer_ip(request), ctx.settings, query_key=_query_key(route.query))
         if ctx.limiter is not None:
-            decision = await ctx.limiter.take(self.identity, route.provider)
-            for name, value in decision.headers().items():
-                request.setHeader(name, value)
+            decision = await ctx.limiter.take(self.identity, route.provider, max(1, len(body) // 4))
+            if self._done:
+                return
+            self._ratelimit_headers = decision.headers()
             if decision.unavailable:
                 self.decision = "ratelimited"
                 self.error = "ratelimit_unavailable"
@@ -111,15 +151,21 @@ class Exchange:
                 self.decision = "ratelimited"
                 self.respond_error(429, "Rate limit exceeded for this identity; retry after the Retry-After delay.", "rate_limit_exceeded")
                 return
-        if ctx.inspector is not None:
-            body = self._inspect_request(body)
-            if body is None:
+        inspector = ctx.policy.inspector if ctx.policy is not None else None
+        if inspector is not None:
+            forwarded = self._inspect_request(inspector, body)
+            if forwarded is None:
                 return
+            body = forwarded
+        inspect_answer = inspector is not None and inspector.response_inspection_enabled(route.provider, route.path, self.identity.key)
         headers = upstream_request_headers(
-            request.requestHeaders, _client_ip(request), b"http", self.rid, self._trusted_forwarded_for()
+            request.requestHeaders, self.identity.client_ip, b"http", self.rid, self._trusted_forwarded_for()
         )
+        if inspect_answer:
+            # Answers are inspected as text: ask for them uncompressed.
+            headers.setRawHeaders(b"accept-encoding", [b"identity"])
         sent = ctx.clock.seconds()
-        self._pending = ctx.upstream.request(request.method, route.url, headers, body)
+        self._pending = ctx.upstream.request(request.method, route.url, headers, body if body or request.method in (b"POST", b"PUT", b"PATCH") else None)
         try:
             response = await self._pending
         except Exception as e:
@@ -129,69 +175,106 @@ class Exchange:
             self._pending = None
         self.upstream_seconds = ctx.clock.seconds() - sent
         ctx.metrics.upstream_request_duration.labels(self.provider).observe(self.upstream_seconds)
-        self._relay(response)
+        self._relay(response, inspector if inspect_answer else None)
 
     def _trusted_forwarded_for(self) -> bytes | None:
-        if self.identity is not None and getattr(self.identity, "forwarded_trusted", False):
-            values = self.request.requestHeaders.getRawHeaders(b"x-forwarded-for")
-            return b", ".join(values) if values else None
-        return None
+        """The client's X-Forwarded-For chain, kept only when our peer is a trusted proxy."""
+        networks = self.ctx.settings.trusted_proxies
+        if not networks:
+            return None
+        try:
+            peer = ipaddress.ip_address(_peer_ip(self.request))
+        except ValueError:
+            return None
+        if not any(peer in net for net in networks if peer.version == net.version):
+            return None
+        values = self.request.requestHeaders.getRawHeaders(b"x-forwarded-for")
+        return b", ".join(values) if values else None
 
-    def _inspect_request(self, body: bytes | None) -> bytes | None:
+    def _count(self, findings: Any, action: str) -> None:
+        metrics = self.ctx.metrics
+        for finding in findings:
+            self.findings[finding.type] = self.findings.get(finding.type, 0) + 1
+            metrics.findings.labels(finding.type, getattr(finding, "action", None) or action).inc()
+
+    def _escalate(self, action: str) -> None:
+        if ACTION_ORDER.get(action, 0) > ACTION_ORDER.get(self.decision, 0):
+            self.decision = action
+
+    def _inspect_request(self, inspector: Any, body: bytes) -> bytes | None:
         """Run the inspection core; return the body to forward, or None if answered here."""
         ctx = self.ctx
         route = self.route
-        assert route is not None
-        identity_key = getattr(self.identity, "key", None)
-        verdict = ctx.inspector.inspect_request(route.provider, route.path, body or b"", identity_key)
-        self.inspect_seconds = verdict.scan_seconds
+        assert route is not None and self.identity is not None
+        verdict = inspector.inspect_request(route.provider, route.path, body, self.identity.key)
         ctx.metrics.scan_duration.labels("request").observe(verdict.scan_seconds)
         ctx.metrics.policy_decisions.labels(verdict.action).inc()
         if verdict.error:
             ctx.metrics.scanner_errors.inc()
-        for finding in verdict.findings:
-            self.findings[finding.type] = self.findings.get(finding.type, 0) + 1
-            ctx.metrics.findings.labels(finding.type, verdict.action).inc()
+        self._count(verdict.findings, verdict.action)
         self.decision = verdict.action
         self.request.setHeader(b"x-proxilion-decision", verdict.action.encode("ascii"))
         if verdict.action == "block":
-            self.respond_error(403 if not verdict.error else 503, "Request blocked by Proxilion policy: " + verdict.message, "blocked_by_policy")
+            if verdict.error:
+                self.error = "scanner_error"
+            self.respond_error(403, "Request blocked by Proxilion policy: " + verdict.message, "blocked_by_policy")
             return None
         if verdict.action == "redact":
             return verdict.body
         return body
 
-    def _relay(self, response: Any) -> None:
+    def _relay(self, response: Any, inspector: Any) -> None:
         request = self.request
+        route = self.route
+        assert route is not None and self.identity is not None
         request.setResponseCode(response.code, response.phrase)
         for name, values in client_response_headers(response.headers):
             request.responseHeaders.setRawHeaders(name, values)
-        request.setHeader(b"x-request-id", self.rid)
-        if self.ctx.drain.draining:
-            close_after(request)
-        length = response.length
-        if isinstance(length, int):
-            request.setHeader(b"content-length", str(length).encode("ascii"))
-        content_type = response.headers.getRawHeaders(b"content-type", [b""])[0]
-        self.streamed = content_type.startswith(b"text/event-stream") or not isinstance(length, int)
-        self.status = response.code
-        self.relay = Relay(request, self.ctx.clock, self.ctx.settings.stream_idle_timeout, self._relay_done)
+        self._own_headers()
+        content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0].lower()
+        length = response.length if isinstance(response.length, int) else None
+        self.streamed = content_type.startswith(_STREAM_TYPES)
+        transform = None
+        if inspector is not None and self.streamed:
+            transform = inspector.stream_redactor(route.provider, route.path, self.identity.key)
+        elif inspector is not None and content_type.startswith(_JSON) and 200 <= response.code < 300:
+            transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size)
+        if transform is None and length is not None:
+            request.setHeader(b"content-length", b"%d" % length)
+        if transform is not None and not self.streamed:
+            # The answer may be rewritten: its length is only known at the end.
+            request.responseHeaders.removeHeader(b"content-length")
+        self.relay = Relay(request, self.ctx.clock, self.ctx.settings.stream_idle_timeout, self._relay_done, transform)
         response.deliverBody(self.relay)
 
     def _relay_done(self, error: str | None) -> None:
         if error is not None:
             self.error = error
+        transform = self.relay.transform if self.relay is not None else None
+        if transform is not None:
+            findings = getattr(transform, "findings", ())
+            action = getattr(transform, "action", None) or ("block" if getattr(transform, "blocked", False) else ("redact" if findings else "allow"))
+            if findings:
+                self._count(findings, action)
+                self._escalate(action)
+            self.tokens = getattr(transform, "tokens", (None, None))
         self._complete(self.request.code)
+
+    def _own_headers(self) -> None:
+        request = self.request
+        request.setHeader(b"x-request-id", self.rid)
+        for name, value in self._ratelimit_headers.items():
+            request.setHeader(name, value)
+        if self.ctx.drain.draining:
+            close_after(request)
 
     # Failures
     def _upstream_failed(self, failure: Failure) -> None:
-        from proxilion.proxy.upstream import UpstreamTimeout
-
-        if failure.check(UpstreamTimeout):
-            kind, status, msg = "upstream_timeout", 504, "The upstream provider did not answer in time."
-        elif failure.check(CancelledError):
+        if failure.check(CancelledError) and self._done:
             # The client went away while we waited; _client_lost has recorded it.
             return
+        if failure.check(UpstreamTimeout):
+            kind, status, msg = "upstream_timeout", 504, "The upstream provider did not answer in time."
         elif failure.check(ConnectTimeoutError):
             kind, status, msg = "upstream_connect_timeout", 504, "Timed out connecting to the upstream provider."
         elif failure.check(ConnectError, DNSLookupError, ResponseNeverReceived, ResponseFailed):
@@ -199,24 +282,25 @@ class Exchange:
         else:
             kind, status, msg = "upstream_error", 502, "The upstream provider request failed."
         self.error = kind
-        self.decision = "error" if self.decision == "allow" else self.decision
         self.ctx.metrics.upstream_errors.labels(self.provider, kind).inc()
         errlog.warn(
-            "upstream {kind} for {provider} request {rid}: {reason}",
+            "upstream {kind} for {provider} request {request_id}: {reason}",
             kind=kind,
             provider=self.provider,
-            rid=self.rid.decode("ascii"),
+            request_id=self.rid.decode("ascii"),
             reason=failure.getErrorMessage()[:200],
         )
         self.respond_error(status, msg, kind)
 
     def _unexpected(self, failure: Failure) -> None:
-        errlog.failure("unexpected error handling request {rid}", failure=failure, rid=self.rid.decode("ascii"))
+        errlog.failure("unexpected error handling request {request_id}", failure=failure, request_id=self.rid.decode("ascii"))
         self.error = "internal_error"
         self.decision = "error"
-        if not self._done and not self.request.startedWriting:
+        if self._done:
+            return
+        if not self.request.startedWriting:
             self.respond_error(500, "Proxilion hit an internal error; the request was not forwarded.", "internal_error")
-        elif not self._done:
+        else:
             self.request.channel.transport.abortConnection()
             self._complete(self.request.code)
 
@@ -224,30 +308,29 @@ class Exchange:
         if self._done:
             return
         self.error = self.error or "client_disconnected"
-        if self._pending is not None:
-            self._pending.cancel()
         if self.relay is not None:
             self.relay.client_gone()
-        else:
-            self._complete(499)
+            return
+        self._complete(499)
+        if self._pending is not None:
+            self._pending.cancel()
 
     # Answers
     def respond_error(self, status: int, message: str, code: str) -> None:
         """Answer with an error shaped like this provider's own errors."""
-        request = self.request
         if self._done:
             return
+        request = self.request
         body = error_body(self.provider, status, message, code)
         request.setResponseCode(status)
         request.setHeader(b"content-type", _JSON)
         for name, value in error_headers(self.provider, status).items():
             request.setHeader(name, value)
-        request.setHeader(b"content-length", str(len(body)).encode("ascii"))
-        request.setHeader(b"x-request-id", self.rid)
-        if self.ctx.drain.draining:
-            close_after(request)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        self._own_headers()
         request.write(body)
         request.finish()
+        self.error_bytes = len(body)
         self._complete(status)
 
     def _complete(self, status: int) -> None:
@@ -255,17 +338,15 @@ class Exchange:
             return
         self._done = True
         ctx = self.ctx
-        now = ctx.clock.seconds()
-        total = now - self.started
+        total = ctx.clock.seconds() - self.started
         ctx.drain.request_finished()
         ctx.metrics.inflight_requests.dec()
-        method = self.request.method.decode("latin-1")
-        ctx.metrics.http_requests.labels(self.provider, _bounded_method(method), str(status)).inc()
+        method = _bounded_method(self.request.method.decode("latin-1"))
+        ctx.metrics.http_requests.labels(self.provider, method, str(status)).inc()
         ctx.metrics.http_request_duration.labels(self.provider).observe(total)
         route = self.route
         path = safe_path(route.path, route.query) if route else safe_path(*_split(self.request.uri))
-        bytes_out = self.relay.bytes_out if self.relay is not None else 0
-        overhead = total - self.upstream_seconds if self.upstream_seconds is not None and not self.streamed else None
+        bytes_out = self.relay.bytes_out if self.relay is not None else self.error_bytes
         log.info(
             "{method} {path} {status}",
             request_id=self.rid.decode("ascii"),
@@ -274,49 +355,19 @@ class Exchange:
             path=path,
             status=status,
             decision=self.decision,
-            identity=getattr(self.identity, "key", None),
+            identity=self.identity.key if self.identity is not None else None,
             duration_ms=round(total * 1000, 3),
             upstream_ms=round(self.upstream_seconds * 1000, 3) if self.upstream_seconds is not None else None,
-            bytes_in=self.bytes_in,
+            bytes_in=len(self.body),
             bytes_out=bytes_out,
             streamed=self.streamed,
             error=self.error,
             findings=self.findings or None,
         )
         if ctx.record is not None:
-            ctx.record(self, status, path, total, overhead, bytes_out)
-
-
-def close_after(request: Request) -> None:
-    """Tell the client, and Twisted, that this connection closes after the response."""
-    request.setHeader(b"connection", b"close")
-    request.channel.persistent = False
+            ctx.record(self, status, path, total, bytes_out)
 
 
 def _split(uri: bytes) -> tuple[str, str]:
-    text = uri.decode("latin-1")
-    path, _, query = text.partition("?")
+    path, _, query = uri.decode("latin-1").partition("?")
     return path, query
-
-
-_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
-
-
-def _bounded_method(method: str) -> str:
-    return method if method in _METHODS else "OTHER"
-
-
-def _model_of(body: bytes | None, path: str) -> str | None:
-    """The model a request asks for, from the body or (Gemini, Bedrock, Azure) the path."""
-    if body and body[:1] in (b"{", b" ", b"\n", b"\t", b"\r"):
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
-            return parsed["model"][:128]
-    for marker in ("/models/", "/model/", "/deployments/"):
-        if marker in path:
-            rest = path.split(marker, 1)[1]
-            return rest.split("/", 1)[0].split(":", 1)[0][:128] or None
-    return None

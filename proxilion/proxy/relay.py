@@ -7,6 +7,7 @@ the upstream socket, so a slow client never makes the proxy buffer a stream.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Protocol as TypingProtocol
 
 from twisted.internet.protocol import Protocol
@@ -14,15 +15,71 @@ from twisted.python.failure import Failure
 from twisted.web.client import PotentialDataLoss, ResponseDone
 from twisted.web.http import Request
 
-__all__ = ["Relay", "BodyTransform"]
+from proxilion.providers.errors import error_body
+from proxilion.providers.usage import usage_of
+
+__all__ = ["Relay", "BodyTransform", "BufferedInspection"]
 
 
 class BodyTransform(TypingProtocol):
-    """A streaming rewrite of a response body (e.g. the SSE redactor)."""
+    """A rewrite of a response body on its way through (the SSE redactor, JSON inspection)."""
 
     def feed(self, chunk: bytes) -> bytes: ...
 
     def finish(self) -> bytes: ...
+
+
+class BufferedInspection:
+    """Hold a JSON answer whole, inspect it, then release it (redacted or replaced by an error).
+
+    Answers larger than C{limit} are released uninspected as they come, and
+    C{uninspected} says so; buffering them would let one answer take the
+    process's memory.
+    """
+
+    def __init__(self, inspector: Any, provider: str, path: str, identity: str | None, limit: int) -> None:
+        self._inspector = inspector
+        self._provider = provider
+        self._path = path
+        self._identity = identity
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+        self.uninspected = False
+        self.findings: tuple[Any, ...] = ()
+        self.action: str | None = None
+        self.blocked = False
+        self.status: int | None = None
+        self.tokens: tuple[int | None, int | None] = (None, None)
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.uninspected:
+            return chunk
+        self._parts.append(chunk)
+        self._size += len(chunk)
+        if self._size > self._limit:
+            self.uninspected = True
+            held, self._parts = b"".join(self._parts), []
+            return held
+        return b""
+
+    def finish(self) -> bytes:
+        if self.uninspected:
+            return b""
+        body = b"".join(self._parts)
+        self._parts = []
+        try:
+            self.tokens = usage_of(json.loads(body))
+        except ValueError:
+            pass
+        verdict = self._inspector.inspect_response(self._provider, self._path, body, self._identity)
+        self.findings = verdict.findings
+        self.action = verdict.action
+        if verdict.action == "block":
+            self.blocked = True
+            self.status = 403 if not verdict.error else 502
+            return error_body(self._provider, self.status, "Answer blocked by Proxilion policy: " + verdict.message, "blocked_by_policy")
+        return verdict.body
 
 
 class Relay(Protocol):
@@ -40,9 +97,10 @@ class Relay(Protocol):
         self._clock = clock
         self._idle_timeout = idle_timeout
         self._on_done = on_done
-        self._transform = transform
+        self.transform = transform
         self._idle_call: Any = None
         self._client_gone = False
+        self._ended = False
         self._error: str | None = None
         self.bytes_out = 0
 
@@ -50,15 +108,25 @@ class Relay(Protocol):
         self._request.registerProducer(self.transport, True)
         self._idle_call = self._clock.callLater(self._idle_timeout, self._idle_expired)
 
-    def dataReceived(self, data: bytes) -> None:
-        self._idle_call.reset(self._idle_timeout)
-        if self._client_gone:
-            return
-        if self._transform is not None:
-            data = self._transform.feed(data)
+    def _write(self, data: bytes) -> None:
         if data:
             self.bytes_out += len(data)
             self._request.write(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._idle_call.reset(self._idle_timeout)
+        if self._client_gone or self._ended:
+            return
+        if self.transform is None:
+            self._write(data)
+            return
+        self._write(self.transform.feed(data))
+        if getattr(self.transform, "blocked", False):
+            # The redactor ended the stream with the provider's error event.
+            self._ended = True
+            self._request.unregisterProducer()
+            self._request.finish()
+            self.transport.stopProducing()
 
     def _idle_expired(self) -> None:
         self._error = "upstream_idle_timeout"
@@ -74,16 +142,19 @@ class Relay(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
-        if self._client_gone:
+        if self._client_gone or self._ended:
             self._on_done(self._error)
             return
         self._request.unregisterProducer()
         if reason.check(ResponseDone, PotentialDataLoss) and self._error is None:
-            if self._transform is not None:
-                tail = self._transform.finish()
-                if tail:
-                    self.bytes_out += len(tail)
-                    self._request.write(tail)
+            if self.transform is not None:
+                tail = self.transform.finish()
+                status = getattr(self.transform, "status", None)
+                if status is not None and not self._request.startedWriting:
+                    self._request.setResponseCode(status)
+                if not self._request.startedWriting:
+                    self._request.setHeader(b"content-length", b"%d" % len(tail))
+                self._write(tail)
             self._request.finish()
             self._on_done(None)
             return

@@ -82,8 +82,15 @@ class ProxilionServiceMaker:
         from proxilion.app import build
         from proxilion.logs import make_observer
 
+        from proxilion.inspect.policy import PolicyError
+
         settings = options.settings
-        return build(settings, reactor, make_observer(settings.log_format, settings.log_level)).root
+        try:
+            app = build(settings, reactor, make_observer(settings.log_format, settings.log_level), handle_sighup=True)
+        except (PolicyError, ValueError) as e:
+            sys.stderr.write(f"proxilion: configuration error: {e}\n")
+            raise SystemExit(2) from None
+        return app.root
 
 
 serviceMaker = ProxilionServiceMaker()
