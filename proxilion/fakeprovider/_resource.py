@@ -176,11 +176,24 @@ def make_site(*, clock: IReactorTime, chunk_delay: float = 0.01,
 class FakeProvider(Resource):
     """A test double of the AI providers' HTTP APIs.
 
-    Answers echo the last user text unless `x-fake-reply` says otherwise;
-    streams are split word by word, `chunk_delay` seconds apart. Every request
-    except the control API's is kept in `requests` (the last `record_limit`).
-    `in_flight`, `disconnects` and `bytes_streamed` let tests see whether a
-    client (such as the proxy) really went away or stopped reading.
+    Answers echo the last user text; streams (`"stream": true`, Gemini's
+    `:streamGenerateContent`) send it word by word, `chunk_delay` seconds apart.
+    Request headers script an answer:
+
+    - `x-fake-reply: <text>`: answer this text instead;
+    - `x-fake-status: <code>`: answer with this status; 4xx/5xx get the
+      provider's error body, whose message is `x-fake-error` (sent verbatim as
+      the body when it is a JSON object);
+    - `x-fake-delay: <seconds>`: wait before the response headers (3600 hangs);
+    - `x-fake-chunks: <n>`, `x-fake-chunk-delay: <seconds>`: shape a stream;
+    - `x-fake-stream-bytes: <n>`: stream at least n bytes of the provider's
+      frames, generated as the client reads (implies streaming).
+
+    Every request except the control API's is kept in `requests` (the last
+    `record_limit`); `GET /_fake/requests` lists them, `DELETE` clears them,
+    `GET /_fake/stats` gives `stats()`. `in_flight`, `disconnects` and
+    `bytes_streamed` show whether a client (such as the proxy) really went away
+    or stopped reading.
     """
 
     isLeaf = True
@@ -323,15 +336,15 @@ class FakeProvider(Resource):
         )
         if script.status is not None:
             _set_status(request, script.status)
-        if found.kind == "gemini":
-            if not found.stream:
-                return self._json(request, dialect.reply(ex, text))
-            sse = request.args.get(b"alt") == [b"sse"]
-            stream = dialect.stream(ex) if sse else dialect.array_stream(ex)
-        elif parsed.get("stream") is True and found.kind not in ("invoke", "converse"):
-            stream = dialect.stream(ex)
-        else:
+        streamable = found.kind not in ("invoke", "converse")
+        wanted = script.stream_bytes is not None or (
+            found.stream if found.kind == "gemini" else parsed.get("stream") is True)
+        if not (streamable and wanted):
             return self._json(request, dialect.reply(ex, text))
+        if found.kind == "gemini" and found.stream and request.args.get(b"alt") != [b"sse"]:
+            stream = dialect.array_stream(ex)
+        else:
+            stream = dialect.stream(ex)
         self._stream(request, stream, text, script)
         return NOT_DONE_YET
 

@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import ResponseNeverReceived
 
 from proxilion.fakeprovider import FakeProvider, make_site
+from proxilion.fakeprovider.testing import sse_events
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -155,7 +156,8 @@ async def test_bulk_stream_waits_for_a_slow_reader(serve) -> None:
 @pytest_twisted.ensureDeferred
 async def test_bulk_stream_is_well_formed(serve) -> None:
     provider, url = serve()
-    response = await treq.post(url + "/v1/chat/completions", json={**CHAT, "stream": True},
+    # No "stream": true needed: asking for a stream size implies streaming.
+    response = await treq.post(url + "/v1/chat/completions", json=CHAT,
                                headers={"x-fake-stream-bytes": str(2 << 20)})
     body = await response.content()
     assert len(body) >= 2 << 20
@@ -164,6 +166,11 @@ async def test_bulk_stream_is_well_formed(serve) -> None:
     chunks = [json.loads(f.removeprefix(b"data: ")) for f in frames[:-2]]
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    anthropic = await treq.post(url + "/v1/messages", json={**CHAT, "max_tokens": 5},
+                                headers={"x-fake-stream-bytes": "100000"})
+    events = sse_events(await anthropic.content())
+    assert events[-1][0] == "message_stop"
+    assert {e for e, _ in events} >= {"message_start", "content_block_delta", "message_delta"}
     assert provider.in_flight == 0
 
 
