@@ -1,0 +1,88 @@
+"""The `proxilion` command: run, scan, check-config, fake-provider."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from proxilion import __version__
+
+__all__ = ["main"]
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Exec `twistd --nodaemon --pidfile= proxilion ...`: the same process users run under systemd."""
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    argv = [twistd, "--nodaemon", "--pidfile=", "proxilion", *args.options]
+    os.execv(twistd, argv)
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from proxilion.config import ConfigError, load_settings
+    from proxilion.inspect.policy import PolicyError, load_policy
+
+    try:
+        settings = load_settings({"policy_file": args.policy}, config_file=args.config)
+        load_policy(settings.policy_file)
+    except (ConfigError, PolicyError) as e:
+        print(f"proxilion: configuration error: {e}", file=sys.stderr)
+        return 2
+    print(f"configuration ok: proxy :{settings.port}, admin :{settings.admin_port}, "
+          f"rate limits {settings.rate_limit_store}, analytics {'postgresql' if settings.analytics_dsn else 'sqlite'}, "
+          f"policy {settings.policy_file or '(shipped default)'}")
+    return 0
+
+
+def _options_markdown(args: argparse.Namespace) -> int:
+    from proxilion.config import SPECS
+
+    print("| Option | Environment | Default | Meaning |")
+    print("|---|---|---|---|")
+    for spec in SPECS:
+        option = "(config file)" if spec.file_only else f"`--{spec.option}`"
+        env = f"`{spec.env}`" if spec.env else ("`PROXILION_UPSTREAM_<NAME>`" if spec.name == "upstreams" else "")
+        default = "" if spec.default in (None, "", {}, ()) else f"`{spec.default}`"
+        print(f"| {option} | {env} | {default} | {spec.help} |")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from proxilion.fakeprovider import command as fake_provider
+    from proxilion.inspect import scan_command
+
+    parser = argparse.ArgumentParser(prog="proxilion", description="Proxilion GRC: an AI security proxy.")
+    parser.add_argument("--version", action="version", version=f"proxilion {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the proxy (same as `twistd -n proxilion`); options after `--` go to it")
+    run.add_argument("options", nargs=argparse.REMAINDER, help="proxy options, see `twistd proxilion --help`")
+    run.set_defaults(handler=_run)
+
+    scan = sub.add_parser("scan", help="scan a request body or text from stdin and print findings and the decision")
+    scan_command.add_arguments(scan)
+    scan.set_defaults(handler=lambda a: scan_command.run(a, sys.stdin, sys.stdout))
+
+    check = sub.add_parser("check-config", help="validate settings (env, --config) and the policy file, then exit")
+    check.add_argument("--config", help="YAML config file")
+    check.add_argument("--policy", help="policy YAML file")
+    check.set_defaults(handler=_check_config)
+
+    fake = sub.add_parser("fake-provider", help="run the fake AI provider (OpenAI, Anthropic, Gemini, Cohere, Bedrock wire formats)")
+    fake_provider.add_arguments(fake)
+    fake.set_defaults(handler=fake_provider.run)
+
+    options = sub.add_parser("options", help="print the settings table (Markdown) used in the README")
+    options.set_defaults(handler=_options_markdown)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
