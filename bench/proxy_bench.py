@@ -175,7 +175,7 @@ def run_wrk(wrk: str, url: str, body_file: Path, connections: int, threads: int,
         check=True,
     )
     after = cpu_seconds(pid) if pid else 0.0
-    line = next((l for l in out.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{out.stdout}\n{out.stderr}")
     result = json.loads(line[len("BENCH_JSON "):])
@@ -309,49 +309,57 @@ def fmt(value: float | None, width: int, decimals: int) -> str:
     return ("n/a" if value is None else f"{value:.{decimals}f}").rjust(width)
 
 
+def not_measured(name: str, row: dict | None) -> str:
+    reason = row["error"].strip().splitlines()[-1] if row else "-"
+    return f"{name:<11}not measured: {reason}"
+
+
 def report(results: dict) -> str:
+    config = results["config"]
     rows = results["http"]
     direct = rows.get("direct")
+    base = direct["latency_us"] if direct and "error" not in direct else None
     lines = [
-        f"1 KB chat-completion POST, wrk -c {results['config']['connections']} "
-        f"-t {results['config']['threads']} -d {results['config']['duration']:g}s "
-        f"(upstream: {results['config']['upstream']})",
+        f"1 KB chat-completion POST, wrk -c {config['connections']} -t {config['threads']} "
+        f"-d {config['duration']:g}s (upstream: {config['upstream']})",
         f"{'target':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}{'+p99 ms':>9}"
         f"{'errors':>8}{'CPU us/req':>12}",
     ]
     for name in ("direct", "nginx", "proxilion"):
         row = rows.get(name)
         if row is None or "error" in row:
-            lines.append(f"{name:<11}not measured: {row['error'].splitlines()[0] if row else '-'}")
+            lines.append(not_measured(name, row))
             continue
         lat = row["latency_us"]
-        added = ((lat["p50"] - direct["latency_us"]["p50"]) / 1e3,
-                 (lat["p99"] - direct["latency_us"]["p99"]) / 1e3) if direct and name != "direct" \
-            else (None, None)
-        errors = sum(row["errors"].values())
-        lines.append(f"{name:<11}{row['rps']:>10.0f}{lat['p50'] / 1e3:>9.2f}{lat['p99'] / 1e3:>9.2f}"
-                     f"{fmt(added[0], 9, 2)}{fmt(added[1], 9, 2)}{errors:>8}"
+        compare = base is not None and name != "direct"
+        added50 = (lat["p50"] - base["p50"]) / 1e3 if compare else None
+        added99 = (lat["p99"] - base["p99"]) / 1e3 if compare else None
+        lines.append(f"{name:<11}{row['rps']:>10.0f}{fmt(lat['p50'] / 1e3, 9, 2)}"
+                     f"{fmt(lat['p99'] / 1e3, 9, 2)}{fmt(added50, 9, 2)}{fmt(added99, 9, 2)}"
+                     f"{sum(row['errors'].values()):>8}"
                      f"{fmt(row.get('cpu_us_per_request'), 12, 0)}")
     streams = results.get("streams")
-    if streams:
-        lines.append("")
-        lines.append(f"SSE streams from the fake provider, {results['config']['stream_connections']} "
-                     f"connections, {results['config']['stream_duration']:g}s each")
-        lines.append(f"{'target':<11}{'streams':>9}{'fail':>6}{'TTFB p50 ms':>13}{'TTFB p99 ms':>13}"
-                     f"{'CPU us/stream':>15}")
-        for name in ("direct", "proxilion"):
-            row = streams.get(name)
-            if row is None or "error" in row:
-                lines.append(f"{name:<11}not measured: "
-                             f"{row['error'].splitlines()[0] if row else '-'}")
-                continue
-            lines.append(f"{name:<11}{row['streams']:>9}{row['failures']:>6}"
-                         f"{fmt(row['ttfb_ms_p50'], 13, 2)}{fmt(row['ttfb_ms_p99'], 13, 2)}"
-                         f"{fmt(row.get('cpu_us_per_stream'), 15, 0)}")
-        d, p = streams.get("direct", {}), streams.get("proxilion", {})
-        if d.get("ttfb_ms_p50") is not None and p.get("ttfb_ms_p50") is not None:
-            lines.append(f"Proxilion adds {p['ttfb_ms_p50'] - d['ttfb_ms_p50']:.2f} ms (p50), "
-                         f"{p['ttfb_ms_p99'] - d['ttfb_ms_p99']:.2f} ms (p99) to time to first byte")
+    if not streams:
+        return "\n".join(lines)
+    lines += [
+        "",
+        f"SSE streams from the fake provider, {config['stream_connections']} connections, "
+        f"{config['stream_duration']:g}s each",
+        f"{'target':<11}{'streams':>9}{'fail':>6}{'TTFB p50 ms':>13}{'TTFB p99 ms':>13}"
+        f"{'CPU us/stream':>15}",
+    ]
+    for name in ("direct", "proxilion"):
+        row = streams.get(name)
+        if row is None or "error" in row:
+            lines.append(not_measured(name, row))
+            continue
+        lines.append(f"{name:<11}{row['streams']:>9}{row['failures']:>6}"
+                     f"{fmt(row['ttfb_ms_p50'], 13, 2)}{fmt(row['ttfb_ms_p99'], 13, 2)}"
+                     f"{fmt(row.get('cpu_us_per_stream'), 15, 0)}")
+    d, p = streams.get("direct", {}), streams.get("proxilion", {})
+    if d.get("ttfb_ms_p50") is not None and p.get("ttfb_ms_p50") is not None:
+        lines.append(f"Proxilion adds {p['ttfb_ms_p50'] - d['ttfb_ms_p50']:.2f} ms (p50), "
+                     f"{p['ttfb_ms_p99'] - d['ttfb_ms_p99']:.2f} ms (p99) to time to first byte")
     return "\n".join(lines)
 
 

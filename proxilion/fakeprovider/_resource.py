@@ -7,7 +7,8 @@ import http
 import json
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote
 
 import attrs
@@ -318,7 +319,8 @@ class FakeProvider(Resource):
         except ValueError:
             parsed = None
         if not isinstance(parsed, dict):
-            return self._plain_error(request, found.family, 400, "request body is not a JSON object")
+            return self._plain_error(request, found.family, 400,
+                                     "request body is not a JSON object")
         model = str(parsed.get("model") or found.model or "fake-model")
         if found.kind == "embeddings":
             return self._json(request, _wire.embeddings_reply(parsed, model))

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import struct
+
 import attrs
 
 Json = dict
@@ -96,17 +97,21 @@ _BEDROCK_TYPES = {400: "ValidationException", 403: "AccessDeniedException",
 def error_reply(family: str, status: int, message: str) -> tuple[bytes, dict[str, str]]:
     """Body and extra headers of an error as `family`'s service would send it."""
     if family == "anthropic":
-        kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        fallback = "api_error" if status >= 500 else "invalid_request_error"
+        kind = _ANTHROPIC_ERROR_TYPES.get(status, fallback)
         return dumps({"type": "error", "error": {"type": kind, "message": message}}), {}
     if family == "gemini":
-        state = _GEMINI_STATUSES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
+        fallback = "INTERNAL" if status >= 500 else "FAILED_PRECONDITION"
+        state = _GEMINI_STATUSES.get(status, fallback)
         return dumps({"error": {"code": status, "message": message, "status": state}}), {}
     if family == "cohere":
         return dumps({"message": message}), {}
     if family == "bedrock":
-        kind = _BEDROCK_TYPES.get(status, "InternalServerException" if status >= 500 else "ValidationException")
+        fallback = "InternalServerException" if status >= 500 else "ValidationException"
+        kind = _BEDROCK_TYPES.get(status, fallback)
         return dumps({"message": message}), {"x-amzn-ErrorType": kind}
-    kind = "server_error" if status >= 500 else _OPENAI_ERROR_TYPES.get(status, "invalid_request_error")
+    kind = ("server_error" if status >= 500
+            else _OPENAI_ERROR_TYPES.get(status, "invalid_request_error"))
     code = "rate_limit_exceeded" if status == 429 else None
     return dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}), {}
 
