@@ -35,7 +35,7 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 if [ ! -x .venv/bin/python ]; then "$PYTHON" -m venv .venv; fi
-.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 # compat mode puts the checkout on sys.path, so twistd finds twisted/plugins/proxilion_plugin.py from anywhere.
 .venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 

@@ -1,0 +1,44 @@
+"""The README, CI entry and packaging keep their promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_readme_settings_table_matches_the_code() -> None:
+    table = subprocess.run(
+        [sys.executable, "-m", "proxilion.cli", "options"], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout
+    assert table.strip() in (REPO / "README.md").read_text()
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "./scripts/test.sh" in readme and "./scripts/run.sh" in readme
+    lines = [line for line in (REPO / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
+    assert lines[-1] == "exec ./scripts/test.sh"
+
+
+def test_wheel_installs_the_twistd_plugin(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("proxilion-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "twisted/plugins/proxilion_plugin.py" in names
+    assert "proxilion/inspect/default_policy.yaml" in names
+    assert not any(name.startswith("twisted/__init__") or name == "twisted/plugins/__init__.py" for name in names)
+    assert any(name.endswith("entry_points.txt") for name in names)
+
+
+def test_plugin_is_listed_by_twistd_from_another_directory(tmp_path: Path) -> None:
+    twistd = Path(sys.executable).parent / "twistd"
+    out = subprocess.run([str(twistd), "--help"], capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+    assert "proxilion" in out
