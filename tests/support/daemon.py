@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
+from signal import SIGTERM
 import socket
 import subprocess
 import sys
@@ -110,11 +110,11 @@ class Daemon:
                 continue
         return events
 
-    def signal(self, sig: int = signal.SIGTERM) -> None:
+    def signal(self, sig: int = SIGTERM) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    def stop(self, sig: int = SIGTERM, timeout: float = 30) -> int:
         """Send C{sig} and wait for exit; returns the exit status."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
