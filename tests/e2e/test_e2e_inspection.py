@@ -1,0 +1,300 @@
+"""Issue 3 end to end: inspection through the real daemon, driven by the official SDKs.
+
+One daemon serves the module; its policy is the shipped default plus one
+response rule that blocks SSNs in answers (the default only redacts them), so
+the response-side block can be exercised too.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+import anthropic
+import openai
+import pytest
+
+from support.daemon import Daemon, http_json
+
+from .conftest import admin, chat, clear_fake, eventually, fake_requests, running, upstream_args
+
+CARD = "4111 1111 1111 1111"
+CARD_DIGITS = CARD.replace(" ", "")
+SSN = "536-22-4187"
+EMAIL = "jane.roe@example.org"
+AWS_KEY = "AKIAZ3MVJQ5T4XW7PLQA"
+
+ANSWER_SSN_BLOCK = """
+  - id: block-ssn-in-answers
+    direction: response
+    priority: 200
+    match: {types: [ssn]}
+    action: block
+"""
+
+
+def _policy_text() -> str:
+    return resources.files("proxilion.inspect").joinpath("default_policy.yaml").read_text("utf-8") + ANSWER_SSN_BLOCK
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    path.write_text(_policy_text())
+    return path
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, fake: str, policy_file: Path):
+    workdir = tmp_path_factory.mktemp("inspection")
+    # Limits high enough that nothing in this module is rate limited.
+    env = {"RATE_LIMIT_PER_MINUTE": "100000", "RATE_LIMIT_BURST": "10000"}
+    with running(Daemon(workdir, [*upstream_args(fake), "--policy", str(policy_file), "--admin-token", "e2e-admin-token"], env)) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def oai(daemon: Daemon) -> openai.OpenAI:
+    return openai.OpenAI(base_url=daemon.url + "/proxy/openai/v1", api_key="sk-e2e-inspection", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def claude(daemon: Daemon) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=daemon.url + "/proxy/anthropic", api_key="sk-ant-e2e-inspection", max_retries=0)
+
+
+def _no_secret(text: str) -> None:
+    for value in (CARD, CARD_DIGITS, SSN, EMAIL, AWS_KEY):
+        assert value not in text
+
+
+# --- blocking -----------------------------------------------------------------
+
+
+def test_openai_block_raises_permission_denied_naming_types_not_values(oai: openai.OpenAI, fake: str) -> None:
+    clear_fake(fake)
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        oai.chat.completions.create(model="gpt-4o", messages=[
+            {"role": "system", "content": "You are helpful."},
+            {"role": "user", "content": f"Charge card {CARD} and use key {AWS_KEY}"},
+        ])
+    err = caught.value
+    assert err.status_code == 403
+    assert err.response.headers["x-proxilion-decision"] == "block"
+    message = err.response.json()["error"]["message"]
+    assert "credit_card" in message and "aws_access_key_id" in message
+    _no_secret(err.response.text)
+    assert fake_requests(fake) == [], "a blocked request must not reach the provider"
+
+
+def test_anthropic_block_raises_permission_denied(claude: anthropic.Anthropic, fake: str) -> None:
+    clear_fake(fake)
+    with pytest.raises(anthropic.PermissionDeniedError) as caught:
+        claude.messages.create(model="claude-3-5-sonnet-latest", max_tokens=64, system="Be brief.",
+                               messages=[{"role": "user", "content": [{"type": "text", "text": f"My SSN is {SSN}"}]}])
+    err = caught.value
+    assert err.response.headers["x-proxilion-decision"] == "block"
+    body = err.response.json()
+    assert body["type"] == "error" and body["error"]["type"] == "permission_error"
+    assert "ssn" in body["error"]["message"]
+    _no_secret(err.response.text)
+    assert fake_requests(fake) == []
+
+
+# --- redaction ----------------------------------------------------------------
+
+
+def test_openai_redacted_request_reaches_provider_without_the_value(oai: openai.OpenAI, fake: str) -> None:
+    clear_fake(fake)
+    raw = oai.chat.completions.with_raw_response.create(
+        model="gpt-4o",
+        temperature=0.25,
+        messages=[{"role": "system", "content": "Reply kindly."},
+                  {"role": "user", "content": f"Write to {EMAIL} about the invoice."}],
+        tools=[{"type": "function", "function": {"name": "send", "parameters": {"type": "object", "properties": {}}}}],
+    )
+    assert raw.headers["x-proxilion-decision"] == "redact"
+    [seen] = fake_requests(fake)
+    assert EMAIL not in seen["body"]
+    sent = json.loads(seen["body"])
+    assert sent["messages"] == [{"role": "system", "content": "Reply kindly."},
+                                {"role": "user", "content": "Write to [REDACTED:EMAIL] about the invoice."}]
+    assert sent["temperature"] == 0.25 and sent["model"] == "gpt-4o"
+    assert sent["tools"][0]["function"]["name"] == "send"
+    assert int(seen["headers"]["content-length"]) == seen["body_length"] == len(seen["body"].encode())
+    # The fake echoes what it received: the answer is built from the redacted text.
+    assert raw.parse().choices[0].message.content == "Write to [REDACTED:EMAIL] about the invoice."
+
+
+def test_anthropic_redacted_request_keeps_blocks(claude: anthropic.Anthropic, fake: str) -> None:
+    clear_fake(fake)
+    claude.messages.create(model="claude-3-5-sonnet-latest", max_tokens=64, messages=[
+        {"role": "user", "content": [{"type": "text", "text": "First block."},
+                                     {"type": "text", "text": f"Reach me at {EMAIL}"}]}])
+    [seen] = fake_requests(fake)
+    sent = json.loads(seen["body"])
+    assert sent["messages"][0]["content"] == [{"type": "text", "text": "First block."},
+                                              {"type": "text", "text": "Reach me at [REDACTED:EMAIL]"}]
+    assert sent["max_tokens"] == 64
+
+
+# --- answers ------------------------------------------------------------------
+
+
+def test_openai_stream_with_card_split_across_chunks_arrives_redacted(oai: openai.OpenAI) -> None:
+    reply = f"Your card {CARD} is on file."
+    with oai.chat.completions.with_streaming_response.create(
+        model="gpt-4o", stream=True, messages=[{"role": "user", "content": "which card?"}],
+        extra_headers={"x-fake-reply": reply, "x-fake-chunks": "20"},
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        deltas = [c.choices[0].delta.content or "" for c in response.parse() if c.choices]
+    text = "".join(deltas)
+    # The card spans several deltas upstream; it arrives as one placeholder.
+    assert text == "Your card [REDACTED:CREDIT_CARD] is on file."
+    assert len(deltas) > 2
+
+
+def test_anthropic_stream_with_card_split_across_chunks_arrives_redacted(claude: anthropic.Anthropic) -> None:
+    reply = f"Card {CARD_DIGITS} noted, thanks."
+    with claude.messages.stream(model="claude-3-5-sonnet-latest", max_tokens=64,
+                                messages=[{"role": "user", "content": "which card?"}],
+                                extra_headers={"x-fake-reply": reply, "x-fake-chunks": "16"}) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Card [REDACTED:CREDIT_CARD] noted, thanks."
+    assert final.content[0].text == text and final.stop_reason == "end_turn"
+
+
+def test_response_side_block_on_json_answer(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+                                    extra_headers={"x-fake-reply": f"The SSN is {SSN}."})
+    assert "ssn" in caught.value.response.json()["error"]["message"]
+    _no_secret(caught.value.response.text)
+
+
+def test_response_side_block_ends_stream_with_provider_error(oai: openai.OpenAI, claude: anthropic.Anthropic) -> None:
+    headers = {"x-fake-reply": f"Sure: the SSN is {SSN} and more text follows here.", "x-fake-chunks": "12"}
+    seen = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in oai.chat.completions.create(model="gpt-4o", stream=True, extra_headers=headers,
+                                                 messages=[{"role": "user", "content": "hi"}]):
+            seen.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
+    assert "ssn" in str(caught.value)
+    _no_secret("".join(seen) + str(caught.value))
+    with pytest.raises(anthropic.APIStatusError) as caught_a:
+        with claude.messages.stream(model="claude-3-5-sonnet-latest", max_tokens=64, extra_headers=headers,
+                                    messages=[{"role": "user", "content": "hi"}]) as stream:
+            "".join(stream.text_stream)
+    assert "ssn" in str(caught_a.value)
+
+
+# --- other providers, raw HTTP ------------------------------------------------
+
+
+def test_gemini_block_and_redact(daemon: Daemon, fake: str) -> None:
+    url = daemon.url + "/proxy/gemini/v1beta/models/gemini-1.5-pro:generateContent"
+    status, headers, body = http_json("POST", url, {
+        "systemInstruction": {"parts": [{"text": "be brief"}]},
+        "contents": [{"role": "user", "parts": [{"text": f"card {CARD}"}]}]}, {"x-goog-api-key": "g-e2e"})
+    assert status == 403 and headers["x-proxilion-decision"] == "block"
+    assert body["error"]["status"] == "PERMISSION_DENIED" and "credit_card" in body["error"]["message"]
+    _no_secret(json.dumps(body))
+    clear_fake(fake)
+    status, headers, body = http_json("POST", url, {
+        "contents": [{"role": "user", "parts": [{"text": "hello"}, {"text": f"mail {EMAIL}"}]}],
+        "generationConfig": {"temperature": 0.1}}, {"x-goog-api-key": "g-e2e"})
+    assert status == 200 and headers["x-proxilion-decision"] == "redact"
+    sent = json.loads(fake_requests(fake)[0]["body"])
+    assert sent == {"contents": [{"role": "user", "parts": [{"text": "hello"}, {"text": "mail [REDACTED:EMAIL]"}]}],
+                    "generationConfig": {"temperature": 0.1}}
+
+
+def test_cohere_v1_and_v2_block_and_redact(daemon: Daemon, fake: str) -> None:
+    auth = {"authorization": "Bearer co-e2e"}
+    status, headers, body = http_json("POST", daemon.url + "/proxy/cohere/v2/chat", {
+        "model": "command-r", "messages": [{"role": "user", "content": f"key {AWS_KEY}"}]}, auth)
+    assert status == 403 and headers["x-proxilion-decision"] == "block"
+    assert "aws_access_key_id" in body["message"]
+    _no_secret(json.dumps(body))
+    clear_fake(fake)
+    status, headers, _ = http_json("POST", daemon.url + "/proxy/cohere/v1/chat", {
+        "model": "command-r", "message": f"ping {EMAIL}", "preamble": "be kind",
+        "chat_history": [{"role": "USER", "message": "earlier"}]}, auth)
+    assert status == 200 and headers["x-proxilion-decision"] == "redact"
+    sent = json.loads(fake_requests(fake)[0]["body"])
+    assert sent["message"] == "ping [REDACTED:EMAIL]"
+    assert sent["preamble"] == "be kind" and sent["chat_history"] == [{"role": "USER", "message": "earlier"}]
+
+
+# --- metrics ------------------------------------------------------------------
+
+
+def test_inspection_metrics(daemon: Daemon, oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.PermissionDeniedError):
+        oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"card {CARD}"}])
+    oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"to {EMAIL}"}])
+    assert daemon.metric("proxilion_findings_total", type="credit_card", action="block") >= 1
+    assert daemon.metric("proxilion_findings_total", type="email", action="redact") >= 1
+    assert daemon.metric("proxilion_policy_decisions_total", action="block") >= 1
+    assert daemon.metric("proxilion_policy_decisions_total", action="redact") >= 1
+    assert daemon.metric("proxilion_scan_duration_seconds_count") >= 2
+    assert "proxilion_scan_duration_seconds_bucket" in daemon.metrics()
+
+
+# --- policy reload (last: it changes the module's policy and puts it back) ----
+
+
+def test_policy_reload_on_sighup_and_on_file_change(daemon: Daemon, policy_file: Path, oai: openai.OpenAI, fake: str) -> None:
+    def email_outcome() -> str:
+        raw = oai.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": f"to {EMAIL}"}])
+        return raw.headers["x-proxilion-decision"]
+
+    ok_before = daemon.metric("proxilion_policy_reloads_total", result="ok")
+    errors_before = daemon.metric("proxilion_policy_reloads_total", result="error")
+    assert email_outcome() == "redact"
+
+    # SIGHUP: emails are now only logged.
+    policy_file.write_text(_policy_text().replace("match: {types: [email, phone]}\n    action: redact",
+                                                  "match: {types: [email, phone]}\n    action: log"))
+    daemon.signal(signal.SIGHUP)
+    eventually(lambda: daemon.metric("proxilion_policy_reloads_total", result="ok") > ok_before, what="SIGHUP reload")
+    assert email_outcome() == "log"
+
+    # An invalid file (noticed by the file watcher) is rejected; the current policy stays.
+    policy_file.write_text(_policy_text() + "  - id: broken\n    action: explode\n")
+    eventually(lambda: daemon.metric("proxilion_policy_reloads_total", result="error") > errors_before,
+               timeout=8, what="rejected reload")
+    assert email_outcome() == "log"
+    status = admin(daemon, "GET", "/status")[2]
+    assert status["components"]["policy"]["state"] == "degraded"
+    assert "broken" in status["components"]["policy"]["last_error"]
+
+    # Putting the original back is picked up by the watcher alone.
+    ok_mid = daemon.metric("proxilion_policy_reloads_total", result="ok")
+    policy_file.write_text(_policy_text())
+    eventually(lambda: daemon.metric("proxilion_policy_reloads_total", result="ok") > ok_mid, timeout=8, what="file reload")
+    assert email_outcome() == "redact"
+    assert admin(daemon, "GET", "/status")[2]["components"]["policy"]["state"] == "ok"
+
+
+def test_invalid_policy_stops_startup_with_a_clear_message(tmp_path: Path, fake: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nrules:\n  - id: no-action-here\n    match: {types: [email]}\n    action: obliterate\n")
+    d = Daemon(tmp_path, [*upstream_args(fake), "--policy", str(bad)])
+    d.start(wait=False)
+    try:
+        code = d.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        d.kill()
+        raise
+    d.stop()
+    assert code != 0
+    log = d.log()
+    assert "configuration error" in log and "no-action-here" in log and "action" in log
+    assert "Traceback" not in log
