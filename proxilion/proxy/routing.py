@@ -113,11 +113,14 @@ class Router:
         if uri.startswith(_PROXY_PREFIX):
             target, slash, rest = path[len(_PROXY_PREFIX):].partition("/")
             return self._explicit(target, "/" + rest if slash else "/", query)
+        if not path.startswith("/"):
+            # Appended to the upstream base, ".evil.com/" or "@evil.com/" would name another host.
+            raise RouteError(400, "The request target must be a path starting with '/'.", "invalid_uri")
         host = _strip_port(host_header.decode("latin-1")) if host_header else ""
         return self._transparent(host, path, query)
 
     def _explicit(self, target: str, path: str, query: str) -> Route:
-        target = target.lower()
+        target = target.lower().rstrip(".")
         if not target:
             raise RouteError(404, "Use /proxy/<provider>/<path>, e.g. /proxy/openai/v1/chat/completions.", "missing_provider")
         if target in PROVIDER_HOSTS:
