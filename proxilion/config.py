@@ -311,6 +311,27 @@ def _read_file(path: str) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
+def _merged_upstreams(
+    options: Mapping[str, Any], environ: Mapping[str, str], from_file: Mapping[str, Any], config_file: str | None
+) -> dict[str, str]:
+    """Upstream overrides merged per provider: `--upstream gemini=...` must not drop the file's openai entry."""
+    layers: list[tuple[str, Any]] = []
+    if "upstreams" in from_file:
+        layers.append((f"upstreams (in {config_file})", from_file["upstreams"]))
+    for key in sorted(environ):
+        if key.startswith("PROXILION_UPSTREAM_"):
+            layers.append((key, {key.removeprefix("PROXILION_UPSTREAM_"): environ[key]}))
+    if "upstreams" in options:
+        layers.append(("--upstream", options["upstreams"]))
+    merged: dict[str, str] = {}
+    for source, raw in layers:
+        try:
+            merged.update(_upstreams(raw))
+        except ValueError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    return merged
+
+
 def load_settings(
     options: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -341,17 +362,7 @@ def load_settings(
             values[spec.name] = spec.parse(raw)
         except ValueError as e:
             raise ConfigError(f"{source}: {e}") from None
-    upstreams = dict(values["upstreams"])
-    for key, raw in environ.items():
-        if key.startswith("PROXILION_UPSTREAM_"):
-            name = key.removeprefix("PROXILION_UPSTREAM_").lower()
-            if "upstreams" in options:
-                continue
-            try:
-                upstreams.update(_upstreams({name: raw}))
-            except ValueError as e:
-                raise ConfigError(f"{key}: {e}") from None
-    values["upstreams"] = upstreams
+    values["upstreams"] = _merged_upstreams(options, environ, from_file, config_file)
     if values["instance_id"] is None:
         values["instance_id"] = _default_instance_id()
     if values["rate_limit_store"] == "redis" and not values["redis_url"] and not values["redis_sentinel_master"]:
