@@ -88,7 +88,9 @@ class ProxilionServiceMaker:
         try:
             app = build(settings, reactor, make_observer(settings.log_format, settings.log_level), handle_sighup=True)
         except (PolicyError, ValueError) as e:
-            sys.stderr.write(f"proxilion: configuration error: {e}\n")
+            # A policy error lists each problem on its own line; startup errors are one line.
+            problems = " ".join(line.strip() for line in str(e).splitlines())
+            sys.stderr.write(f"proxilion: configuration error: {'policy ' if isinstance(e, PolicyError) else ''}{problems}\n")
             raise SystemExit(2) from None
         return app.root
 
