@@ -48,11 +48,10 @@ def _guess_provider(uri: bytes | None, host: bytes | None) -> str:
 class ProxyRequest(http.Request):
     """A request on the proxy port; enforces the body limit and the slow-client deadline."""
 
-    # Never parse form bodies: they are forwarded, not consumed.
-    _parsePOSTFormSubmission = False
-
     def __init__(self, channel: "ProxyChannel", queued: Any = None) -> None:
-        super().__init__(channel)
+        # Never parse form bodies: they are forwarded, not consumed (and parsing
+        # every POST's Content-Type with the email package is costly).
+        super().__init__(channel, parsePOSTFormSubmission=False)
         ctx: ProxyContext = channel.factory.ctx
         self.ctx = ctx
         self._received = 0
