@@ -314,7 +314,10 @@ class RedisNode:
             d.addCallback(command)
         else:
             return defer.fail(RedisUnavailable(f"not connected to {self.name}"))
-        timer = self.reactor.callLater(timeout, d.cancel)
+        # The reactor runs due timers before it reads sockets: after a stall (a
+        # busy or descheduled process) a reply already waiting in the socket
+        # would be cancelled as a timeout. Cancel one I/O pass later instead.
+        timer = self.reactor.callLater(timeout, self.reactor.callLater, 0, d.cancel)
 
         def done(result: Any) -> Any:
             if timer.active():
