@@ -1,0 +1,242 @@
+"""Issue 4 end to end: rate limiting through the real daemon, in memory and shared in Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import anthropic
+import openai
+import pytest
+
+from ratelimit.rl_support import REDIS_SERVER, RedisServer, free_port
+from support.daemon import Daemon, http_json
+
+from .conftest import KeepAlive, admin, chat, eventually, running, upstream_args
+
+PER_MINUTE, BURST = 6000, 50  # shared limit for the multi-daemon runs: 100/s after a burst of 50
+TOLERANCE = 0.02
+
+
+def _fingerprint(key: str) -> str:
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+# --- one daemon, memory store --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory, fake: str) -> Iterator[Daemon]:
+    env = {"RATE_LIMIT_PER_MINUTE": "60", "RATE_LIMIT_BURST": "3"}
+    with running(Daemon(tmp_path_factory.mktemp("rl-memory"), [*upstream_args(fake), "--admin-token", "e2e-admin-token"], env)) as d:
+        yield d
+
+
+def test_openai_sdk_gets_rate_limit_error_with_headers(tiny: Daemon) -> None:
+    client = openai.OpenAI(base_url=tiny.url + "/proxy/openai/v1", api_key="sk-e2e-rl-openai", max_retries=0)
+    remaining = []
+    for _ in range(3):
+        raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        assert raw.headers["x-ratelimit-limit"] == "3"
+        assert int(raw.headers["x-ratelimit-reset"]) >= 0
+        remaining.append(int(raw.headers["x-ratelimit-remaining"]))
+    assert remaining == [2, 1, 0]
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    headers = caught.value.response.headers
+    assert caught.value.status_code == 429
+    assert int(headers["retry-after"]) >= 1
+    assert headers["x-ratelimit-limit"] == "3" and headers["x-ratelimit-remaining"] == "0"
+    assert "x-ratelimit-reset" in headers
+    assert caught.value.response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert tiny.metric("proxilion_ratelimit_decisions_total", result="refused") >= 1 or \
+        tiny.metric("proxilion_ratelimit_decisions_total", result="limited") >= 1
+
+
+def test_anthropic_sdk_gets_rate_limit_error(tiny: Daemon) -> None:
+    client = anthropic.Anthropic(base_url=tiny.url + "/proxy/anthropic", api_key="sk-ant-e2e-rl", max_retries=0)
+    for _ in range(3):
+        raw = client.messages.with_raw_response.create(model="claude-3-5-sonnet-latest", max_tokens=16,
+                                                       messages=[{"role": "user", "content": "hi"}])
+        assert "x-ratelimit-remaining" in raw.headers
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        client.messages.create(model="claude-3-5-sonnet-latest", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.response.json()["error"]["type"] == "rate_limit_error"
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+
+
+def test_admin_shows_and_resets_buckets(tiny: Daemon) -> None:
+    key = "sk-e2e-rl-admin"
+    owner = _fingerprint(key)
+    client = openai.OpenAI(base_url=tiny.url + "/proxy/openai/v1", api_key=key, max_retries=0)
+    for _ in range(3):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+    assert admin(tiny, "GET", f"/api/v1/ratelimits/{owner}", token=False)[0] == 401
+    assert admin(tiny, "DELETE", f"/api/v1/ratelimits/{owner}", token=False)[0] == 401
+    status, _, body = admin(tiny, "GET", f"/api/v1/ratelimits/{owner}")
+    assert status == 200 and body["identity"] == owner
+    assert body["buckets"] and body["buckets"][0]["tokens"] < 1
+    status, _, body = admin(tiny, "DELETE", f"/api/v1/ratelimits/{owner}")
+    assert status == 200 and body["reset"] >= 1
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert raw.headers["x-ratelimit-remaining"] == "2"
+
+
+def test_bad_redis_url_is_one_clear_line(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, [], {"RATE_LIMIT_STORE": "redis", "REDIS_URL": "redis://127.0.0.1:notaport"})
+    d.start(wait=False)
+    code = d.proc.wait(timeout=30)
+    d.stop()
+    lines = d.log().strip().splitlines()
+    assert code != 0
+    assert len(lines) == 1 and "REDIS_URL" in lines[0] and "port" in lines[0], lines
+
+
+# --- shared Redis ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if not Path(REDIS_SERVER).exists():
+        pytest.skip("redis-server not installed")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory: pytest.TempPathFactory, fake: str, redis: RedisServer) -> Iterator[list[Daemon]]:
+    env = {"RATE_LIMIT_STORE": "redis", "REDIS_URL": redis.url, "RATE_LIMIT_PER_MINUTE": str(PER_MINUTE),
+           "RATE_LIMIT_BURST": str(BURST),
+           # Three daemons, the fake, Redis and the load on two CI cores stall processes for
+           # tens of ms; the 50 ms default would fall back (and over-admit) on scheduling noise.
+           "REDIS_TIMEOUT": "0.5"}
+    base = tmp_path_factory.mktemp("rl-redis")
+    daemons = [Daemon(base / f"d{i}", [*upstream_args(fake, "openai"), "--admin-token", "e2e-admin-token"], env) for i in range(3)]
+    for d in daemons:
+        d.start(wait=False)
+    try:
+        for d in daemons:
+            d.wait_ready()
+            eventually(lambda d=d: admin(d, "GET", "/status")[2]["components"]["redis"]["state"] == "ok", what="redis connected")
+        yield daemons
+    finally:
+        for d in daemons:
+            try:
+                d.stop(timeout=20)
+            except Exception:  # noqa: BLE001 - never leave a daemon behind
+                d.kill()
+
+
+def hammer(daemons: list[Daemon], user: str, seconds: float, threads_per_daemon: int = 3,
+           during: "callable | None" = None) -> dict:
+    """Send requests for one identity to every daemon at once for C{seconds}; count outcomes."""
+    counts: dict[int, int] = {}
+    lock = threading.Lock()
+    start = threading.Event()
+    stop_at = [0.0]
+    ends: list[float] = []
+
+    def worker(d: Daemon) -> None:
+        conn = KeepAlive(d.url)
+        start.wait()
+        local: dict[int, int] = {}
+        last = 0.0
+        while time.monotonic() < stop_at[0]:
+            status, _, _ = conn.post("/proxy/openai/v1/chat/completions", chat("hi"), {"x-user-id": user})
+            last = time.monotonic()
+            local[status] = local.get(status, 0) + 1
+        conn.close()
+        with lock:
+            ends.append(last)
+            for k, v in local.items():
+                counts[k] = counts.get(k, 0) + v
+
+    workers = [threading.Thread(target=worker, args=(d,)) for d in daemons for _ in range(threads_per_daemon)]
+    for w in workers:
+        w.start()
+    began = time.monotonic()
+    stop_at[0] = began + seconds
+    start.set()
+    if during is not None:
+        during(began)
+    for w in workers:
+        w.join(timeout=seconds + 30)
+    return {"counts": counts, "elapsed": max(ends) - began}
+
+
+def _within(admitted: int, elapsed: float) -> tuple[float, float, float]:
+    expected = BURST + PER_MINUTE / 60 * elapsed
+    return expected * (1 - TOLERANCE), expected, expected * (1 + TOLERANCE)
+
+
+def test_three_daemons_sharing_redis_admit_exactly(trio: list[Daemon]) -> None:
+    result = hammer(trio, "hammered", 3.0)
+    admitted = result["counts"].get(200, 0)
+    low, expected, high = _within(admitted, result["elapsed"])
+    assert set(result["counts"]) <= {200, 429}, result
+    # The run must offer well over the limit, or it proves nothing about exactness.
+    assert result["counts"].get(429, 0) > admitted / 2, result
+    assert low <= admitted <= high, f"admitted {admitted}, expected {expected:.1f} ±2% ({result})"
+
+
+def test_redis_killed_mid_run_falls_back_then_exact_again(trio: list[Daemon], redis: RedisServer) -> None:
+    fallback_before = sum(d.metric("proxilion_ratelimit_fallback_total") for d in trio)
+    observed: dict[str, object] = {}
+
+    def outage(began: float) -> None:
+        time.sleep(0.7)
+        redis.kill()
+        time.sleep(0.8)
+        observed["health"] = [http_json("GET", d.url + "/health")[0] for d in trio]
+        observed["admin_health"] = [http_json("GET", d.admin_url + "/health")[0] for d in trio]
+        observed["states"] = [admin(d, "GET", "/status")[2]["components"]["redis"]["state"] for d in trio]
+        observed["gauge"] = [d.metric("proxilion_health_check_status", component="redis") for d in trio]
+        redis.start()
+
+    result = hammer(trio, "outage", 2.5, threads_per_daemon=2, during=outage)
+    assert set(result["counts"]) <= {200, 429}, f"no 5xx while Redis is away: {result}"
+    assert observed["health"] == [200, 200, 200] and observed["admin_health"] == [200, 200, 200]
+    assert observed["states"] == ["degraded"] * 3
+    assert sum(d.metric("proxilion_ratelimit_fallback_total") for d in trio) > fallback_before
+
+    for d in trio:
+        eventually(lambda d=d: admin(d, "GET", "/status")[2]["components"]["redis"]["state"] == "ok",
+                   timeout=10, what="redis reconnected")
+    result = hammer(trio, "after-outage", 2.0)
+    admitted = result["counts"].get(200, 0)
+    low, expected, high = _within(admitted, result["elapsed"])
+    assert set(result["counts"]) <= {200, 429}, result
+    assert low <= admitted <= high, f"after Redis returned: admitted {admitted}, expected {expected:.1f} ±2%"
+
+
+def test_fail_closed_answers_503_in_provider_shape_and_starts_without_redis(tmp_path: Path, fake: str) -> None:
+    env = {"RATE_LIMIT_STORE": "redis", "REDIS_URL": f"redis://127.0.0.1:{free_port()}", "RATE_LIMIT_FAIL_CLOSED": "true"}
+    with running(Daemon(tmp_path, [*upstream_args(fake, "openai", "anthropic"), "--admin-token", "e2e-admin-token"], env)) as d:
+        assert http_json("GET", d.url + "/health")[0] == 200
+        oai = openai.OpenAI(base_url=d.url + "/proxy/openai/v1", api_key="sk-e2e-closed", max_retries=0)
+        with pytest.raises(openai.InternalServerError) as caught:
+            oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        assert caught.value.status_code == 503
+        assert caught.value.response.json()["error"]["code"] == "ratelimit_unavailable"
+        claude = anthropic.Anthropic(base_url=d.url + "/proxy/anthropic", api_key="sk-ant-e2e-closed", max_retries=0)
+        with pytest.raises(anthropic.APIStatusError) as caught_a:
+            claude.messages.create(model="claude-3-5-sonnet-latest", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+        assert caught_a.value.status_code == 503
+        assert caught_a.value.response.json()["type"] == "error"
+        assert admin(d, "GET", "/status")[2]["components"]["redis"]["state"] == "down"
+
+
+def test_daemon_starts_with_redis_unreachable_and_fails_open(tmp_path: Path, fake: str) -> None:
+    env = {"RATE_LIMIT_STORE": "redis", "REDIS_URL": f"redis://127.0.0.1:{free_port()}"}
+    with running(Daemon(tmp_path, [*upstream_args(fake, "openai")], env)) as d:
+        status, headers, _ = http_json("POST", d.url + "/proxy/openai/v1/chat/completions", chat("hi"), {"x-user-id": "u1"})
+        assert status == 200 and "x-ratelimit-limit" in headers
+        assert d.metric("proxilion_ratelimit_fallback_total") >= 1
