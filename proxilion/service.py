@@ -7,19 +7,24 @@ child's stop before starting the next, each bounded by a deadline.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import ILogObserver, Logger
 
 from proxilion.drain import DrainState
 from proxilion.listen import listen_tcp
 from proxilion.metrics import Metrics
 
-__all__ = ["ProxilionService", "ListeningService", "ProxySiteService", "deadline"]
+__all__ = ["ProxilionService", "ListeningService", "ProxySiteService", "deadline", "stop_on_signals"]
 
 log = Logger(namespace="proxilion.service")
+
+# Seconds aborted requests get to wind down after the drain deadline.
+_ABORT_SETTLE = 2.0
 
 
 def deadline(clock: Any, d: Deferred[Any], seconds: float) -> Deferred[Any]:
@@ -32,6 +37,30 @@ def deadline(clock: Any, d: Deferred[Any], seconds: float) -> Deferred[Any]:
         return result
 
     return d.addBoth(done)
+
+
+def stop_on_signals(reactor: Any) -> None:
+    """Make SIGTERM and SIGINT run the stop sequence and exit with status 0.
+
+    Twisted's own handlers remember the signal, and twistd re-raises it on
+    itself after a clean shutdown (exit 143/130), which Docker, systemd units
+    and process supervisors report as a failure. Call once the reactor runs,
+    after it has installed its handlers.
+    """
+
+    def stop(name: str) -> None:
+        try:
+            reactor.stop()
+            log.info("received {signal}: stopping", signal=name)
+        except ReactorNotRunning:
+            # A second signal: the stop sequence is already running and is not cut short.
+            log.info("received {signal} again: still stopping", signal=name)
+
+    def handler(number: int, frame: Any) -> None:
+        reactor.callFromThread(stop, signal.Signals(number).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
 
 
 class ProxilionService(Service):
@@ -167,10 +196,16 @@ class ProxySiteService(ListeningService):
         drain.close_idle_connections()
         log.info("stopped accepting; waiting for {n} in-flight request(s)", n=drain.inflight)
         try:
-            await deadline(clock, drain.when_idle(), self._settings.drain_timeout)
+            await _until_idle(clock, drain, self._settings.drain_timeout)
         except Exception:
             log.warn("drain timeout: aborting {n} request(s) still in flight", n=drain.inflight)
             drain.abort_all()
+            # Aborted requests finish (and write their audit rows) as their
+            # connections close, a few reactor turns later: give them that.
+            try:
+                await _until_idle(clock, drain, _ABORT_SETTLE)
+            except Exception:
+                log.warn("{n} aborted request(s) did not finish; their audit rows are lost", n=drain.inflight)
         drain.close_idle_connections()
         await self._upstream.close()
         log.info("drained")
@@ -178,6 +213,17 @@ class ProxySiteService(ListeningService):
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
         return self.begin_drain()
+
+
+async def _until_idle(clock: Any, drain: DrainState, seconds: float) -> None:
+    """Wait until nothing is in flight (or fail after C{seconds}).
+
+    The last request signals idle from inside its own completion, before it
+    has recorded its audit row; resuming one reactor turn later lets it finish,
+    so the stop sequence never flushes analytics ahead of that row.
+    """
+    await deadline(clock, drain.when_idle(), seconds)
+    await _sleep(clock, 0)
 
 
 def _sleep(clock: Any, seconds: float) -> Deferred[None]:

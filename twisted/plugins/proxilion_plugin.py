@@ -81,6 +81,7 @@ class ProxilionServiceMaker:
 
         from proxilion.app import build
         from proxilion.logs import make_observer
+        from proxilion.service import stop_on_signals
 
         from proxilion.inspect.policy import PolicyError
 
@@ -92,6 +93,7 @@ class ProxilionServiceMaker:
             problems = " ".join(line.strip() for line in str(e).splitlines())
             sys.stderr.write(f"proxilion: configuration error: {'policy ' if isinstance(e, PolicyError) else ''}{problems}\n")
             raise SystemExit(2) from None
+        reactor.callWhenRunning(stop_on_signals, reactor)
         return app.root
 
 
