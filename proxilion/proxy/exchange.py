@@ -17,7 +17,7 @@ from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError as
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
-from twisted.web.http import Request
+from twisted.web.http import NO_BODY_CODES, Request
 
 from proxilion.providers.errors import error_body, error_headers
 from proxilion.providers.usage import model_of
@@ -235,7 +235,11 @@ class Exchange:
         length = response.length if isinstance(response.length, int) else None
         self.streamed = content_type.startswith(_STREAM_TYPES)
         transform = None
-        if inspector is not None and self.streamed:
+        if request.method == b"HEAD" or response.code in NO_BODY_CODES:
+            # No body follows these headers: nothing to inspect, and a made-up
+            # "Content-Length: 0" would misstate a HEAD answer and is forbidden on 204.
+            length = None
+        elif inspector is not None and self.streamed:
             transform = inspector.stream_redactor(route.provider, route.path, self.identity.key)
         elif inspector is not None and content_type.startswith(_JSON) and 200 <= response.code < 300:
             transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size)

@@ -552,3 +552,22 @@ def test_default_policy_streams_long_answers_progressively(default_policy_daemon
     assert "".join(t for _, t in arrivals) == text
     # Past the holdback, pieces flow while the upstream is still producing.
     assert arrivals[-1][0] - arrivals[0][0] >= 0.3
+
+
+def test_bodiless_answers_get_no_invented_length_and_keep_the_connection(daemon: Daemon, default_policy_daemon: Daemon) -> None:
+    for proxy in (daemon, default_policy_daemon):
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)
+        conn.request("POST", "/proxy/openai/v1/chat/completions", body=json.dumps(CHAT), headers={"x-fake-status": "204"})
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (204, b"")
+        assert response.getheader("content-length") is None
+        conn.request("HEAD", "/proxy/openai/v1/models")
+        response = conn.getresponse()
+        assert response.read() == b""
+        assert response.getheader("content-length") != "0"
+        # The same keep-alive connection still carries a normal request.
+        conn.request("GET", "/proxy/openai/v1/models")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert json.loads(response.read())["data"]
+        conn.close()
