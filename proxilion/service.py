@@ -24,7 +24,7 @@ __all__ = ["ProxilionService", "ListeningService", "ProxySiteService", "deadline
 log = Logger(namespace="proxilion.service")
 
 # Seconds aborted requests get to wind down after the drain deadline.
-_ABORT_SETTLE = 2.0
+_ABORT_SETTLE = 1.0
 
 
 def deadline(clock: Any, d: Deferred[Any], seconds: float) -> Deferred[Any]:

@@ -91,6 +91,7 @@ class Outcome:
     """One request as the client saw it."""
 
     kind: str  # "chat" or "stream"
+    tag: str  # the X-Request-ID the client sent
     started: float
     ended: float = 0.0
     first_byte: float | None = None
@@ -148,7 +149,7 @@ class Client:
         if stream:
             body["stream"] = True
             headers.update({"x-fake-chunks": str(chunks), "x-fake-chunk-delay": str(chunk_delay)})
-        out = Outcome("stream" if stream else "chat", time.monotonic())
+        out = Outcome("stream" if stream else "chat", tag, time.monotonic())
         # A kept-alive connection the server closed since the last answer fails
         # on send, before the request left: only then is a retry safe and fair.
         reused = self.conn is not None
