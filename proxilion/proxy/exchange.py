@@ -28,7 +28,7 @@ from proxilion.proxy.relay import BufferedInspection, Relay
 from proxilion.proxy.routing import Route, RouteError
 from proxilion.proxy.upstream import UpstreamTimeout
 
-__all__ = ["Exchange", "safe_path", "close_after", "ACTION_ORDER"]
+__all__ = ["Exchange", "safe_path", "close_after", "ACTION_ORDER", "bounded_method", "log_refused"]
 
 log = Logger(namespace="proxilion.access")
 errlog = Logger(namespace="proxilion.proxy")
@@ -79,8 +79,22 @@ def _query_key(query: str) -> str | None:
     return None
 
 
-def _bounded_method(method: str) -> str:
+def bounded_method(method: str) -> str:
     return method if method in _METHODS else "OTHER"
+
+
+def log_refused(rid: bytes, provider: str, method: str, uri: bytes | None, status: int, code: str) -> None:
+    """The access line of a request refused before it was complete (408, 413, 431)."""
+    log.info(
+        "{method} {path} {status}",
+        request_id=rid.decode("ascii"),
+        provider=provider,
+        method=method,
+        path=safe_path(*_split(uri)) if uri else None,
+        status=status,
+        decision="rejected",
+        error=code,
+    )
 
 
 class Exchange:
@@ -345,7 +359,7 @@ class Exchange:
         total = ctx.clock.seconds() - self.started
         ctx.drain.request_finished()
         ctx.metrics.inflight_requests.dec()
-        method = _bounded_method(self.request.method.decode("latin-1"))
+        method = bounded_method(self.request.method.decode("latin-1"))
         ctx.metrics.http_requests.labels(self.provider, method, str(status)).inc()
         ctx.metrics.http_request_duration.labels(self.provider).observe(total)
         route = self.route

@@ -11,17 +11,15 @@ import io
 import json
 from typing import Any
 
-from twisted.logger import Logger
 from twisted.web import http
 
 from proxilion.providers.errors import error_body
 from proxilion.proxy.context import ProxyContext
-from proxilion.proxy.exchange import Exchange, close_after
+from proxilion.proxy.exchange import Exchange, bounded_method, close_after, log_refused
+from proxilion.proxy.headers import request_id
 from proxilion.proxy.routing import provider_for_host
 
 __all__ = ["ProxyFactory", "ProxyRequest", "ProxyChannel", "health_body"]
-
-log = Logger(namespace="proxilion.proxy")
 
 _STATUS_LINES = {
     400: b"400 Bad Request",
@@ -95,17 +93,21 @@ class ProxyRequest(http.Request):
         channel = self.channel
         if channel is None or channel.transport is None:
             return
-        provider = _guess_provider(getattr(channel, "_path", None), self.requestHeaders.getRawHeaders(b"host", [None])[0])
+        uri = getattr(channel, "_path", None)
+        provider = _guess_provider(uri, self.requestHeaders.getRawHeaders(b"host", [None])[0])
+        method = bounded_method(getattr(channel, "_command", b"").decode("latin-1"))
+        rid = request_id(self.requestHeaders.getRawHeaders(b"x-request-id", [None])[0])
         body = error_body(provider, status, message, code)
-        head = b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (
+        head = b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nX-Request-ID: %s\r\nConnection: close\r\n\r\n" % (
             _STATUS_LINES[status],
             len(body),
+            rid,
         )
         channel.transport.write(head + body)
         channel.transport.loseConnection()
         self.ctx.metrics.rejected_requests.labels(code).inc()
-        self.ctx.metrics.http_requests.labels(provider, "OTHER", str(status)).inc()
-        log.info("rejected {status} before routing: {code}", status=status, code=code, provider=provider)
+        self.ctx.metrics.http_requests.labels(provider, method, str(status)).inc()
+        log_refused(rid, provider, method, uri, status, code)
 
     def connectionLost(self, reason: Any) -> None:
         if self._deadline.active():

@@ -13,7 +13,6 @@ import json
 import re
 import socket
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import anthropic
@@ -571,3 +570,24 @@ def test_bodiless_answers_get_no_invented_length_and_keep_the_connection(daemon:
         assert response.status == 200
         assert json.loads(response.read())["data"]
         conn.close()
+
+
+def test_requests_refused_before_they_are_complete_get_an_access_line_and_a_request_id(daemon: Daemon) -> None:
+    cases = {
+        "refused-413-000001": (413, b"POST /proxy/anthropic/v1/messages?key=%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                               % (GOOGLE_KEY.encode(), MAX_BODY + 1)),
+        "refused-408-000002": (408, b"POST /proxy/openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"),
+        "refused-431-000003": (431, b"GET /proxy/openai/v1/models HTTP/1.1\r\n" + b"".join(b"X-F%d: v\r\n" % i for i in range(60))),
+    }
+    for rid, (expected, head) in cases.items():
+        raw = head.replace(b"\r\n", b"\r\nX-Request-ID: %s\r\n" % rid.encode(), 1) + (b"" if expected == 431 else b"\r\n")
+        status, headers, _ = split_response(raw_exchange(daemon.port, raw))
+        assert status == expected
+        if expected != 431:
+            # (Too many headers: the ID may be among those never read.)
+            assert headers["x-request-id"] == rid
+            (line,) = eventually(lambda rid=rid: access_events(daemon, rid), what=f"access line {rid}")
+            assert (line["status"], line["decision"], line["method"]) == (expected, "rejected", "POST")
+            assert GOOGLE_KEY not in json.dumps(line)
+    assert daemon.metric("proxilion_http_requests_total", provider="anthropic", method="POST", status="413") >= 1
+    assert_still_serving(daemon)
