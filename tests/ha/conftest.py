@@ -95,6 +95,7 @@ class Outcome:
     started: float
     ended: float = 0.0
     first_byte: float | None = None
+    longest_gap: float = 0.0  # between two reads of an answer: a stall mid-stream
     status: int | None = None
     request_id: str | None = None
     served_by: str | None = None
@@ -170,8 +171,12 @@ class Client:
             out.served_by = resp.getheader("x-served-by")
             chunks_read = []
             while chunk := resp.read1(65536):
+                now = time.monotonic()
                 if out.first_byte is None:
-                    out.first_byte = time.monotonic()
+                    out.first_byte = now
+                else:
+                    out.longest_gap = max(out.longest_gap, now - last)
+                last = now
                 chunks_read.append(chunk)
             # read1 leaves a fully read Content-Length body "open"; read() completes it for the next request.
             raw = b"".join(chunks_read) + resp.read()
@@ -245,5 +250,7 @@ class Load:
             "streams": sum(o.kind == "stream" for o in outs),
             "ok": sum(o.ok for o in outs),
             "failed": sum(not o.ok for o in outs),
-            "longest_wait_s": round(max((o.wait for o in outs), default=0.0), 3),
+            "longest_chat_s": round(max((o.wait for o in outs if o.kind == "chat"), default=0.0), 3),
+            "longest_stream_first_byte_s": round(max((o.wait for o in outs if o.kind == "stream"), default=0.0), 3),
+            "longest_stream_gap_s": round(max((o.longest_gap for o in outs), default=0.0), 3),
         }
