@@ -12,10 +12,10 @@ from proxilion import __version__
 __all__ = ["main"]
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(options: list[str]) -> int:
     """Exec `twistd --nodaemon --pidfile= proxilion ...`: the same process users run under systemd."""
     twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-    argv = [twistd, "--nodaemon", "--pidfile=", "proxilion", *args.options]
+    argv = [twistd, "--nodaemon", "--pidfile=", "proxilion", *options]
     os.execv(twistd, argv)
     return 0
 
@@ -57,9 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"proxilion {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the proxy (same as `twistd -n proxilion`); options after `--` go to it")
-    run.add_argument("options", nargs=argparse.REMAINDER, help="proxy options, see `twistd proxilion --help`")
-    run.set_defaults(handler=_run)
+    # Listed for --help only: main() hands everything after "run" to twistd's own option parser.
+    sub.add_parser("run", help="run the proxy (same as `twistd -n proxilion`); `proxilion run --help` lists its options")
 
     scan = sub.add_parser("scan", help="scan a request body or text from stdin and print findings and the decision")
     scan_command.add_arguments(scan)
@@ -80,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        # argparse cannot pass through options it does not know (`run --port 1`).
+        options = argv[1:]
+        return _run(options[1:] if options[:1] == ["--"] else options)
     args = build_parser().parse_args(argv)
     return int(args.handler(args) or 0)
 

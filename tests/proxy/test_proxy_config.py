@@ -166,3 +166,16 @@ def test_proxilion_command_help() -> None:
     assert result.returncode == 0
     for command in ("run", "scan", "check-config", "fake-provider", "options"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("args", [["--port", "abc"], ["--", "--port", "abc"]])
+def test_proxilion_run_passes_its_options_to_twistd(args: list[str]) -> None:
+    result = _run([PROXILION, "run", *args])
+    assert result.returncode == 2
+    assert result.stderr.strip() == "proxilion: configuration error: --port: must be an integer, got 'abc'"
+
+
+def test_proxilion_run_help_lists_the_proxy_options() -> None:
+    result = _run([PROXILION, "run", "--help"])
+    assert result.returncode == 0
+    assert "--upstream=" in result.stdout and "--admin-port=" in result.stdout
