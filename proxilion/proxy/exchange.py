@@ -270,6 +270,9 @@ class Exchange:
             self.error = error
         transform = self.relay.transform if self.relay is not None else None
         if transform is not None:
+            scan_seconds = getattr(transform, "scan_seconds", None)
+            if scan_seconds is not None:
+                self.ctx.metrics.scan_duration.labels("response").observe(scan_seconds)
             findings = getattr(transform, "findings", ())
             action = getattr(transform, "action", None) or ("block" if getattr(transform, "blocked", False) else ("redact" if findings else "allow"))
             if findings:

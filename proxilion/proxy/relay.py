@@ -50,6 +50,7 @@ class BufferedInspection:
         self.action: str | None = None
         self.blocked = False
         self.status: int | None = None
+        self.scan_seconds: float | None = None
         self.tokens: tuple[int | None, int | None] = (None, None)
 
     def feed(self, chunk: bytes) -> bytes:
@@ -75,6 +76,7 @@ class BufferedInspection:
         verdict = self._inspector.inspect_response(self._provider, self._path, body, self._identity)
         self.findings = verdict.findings
         self.action = verdict.action
+        self.scan_seconds = verdict.scan_seconds
         if verdict.action == "block":
             self.blocked = True
             self.status = 403 if not verdict.error else 502
