@@ -10,7 +10,6 @@ import contextlib
 import http.client
 import json
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -83,23 +82,25 @@ class KeepAlive:
 
     def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         data = json.dumps(body).encode() if not isinstance(body, bytes) else body
-        for attempt in (0, 1):
+        retried = False
+        while True:
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
                 self.conn.request("POST", path, body=data, headers={"content-type": "application/json", **(headers or {})})
                 resp = self.conn.getresponse()
                 raw = resp.read()
-                hdrs = {k.lower(): v for k, v in resp.getheaders()}
-                if hdrs.get("connection", "").lower() == "close":
-                    self.close()
-                return resp.status, hdrs, raw
             except (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest):
                 # A keep-alive connection the server closed between requests: retry once on a new one.
                 self.close()
-                if attempt:
+                if retried:
                     raise
-        raise AssertionError("unreachable")
+                retried = True
+                continue
+            hdrs = {k.lower(): v for k, v in resp.getheaders()}
+            if hdrs.get("connection", "").lower() == "close":
+                self.close()
+            return resp.status, hdrs, raw
 
     def close(self) -> None:
         if self.conn is not None:
@@ -110,5 +111,3 @@ class KeepAlive:
 def chat(text: str, **extra: Any) -> dict[str, Any]:
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], **extra}
 
-
-__all__ = ["Daemon", "Path", "http_json"]

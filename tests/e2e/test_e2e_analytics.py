@@ -10,8 +10,6 @@ strings; no stored column and no log line may contain them.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
 import threading
 import time

@@ -19,7 +19,7 @@ import pytest
 
 from support.daemon import Daemon, http_json
 
-from .conftest import admin, chat, clear_fake, eventually, fake_requests, running, upstream_args
+from .conftest import admin, clear_fake, eventually, fake_requests, running, upstream_args
 
 CARD = "4111 1111 1111 1111"
 CARD_DIGITS = CARD.replace(" ", "")
@@ -169,12 +169,14 @@ def test_anthropic_stream_with_card_split_across_chunks_arrives_redacted(claude:
     assert final.content[0].text == text and final.stop_reason == "end_turn"
 
 
-def test_response_side_block_on_json_answer(oai: openai.OpenAI) -> None:
+def test_response_side_block_on_json_answer(oai: openai.OpenAI, daemon: Daemon) -> None:
+    scans_before = daemon.metric("proxilion_scan_duration_seconds_count", direction="response")
     with pytest.raises(openai.PermissionDeniedError) as caught:
         oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
                                     extra_headers={"x-fake-reply": f"The SSN is {SSN}."})
     assert "ssn" in caught.value.response.json()["error"]["message"]
     _no_secret(caught.value.response.text)
+    assert daemon.metric("proxilion_scan_duration_seconds_count", direction="response") > scans_before
 
 
 def test_response_side_block_ends_stream_with_provider_error(oai: openai.OpenAI, claude: anthropic.Anthropic) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import anthropic
 import openai
@@ -53,8 +52,7 @@ def test_openai_sdk_gets_rate_limit_error_with_headers(tiny: Daemon) -> None:
     assert headers["x-ratelimit-limit"] == "3" and headers["x-ratelimit-remaining"] == "0"
     assert "x-ratelimit-reset" in headers
     assert caught.value.response.json()["error"]["code"] == "rate_limit_exceeded"
-    assert tiny.metric("proxilion_ratelimit_decisions_total", result="refused") >= 1 or \
-        tiny.metric("proxilion_ratelimit_decisions_total", result="limited") >= 1
+    assert tiny.metric("proxilion_ratelimit_decisions_total", result="limited", store="memory") >= 1
 
 
 def test_anthropic_sdk_gets_rate_limit_error(tiny: Daemon) -> None:
@@ -136,7 +134,7 @@ def trio(tmp_path_factory: pytest.TempPathFactory, fake: str, redis: RedisServer
 
 
 def hammer(daemons: list[Daemon], user: str, seconds: float, threads_per_daemon: int = 3,
-           during: "callable | None" = None) -> dict:
+           during: Callable[[float], None] | None = None) -> dict:
     """Send requests for one identity to every daemon at once for C{seconds}; count outcomes."""
     counts: dict[int, int] = {}
     lock = threading.Lock()
