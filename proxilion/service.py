@@ -7,7 +7,9 @@ child's stop before starting the next, each bounded by a deadline.
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 from typing import Any
 
 from twisted.application.service import Service
@@ -19,7 +21,7 @@ from proxilion.drain import DrainState
 from proxilion.listen import listen_tcp
 from proxilion.metrics import Metrics
 
-__all__ = ["ProxilionService", "ListeningService", "ProxySiteService", "deadline", "stop_on_signals"]
+__all__ = ["ProxilionService", "ListeningService", "ProxySiteService", "deadline", "stop_on_signals", "notify_systemd", "report_to_systemd"]
 
 log = Logger(namespace="proxilion.service")
 
@@ -61,6 +63,34 @@ def stop_on_signals(reactor: Any) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handler)
+
+
+def notify_systemd(state: bytes) -> bool:
+    """Send C{state} (e.g. C{b"READY=1"}) to systemd over C{$NOTIFY_SOCKET}; False if not under Type=notify."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return False
+    if path.startswith("@"):
+        # An abstract-namespace socket.
+        path = "\0" + path[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(state, path)
+    except OSError as e:
+        log.warn("could not notify systemd ({state}): {error}", state=state.decode("ascii", "replace"), error=e)
+        return False
+    return True
+
+
+def report_to_systemd(reactor: Any, root: "ProxilionService") -> None:
+    """READY=1 once every child has started (the proxy port listens); STOPPING=1 when the stop begins."""
+
+    def ready(result: None) -> None:
+        notify_systemd(b"READY=1\nSTATUS=serving")
+        return result
+
+    root.started.addCallback(ready)
+    reactor.addSystemEventTrigger("before", "shutdown", notify_systemd, b"STOPPING=1\nSTATUS=draining")
 
 
 class ProxilionService(Service):

@@ -93,7 +93,8 @@ def test_security_exposure_is_low(tmp_path, name):
 def test_required_settings(name):
     unit = parse_unit(ROOT / "systemd" / name)
     service = unit["Service"]
-    assert one(service, "Type") == "simple"
+    assert one(service, "Type") == "notify"
+    assert one(service, "NotifyAccess") == "main"
     exec_start = one(service, "ExecStart")
     assert exec_start.startswith(f"{TWISTD} --nodaemon --pidfile= proxilion"), exec_start
     assert one(service, "EnvironmentFile") == "/etc/proxilion/proxilion.env"

@@ -81,7 +81,7 @@ class ProxilionServiceMaker:
 
         from proxilion.app import build
         from proxilion.logs import make_observer
-        from proxilion.service import stop_on_signals
+        from proxilion.service import report_to_systemd, stop_on_signals
 
         from proxilion.inspect.policy import PolicyError
 
@@ -94,6 +94,7 @@ class ProxilionServiceMaker:
             sys.stderr.write(f"proxilion: configuration error: {'policy ' if isinstance(e, PolicyError) else ''}{problems}\n")
             raise SystemExit(2) from None
         reactor.callWhenRunning(stop_on_signals, reactor)
+        report_to_systemd(reactor, app.root)
         return app.root
 
 
