@@ -314,6 +314,9 @@ class Exchange:
         self.respond_error(status, msg, kind)
 
     def _unexpected(self, failure: Failure) -> None:
+        if failure.check(CancelledError) and self._done:
+            # The client left while an awaited step (a Redis rate-limit call) was pending.
+            return
         errlog.failure("unexpected error handling request {request_id}", failure=failure, request_id=self.rid.decode("ascii"))
         self.error = "internal_error"
         self.decision = "error"
