@@ -63,7 +63,7 @@ def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: 
         metrics=metrics,
         drain=drain,
         limiter=limiter,
-        policy=policy,
+        policy=policy if settings.inspection else None,
         record=audit_recorder(settings.instance_id, analytics.record),
     )
     proxy_service = ProxySiteService(reactor, settings, ProxyFactory(ctx), drain, metrics, upstream)

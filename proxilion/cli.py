@@ -42,7 +42,8 @@ def _options_markdown(args: argparse.Namespace) -> int:
     print("| Option | Environment | Default | Meaning |")
     print("|---|---|---|---|")
     for spec in SPECS:
-        option = "(config file)" if spec.file_only else f"`--{spec.option}`"
+        flag = "no-" + spec.option if spec.parse.__name__ == "_bool" and spec.default else spec.option
+        option = "(config file)" if spec.file_only else f"`--{flag}`"
         env = f"`{spec.env}`" if spec.env else ("`PROXILION_UPSTREAM_<NAME>`" if spec.name == "upstreams" else "")
         default = "" if spec.default in (None, "", {}, ()) else f"`{spec.default}`"
         print(f"| {option} | {env} | {default} | {spec.help} |")

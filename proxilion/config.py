@@ -253,6 +253,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("trusted_proxies", "TRUSTED_PROXIES", _networks, (), "Networks whose X-Forwarded-For is believed (comma-separated CIDRs)."),
     Spec("identity_header", "IDENTITY_HEADER", _text, "x-user-id", "Header naming the caller when no provider key is sent."),
     Spec("tenant_header", "TENANT_HEADER", _optional_text, None, "Header naming the caller's tenant (for tenant-wide limits)."),
+    Spec("inspection", "INSPECTION", _bool, True, "Inspect prompts and answers; false forwards everything unscanned (troubleshooting, benchmarks)."),
     Spec("policy_file", "POLICY_FILE", _optional_text, None, "Inspection policy YAML (default: the shipped policy).", flag="policy"),
     Spec("rate_limit_store", "RATE_LIMIT_STORE", _choice("memory", "redis"), "memory", "Rate limit buckets: memory (per instance) or redis (shared)."),
     Spec("rate_limit_per_minute", "RATE_LIMIT_PER_MINUTE", _int_range(0, 10**9), 600, "Requests per minute per identity (0 turns limiting off)."),

@@ -14,6 +14,10 @@ from twisted.python import usage
 from zope.interface import implementer
 
 
+def _flag(spec) -> str:  # type: ignore[no-untyped-def]
+    return spec.option if not spec.default else "no-" + spec.option
+
+
 def _options_class() -> type[usage.Options]:
     from proxilion.config import SPECS
 
@@ -25,7 +29,8 @@ def _options_class() -> type[usage.Options]:
         env = f" [env {spec.env}]" if spec.env else ""
         default = "" if spec.default in (None, "", {}, ()) or spec.secret else f" (default: {spec.default})"
         if spec.parse.__name__ == "_bool":
-            flags.append([spec.option, None, spec.help + env])
+            # A flag can only switch a setting away from its default.
+            flags.append([_flag(spec), None, spec.help + env])
         elif not spec.repeatable:
             params.append([spec.option, None, None, spec.help + default + env])
 
@@ -53,9 +58,10 @@ def _options_class() -> type[usage.Options]:
             for spec in SPECS:
                 if spec.file_only:
                     continue
-                value = self.get(spec.option)
                 if spec.parse.__name__ == "_bool":
-                    value = True if value else None
+                    value = (not spec.default) if self.get(_flag(spec)) else None
+                else:
+                    value = self.get(spec.option)
                 given[spec.name] = value
             try:
                 self.settings = load_settings(given, config_file=self["config"])
