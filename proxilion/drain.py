@@ -30,15 +30,23 @@ class DrainState:
 
     def request_finished(self) -> None:
         self.inflight -= 1
-        if self.inflight == 0 and self._idle_waiters:
+        self._check_idle()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight, and no request still arriving (a client mid-upload expects its answer too)."""
+        return self.inflight == 0 and not any(not request.finished for channel in self._channels for request in channel.requests)
+
+    def _check_idle(self) -> None:
+        if self._idle_waiters and self.idle:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:
                 d.callback(None)
 
     def when_idle(self) -> Deferred[None]:
-        """A Deferred that fires when no request is in flight."""
+        """A Deferred that fires when L{idle}."""
         d: Deferred[None] = Deferred()
-        if self.inflight == 0:
+        if self.idle:
             d.callback(None)
         else:
             self._idle_waiters.append(d)
@@ -50,6 +58,7 @@ class DrainState:
 
     def channel_closed(self, channel: Any) -> None:
         self._channels.discard(channel)
+        self._check_idle()
 
     @property
     def open_connections(self) -> int:

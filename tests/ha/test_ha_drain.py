@@ -202,3 +202,23 @@ def test_reuse_port_handover(tmp_path: Path, fake: str, policy_file: Path) -> No
         assert new.metric("proxilion_http_requests_total") > 0
         assert served_old + new.metric("proxilion_http_requests_total") == summary["requests"]
 
+
+
+def test_request_still_uploading_when_the_drain_starts_is_answered(tmp_path: Path, fake: str, policy_file: Path) -> None:
+    daemon = Daemon(tmp_path, daemon_args(fake, policy_file), {**LIMITS, "DRAIN_GRACE": "0", "DRAIN_TIMEOUT": "5"})
+    with running(daemon):
+        body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "slow upload"}]}'
+        sock = socket.create_connection(("127.0.0.1", daemon.port))
+        head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (CHAT_PATH.encode(), len(body))
+        sock.sendall(head + body[:10])
+        time.sleep(0.2)
+        daemon.signal(signal.SIGTERM)
+        wait_until(lambda: refuses(daemon.port), what="the proxy port to close")
+        time.sleep(0.3)
+        sock.sendall(body[10:])
+        sock.settimeout(5)
+        answer = sock.recv(65536)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        assert b"connection: close" in answer.lower()
+        assert daemon.proc.wait(10) == 0
