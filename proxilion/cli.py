@@ -42,8 +42,7 @@ def _options_markdown(args: argparse.Namespace) -> int:
     print("| Option | Environment | Default | Meaning |")
     print("|---|---|---|---|")
     for spec in SPECS:
-        flag = "no-" + spec.option if spec.parse.__name__ == "_bool" and spec.default else spec.option
-        option = "(config file)" if spec.file_only else f"`--{flag}`"
+        option = "(config file)" if spec.file_only else f"`--{spec.cli_flag}`"
         env = f"`{spec.env}`" if spec.env else ("`PROXILION_UPSTREAM_<NAME>`" if spec.name == "upstreams" else "")
         default = "" if spec.default in (None, "", {}, ()) else f"`{spec.default}`"
         print(f"| {option} | {env} | {default} | {spec.help} |")

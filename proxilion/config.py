@@ -232,6 +232,15 @@ class Spec:
     def option(self) -> str:
         return self.flag or self.name.replace("_", "-")
 
+    @property
+    def is_flag(self) -> bool:
+        return self.parse is _bool
+
+    @property
+    def cli_flag(self) -> str:
+        """The command-line spelling: a flag can only switch a setting away from its default."""
+        return "no-" + self.option if self.is_flag and self.default else self.option
+
 
 SPECS: tuple[Spec, ...] = (
     Spec("bind", "BIND_ADDRESS", _host, "0.0.0.0", "Address the proxy and admin ports listen on."),
@@ -239,7 +248,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("admin_port", "ADMIN_PORT", _int_range(0, 65535), 8788, "Admin port: /health /ready /status /metrics and the API."),
     Spec("upstreams", None, _upstreams, {}, "Point a provider elsewhere: NAME=URL (repeatable); env PROXILION_UPSTREAM_<NAME>=URL.", flag="upstream", repeatable=True),
     Spec("connect_timeout", "CONNECT_TIMEOUT", _positive_float, 10.0, "Seconds to connect to an upstream."),
-    Spec("response_timeout", "UPSTREAM_TIMEOUT", _positive_float, 120.0, "Seconds to wait for an upstream's response headers (504 after)."),
+    Spec("response_timeout", "UPSTREAM_TIMEOUT", _positive_float, 120.0, "Seconds to wait for an upstream's response headers (504 after).", flag="upstream-timeout"),
     Spec("stream_idle_timeout", "STREAM_IDLE_TIMEOUT", _positive_float, 300.0, "Seconds a response body may stay silent before it is cut."),
     Spec("client_timeout", "CLIENT_TIMEOUT", _positive_float, 60.0, "Seconds a client may stay idle while sending its request."),
     Spec("max_body_size", "MAX_BODY_SIZE", _size, 10 * 1024 * 1024, "Largest request body accepted (413 above); bytes or 10M-style."),

@@ -71,7 +71,7 @@ def test_secret_settings_stay_out_of_repr() -> None:
         ({}, {"PORT": "-1"}, "PORT"),
         ({}, {"ADMIN_PORT": "8787"}, "ADMIN_PORT"),
         ({"max_body_size": "lots"}, {}, "--max-body-size"),
-        ({"response_timeout": "0"}, {}, "--response-timeout"),
+        ({"response_timeout": "0"}, {}, "--upstream-timeout"),
         ({}, {"UPSTREAM_TIMEOUT": "nan"}, "UPSTREAM_TIMEOUT"),
         ({"log_format": "xml"}, {}, "--log-format"),
         ({"upstreams": ["openai"]}, {}, "--upstream"),
@@ -149,7 +149,7 @@ def test_plugin_help_from_another_directory_lists_every_option() -> None:
     assert result.returncode == 0, result.stderr
     for spec in SPECS:
         if not spec.file_only:
-            assert f"--{spec.option}" in result.stdout
+            assert f"--{spec.cli_flag}" in result.stdout
     assert "--config" in result.stdout
 
 

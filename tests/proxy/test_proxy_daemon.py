@@ -46,7 +46,7 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, fake_provider: str) -> Iterator[Daemon]:
     workdir = tmp_path_factory.mktemp("proxy-daemon")
-    args = ["--policy", str(request_rules_only_policy(workdir)), "--response-timeout", "1", "--client-timeout", "1",
+    args = ["--policy", str(request_rules_only_policy(workdir)), "--upstream-timeout", "1", "--client-timeout", "1",
             "--max-body-size", str(MAX_BODY), "--max-headers", "40", "--max-header-size", "4096"]
     for name in ("openai", "anthropic", "gemini", "azure"):
         args += ["--upstream", f"{name}={fake_provider}"]

@@ -14,10 +14,6 @@ from twisted.python import usage
 from zope.interface import implementer
 
 
-def _flag(spec) -> str:  # type: ignore[no-untyped-def]
-    return spec.option if not spec.default else "no-" + spec.option
-
-
 def _options_class() -> type[usage.Options]:
     from proxilion.config import SPECS
 
@@ -28,9 +24,8 @@ def _options_class() -> type[usage.Options]:
             continue
         env = f" [env {spec.env}]" if spec.env else ""
         default = "" if spec.default in (None, "", {}, ()) or spec.secret else f" (default: {spec.default})"
-        if spec.parse.__name__ == "_bool":
-            # A flag can only switch a setting away from its default.
-            flags.append([_flag(spec), None, spec.help + env])
+        if spec.is_flag:
+            flags.append([spec.cli_flag, None, spec.help + env])
         elif not spec.repeatable:
             params.append([spec.option, None, None, spec.help + default + env])
 
@@ -58,8 +53,8 @@ def _options_class() -> type[usage.Options]:
             for spec in SPECS:
                 if spec.file_only:
                     continue
-                if spec.parse.__name__ == "_bool":
-                    value = (not spec.default) if self.get(_flag(spec)) else None
+                if spec.is_flag:
+                    value = (not spec.default) if self.get(spec.cli_flag) else None
                 else:
                     value = self.get(spec.option)
                 given[spec.name] = value
