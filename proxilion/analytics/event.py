@@ -137,7 +137,7 @@ COLUMNS = (
 
 def event_row(event: AuditEvent, truncate: bool = False) -> tuple:
     """The C{audit_events} row for C{event}, in L{COLUMNS} order."""
-    findings = dict(sorted(event.findings.items()))
+    findings = dict(sorted(event.findings.items())) if event.findings else {}
     return (
         event.request_id,
         event.time,
@@ -150,7 +150,7 @@ def event_row(event: AuditEvent, truncate: bool = False) -> tuple:
         event.path,
         event.status,
         event.decision,
-        json.dumps(findings, separators=(",", ":")),
+        json.dumps(findings, separators=(",", ":")) if findings else "{}",
         sum(findings.values()),
         event.bytes_in,
         event.bytes_out,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import weakref
 from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
@@ -279,6 +280,7 @@ class PostgresStore(EventStore):
 
         super().__init__(reactor)
         self._dsn = dsn
+        self._staged: weakref.WeakSet[Any] = weakref.WeakSet()
         self.target = redact_dsn(dsn)
         self._data_errors = (psycopg.DataError, psycopg.IntegrityError, ValueError, TypeError, OverflowError)
         self._insert_impl: Callable[[Any, Sequence[tuple]], int] = {
@@ -301,9 +303,13 @@ class PostgresStore(EventStore):
         return self._insert_impl(trans, rows)
 
     def _insert_copy(self, trans: Any, rows: Sequence[tuple]) -> int:
-        trans.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS audit_stage (LIKE audit_events) ON COMMIT DELETE ROWS"
-        )
+        connection = trans._connection._connection
+        if connection not in self._staged:
+            # Temporary tables live as long as their connection: create one per
+            # connection, committed on its own so a failed batch cannot roll it back.
+            trans.execute("CREATE TEMP TABLE IF NOT EXISTS audit_stage (LIKE audit_events) ON COMMIT DELETE ROWS")
+            connection.commit()
+            self._staged.add(connection)
         with trans.copy(f"COPY audit_stage ({_COLUMN_LIST}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
