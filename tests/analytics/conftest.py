@@ -6,6 +6,7 @@ import glob
 import itertools
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -66,6 +67,12 @@ class PostgresServer:
         options = f"-p {self.port} -k {self.root} -h 127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200"
         self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.root, "log"), "-w", "-o", options, "start")
 
+    def watch(self) -> None:
+        """Stop and remove the cluster if this test process dies without tearing down (killed by a timeout)."""
+        stop = " ".join(shlex.quote(part) for part in [*self.as_user, os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "immediate", "stop"])
+        script = f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {shlex.quote(self.root)}"
+        subprocess.Popen(["sh", "-c", script], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def stop(self) -> None:
         self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
 
@@ -95,6 +102,7 @@ def postgres():
         pytest.skip("PostgreSQL binaries not found (apt install postgresql)")
     server = PostgresServer(bindir)
     server.start()
+    server.watch()
     yield server
     server.destroy()
 
