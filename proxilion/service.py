@@ -16,12 +16,16 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import ILogObserver, Logger
+from twisted.python.failure import Failure
 
 from proxilion.drain import DrainState
 from proxilion.listen import listen_tcp
 from proxilion.metrics import Metrics
 
-__all__ = ["ProxilionService", "ListeningService", "ProxySiteService", "deadline", "stop_on_signals", "notify_systemd", "report_to_systemd"]
+__all__ = [
+    "ProxilionService", "ListeningService", "ProxySiteService", "deadline", "stop_on_signals",
+    "notify_systemd", "report_to_systemd", "exit_when_start_fails",
+]
 
 log = Logger(namespace="proxilion.service")
 
@@ -93,6 +97,17 @@ def report_to_systemd(reactor: Any, root: "ProxilionService") -> None:
     reactor.addSystemEventTrigger("before", "shutdown", notify_systemd, b"STOPPING=1\nSTATUS=draining")
 
 
+def exit_when_start_fails(reactor: Any, root: "ProxilionService") -> None:
+    """A process that cannot start (port taken, ...) stops and exits 1, so supervisors notice."""
+
+    def failed(failure: Failure) -> None:
+        reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        # Services start while the reactor is still starting up: stop once it runs.
+        reactor.callWhenRunning(reactor.stop)
+
+    root.started.addErrback(failed)
+
+
 class ProxilionService(Service):
     """Owns the children and runs the ordered start and stop."""
 
@@ -123,7 +138,12 @@ class ProxilionService(Service):
 
     def startService(self) -> None:
         super().startService()
-        Deferred.fromCoroutine(self._start()).addErrback(lambda f: log.failure("startup failed", failure=f))
+        Deferred.fromCoroutine(self._start()).addErrback(self._start_failed)
+
+    def _start_failed(self, failure: Failure) -> None:
+        log.failure("startup failed: {error}", failure=failure, error=failure.getErrorMessage())
+        # Whoever runs the process (the twistd plugin) decides how to exit.
+        self.started.errback(failure)
 
     async def _start(self) -> None:
         for child in self.children:

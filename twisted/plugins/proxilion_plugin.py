@@ -82,7 +82,7 @@ class ProxilionServiceMaker:
 
         from proxilion.app import build
         from proxilion.logs import make_observer
-        from proxilion.service import report_to_systemd, stop_on_signals
+        from proxilion.service import exit_when_start_fails, report_to_systemd, stop_on_signals
 
         from proxilion.inspect.policy import PolicyError
 
@@ -96,6 +96,7 @@ class ProxilionServiceMaker:
             raise SystemExit(2) from None
         reactor.callWhenRunning(stop_on_signals, reactor)
         report_to_systemd(reactor, app.root)
+        exit_when_start_fails(reactor, app.root)
         return app.root
 
 
