@@ -6,11 +6,9 @@ helpers, so every suite starts them the same way.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -35,41 +33,16 @@ def upstream_args(fake_url: str, *providers: str) -> list[str]:
     return args
 
 
-@contextlib.contextmanager
-def running(daemon: Daemon, start: bool = True) -> Iterator[Daemon]:
-    """Start C{daemon}; on the way out stop it (SIGTERM, then kill) and show its log if the test failed."""
-    if start:
-        daemon.start()
-    try:
-        yield daemon
-    finally:
-        try:
-            daemon.stop(timeout=20)
-        except Exception:  # noqa: BLE001 - whatever went wrong, the process must not outlive the test
-            daemon.kill()
 
 
-def fake_requests(fake_url: str) -> list[dict[str, Any]]:
-    return http_json("GET", fake_url + "/_fake/requests")[2]["requests"]
 
 
-def clear_fake(fake_url: str) -> None:
-    http_json("DELETE", fake_url + "/_fake/requests")
 
 
 def admin(daemon: Daemon, method: str, path: str, token: bool = True) -> tuple[int, dict[str, str], Any]:
     return http_json(method, daemon.admin_url + path, headers=AUTH if token else None)
 
 
-def eventually(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition", interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 class KeepAlive:

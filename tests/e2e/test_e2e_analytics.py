@@ -23,9 +23,9 @@ import pytest
 
 from analytics.conftest import PostgresServer, _pg_bindir
 from ratelimit.rl_support import free_port
-from support.daemon import Daemon, http_json
+from support.daemon import Daemon, eventually, http_json, running
 
-from .conftest import KeepAlive, admin, chat, eventually, running, upstream_args
+from .conftest import KeepAlive, admin, chat, upstream_args
 
 CARD = "4111 1111 1111 1111"
 EMAIL = "jane.roe@example.org"

@@ -17,9 +17,9 @@ import anthropic
 import openai
 import pytest
 
-from support.daemon import Daemon, http_json
+from support.daemon import Daemon, clear_fake, eventually, fake_requests, http_json, running
 
-from .conftest import admin, clear_fake, eventually, fake_requests, running, upstream_args
+from .conftest import admin, upstream_args
 
 CARD = "4111 1111 1111 1111"
 CARD_DIGITS = CARD.replace(" ", "")

@@ -13,9 +13,9 @@ import openai
 import pytest
 
 from ratelimit.rl_support import REDIS_SERVER, RedisServer, free_port
-from support.daemon import Daemon, http_json
+from support.daemon import Daemon, eventually, http_json, running
 
-from .conftest import KeepAlive, admin, chat, eventually, running, upstream_args
+from .conftest import KeepAlive, admin, chat, upstream_args
 
 PER_MINUTE, BURST = 6000, 50  # shared limit for the multi-daemon runs: 100/s after a burst of 50
 TOLERANCE = 0.02

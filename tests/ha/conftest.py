@@ -6,7 +6,7 @@ to send), so a stream cut short by a drain is a failure, not a short read.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import http.client
 import json
 import threading
@@ -19,7 +19,7 @@ import attrs
 import pytest
 
 from proxilion.fakeprovider.testing import running_fake_provider
-from support.daemon import Daemon
+from support.daemon import eventually
 
 TOKEN = "ha-admin-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -60,30 +60,8 @@ def daemon_args(fake_url: str, policy: Path) -> list[str]:
     return ["--upstream", f"openai={fake_url}", "--policy", str(policy), "--admin-token", TOKEN]
 
 
-@contextlib.contextmanager
-def running(daemon: Daemon, start: bool = True) -> Iterator[Daemon]:
-    """Start C{daemon}; whatever happens, it does not outlive the block."""
-    if start:
-        daemon.start()
-    try:
-        yield daemon
-    finally:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            try:
-                daemon.stop(timeout=20)
-            except Exception:  # noqa: BLE001 - a hung daemon must still go
-                daemon.kill()
-
-
-def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition", interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+# HAProxy checks every 200 ms in these tests: poll finer than that.
+wait_until = functools.partial(eventually, interval=0.02)
 
 
 @attrs.define

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from support.daemon import Daemon, free_port, http_json
+from support.daemon import Daemon, free_port, http_json, running
 
-from .conftest import AUTH, LIMITS, CHAT_PATH, Client, Load, Outcome, daemon_args, running, wait_until
+from .conftest import AUTH, LIMITS, CHAT_PATH, Client, Load, Outcome, daemon_args, wait_until
 
 STOP_ORDER = ["stopped proxy", "stopped policy", "stopped ratelimit", "stopped analytics", "stopped admin"]
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from deploy.helpers import check_promql
-from support.daemon import REPO, Daemon, free_port, http_json
+from support.daemon import Daemon, REPO, free_port, http_json, running
 
-from .conftest import CHAT_PATH, Client, LIMITS, running
+from .conftest import CHAT_PATH, Client, LIMITS
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+\S+")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="')

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from support.daemon import Daemon, http_json
+from support.daemon import Daemon, http_json, running
 
-from .conftest import LIMITS, running
+from .conftest import LIMITS
 
 
 def receive(sock: socket.socket, timeout: float = 30) -> dict[str, str]:

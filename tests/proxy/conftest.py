@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from proxilion.fakeprovider.testing import running_fake_provider
-from support.daemon import Daemon, free_port, http_json
+from support.daemon import free_port, http_json
 
 # Rate limiting is not under test here: the suite sends many requests from one identity.
 NO_LIMITS = {"RATE_LIMIT_PER_MINUTE": "0"}
@@ -33,16 +31,6 @@ def request_rules_only_policy(directory: Path) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def running(daemon: Daemon) -> Iterator[Daemon]:
-    daemon.start()
-    try:
-        yield daemon
-    finally:
-        try:
-            daemon.stop(timeout=20)
-        except Exception:  # noqa: BLE001 - the process must not outlive the test
-            daemon.kill()
 
 
 def closed_port_url() -> str:
@@ -50,27 +38,14 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-def fake_requests(fake_url: str) -> list[dict[str, Any]]:
-    return http_json("GET", fake_url + "/_fake/requests")[2]["requests"]
 
 
 def fake_stats(fake_url: str) -> dict[str, int]:
     return http_json("GET", fake_url + "/_fake/stats")[2]
 
 
-def clear_fake(fake_url: str) -> None:
-    http_json("DELETE", fake_url + "/_fake/requests")
 
 
-def eventually(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = 5.0, pause: float = 0.0) -> bytes:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from support.daemon import Daemon, http_json
+from support.daemon import Daemon, http_json, running
 
-from .conftest import NO_LIMITS, fake_stats, request_rules_only_policy, running
+from .conftest import NO_LIMITS, fake_stats, request_rules_only_policy
 
 MB = 1 << 20
 

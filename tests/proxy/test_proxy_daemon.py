@@ -19,18 +19,14 @@ import anthropic
 import openai
 import pytest
 
-from support.daemon import Daemon, http_json
+from support.daemon import Daemon, clear_fake, eventually, fake_requests, http_json, running
 
 from .conftest import (
     NO_LIMITS,
-    clear_fake,
     closed_port_url,
-    eventually,
-    fake_requests,
     fake_stats,
     raw_exchange,
     request_rules_only_policy,
-    running,
     split_response,
 )
 

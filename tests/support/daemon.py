@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -152,3 +153,39 @@ class Daemon:
             if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
                 total += float(value)
         return total
+
+
+@contextlib.contextmanager
+def running(daemon: Daemon, start: bool = True) -> Iterator[Daemon]:
+    """Start C{daemon}; whatever happens, it does not outlive the block (SIGTERM, then kill)."""
+    if start:
+        daemon.start()
+    try:
+        yield daemon
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            try:
+                daemon.stop(timeout=20)
+            except Exception:  # noqa: BLE001 - a hung daemon must still go
+                daemon.kill()
+
+
+def eventually(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition", interval: float = 0.05) -> Any:
+    """Poll C{predicate} until it returns something true; fail after C{timeout} seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def fake_requests(fake_url: str) -> list[dict[str, Any]]:
+    """What the fake provider received."""
+    return http_json("GET", fake_url + "/_fake/requests")[2]["requests"]
+
+
+def clear_fake(fake_url: str) -> None:
+    http_json("DELETE", fake_url + "/_fake/requests")
