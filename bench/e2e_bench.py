@@ -4,10 +4,10 @@
 (a) latency the rate limiter adds: the same wrk run against Proxilion with
     limiting off (RATE_LIMIT_PER_MINUTE=0), with memory buckets and with Redis
     on loopback (limits high enough that nothing is refused);
-(b) inspection CPU: daemon CPU per 4 KB chat request with the shipped policy
-    and with an empty policy (no rules), plus the scanner's own time from
-    proxilion_scan_duration_seconds. Proxilion has no switch that turns
-    inspection off: an empty policy still scans every body;
+(b) inspection CPU: daemon CPU per 4 KB chat request with the shipped policy,
+    with an empty policy (no rules: every body is still scanned) and with
+    --no-inspection (the baseline), plus the scanner's own time from
+    proxilion_scan_duration_seconds;
 (c) p99 proxy latency with PostgreSQL analytics running, with every process
     of the cluster SIGSTOPped (a stalled database), and with only the
     postmaster stopped (the proposal in issue 5; open connections still work).
@@ -141,7 +141,8 @@ def inspection_runs(procs, workdir, upstream, body4k, args) -> dict:
     empty = workdir / "empty-policy.yaml"
     empty.write_text(EMPTY_POLICY)
     out: dict[str, Any] = {}
-    for name, extra in (("default_policy", []), ("empty_policy", ["--policy", str(empty)])):
+    runs = (("default_policy", []), ("empty_policy", ["--policy", str(empty)]), ("inspection_off", ["--no-inspection"]))
+    for name, extra in runs:
         with proxilion(procs, workdir, upstream, f"inspect-{name}", {"RATE_LIMIT_PER_MINUTE": "0"}, extra) as d:
             row = brief(wrk(d, body4k, args.connections, args.duration, args.warmup))
             text = metrics(d["admin_port"])
@@ -151,6 +152,7 @@ def inspection_runs(procs, workdir, upstream, body4k, args) -> dict:
                 row[f"scan_{direction}_us_per_request"] = round(total / requests * 1e6, 1) if requests else None
             out[name] = row
     out["cpu_added_by_rules_us"] = round(out["default_policy"]["cpu_us_per_request"] - out["empty_policy"]["cpu_us_per_request"], 1)
+    out["cpu_added_by_inspection_us"] = round(out["default_policy"]["cpu_us_per_request"] - out["inspection_off"]["cpu_us_per_request"], 1)
     out["scanner_us_per_request_default"] = round(
         out["default_policy"]["scan_request_us_per_request"] + out["default_policy"]["scan_response_us_per_request"], 1)
     return out
