@@ -14,7 +14,7 @@ from proxilion.analytics.writer import AnalyticsWriter
 from proxilion.drain import DrainState
 from proxilion.metrics import Metrics
 from proxilion.policy_service import PolicyService
-from proxilion.proxy.audit import audit_recorder
+from proxilion.proxy.audit import audit_recorder, refusal_recorder
 from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.routing import Router
 from proxilion.proxy.server import ProxyFactory
@@ -65,6 +65,7 @@ def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: 
         limiter=limiter,
         policy=policy if settings.inspection else None,
         record=audit_recorder(settings.instance_id, analytics.record),
+        record_refused=refusal_recorder(settings.instance_id, settings, reactor, analytics.record),
     )
     proxy_service = ProxySiteService(reactor, settings, ProxyFactory(ctx), drain, metrics, upstream)
     started_at = time.time()

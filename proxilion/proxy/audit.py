@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from proxilion.analytics.event import AuditEvent
+from proxilion.proxy.exchange import first_values, peer_ip, safe_path
+from proxilion.proxy.identity import identify
 
-__all__ = ["audit_recorder"]
+__all__ = ["audit_recorder", "refusal_recorder"]
 
 
 def audit_recorder(instance_id: str, record: Callable[[AuditEvent], None]) -> Callable[..., None]:
@@ -45,3 +47,40 @@ def audit_recorder(instance_id: str, record: Callable[[AuditEvent], None]) -> Ca
         )
 
     return on_complete
+
+
+def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callable[[AuditEvent], None]) -> Callable[..., None]:
+    """A C{ProxyContext.record_refused} callback: the audit row of a request refused before it was complete."""
+
+    def on_refused(request: Any, rid: bytes, provider: str, method: str, uri: bytes | None, status: int, code: str, bytes_out: int) -> None:
+        identity = identify(first_values(request), peer_ip(request), settings)
+        now = clock.seconds()
+        path, _, query = (uri or b"").decode("latin-1").partition("?")
+        record(
+            AuditEvent(
+                time=now,
+                request_id=rid.decode("ascii"),
+                instance_id=instance_id,
+                identity=identity.key,
+                tenant=identity.tenant,
+                provider=provider,
+                model=None,
+                method=method,
+                path=safe_path(path, query),
+                status=status,
+                decision="rejected",
+                findings={},
+                bytes_in=0,
+                bytes_out=bytes_out,
+                streamed=False,
+                duration_total=0.0,
+                duration_upstream=None,
+                duration_overhead=None,
+                tokens_in=None,
+                tokens_out=None,
+                client_ip=identity.client_ip,
+                error=code,
+            )
+        )
+
+    return on_refused

@@ -27,3 +27,5 @@ class ProxyContext:
     limiter: Any = None
     policy: Any = None
     record: Callable[..., None] | None = None
+    # Requests refused before they were complete (408, 413, 431) have no exchange.
+    record_refused: Callable[..., None] | None = None

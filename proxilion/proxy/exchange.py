@@ -28,7 +28,7 @@ from proxilion.proxy.relay import BufferedInspection, Relay
 from proxilion.proxy.routing import Route, RouteError
 from proxilion.proxy.upstream import UpstreamTimeout
 
-__all__ = ["Exchange", "safe_path", "close_after", "ACTION_ORDER", "bounded_method", "log_refused"]
+__all__ = ["Exchange", "safe_path", "close_after", "first_values", "peer_ip", "ACTION_ORDER", "bounded_method", "log_refused"]
 
 log = Logger(namespace="proxilion.access")
 errlog = Logger(namespace="proxilion.proxy")
@@ -57,12 +57,12 @@ def close_after(request: Request) -> None:
     request.channel.persistent = False
 
 
-def _peer_ip(request: Request) -> str:
+def peer_ip(request: Request) -> str:
     peer = request.getClientAddress()
     return getattr(peer, "host", None) or "unknown"
 
 
-def _first_values(request: Request) -> dict[str, str]:
+def first_values(request: Request) -> dict[str, str]:
     return {
         name.decode("latin-1").lower(): values[0].decode("latin-1")
         for name, values in request.requestHeaders.getAllRawHeaders()
@@ -136,7 +136,7 @@ class Exchange:
             self.decision = "rejected"
             self.error = e.code
             ctx.metrics.rejected_requests.labels(e.code).inc()
-            self.identity = identify(_first_values(self.request), _peer_ip(self.request), ctx.settings)
+            self.identity = identify(first_values(self.request), peer_ip(self.request), ctx.settings)
             self.respond_error(e.status, e.message, e.code)
             return
         self.provider = self.route.provider
@@ -150,7 +150,7 @@ class Exchange:
         request = self.request
         body = self.body
         self.model = model_of(body, route.path)
-        self.identity = identify(_first_values(request), _peer_ip(request), ctx.settings, query_key=_query_key(route.query))
+        self.identity = identify(first_values(request), peer_ip(request), ctx.settings, query_key=_query_key(route.query))
         if ctx.limiter is not None:
             decision = await ctx.limiter.take(self.identity, route.provider, max(1, len(body) // 4))
             if self._done:
@@ -197,7 +197,7 @@ class Exchange:
         if not networks:
             return None
         try:
-            peer = ipaddress.ip_address(_peer_ip(self.request))
+            peer = ipaddress.ip_address(peer_ip(self.request))
         except ValueError:
             return None
         if not any(peer in net for net in networks if peer.version == net.version):

@@ -108,6 +108,8 @@ class ProxyRequest(http.Request):
         self.ctx.metrics.rejected_requests.labels(code).inc()
         self.ctx.metrics.http_requests.labels(provider, method, str(status)).inc()
         log_refused(rid, provider, method, uri, status, code)
+        if self.ctx.record_refused is not None:
+            self.ctx.record_refused(self, rid, provider, method, uri, status, code, len(body))
 
     def connectionLost(self, reason: Any) -> None:
         if self._deadline.active():
