@@ -42,3 +42,14 @@ def test_plugin_is_listed_by_twistd_from_another_directory(tmp_path: Path) -> No
     twistd = Path(sys.executable).parent / "twistd"
     out = subprocess.run([str(twistd), "--help"], capture_output=True, text=True, cwd=tmp_path, check=True).stdout
     assert "proxilion" in out
+
+
+def test_only_entry_points_touch_the_global_reactor() -> None:
+    """Library code takes its reactor as an argument, so tests can drive time with a Clock."""
+    allowed = {"proxilion/fakeprovider/command.py"}
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in (REPO / "proxilion").rglob("*.py")
+        if "import reactor" in path.read_text() and str(path.relative_to(REPO)) not in allowed
+    ]
+    assert offenders == []
