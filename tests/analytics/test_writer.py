@@ -13,7 +13,9 @@ from twisted.internet import defer, reactor, task, threads
 from proxilion.analytics.event import COLUMNS, event_from_row
 from proxilion.analytics.store import PostgresStore
 
-from .conftest import free_port, make_event, make_settings, wait_for
+from support.daemon import closed_port
+
+from .conftest import make_event, make_settings, wait_for
 
 
 def _read_rows(settings) -> list[dict]:
@@ -265,7 +267,7 @@ async def test_two_writers_start_together(new_writer, pg_dsn, tmp_path, metrics)
 @pytest_twisted.ensureDeferred
 async def test_full_spool_and_database_down_counts_drops(new_writer, tmp_path, metrics):
     """Database unreachable and a spool that holds a handful of rows: the rest are counted as dropped."""
-    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/none"
+    dead = f"postgresql://postgres@127.0.0.1:{closed_port()}/none"
     settings = make_settings(tmp_path, dead, analytics_queue_size=100, analytics_spool_max_bytes=2000)
     writer = new_writer(settings, metrics, reactor)
     writer.startService()

@@ -22,8 +22,7 @@ import openai
 import pytest
 
 from analytics.conftest import PostgresServer, _pg_bindir
-from ratelimit.rl_support import free_port
-from support.daemon import Daemon, eventually, http_json, running
+from support.daemon import Daemon, closed_port, eventually, http_json, running
 
 from .conftest import KeepAlive, admin, chat, upstream_args
 
@@ -47,7 +46,7 @@ def daemon_for(workdir: Path, fake: str, dsn: str | None = None, **env: str) -> 
     if dsn:
         settings["ANALYTICS_DSN"] = dsn
     # Cohere points at a closed port: requests to it fail with 502.
-    args = [*upstream_args(fake, "openai", "anthropic", "gemini"), "--upstream", f"cohere=http://127.0.0.1:{free_port()}",
+    args = [*upstream_args(fake, "openai", "anthropic", "gemini"), "--upstream", f"cohere=http://127.0.0.1:{closed_port()}",
             "--admin-token", "e2e-admin-token"]
     return Daemon(workdir, args, settings)
 

@@ -12,8 +12,8 @@ import anthropic
 import openai
 import pytest
 
-from ratelimit.rl_support import REDIS_SERVER, RedisServer, free_port
-from support.daemon import Daemon, eventually, http_json, running
+from ratelimit.rl_support import REDIS_SERVER, RedisServer
+from support.daemon import Daemon, closed_port, eventually, http_json, running
 
 from .conftest import KeepAlive, admin, chat, upstream_args
 
@@ -216,7 +216,7 @@ def test_redis_killed_mid_run_falls_back_then_exact_again(trio: list[Daemon], re
 
 
 def test_fail_closed_answers_503_in_provider_shape_and_starts_without_redis(tmp_path: Path, fake: str) -> None:
-    env = {"RATE_LIMIT_STORE": "redis", "REDIS_URL": f"redis://127.0.0.1:{free_port()}", "RATE_LIMIT_FAIL_CLOSED": "true"}
+    env = {"RATE_LIMIT_STORE": "redis", "REDIS_URL": f"redis://127.0.0.1:{closed_port()}", "RATE_LIMIT_FAIL_CLOSED": "true"}
     with running(Daemon(tmp_path, [*upstream_args(fake, "openai", "anthropic"), "--admin-token", "e2e-admin-token"], env)) as d:
         assert http_json("GET", d.url + "/health")[0] == 200
         oai = openai.OpenAI(base_url=d.url + "/proxy/openai/v1", api_key="sk-e2e-closed", max_retries=0)
@@ -233,7 +233,7 @@ def test_fail_closed_answers_503_in_provider_shape_and_starts_without_redis(tmp_
 
 
 def test_daemon_starts_with_redis_unreachable_and_fails_open(tmp_path: Path, fake: str) -> None:
-    env = {"RATE_LIMIT_STORE": "redis", "REDIS_URL": f"redis://127.0.0.1:{free_port()}"}
+    env = {"RATE_LIMIT_STORE": "redis", "REDIS_URL": f"redis://127.0.0.1:{closed_port()}"}
     with running(Daemon(tmp_path, [*upstream_args(fake, "openai")], env)) as d:
         status, headers, _ = http_json("POST", d.url + "/proxy/openai/v1/chat/completions", chat("hi"), {"x-user-id": "u1"})
         assert status == 200 and "x-ratelimit-limit" in headers

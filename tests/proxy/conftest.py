@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from proxilion.fakeprovider.testing import running_fake_provider
-from support.daemon import free_port, http_json
+from support.daemon import closed_port, http_json
 
 # Rate limiting is not under test here: the suite sends many requests from one identity.
 NO_LIMITS = {"RATE_LIMIT_PER_MINUTE": "0"}
@@ -35,7 +35,7 @@ def request_rules_only_policy(directory: Path) -> Path:
 
 def closed_port_url() -> str:
     """A loopback URL nothing listens on (connections are refused at once)."""
-    return f"http://127.0.0.1:{free_port()}"
+    return f"http://127.0.0.1:{closed_port()}"
 
 
 

@@ -24,6 +24,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Bound but never listening: connections are refused, and no other server
+# (another test's daemon, say) can take the port while the session runs.
+_RESERVED: list[socket.socket] = []
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on, reserved for the rest of the test session."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _RESERVED.append(sock)
+    return sock.getsockname()[1]
+
+
 def http_json(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], Any]:
     """One blocking request; returns (status, lower-cased headers, parsed JSON or raw bytes)."""
     host_port, _, path = url.removeprefix("http://").partition("/")
