@@ -90,6 +90,8 @@ def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: 
             "uptime_seconds": round(time.time() - started_at, 3),
             "inflight": drain.inflight,
             "open_connections": drain.open_connections,
+            # Shared-service trouble (Redis, the analytics database) degrades a component, never /health.
+            "degraded": sorted(name for name, state in states.items() if state not in ("ok", "healthy") and name != "proxy"),
             "components": {
                 "proxy": {"state": states["proxy"]},
                 **{name: component.status() for name, component in components.items()},

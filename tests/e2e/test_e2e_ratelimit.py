@@ -195,7 +195,9 @@ def test_redis_killed_mid_run_falls_back_then_exact_again(trio: list[Daemon], re
         time.sleep(0.8)
         observed["health"] = [http_json("GET", d.url + "/health")[0] for d in trio]
         observed["admin_health"] = [http_json("GET", d.admin_url + "/health")[0] for d in trio]
-        observed["states"] = [admin(d, "GET", "/status")[2]["components"]["redis"]["state"] for d in trio]
+        statuses = [admin(d, "GET", "/status")[2] for d in trio]
+        observed["states"] = [status["components"]["redis"]["state"] for status in statuses]
+        observed["degraded"] = [status["degraded"] for status in statuses]
         observed["gauge"] = [d.metric("proxilion_health_check_status", component="redis") for d in trio]
         redis.start()
 
@@ -203,6 +205,7 @@ def test_redis_killed_mid_run_falls_back_then_exact_again(trio: list[Daemon], re
     assert set(result["counts"]) <= {200, 429}, f"no 5xx while Redis is away: {result}"
     assert observed["health"] == [200, 200, 200] and observed["admin_health"] == [200, 200, 200]
     assert observed["states"] == ["degraded"] * 3
+    assert observed["degraded"] == [["redis"]] * 3
     assert sum(d.metric("proxilion_ratelimit_fallback_total") for d in trio) > fallback_before
 
     for d in trio:
