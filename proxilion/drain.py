@@ -35,7 +35,7 @@ class DrainState:
     @property
     def idle(self) -> bool:
         """Nothing in flight, and no request still arriving (a client mid-upload expects its answer too)."""
-        return self.inflight == 0 and not any(not request.finished for channel in self._channels for request in channel.requests)
+        return self.inflight == 0 and not any(channel.busy for channel in self._channels)
 
     def _check_idle(self) -> None:
         if self._idle_waiters and self.idle:
@@ -78,8 +78,7 @@ class DrainState:
     def close_idle_connections(self) -> None:
         """Close keep-alive connections with no request in progress."""
         for channel in list(self._channels):
-            if not channel.requests:
-                channel.transport.loseConnection()
+            channel.close_if_idle()
 
     def abort_all(self) -> None:
         """Cut every remaining connection (drain deadline passed)."""

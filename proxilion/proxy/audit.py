@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from proxilion.analytics.event import AuditEvent
-from proxilion.proxy.exchange import first_values, peer_ip, safe_path
+from proxilion.proxy.exchange import safe_path
 from proxilion.proxy.identity import identify
 
 __all__ = ["audit_recorder", "refusal_recorder"]
@@ -53,7 +53,7 @@ def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callab
     """A C{ProxyContext.record_refused} callback: the audit row of a request refused before it was complete."""
 
     def on_refused(request: Any, rid: bytes, provider: str, method: str, uri: bytes | None, status: int, code: str, bytes_out: int) -> None:
-        identity = identify(first_values(request), peer_ip(request), settings)
+        identity = identify(request.first_values(), request.peer_ip, settings)
         now = clock.seconds()
         path, _, query = (uri or b"").decode("latin-1").partition("?")
         record(

@@ -16,19 +16,18 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError as ConnectTimeoutError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseFailed, ResponseNeverReceived
-from twisted.web.http import NO_BODY_CODES, Request
 
 from proxilion.providers.errors import error_body, error_headers
 from proxilion.providers.usage import model_of
 from proxilion.proxy.context import ProxyContext
-from proxilion.proxy.headers import client_response_headers, request_id, upstream_request_headers
+from proxilion.proxy.headers import client_response_headers, replace_header, request_id, upstream_request_headers
+from proxilion.proxy.http11 import HTTPRequest
 from proxilion.proxy.identity import Identity, identify
 from proxilion.proxy.relay import BufferedInspection, Relay
 from proxilion.proxy.routing import Route, RouteError
-from proxilion.proxy.upstream import UpstreamTimeout
+from proxilion.proxy.upstream import UpstreamDisconnected, UpstreamResponse, UpstreamTimeout
 
-__all__ = ["Exchange", "safe_path", "close_after", "first_values", "peer_ip", "ACTION_ORDER", "bounded_method", "log_refused"]
+__all__ = ["Exchange", "safe_path", "ACTION_ORDER", "bounded_method", "log_refused"]
 
 log = Logger(namespace="proxilion.access")
 errlog = Logger(namespace="proxilion.proxy")
@@ -49,25 +48,6 @@ def safe_path(path: str, query: str) -> str:
         return path
     pairs = [(k, "REDACTED" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in parse_qsl(query, keep_blank_values=True)]
     return path + "?" + urlencode(pairs)
-
-
-def close_after(request: Request) -> None:
-    """Tell the client, and Twisted, that this connection closes after the response."""
-    request.setHeader(b"connection", b"close")
-    request.channel.persistent = False
-
-
-def peer_ip(request: Request) -> str:
-    peer = request.getClientAddress()
-    return getattr(peer, "host", None) or "unknown"
-
-
-def first_values(request: Request) -> dict[str, str]:
-    return {
-        name.decode("latin-1").lower(): values[0].decode("latin-1")
-        for name, values in request.requestHeaders.getAllRawHeaders()
-        if values
-    }
 
 
 def _query_key(query: str) -> str | None:
@@ -100,7 +80,7 @@ def log_refused(rid: bytes, provider: str, method: str, uri: bytes | None, statu
 class Exchange:
     """The state of one proxied request."""
 
-    def __init__(self, ctx: ProxyContext, request: Request) -> None:
+    def __init__(self, ctx: ProxyContext, request: HTTPRequest) -> None:
         self.ctx = ctx
         self.request = request
         self.started = ctx.clock.seconds()
@@ -114,29 +94,27 @@ class Exchange:
         self.upstream_seconds: float | None = None
         self.streamed = False
         self.tokens: tuple[int | None, int | None] = (None, None)
-        content = request.content
-        self.body: bytes = content.getvalue() if content is not None else b""
+        self.body: bytes = request.body
         self.relay: Relay | None = None
         self.error_bytes = 0
-        self._ratelimit_headers: dict[str, str] = {}
+        self._ratelimit_headers: list[tuple[bytes, bytes]] = []
         self._pending: Deferred[Any] | None = None
         self._done = False
-        rid_header = request.requestHeaders.getRawHeaders(b"x-request-id")
-        self.rid = request_id(rid_header[0] if rid_header else None)
+        self.rid = request_id(request.header(b"x-request-id"))
 
     # Entry point
     def start(self) -> None:
         ctx = self.ctx
         ctx.drain.request_started()
         ctx.metrics.inflight_requests.inc()
-        self.request.notifyFinish().addErrback(self._client_lost)
+        self.request.on_lost = self._client_lost
         try:
-            self.route = ctx.router.route(self.request.uri, self.request.getHeader(b"host"))
+            self.route = ctx.router.route(self.request.uri, self.request.header(b"host"))
         except RouteError as e:
             self.decision = "rejected"
             self.error = e.code
             ctx.metrics.rejected_requests.labels(e.code).inc()
-            self.identity = identify(first_values(self.request), peer_ip(self.request), ctx.settings)
+            self.identity = identify(self.request.first_values(), self.request.peer_ip, ctx.settings)
             self.respond_error(e.status, e.message, e.code)
             return
         self.provider = self.route.provider
@@ -150,12 +128,12 @@ class Exchange:
         request = self.request
         body = self.body
         self.model = model_of(body, route.path)
-        self.identity = identify(first_values(request), peer_ip(request), ctx.settings, query_key=_query_key(route.query))
+        self.identity = identify(request.first_values(), request.peer_ip, ctx.settings, query_key=_query_key(route.query))
         if ctx.limiter is not None:
             decision = await ctx.limiter.take(self.identity, route.provider, max(1, len(body) // 4))
             if self._done:
                 return
-            self._ratelimit_headers = decision.headers()
+            self._ratelimit_headers = [(k.lower().encode("ascii"), v.encode("ascii")) for k, v in decision.headers().items()]
             if decision.unavailable:
                 self.decision = "ratelimited"
                 self.error = "ratelimit_unavailable"
@@ -172,14 +150,15 @@ class Exchange:
                 return
             body = forwarded
         inspect_answer = inspector is not None and inspector.response_inspection_enabled(route.provider, route.path, self.identity.key)
-        headers = upstream_request_headers(
-            request.requestHeaders, self.identity.client_ip, b"http", self.rid, self._trusted_forwarded_for()
-        )
+        headers = upstream_request_headers(request.headers, self.identity.client_ip, b"http", self.rid, self._trusted_forwarded_for())
         if inspect_answer:
             # Answers are inspected as text: ask for them uncompressed.
-            headers.setRawHeaders(b"accept-encoding", [b"identity"])
+            headers = replace_header(headers, b"accept-encoding", b"identity")
+        target = route.path.encode("ascii") + (b"?" + route.query.encode("ascii") if route.query else b"")
         sent = ctx.clock.seconds()
-        self._pending = ctx.upstream.request(request.method, route.url, headers, body if body or request.method in (b"POST", b"PUT", b"PATCH") else None)
+        self._pending = ctx.upstream.request(
+            request.method, route.base, target, headers, body if body or request.method in (b"POST", b"PUT", b"PATCH") else None
+        )
         try:
             response = await self._pending
         except Exception as e:
@@ -197,12 +176,12 @@ class Exchange:
         if not networks:
             return None
         try:
-            peer = ipaddress.ip_address(peer_ip(self.request))
+            peer = ipaddress.ip_address(self.request.peer_ip)
         except ValueError:
             return None
         if not any(peer in net for net in networks if peer.version == net.version):
             return None
-        values = self.request.requestHeaders.getRawHeaders(b"x-forwarded-for")
+        values = self.request.header_values(b"x-forwarded-for")
         return b", ".join(values) if values else None
 
     def _count(self, findings: Any, action: str) -> None:
@@ -227,7 +206,7 @@ class Exchange:
             ctx.metrics.scanner_errors.inc()
         self._count(verdict.findings, verdict.action)
         self.decision = verdict.action
-        self.request.setHeader(b"x-proxilion-decision", verdict.action.encode("ascii"))
+        self.request.set_header(b"x-proxilion-decision", verdict.action.encode("ascii"))
         if verdict.action == "block":
             if verdict.error:
                 self.error = "scanner_error"
@@ -237,19 +216,18 @@ class Exchange:
             return verdict.body
         return body
 
-    def _relay(self, response: Any, inspector: Any) -> None:
+    def _relay(self, response: UpstreamResponse, inspector: Any) -> None:
         request = self.request
         route = self.route
         assert route is not None and self.identity is not None
-        request.setResponseCode(response.code, response.phrase)
-        for name, values in client_response_headers(response.headers):
-            request.responseHeaders.setRawHeaders(name, values)
+        request.set_code(response.code, response.phrase or None)
+        request.response_headers = client_response_headers(response.headers) + request.response_headers
         self._own_headers()
-        content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0].lower()
-        length = response.length if isinstance(response.length, int) else None
+        content_type = (response.header(b"content-type") or b"").lower()
+        length = response.length
         self.streamed = content_type.startswith(_STREAM_TYPES)
         transform = None
-        if request.method == b"HEAD" or response.code in NO_BODY_CODES:
+        if request.method == b"HEAD" or response.code in (204, 304):
             # No body follows these headers: nothing to inspect, and a made-up
             # "Content-Length: 0" would misstate a HEAD answer and is forbidden on 204.
             length = None
@@ -258,12 +236,9 @@ class Exchange:
         elif inspector is not None and content_type.startswith(_JSON) and 200 <= response.code < 300:
             transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size)
         if transform is None and length is not None:
-            request.setHeader(b"content-length", b"%d" % length)
-        if transform is not None and not self.streamed:
-            # The answer may be rewritten: its length is only known at the end.
-            request.responseHeaders.removeHeader(b"content-length")
+            request.set_header(b"content-length", b"%d" % length)
         self.relay = Relay(request, self.ctx.clock, self.ctx.settings.stream_idle_timeout, self._relay_done, transform)
-        response.deliverBody(self.relay)
+        response.deliver_body(self.relay)
 
     def _relay_done(self, error: str | None) -> None:
         if error is not None:
@@ -283,11 +258,11 @@ class Exchange:
 
     def _own_headers(self) -> None:
         request = self.request
-        request.setHeader(b"x-request-id", self.rid)
-        for name, value in self._ratelimit_headers.items():
-            request.setHeader(name, value)
+        request.set_header(b"x-request-id", self.rid)
+        for name, value in self._ratelimit_headers:
+            request.set_header(name, value)
         if self.ctx.drain.draining:
-            close_after(request)
+            request.close_after()
 
     # Failures
     def _upstream_failed(self, failure: Failure) -> None:
@@ -298,7 +273,7 @@ class Exchange:
             kind, status, msg = "upstream_timeout", 504, "The upstream provider did not answer in time."
         elif failure.check(ConnectTimeoutError):
             kind, status, msg = "upstream_connect_timeout", 504, "Timed out connecting to the upstream provider."
-        elif failure.check(ConnectError, DNSLookupError, ResponseNeverReceived, ResponseFailed):
+        elif failure.check(ConnectError, DNSLookupError, UpstreamDisconnected):
             kind, status, msg = "upstream_unreachable", 502, "The upstream provider could not be reached."
         else:
             kind, status, msg = "upstream_error", 502, "The upstream provider request failed."
@@ -322,13 +297,13 @@ class Exchange:
         self.decision = "error"
         if self._done:
             return
-        if not self.request.startedWriting:
+        if not self.request.started_writing:
             self.respond_error(500, "Proxilion hit an internal error; the request was not forwarded.", "internal_error")
         else:
-            self.request.channel.transport.abortConnection()
+            self.request.abort()
             self._complete(self.request.code)
 
-    def _client_lost(self, failure: Failure) -> None:
+    def _client_lost(self) -> None:
         if self._done:
             return
         self.error = self.error or "client_disconnected"
@@ -346,11 +321,11 @@ class Exchange:
             return
         request = self.request
         body = error_body(self.provider, status, message, code)
-        request.setResponseCode(status)
-        request.setHeader(b"content-type", _JSON)
+        request.set_code(status)
+        request.set_header(b"content-type", _JSON)
         for name, value in error_headers(self.provider, status).items():
-            request.setHeader(name, value)
-        request.setHeader(b"content-length", b"%d" % len(body))
+            request.set_header(name.lower().encode("ascii"), value.encode("ascii"))
+        request.set_header(b"content-length", b"%d" % len(body))
         self._own_headers()
         request.write(body)
         request.finish()

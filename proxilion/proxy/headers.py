@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Iterable
 
-from twisted.web.http_headers import Headers
-
-__all__ = ["HOP_BY_HOP", "upstream_request_headers", "client_response_headers", "request_id", "CREDENTIAL_HEADERS"]
+__all__ = ["HOP_BY_HOP", "upstream_request_headers", "client_response_headers", "replace_header", "request_id", "CREDENTIAL_HEADERS"]
 
 HOP_BY_HOP = frozenset(
     {
@@ -30,55 +27,68 @@ CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key", b"x-
 
 # Set by us on the way upstream; the client's values are replaced, not trusted.
 _REPLACED_UPSTREAM = frozenset(
-    {b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id", b"forwarded"}
+    {b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id", b"forwarded",
+     # The proxy holds the whole body already; an upstream "100 Continue" would only cost a round trip.
+     b"expect"}
 )
 _REPLACED_DOWNSTREAM = frozenset({b"content-length", b"date", b"server", b"x-request-id"})
 
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{8,128}$")
 
 
-def _connection_tokens(headers: Headers) -> set[bytes]:
+Pairs = list[tuple[bytes, bytes]]
+
+
+def _connection_tokens(headers: Pairs) -> set[bytes]:
     tokens = set()
-    for value in headers.getRawHeaders(b"connection", ()):
-        for token in value.split(b","):
-            token = token.strip().lower()
-            if token:
-                tokens.add(token)
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == b"connection":
+            for token in value.split(b","):
+                token = token.strip().lower()
+                if token:
+                    tokens.add(token)
     return tokens
 
 
-def _filtered(headers: Headers, drop: frozenset[bytes]) -> Iterable[tuple[bytes, list[bytes]]]:
+def _filtered(headers: Pairs, drop: frozenset[bytes], lower_names: bool) -> Pairs:
     named = _connection_tokens(headers)
-    for name, values in headers.getAllRawHeaders():
+    out = []
+    for name, value in headers:
         lower = name.lower()
         if lower in HOP_BY_HOP or lower in drop or lower in named or lower.startswith(b"proxy-"):
             continue
-        yield name, values
-
-
-def upstream_request_headers(
-    client: Headers, client_ip: str, proto: bytes, rid: bytes, trusted_forwarded_for: bytes | None
-) -> Headers:
-    """Headers to send upstream: the client's minus hop-by-hop, plus forwarding headers.
-
-    C{trusted_forwarded_for} is the client's X-Forwarded-For when its peer is a
-    trusted proxy; otherwise the chain starts at the peer.
-    """
-    out = Headers()
-    for name, values in _filtered(client, _REPLACED_UPSTREAM):
-        out.setRawHeaders(name, values)
-    chain = client_ip.encode("ascii")
-    if trusted_forwarded_for:
-        chain = trusted_forwarded_for + b", " + chain
-    out.setRawHeaders(b"x-forwarded-for", [chain])
-    out.setRawHeaders(b"x-forwarded-proto", [proto])
-    out.setRawHeaders(b"x-request-id", [rid])
+        out.append((lower if lower_names else name, value))
     return out
 
 
-def client_response_headers(upstream: Headers) -> Iterable[tuple[bytes, list[bytes]]]:
-    """The upstream response's headers that may be relayed to the client."""
-    return _filtered(upstream, _REPLACED_DOWNSTREAM)
+def upstream_request_headers(client: Pairs, client_ip: str, proto: bytes, rid: bytes, trusted_forwarded_for: bytes | None) -> Pairs:
+    """Headers to send upstream: the client's minus hop-by-hop, plus forwarding headers.
+
+    Host and Content-Length are written by the client for the request it
+    really sends. C{trusted_forwarded_for} is the client's X-Forwarded-For when
+    its peer is a trusted proxy; otherwise the chain starts at the peer.
+    """
+    out = _filtered(client, _REPLACED_UPSTREAM, False)
+    chain = client_ip.encode("ascii")
+    if trusted_forwarded_for:
+        chain = trusted_forwarded_for + b", " + chain
+    out.append((b"x-forwarded-for", chain))
+    out.append((b"x-forwarded-proto", proto))
+    out.append((b"x-request-id", rid))
+    return out
+
+
+def replace_header(headers: Pairs, name: bytes, value: bytes) -> Pairs:
+    """C{headers} with every C{name} (lower-case) header replaced by one C{value}."""
+    out = [(k, v) for k, v in headers if k.lower() != name]
+    out.append((name, value))
+    return out
+
+
+def client_response_headers(upstream: Pairs) -> Pairs:
+    """The upstream response's headers that may be relayed to the client, names lower-cased
+    (so the proxy's own headers replace, never duplicate, an upstream's)."""
+    return _filtered(upstream, _REPLACED_DOWNSTREAM, True)
 
 
 def request_id(client_value: bytes | None) -> bytes:

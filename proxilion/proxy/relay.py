@@ -1,8 +1,8 @@
 """Relay an upstream response body to the client as it arrives, with backpressure.
 
-The upstream body's transport is registered as the client request's
-producer: when the client reads slowly, Twisted pauses it, which stops reading
-the upstream socket, so a slow client never makes the proxy buffer a stream.
+The upstream body's producer is registered with the client's transport:
+when the client reads slowly, Twisted pauses it, which stops reading the
+upstream socket, so a slow client never makes the proxy buffer a stream.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any, Callable, Protocol as TypingProtocol
 
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import PotentialDataLoss, ResponseDone
-from twisted.web.http import Request
 
 from proxilion.providers.errors import error_body
 from proxilion.providers.usage import usage_of
+from proxilion.proxy.http11 import HTTPRequest
+from proxilion.proxy.upstream import BodyDone
 
 __all__ = ["Relay", "BodyTransform", "BufferedInspection"]
 
@@ -89,7 +89,7 @@ class Relay(Protocol):
 
     def __init__(
         self,
-        request: Request,
+        request: HTTPRequest,
         clock: Any,
         idle_timeout: float,
         on_done: Callable[[str | None], None],
@@ -107,7 +107,7 @@ class Relay(Protocol):
         self.bytes_out = 0
 
     def connectionMade(self) -> None:
-        self._request.registerProducer(self.transport, True)
+        self._request.register_producer(self.transport)
         self._idle_call = self._clock.callLater(self._idle_timeout, self._idle_expired)
 
     def _write(self, data: bytes) -> None:
@@ -126,7 +126,7 @@ class Relay(Protocol):
         if getattr(self.transform, "blocked", False):
             # The redactor ended the stream with the provider's error event.
             self._ended = True
-            self._request.unregisterProducer()
+            self._request.unregister_producer()
             self._request.finish()
             self.transport.stopProducing()
 
@@ -147,20 +147,20 @@ class Relay(Protocol):
         if self._client_gone or self._ended:
             self._on_done(self._error)
             return
-        self._request.unregisterProducer()
-        if reason.check(ResponseDone, PotentialDataLoss) and self._error is None:
+        self._request.unregister_producer()
+        if reason.check(BodyDone) and self._error is None:
             if self.transform is not None:
                 tail = self.transform.finish()
                 status = getattr(self.transform, "status", None)
-                if status is not None and not self._request.startedWriting:
-                    self._request.setResponseCode(status)
-                if not self._request.startedWriting:
-                    self._request.setHeader(b"content-length", b"%d" % len(tail))
+                if status is not None and not self._request.started_writing:
+                    self._request.set_code(status)
+                if not self._request.started_writing:
+                    self._request.set_header(b"content-length", b"%d" % len(tail))
                 self._write(tail)
             self._request.finish()
             self._on_done(None)
             return
         # Headers are gone already: cutting the connection is the only honest
         # way to tell the client the body is incomplete.
-        self._request.channel.transport.abortConnection()
+        self._request.abort()
         self._on_done(self._error or "upstream_disconnected")
