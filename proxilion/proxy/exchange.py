@@ -109,6 +109,10 @@ class Exchange:
         ctx.metrics.inflight_requests.inc()
         self.request.on_lost = self._client_lost
         try:
+            if self.request.method == b"CONNECT":
+                # Tunnels would carry prompts past inspection unseen.
+                self.request.close_after()
+                raise RouteError(405, "CONNECT tunnelling is not supported; send requests to /proxy/<provider>/...", "method_not_allowed")
             self.route = ctx.router.route(self.request.uri, self.request.header(b"host"))
         except RouteError as e:
             self.decision = "rejected"
