@@ -1,10 +1,11 @@
 """Redis connections for the rate limiter: one server, Sentinel, or Cluster.
 
-Built on txredisapi's protocol (command encoding, replies, AUTH/SELECT,
-EVALSHA with EVAL on NOSCRIPT); connecting, reconnecting with backoff,
-timeouts, Sentinel discovery and Cluster slot routing are ours so that the
-reactor is injected everywhere and a dead server fails fast instead of
-queueing requests.
+Each server gets one pipelined L{RespProtocol} connection (see
+L{proxilion.ratelimit.resp} for why not txredisapi's), kept up by a
+ClientService with backoff; AUTH/SELECT (and ROLE behind Sentinel) are
+checked before a connection is used, Sentinel discovery and Cluster slot
+routing are built on top. The reactor is injected everywhere, and a dead
+server fails fast instead of queueing requests.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import random
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
-import txredisapi
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -23,8 +23,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from proxilion.ratelimit.resp import RedisUnavailable, RespProtocol, ResponseError, encode
+
 __all__ = [
     "RedisUnavailable",
+    "ResponseError",
     "RedisTarget",
     "RedisNode",
     "SingleClient",
@@ -37,14 +40,9 @@ __all__ = [
 # Reconnect quickly (exact limiting must resume within a second of Redis
 # returning) but back off to twice a second while it stays away.
 _RETRY = dict(initialDelay=0.05, maxDelay=0.5, factor=2.0)
-# Consecutive timeouts after which a connection is presumed dead and dropped.
-_TIMEOUTS_BEFORE_ABORT = 3
 _MAX_REDIRECTS = 5
 _CLUSTER_SLOTS = 16384
-
-
-class RedisUnavailable(Exception):
-    """Redis could not answer in time: down, unreachable, timed out or read-only."""
+_ASKING = encode("ASKING")
 
 
 def _jitter() -> float:
@@ -142,38 +140,57 @@ def _endpoint(reactor: Any, host: str, port: int, tls: bool, timeout: float) -> 
     return endpoint
 
 
+class _NodeProtocol(RespProtocol):
+    """A connection that tells its node, and once ready ClientService, when it is lost."""
+
+    def __init__(self, node: "RedisNode") -> None:
+        super().__init__(node.name, node.reactor)
+        self.node = node
+        self.handle: Any = None
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        super().connectionLost(reason)
+        self.node._lost(self)
+        if self.handle is not None:
+            self.handle.connectionLost(reason)
+
+
 class _Factory(protocol.Factory):
-    """Builds txredisapi protocols for one node and reports their loss."""
-
-    # txredisapi logs through twisted.python.log when this is set; we log ourselves.
-    isLazy = False
-
     def __init__(self, node: "RedisNode") -> None:
         self.node = node
 
-    def buildProtocol(self, addr: Any) -> txredisapi.RedisProtocol:
-        node = self.node
-        proto = txredisapi.RedisProtocol(
-            charset="utf-8", password=node.password, dbid=node.db, convertNumbers=False, username=node.username
-        )
-        proto.factory = self
-        proto.callLater = node.reactor.callLater
-        lost = proto.connectionLost
+    def buildProtocol(self, addr: Any) -> _NodeProtocol:
+        return _NodeProtocol(self.node)
 
-        def connectionLost(reason: Failure) -> None:
-            try:
-                lost(reason)
-            finally:
-                node._lost(proto)
 
-        proto.connectionLost = connectionLost
-        return proto
+@implementer(IStreamClientEndpoint)
+class _ReadyEndpoint:
+    """Connects and sets the connection up (AUTH, SELECT, ROLE) before ClientService sees it.
 
-    def stopTrying(self) -> None:
-        """Called by txredisapi when AUTH or SELECT fails: we keep retrying with backoff."""
+    ClientService's state machine has no transition for a connection lost
+    while it is still connecting, which is what a refused AUTH, a failed TLS
+    handshake or a setup timeout are; so it is handed a stand-in protocol
+    only once the connection is ready, and hears of its loss only after that.
+    """
 
-    def connectionError(self, why: str) -> None:
-        self.node._rejected(why)
+    def __init__(self, endpoint: IStreamClientEndpoint, node: "RedisNode") -> None:
+        self.endpoint, self.node = endpoint, node
+
+    def connect(self, protocolFactory: Any) -> defer.Deferred:
+        return defer.ensureDeferred(self._connect(protocolFactory))
+
+    async def _connect(self, protocolFactory: Any) -> Any:
+        proto = await self.endpoint.connect(_Factory(self.node))
+        try:
+            await self.node._setup(proto)
+        except BaseException:
+            proto.transport.abortConnection()
+            raise
+        handle = protocolFactory.buildProtocol(None)
+        handle.makeConnection(proto.transport)
+        proto.handle = handle
+        self.node._ready(proto)
+        return handle
 
 
 class RedisNode:
@@ -203,18 +220,16 @@ class RedisNode:
         self.require_master = require_master
         self.connect_timeout = connect_timeout
         self._on_change = on_change or (lambda node: None)
-        self._proto: Any = None
+        self._proto: RespProtocol | None = None
         self.state = "connecting"  # connecting | up | down
-        self._timeouts = 0
         # Calls made before the first attempt finished; fired from the reactor,
         # never from inside ClientService's state machine (it is not reentrant).
         self._waiting: list[defer.Deferred] = []
         self._service = ClientService(
-            endpoint,
-            _Factory(self),
+            _ReadyEndpoint(endpoint, self),
+            protocol.Factory.forProtocol(protocol.Protocol),
             retryPolicy=backoffPolicy(jitter=_jitter, **_RETRY),
             clock=reactor,
-            prepareConnection=self._prepare,
         )
 
     def __repr__(self) -> str:
@@ -252,42 +267,46 @@ class RedisNode:
             self.state = state
             self._on_change(self)
 
-    def _prepare(self, proxy: Any) -> defer.Deferred:
-        # ClientService hands us a proxy; connectionLost reports the real protocol.
-        proto = getattr(proxy, "_protocol", proxy)
-        ready: defer.Deferred = defer.Deferred()
-        proto.whenConnected().addCallback(lambda _: ready.called or ready.callback(None))
-        proto.whenDisconnected().addCallback(
-            lambda _: ready.called or ready.errback(RedisUnavailable(f"{self.name} closed the connection during setup"))
-        )
+    async def _setup(self, proto: RespProtocol) -> None:
+        """AUTH, SELECT and ROLE (or a PING), pipelined; the connection is used only once they answered.
+
+        Even with nothing to set up one round trip is made, so that C{up}
+        means the server answered (after the TLS handshake, when there is one).
+        """
+        timeout = self.connect_timeout
+        steps: list[tuple[str, defer.Deferred]] = []
+        if self.password is not None:
+            who = (self.username,) if self.username else ()
+            steps.append(("AUTH", proto.command("AUTH", *who, self.password, timeout=timeout)))
+        if self.db is not None:
+            steps.append(("SELECT", proto.command("SELECT", self.db, timeout=timeout)))
         if self.require_master:
-            ready.addCallback(lambda _: proto.role()).addCallback(self._check_master)
-        timer = self.reactor.callLater(self.connect_timeout, ready.cancel)
-
-        def prepared(result: Any) -> Any:
-            if timer.active():
-                timer.cancel()
-            if isinstance(result, Failure):
-                proto.transport.abortConnection()
-                return result
-            self._proto = proto
-            self._timeouts = 0
-            self.log.info("Redis {node} connected", node=self.name)
-            self._set_state("up")
-            if self._waiting:
-                self.reactor.callLater(0, self._release_waiting)
-            return None
-
-        return ready.addBoth(prepared)
-
-    def _check_master(self, role: Any) -> None:
-        if not role or role[0] != "master":
+            steps.append(("ROLE", proto.command("ROLE", timeout=timeout)))
+        if not steps:
+            steps.append(("PING", proto.command("PING", timeout=timeout)))
+        errors, role = [], None
+        for name, d in steps:
+            try:
+                reply = await d
+            except ResponseError as e:
+                errors.append(f"{name} failed: {e}")
+            else:
+                role = reply if name == "ROLE" else role
+        if errors:
+            why = "; ".join(errors)
+            self.log.error("Redis {node} refused the connection setup: {why}", node=self.name, why=why)
+            raise RedisUnavailable(f"{self.name}: {why}")
+        if self.require_master and (not role or role[0] != "master"):
             raise RedisUnavailable(f"{self.name} is not a master (role {role[0] if role else None!r})")
 
-    def _rejected(self, why: str) -> None:
-        self.log.error("Redis {node} refused the connection setup: {why}", node=self.name, why=why)
+    def _ready(self, proto: RespProtocol) -> None:
+        self._proto = proto
+        self.log.info("Redis {node} connected", node=self.name)
+        self._set_state("up")
+        if self._waiting:
+            self.reactor.callLater(0, self._release_waiting)
 
-    def _lost(self, proto: Any) -> None:
+    def _lost(self, proto: RespProtocol) -> None:
         if self._proto is proto:
             self._proto = None
             if self.state == "up":
@@ -299,45 +318,38 @@ class RedisNode:
         if self._proto is not None and self._proto.transport is not None:
             self._proto.transport.abortConnection()
 
-    def call(self, command: Callable[[Any], defer.Deferred], timeout: float) -> defer.Deferred:
-        """Run C{command(protocol)}, cancelled after C{timeout} seconds.
+    def call(self, command: Callable[[RespProtocol, float], defer.Deferred], timeout: float) -> defer.Deferred:
+        """Run C{command(protocol, timeout)}: it writes its request(s) and returns their reply.
 
-        Connection problems and timeouts fail with L{RedisUnavailable};
-        Redis error replies (MOVED, ASK, ...) come through as
-        C{txredisapi.ResponseError}.
+        Connection problems and timeouts (after C{timeout} seconds) fail with
+        L{RedisUnavailable}; Redis error replies (MOVED, ASK, ...) come
+        through as L{ResponseError}.
         """
-        if self._proto is not None:
-            d = defer.maybeDeferred(command, self._proto)
-        elif self.state == "connecting":
-            d = defer.Deferred(lambda waiter: self._waiting.remove(waiter) if waiter in self._waiting else None)
-            self._waiting.append(d)
-            d.addCallback(command)
-        else:
+        proto = self._proto
+        if proto is not None:
+            try:
+                return command(proto, timeout)
+            except Exception:
+                return defer.fail()
+        if self.state != "connecting":
             return defer.fail(RedisUnavailable(f"not connected to {self.name}"))
-        # The reactor runs due timers before it reads sockets: after a stall (a
-        # busy or descheduled process) a reply already waiting in the socket
-        # would be cancelled as a timeout. Cancel one I/O pass later instead.
-        timer = self.reactor.callLater(timeout, self.reactor.callLater, 0, d.cancel)
+        # Only before the first connection attempt has finished; still bounded by the timeout.
+        waiter: defer.Deferred = defer.Deferred(lambda d: self._waiting.remove(d) if d in self._waiting else None)
+        self._waiting.append(waiter)
+        timer = self.reactor.callLater(timeout, waiter.cancel)
 
-        def done(result: Any) -> Any:
+        def connected(proto: RespProtocol) -> defer.Deferred:
+            timer.cancel()
+            return command(proto, timeout)
+
+        def failed(failure: Failure) -> Failure:
             if timer.active():
                 timer.cancel()
-                self._timeouts = 0
-            elif isinstance(result, Failure) and result.check(defer.CancelledError):
-                self._timeouts += 1
-                if self._timeouts >= _TIMEOUTS_BEFORE_ABORT:
-                    self.abort()
-                return Failure(RedisUnavailable(f"{self.name} did not answer within {timeout * 1000:.0f} ms"))
-            if isinstance(result, Failure):
-                if result.check(txredisapi.ResponseError) and str(result.value).startswith("READONLY"):
-                    # A failover demoted our master: reconnect, which rediscovers it.
-                    self.abort()
-                    return Failure(RedisUnavailable(f"{self.name} is read-only (failover)"))
-                if result.check(txredisapi.ConnectionError) and not result.check(txredisapi.ResponseError):
-                    return Failure(RedisUnavailable(f"{self.name}: {result.getErrorMessage()}"))
-            return result
+            if failure.check(defer.CancelledError):
+                return Failure(RedisUnavailable(f"{self.name} did not connect within {timeout * 1000:.0f} ms"))
+            return failure
 
-        return d.addBoth(done)
+        return waiter.addCallbacks(connected, failed)
 
 
 @implementer(IStreamClientEndpoint)
@@ -355,7 +367,9 @@ class _SentinelEndpoint:
     async def _connect(self, protocolFactory: Any) -> Any:
         for sentinel in self.sentinels:
             try:
-                reply = await sentinel.call(lambda p: p.sentinel_get_master_addr_by_name(self.master), self.timeout)
+                reply = await sentinel.call(
+                    lambda p, t: p.command("SENTINEL", "get-master-addr-by-name", self.master, timeout=t), self.timeout
+                )
             except Exception:
                 continue
             if reply:
@@ -389,7 +403,7 @@ class SingleClient:
     def stop(self) -> defer.Deferred:
         return defer.gatherResults([n.stop() for n in [self.node, *self._extra]], consumeErrors=True)
 
-    def run(self, tag: str, command: Callable[[Any], defer.Deferred], timeout: float) -> defer.Deferred:
+    def run(self, tag: str, command: Callable[[RespProtocol, float], defer.Deferred], timeout: float) -> defer.Deferred:
         return self.node.call(command, timeout)
 
 
@@ -480,7 +494,7 @@ class ClusterClient:
             if self._stopped:
                 return
             try:
-                reply = await node.call(lambda p: p.execute_command("CLUSTER", "SLOTS"), max(self.timeout, 1.0))
+                reply = await node.call(lambda p, t: p.command("CLUSTER", "SLOTS", timeout=t), max(self.timeout, 1.0))
             except Exception:
                 continue
             slots: list[tuple[str, int] | None] = [None] * _CLUSTER_SLOTS
@@ -499,16 +513,16 @@ class ClusterClient:
     def _address_for(self, slot: int) -> tuple[str, int]:
         return self._slots[slot] or self._seeds[0]
 
-    def run(self, tag: str, command: Callable[[Any], defer.Deferred], timeout: float) -> defer.Deferred:
+    def run(self, tag: str, command: Callable[[RespProtocol, float], defer.Deferred], timeout: float) -> defer.Deferred:
         return defer.ensureDeferred(self._run(key_slot("{" + tag + "}"), command, timeout))
 
-    async def _run(self, slot: int, command: Callable[[Any], defer.Deferred], timeout: float) -> Any:
+    async def _run(self, slot: int, command: Callable[[RespProtocol, float], defer.Deferred], timeout: float) -> Any:
         address, asking = self._address_for(slot), False
         for _ in range(_MAX_REDIRECTS):
             node = self._node(address)
             try:
                 return await node.call(_asking(command) if asking else command, timeout)
-            except txredisapi.ResponseError as e:
+            except ResponseError as e:
                 kind, _, rest = str(e).partition(" ")
                 if kind not in ("MOVED", "ASK"):
                     raise
@@ -524,12 +538,12 @@ class ClusterClient:
         raise RedisUnavailable(f"too many cluster redirects for slot {slot}")
 
 
-def _asking(command: Callable[[Any], defer.Deferred]) -> Callable[[Any], defer.Deferred]:
-    def call(proto: Any) -> defer.Deferred:
+def _asking(command: Callable[[RespProtocol, float], defer.Deferred]) -> Callable[[RespProtocol, float], defer.Deferred]:
+    def call(proto: RespProtocol, timeout: float) -> defer.Deferred:
         # ASKING only holds for the next command on the same connection: both
         # are written back to back; a failed ASKING shows up as an ASK reply again.
-        proto.execute_command("ASKING").addErrback(lambda f: None)
-        return command(proto)
+        proto.request(_ASKING, timeout).addErrback(lambda f: None)
+        return command(proto, timeout)
 
     return call
 

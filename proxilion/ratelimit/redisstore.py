@@ -18,14 +18,20 @@ are: the error is toward refusing, never toward admitting too much.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Sequence
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
-from proxilion.ratelimit.buckets import Bucket
+from proxilion.ratelimit.buckets import Bucket, Limit
+from proxilion.ratelimit.resp import RespProtocol, ResponseError, encode, encode_args
 
 __all__ = ["RedisStore", "SCRIPT"]
 
+# Levels come back as integer millionths of a token: a RESP integer is
+# cheaper to send and parse than a float's text, and with bursts capped at
+# 10**9 a level stays below 2**53, so the conversion is exact.
 SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -55,17 +61,47 @@ for i = 1, #KEYS do
     redis.call('HSET', KEYS[i], 't', string.format('%.17g', level), 'ts', string.format('%.17g', now))
     redis.call('PEXPIRE', KEYS[i], math.ceil((burst - level) / rate * 1000) + 1000)
   end
-  out[i + 1] = level and string.format('%.17g', level) or '-'
+  out[i + 1] = level and math.floor(level * 1000000) or false
 end
 return out
 """
 
+_SCRIPT_BYTES = SCRIPT.encode()
+_EVALSHA = encode_args(("EVALSHA", hashlib.sha1(_SCRIPT_BYTES).hexdigest()))
+_EVAL = encode_args(("EVAL", _SCRIPT_BYTES))
+_MODES = {mode: encode_args((mode,)) for mode in ("take", "adjust", "peek")}
 
-def _args(mode: str, buckets: Sequence[Bucket], amounts: Sequence[int]) -> list[Any]:
-    args: list[Any] = [mode]
-    for bucket, amount in zip(buckets, amounts):
-        args.extend((repr(bucket.limit.rate), bucket.limit.burst, amount))
-    return args
+
+class _Call:
+    """One script call, encoded once: EVALSHA first, EVAL (which loads the script) on NOSCRIPT."""
+
+    __slots__ = ("header", "tail")
+
+    def __init__(self, count: int, tail: bytes) -> None:
+        self.header = b"*%d\r\n" % (count + 2)
+        self.tail = tail
+
+    def __call__(self, proto: RespProtocol, timeout: float) -> defer.Deferred:
+        d = proto.request(self.header + _EVALSHA + self.tail, timeout)
+        return d.addErrback(self._noscript, proto, timeout)
+
+    def _noscript(self, failure: Failure, proto: RespProtocol, timeout: float) -> Any:
+        if failure.check(ResponseError) and str(failure.value).startswith("NOSCRIPT"):
+            return proto.request(self.header + _EVAL + self.tail, timeout)
+        return failure
+
+
+def _levels(reply: list) -> tuple[bool, list[float | None]]:
+    return reply[0] == 1, [None if v is None else v / 1e6 for v in reply[1:]]
+
+
+def _took(reply: list, group: list[Bucket]) -> tuple[bool, dict[str, float]]:
+    return reply[0] == 1, {b.key: v / 1e6 for b, v in zip(group, reply[1:])}
+
+
+def _encode_key(key: str) -> bytes:
+    data = key.encode("utf-8")
+    return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
 class RedisStore:
@@ -74,23 +110,54 @@ class RedisStore:
     def __init__(self, client: Any, timeout: float) -> None:
         self.client = client
         self.timeout = timeout
+        # Each limit's "rate burst" arguments, encoded once (few limits, fixed at start).
+        self._limit_args: dict[Limit, bytes] = {}
+
+    def _encoded(self, limit: Limit) -> bytes:
+        args = self._limit_args.get(limit)
+        if args is None:
+            args = self._limit_args[limit] = encode_args((repr(limit.rate), limit.burst))
+        return args
+
+    def _run(self, tag: str, mode: str, buckets: Sequence[Bucket], amounts: Sequence[int]) -> defer.Deferred:
+        """The script's raw reply: [1 or 0, millionths of a token per bucket (nil: absent)]."""
+        count = len(buckets)
+        parts = [b"$1\r\n%d\r\n" % count if count < 10 else encode_args((count,))]
+        parts.extend(_encode_key(b.key) for b in buckets)
+        parts.append(_MODES[mode])
+        for bucket, amount in zip(buckets, amounts):
+            parts.append(self._encoded(bucket.limit))
+            amount_text = b"%d" % amount
+            parts.append(b"$%d\r\n%s\r\n" % (len(amount_text), amount_text))
+        return self.client.run(tag, _Call(2 + 4 * count, b"".join(parts)), self.timeout)
 
     def _eval(self, tag: str, mode: str, buckets: Sequence[Bucket], amounts: Sequence[int]) -> defer.Deferred:
-        keys = [b.key for b in buckets]
-        args = _args(mode, buckets, amounts)
-        d = self.client.run(tag, lambda proto: proto.eval(SCRIPT, keys, args), self.timeout)
-        return d.addCallback(lambda reply: (int(reply[0]) == 1, [None if v == "-" else float(v) for v in reply[1:]]))
+        return self._run(tag, mode, buckets, amounts).addCallback(_levels)
 
     def _merge(self, groups: Sequence[Sequence[Bucket]]) -> list[list[Bucket]]:
         if self.client.cluster:
             return [list(g) for g in groups]
+        if len(groups) == 1:
+            return [list(groups[0])]
         return [[b for g in groups for b in g]]
 
-    async def take(self, groups: Sequence[Sequence[Bucket]]) -> tuple[bool, dict[str, float]]:
-        """Consume from every bucket or from none; returns (allowed, tokens left per key)."""
+    def take(self, groups: Sequence[Sequence[Bucket]]) -> defer.Deferred:
+        """Consume from every bucket or from none; fires with (allowed, tokens left per key).
+
+        On one server (or Sentinel) C{groups} may be a single list of buckets
+        with different tags: they are checked in one call all the same.
+        """
+        merged = self._merge(groups)
+        if len(merged) == 1:
+            # The usual case (one server, or one owner in a cluster): no coroutine.
+            group = merged[0]
+            return self._run(group[0].tag, "take", group, [b.cost for b in group]).addCallback(_took, group)
+        return defer.ensureDeferred(self._take_groups(merged))
+
+    async def _take_groups(self, groups: list[list[Bucket]]) -> tuple[bool, dict[str, float]]:
         levels: dict[str, float] = {}
         taken: list[list[Bucket]] = []
-        for group in self._merge(groups):
+        for group in groups:
             allowed, values = await self._eval(group[0].tag, "take", group, [b.cost for b in group])
             levels.update((b.key, v) for b, v in zip(group, values))
             if not allowed:
@@ -117,4 +184,5 @@ class RedisStore:
         return values
 
     async def delete(self, tag: str, keys: Sequence[str]) -> int:
-        return int(await self.client.run(tag, lambda proto: proto.delete(list(keys)), self.timeout))
+        payload = encode("DEL", *keys)
+        return int(await self.client.run(tag, lambda proto, timeout: proto.request(payload, timeout), self.timeout))

@@ -142,33 +142,36 @@ class RateLimiter(Service):
         started = self.reactor.seconds()
         if self._redis is None:
             return defer.succeed(self._record(self._take_local(buckets, "memory"), started))
-        d = defer.ensureDeferred(self._redis.take(group_by_tag(buckets)))
-        d.addCallbacks(self._redis_took, self._redis_failed, callbackArgs=(buckets,), errbackArgs=(buckets,))
-        return d.addCallback(self._record, started)
+        # One server takes every bucket in one call whatever its owner: no grouping needed.
+        groups = group_by_tag(buckets) if self._client.cluster else [buckets]
+        return self._redis.take(groups).addCallbacks(
+            self._redis_took, self._redis_failed, callbackArgs=(buckets, started), errbackArgs=(buckets, started)
+        )
 
     def _take_local(self, buckets: list[Bucket], store: str) -> Decision:
         allowed, levels = self.memory.take(buckets, self.reactor.seconds())
         self.metrics.ratelimit_buckets.set(len(self.memory))
         return decide(buckets, levels, allowed, store)
 
-    def _redis_took(self, result: tuple[bool, dict[str, float]], buckets: list[Bucket]) -> Decision:
+    def _redis_took(self, result: tuple[bool, dict[str, float]], buckets: list[Bucket], started: float) -> Decision:
         if not self._redis_ok:
             self._set_redis(True, "a decision succeeded")
         allowed, levels = result
         tokens = [levels.get(b.key, float(b.limit.burst)) for b in buckets]
-        return decide(buckets, tokens, allowed, "redis")
+        return self._record(decide(buckets, tokens, allowed, "redis"), started)
 
-    def _redis_failed(self, failure: Failure, buckets: list[Bucket]) -> Decision:
+    def _redis_failed(self, failure: Failure, buckets: list[Bucket], started: float) -> Decision:
         if self._redis_ok and not failure.check(RedisUnavailable):
             # Only on the transition: a persistent error must not log once per request.
             self.log.failure("Redis rate limit decision failed", failure)
         self._set_redis(False, failure.getErrorMessage())
         if self.fail_closed:
-            return Decision(
+            decision = Decision(
                 allowed=False, limit=0, remaining=0, reset_seconds=0.0, retry_after=1.0, store="redis", unavailable=True
             )
+            return self._record(decision, started)
         self.metrics.ratelimit_fallback.inc()
-        return self._take_local(buckets, "fallback")
+        return self._record(self._take_local(buckets, "fallback"), started)
 
     def _record(self, decision: Decision, started: float) -> Decision:
         result = "unavailable" if decision.unavailable else ("allowed" if decision.allowed else "limited")
