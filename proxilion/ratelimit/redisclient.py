@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from proxilion.ratelimit.resp import RedisUnavailable, RespProtocol, ResponseError, encode
+from proxilion.ratelimit.resp import RedisUnavailable, RespProtocol, ResponseError, describe, encode
 
 __all__ = [
     "RedisUnavailable",
@@ -251,7 +251,7 @@ class RedisNode:
         if self.state == "connecting":
             self._set_state("down")
             if not failure.check(defer.CancelledError):
-                self.log.warn("Redis {node} unreachable ({why}); retrying in the background", node=self.name, why=failure.getErrorMessage())
+                self.log.warn("Redis {node} unavailable ({why}); retrying in the background", node=self.name, why=describe(failure))
         self.reactor.callLater(0, self._release_waiting)
 
     def _release_waiting(self) -> None:

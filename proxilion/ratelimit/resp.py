@@ -23,7 +23,7 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.python.failure import Failure
 
-__all__ = ["ResponseError", "RedisUnavailable", "RespProtocol", "encode", "encode_args"]
+__all__ = ["ResponseError", "RedisUnavailable", "RespProtocol", "describe", "encode", "encode_args"]
 
 # Consecutive timeouts after which a connection is presumed dead and dropped.
 TIMEOUTS_BEFORE_ABORT = 3
@@ -57,6 +57,17 @@ def encode_args(args: Any) -> bytes:
 def encode(*args: Any) -> bytes:
     """One command as a RESP array of bulk strings."""
     return b"*%d\r\n" % len(args) + encode_args(args)
+
+
+def describe(reason: Failure) -> str:
+    """Why a connection ended, readable: pyOpenSSL's error lists become "TLS error: certificate verify failed"."""
+    error = reason.value
+    args = getattr(error, "args", ())
+    if type(error).__module__.startswith("OpenSSL") and args and isinstance(args[0], list) and args[0]:
+        return "TLS error: " + "; ".join(str(item[-1]) for item in args[0])
+    if type(error).__name__ == "VerificationError":  # service_identity: the certificate names another host
+        return "TLS error: the server certificate does not match the host name"
+    return reason.getErrorMessage()
 
 
 def _bulk(data: bytes) -> str | bytes:
@@ -121,6 +132,15 @@ class RespProtocol(protocol.Protocol):
         self._timer: Any = None
         self._timeouts = 0
         self._lost = False
+
+    def connectionMade(self) -> None:
+        # Commands are small and latency-bound: never hold one back for an ACK.
+        # Under TLS the switch is on the TCP transport below the TLS one.
+        transport = self.transport
+        while transport is not None and not hasattr(transport, "setTcpNoDelay"):
+            transport = getattr(transport, "transport", None)
+        if transport is not None:
+            transport.setTcpNoDelay(True)
 
     # Sending.
 
@@ -219,4 +239,4 @@ class RespProtocol(protocol.Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self._fail_all(RedisUnavailable(f"{self.name}: connection lost ({reason.getErrorMessage()})"))
+        self._fail_all(RedisUnavailable(f"{self.name}: connection lost ({describe(reason)})"))

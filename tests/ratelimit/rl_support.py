@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -74,7 +77,7 @@ class RedisServer:
     def start(self, wait: bool = True) -> "RedisServer":
         self.process = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.directory)
         if wait:
-            wait_for(lambda: _answers(self.port), what=f"redis on {self.port}")
+            wait_for(self.ready, what=f"redis on {self.port}")
         return self
 
     def ready(self) -> bool:
@@ -89,6 +92,81 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
+
+
+def make_certificates(directory: Path, name: str, hostname: str = "localhost") -> dict[str, Path]:
+    """A throwaway CA (ca.pem) and a server certificate it signed for C{hostname} and 127.0.0.1."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    names = [x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    leaf = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = {"ca": directory / "ca.pem", "cert": directory / "server.pem", "key": directory / "server.key"}
+    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files["cert"].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    files["key"].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return files
+
+
+class TlsRedisServer(RedisServer):
+    """A redis-server that speaks TLS only (no plain port), with a certificate from C{make_certificates}."""
+
+    def __init__(self, directory: Path, certificates: dict[str, Path], *extra: str) -> None:
+        super().__init__(directory, None, *extra)
+        self.certificates = certificates
+
+    def argv(self) -> list[str]:
+        files = self.certificates
+        return [
+            REDIS_SERVER, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
+            "--tls-cert-file", str(files["cert"]), "--tls-key-file", str(files["key"]),
+            "--tls-ca-cert-file", str(files["ca"]), "--tls-auth-clients", "no",
+            "--save", "", "--appendonly", "no", "--dir", str(self.directory), *self.extra,
+        ]
+
+    def ready(self) -> bool:
+        context = ssl.create_default_context(cafile=str(self.certificates["ca"]))
+        context.check_hostname = False
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                with context.wrap_socket(raw) as s:
+                    s.sendall(b"PING\r\n")
+                    return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+        except OSError:
+            return False
+
+    def cli(self, *args: str) -> str:
+        command = [REDIS_CLI, "--tls", "--cacert", str(self.certificates["ca"]), "-h", "127.0.0.1", "-p", str(self.port), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    @property
+    def url(self) -> str:
+        return f"rediss://localhost:{self.port}"
 
 ALICE = Identity(key="user:alice", kind="user", tenant=None, client_ip="203.0.113.1")
 
