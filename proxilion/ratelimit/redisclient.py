@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.ssl import optionsForClientTLS
@@ -26,6 +26,7 @@ from zope.interface import implementer
 from proxilion.ratelimit.resp import RedisUnavailable, RespProtocol, ResponseError, describe, encode
 
 __all__ = [
+    "Command",
     "RedisUnavailable",
     "ResponseError",
     "RedisTarget",
@@ -42,7 +43,31 @@ __all__ = [
 _RETRY = dict(initialDelay=0.05, maxDelay=0.5, factor=2.0)
 _MAX_REDIRECTS = 5
 _CLUSTER_SLOTS = 16384
+# A multi-key command met a slot whose keys are half migrated: Redis asks to retry shortly.
+_TRYAGAIN_DELAY = 0.005
 _ASKING = encode("ASKING")
+
+
+class Command:
+    """One encoded request for C{run()}: sent as is, or after ASKING when a cluster node answered ASK."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def __call__(self, proto: RespProtocol, timeout: float) -> defer.Deferred:
+        return proto.request(self.payload, timeout)
+
+    def asking(self, proto: RespProtocol, timeout: float) -> defer.Deferred:
+        # ASKING holds for the next command on the same connection only: both
+        # are written back to back; a failed ASKING shows up as an ASK reply again.
+        proto.request(_ASKING, timeout).addErrback(lambda f: None)
+        return self.after_asking(proto, timeout)
+
+    def after_asking(self, proto: RespProtocol, timeout: float) -> defer.Deferred:
+        """The one request that ASKING lets through: the command itself."""
+        return self(proto, timeout)
 
 
 def _jitter() -> float:
@@ -403,7 +428,7 @@ class SingleClient:
     def stop(self) -> defer.Deferred:
         return defer.gatherResults([n.stop() for n in [self.node, *self._extra]], consumeErrors=True)
 
-    def run(self, tag: str, command: Callable[[RespProtocol, float], defer.Deferred], timeout: float) -> defer.Deferred:
+    def run(self, tag: str, command: Command, timeout: float) -> defer.Deferred:
         return self.node.call(command, timeout)
 
 
@@ -513,17 +538,20 @@ class ClusterClient:
     def _address_for(self, slot: int) -> tuple[str, int]:
         return self._slots[slot] or self._seeds[0]
 
-    def run(self, tag: str, command: Callable[[RespProtocol, float], defer.Deferred], timeout: float) -> defer.Deferred:
+    def run(self, tag: str, command: Command, timeout: float) -> defer.Deferred:
         return defer.ensureDeferred(self._run(key_slot("{" + tag + "}"), command, timeout))
 
-    async def _run(self, slot: int, command: Callable[[RespProtocol, float], defer.Deferred], timeout: float) -> Any:
+    async def _run(self, slot: int, command: Command, timeout: float) -> Any:
         address, asking = self._address_for(slot), False
         for _ in range(_MAX_REDIRECTS):
             node = self._node(address)
             try:
-                return await node.call(_asking(command) if asking else command, timeout)
+                return await node.call(command.asking if asking else command, timeout)
             except ResponseError as e:
                 kind, _, rest = str(e).partition(" ")
+                if kind == "TRYAGAIN":
+                    await task.deferLater(self.reactor, _TRYAGAIN_DELAY, lambda: None)
+                    continue
                 if kind not in ("MOVED", "ASK"):
                     raise
                 target = _host_port(rest.partition(" ")[2], "cluster redirect")
@@ -536,16 +564,6 @@ class ClusterClient:
                 self.refresh()
                 raise
         raise RedisUnavailable(f"too many cluster redirects for slot {slot}")
-
-
-def _asking(command: Callable[[RespProtocol, float], defer.Deferred]) -> Callable[[RespProtocol, float], defer.Deferred]:
-    def call(proto: RespProtocol, timeout: float) -> defer.Deferred:
-        # ASKING only holds for the next command on the same connection: both
-        # are written back to back; a failed ASKING shows up as an ASK reply again.
-        proto.request(_ASKING, timeout).addErrback(lambda f: None)
-        return command(proto, timeout)
-
-    return call
 
 
 def build_client(reactor: Any, target: RedisTarget, timeout: float, on_change: Callable[[RedisNode], None]) -> Any:

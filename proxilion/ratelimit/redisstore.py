@@ -25,6 +25,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from proxilion.ratelimit.buckets import Bucket, Limit
+from proxilion.ratelimit.redisclient import Command
 from proxilion.ratelimit.resp import RespProtocol, ResponseError, encode, encode_args
 
 __all__ = ["RedisStore", "SCRIPT"]
@@ -72,7 +73,7 @@ _EVAL = encode_args(("EVAL", _SCRIPT_BYTES))
 _MODES = {mode: encode_args((mode,)) for mode in ("take", "adjust", "peek")}
 
 
-class _Call:
+class _Call(Command):
     """One script call, encoded once: EVALSHA first, EVAL (which loads the script) on NOSCRIPT."""
 
     __slots__ = ("header", "tail")
@@ -89,6 +90,11 @@ class _Call:
         if failure.check(ResponseError) and str(failure.value).startswith("NOSCRIPT"):
             return proto.request(self.header + _EVAL + self.tail, timeout)
         return failure
+
+    def after_asking(self, proto: RespProtocol, timeout: float) -> defer.Deferred:
+        # ASKING covers one command: a NOSCRIPT retry after it would be
+        # refused (MOVED), so on the importing node send the script itself.
+        return proto.request(self.header + _EVAL + self.tail, timeout)
 
 
 def _levels(reply: list) -> tuple[bool, list[float | None]]:
@@ -184,5 +190,4 @@ class RedisStore:
         return values
 
     async def delete(self, tag: str, keys: Sequence[str]) -> int:
-        payload = encode("DEL", *keys)
-        return int(await self.client.run(tag, lambda proto, timeout: proto.request(payload, timeout), self.timeout))
+        return int(await self.client.run(tag, Command(encode("DEL", *keys)), self.timeout))

@@ -1,4 +1,4 @@
-"""Redis Cluster routing (slots, MOVED) and Sentinel discovery and failover, against real servers."""
+"""Redis Cluster routing (slots, MOVED, ASK during a migration, TRYAGAIN) and Sentinel discovery and failover, against real servers."""
 
 from __future__ import annotations
 
@@ -101,4 +101,99 @@ async def test_sentinel_discovery_and_failover(redis_sentinel):
         assert (await rl.take(ALICE, "openai")).store == "redis"
         assert float(cli(new_port, "hget", key, "t")) < before  # the write went to the new master
     finally:
+        await rl.stopService()
+
+
+def _asking_calls(port: int) -> int:
+    for line in cli(port, "info", "commandstats").splitlines():
+        if line.startswith("cmdstat_asking:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_cluster_follows_ask_while_a_slot_migrates(redis_cluster):
+    # 0.1 token/s: the whole run adds at most one token to the burst of 20.
+    rl, metrics = redis_limiter(redis_cluster[0].url, REDIS_CLUSTER="true", RATE_LIMIT_PER_MINUTE="6", RATE_LIMIT_BURST="20")
+    await started(rl)
+    client = rl._client
+    await eventually(lambda: len(client.nodes()) == 3, what="all masters known")
+    dave = Identity("user:dave-migrating", "user", None, "203.0.113.4")
+    key = "proxilion:rl:{user:dave-migrating}:default"
+    slot = key_slot(key)
+    by_port = {node.port: node for node in redis_cluster}
+    source = by_port[client._slots[slot][1]]
+    target = next(node for node in redis_cluster if node is not source)
+    source_id, target_id = cli(source.port, "cluster", "myid"), cli(target.port, "cluster", "myid")
+    decisions = []
+    try:
+        decisions += [await rl.take(dave, "openai") for _ in range(5)]
+        assert cli(source.port, "exists", key) == "1"
+        assert cli(target.port, "cluster", "setslot", str(slot), "importing", source_id) == "OK"
+        assert cli(source.port, "cluster", "setslot", str(slot), "migrating", target_id) == "OK"
+        # Migrating, key still on the source: the source answers as before.
+        decisions += [await rl.take(dave, "openai") for _ in range(5)]
+        assert cli(source.port, "migrate", "127.0.0.1", str(target.port), key, "0", "5000") == "OK"
+        asking_before = _asking_calls(target.port)
+        # Key moved, slot not yet: the source answers ASK, the target serves only after ASKING.
+        decisions += [await rl.take(dave, "openai") for _ in range(5)]
+        assert _asking_calls(target.port) - asking_before >= 5
+        assert client._slots[slot] == ("127.0.0.1", source.port), "an ASK must not change the slot map"
+        for node in redis_cluster:
+            assert cli(node.port, "cluster", "setslot", str(slot), "node", target_id) == "OK"
+        # Migration done: MOVED to the target from now on.
+        decisions += [await rl.take(dave, "openai") for _ in range(10)]
+        await eventually(lambda: client._slots[slot] == ("127.0.0.1", target.port), what="slot map updated")
+    finally:
+        for node in redis_cluster:
+            cli(node.port, "cluster", "setslot", str(slot), "node", target_id)
+        await rl.stopService()
+    assert {d.store for d in decisions} == {"redis"}
+    assert sample(metrics, "proxilion_ratelimit_fallback_total") == 0
+    allowed = [d.allowed for d in decisions]
+    assert sum(allowed) in (20, 21) and allowed[:20] == [True] * 20, allowed
+    assert cli(source.port, "cluster", "countkeysinslot", str(slot)) == "0"
+    assert float(cli(target.port, "hget", key, "t")) < 1
+
+
+def _error_count(port: int, error: str) -> int:
+    for line in cli(port, "info", "errorstats").splitlines():
+        if line.startswith(f"errorstat_{error}:"):
+            return int(line.split("count=")[1])
+    return 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_cluster_retries_while_a_bucket_group_is_half_migrated(redis_cluster, monkeypatch):
+    from proxilion.ratelimit import redisclient
+
+    # Long enough for the test to finish the migration in between.
+    monkeypatch.setattr(redisclient, "_TRYAGAIN_DELAY", 0.3)
+    rl, metrics = redis_limiter(redis_cluster[0].url, REDIS_CLUSTER="true", RATE_LIMIT_BURST="20", REDIS_TIMEOUT="0.2")
+    rl.limits = rl.limits + (Limit("per-provider", "identity+provider", 6, 10, "requests"),)
+    await started(rl)
+    client = rl._client
+    await eventually(lambda: len(client.nodes()) == 3, what="all masters known")
+    erin = Identity("user:erin-half-migrated", "user", None, "203.0.113.5")
+    keys = ["proxilion:rl:{user:erin-half-migrated}:default", "proxilion:rl:{user:erin-half-migrated}:per-provider:openai"]
+    slot = key_slot(keys[0])
+    by_port = {node.port: node for node in redis_cluster}
+    source = by_port[client._slots[slot][1]]
+    target = next(node for node in redis_cluster if node is not source)
+    source_id, target_id = cli(source.port, "cluster", "myid"), cli(target.port, "cluster", "myid")
+    try:
+        assert (await rl.take(erin, "openai")).remaining == 9
+        cli(target.port, "cluster", "setslot", str(slot), "importing", source_id)
+        cli(source.port, "cluster", "setslot", str(slot), "migrating", target_id)
+        assert cli(source.port, "migrate", "127.0.0.1", str(target.port), keys[0], "0", "5000") == "OK"
+        before = _error_count(source.port, "TRYAGAIN")
+        pending = rl.take(erin, "openai")
+        await eventually(lambda: _error_count(source.port, "TRYAGAIN") > before, what="TRYAGAIN")
+        assert cli(source.port, "migrate", "127.0.0.1", str(target.port), keys[1], "0", "5000") == "OK"
+        decision = await pending
+        assert decision.store == "redis" and decision.allowed and decision.remaining == 8
+        assert sample(metrics, "proxilion_ratelimit_fallback_total") == 0
+    finally:
+        for node in redis_cluster:
+            cli(node.port, "cluster", "setslot", str(slot), "node", target_id)
         await rl.stopService()
