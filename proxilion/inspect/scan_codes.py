@@ -6,13 +6,16 @@ import re
 
 from proxilion.inspect import validators as v
 from proxilion.inspect.textview import Hit, TextView, context_words
+from proxilion.inspect.triggers import Pass, Trigger
 
 _A = re.ASCII
 _IBAN = re.compile(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])", _A)
 _DEA = re.compile(r"[ABCDEFGHJKLMPRSTUX][A-Z9][0-9]{7}(?![A-Za-z0-9])", _A)
 _MBI = re.compile(r"[1-9][A-Z][A-Z0-9][0-9]-?[A-Z][A-Z0-9][0-9]-?[A-Z]{2}[0-9]{2}(?![A-Za-z0-9])", _A)
 _PASSPORT = re.compile(r"[A-Z][0-9]{8}(?![A-Za-z0-9])", _A)
-_CODE_CHARS = frozenset(b"A0")
+_CODE_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+# A token starting like one of the codes above; reported where that beginning ends.
+_TRIGGER = Trigger(rb"(?:^|[^A-Za-z0-9])(?:[A-Z]{2}[0-9]{2}|[A-Z][A-Z9][0-9]|[1-9][A-Z][A-Z0-9][0-9]|[A-Z][0-9]{8})")
 _PASSPORT_WORDS = context_words("passport")
 
 
@@ -29,26 +32,16 @@ def _iban(text: str) -> int:
     return 0
 
 
-def find_codes(view: TextView, hits: list[Hit]) -> None:
-    text, classes = view.text, view.classes
+def find_codes(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    text, raw = view.text, view.raw
     done = 0
-    size = len(classes)
-    pos = classes.find(b"A0")
-    while pos != -1:
-        # Most hits are short words like "S3" or "H100": no code is shorter than 9 characters.
-        if (pos + 2 >= size or classes[pos + 2] not in _CODE_CHARS) and (pos == 0 or classes[pos - 1] not in _CODE_CHARS):
-            pos = classes.find(b"A0", pos + 2)
-            continue
-        start = pos
-        while start > done and classes[start - 1] in _CODE_CHARS:
+    for end in ends:
+        start = end
+        while start > 0 and raw[start - 1] in _CODE_CHARS:
             start -= 1
-        if start == 0 or not text[start - 1].isalnum():
-            done = max(done, _at(view, start, hits))
-        end = pos + 2
-        while end < len(classes) and classes[end] in _CODE_CHARS:
-            end += 1
-        done = max(done, end)
-        pos = classes.find(b"A0", done)
+        # Non-ASCII letters are "?" in the bytes: a code must not continue a word.
+        if start >= done and (start == 0 or not text[start - 1].isalnum()):
+            done = max(_at(view, start, hits), start + 1)
 
 
 def _at(view: TextView, start: int, hits: list[Hit]) -> int:
@@ -60,6 +53,11 @@ def _at(view: TextView, start: int, hits: list[Hit]) -> int:
         if length:
             hits.append(Hit("iban", start, start + length))
             return start + length
+    # Before DEA: a letter, "9" and seven digits can pass the DEA checksum too; "passport" decides.
+    m = _PASSPORT.match(text, start)
+    if m and view.has_context(start, _PASSPORT_WORDS):
+        hits.append(Hit("passport", start, m.end()))
+        return m.end()
     m = _DEA.match(text, start)
     if m and v.dea(m.group()):
         hits.append(Hit("dea", start, m.end()))
@@ -68,8 +66,7 @@ def _at(view: TextView, start: int, hits: list[Hit]) -> int:
     if m and v.mbi(m.group()):
         hits.append(Hit("mbi", start, m.end()))
         return m.end()
-    m = _PASSPORT.match(text, start)
-    if m and view.has_context(start, _PASSPORT_WORDS):
-        hits.append(Hit("passport", start, m.end()))
-        return m.end()
     return start
+
+
+PASSES = (Pass((_TRIGGER,), find_codes),)

@@ -1,5 +1,6 @@
 """Detectors anchored on a marker: '@' (email), '-----BEGIN' (PEM), '://' (URL passwords),
-':' or '=' (secrets assigned to names, IPv6), and context words (SWIFT/BIC, dates of birth)."""
+':' or '=' after a secret's name (assignments) or between hex digits (IPv6), and context
+words (SWIFT/BIC, dates of birth). The trigger scan reports where each marker ends."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 
 from proxilion.inspect import validators as v
 from proxilion.inspect.textview import Hit, TextView
+from proxilion.inspect.triggers import Pass, Trigger
 
 _A = re.ASCII
 
@@ -20,10 +22,10 @@ _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+([A-Za-z]{2,24})(?![A
 _FILE_SUFFIXES = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "tif", "tiff"})
 
 
-def find_emails(view: TextView, hits: list[Hit]) -> None:
+def find_emails(view: TextView, ends: list[int], hits: list[Hit]) -> None:
     raw = view.raw
-    pos = raw.find(b"@")
-    while pos != -1:
+    for end in ends:
+        pos = end - 2
         start = pos
         while start > 0 and pos - start < 64 and raw[start - 1] in _LOCAL_CHARS:
             start -= 1
@@ -32,9 +34,6 @@ def find_emails(view: TextView, hits: list[Hit]) -> None:
         m = _DOMAIN.match(view.text, pos + 1) if start < pos else None
         if m and m.group(1).lower() not in _FILE_SUFFIXES:
             hits.append(Hit("email", start, m.end()))
-            pos = raw.find(b"@", m.end())
-        else:
-            pos = raw.find(b"@", pos + 1)
 
 
 # --- PEM private keys --------------------------------------------------------------------------
@@ -45,18 +44,16 @@ _PEM_BODY = re.compile(r"(?:[A-Za-z0-9+/=\s:,-]|\\[nr])*", _A)
 _PEM_MAX = 32768
 
 
-def find_private_keys(view: TextView, hits: list[Hit]) -> None:
+def find_private_keys(view: TextView, ends: list[int], hits: list[Hit]) -> None:
     text = view.text
-    pos = text.find("-----BEGIN")
-    while pos != -1:
-        m = _PEM_BEGIN.match(text, pos)
-        if not m:
-            pos = text.find("-----BEGIN", pos + 10)
-            continue
-        end = _PEM_END.search(text, m.end(), m.end() + _PEM_MAX)
-        stop = end.end() if end else _PEM_BODY.match(text, m.end(), m.end() + _PEM_MAX).end()
-        hits.append(Hit("private_key", pos, stop))
-        pos = text.find("-----BEGIN", stop)
+    done = 0
+    for end in ends:
+        pos = end - len("-----BEGIN")
+        m = _PEM_BEGIN.match(text, pos) if pos >= done else None
+        if m:
+            stop_m = _PEM_END.search(text, m.end(), m.end() + _PEM_MAX)
+            done = stop_m.end() if stop_m else _PEM_BODY.match(text, m.end(), m.end() + _PEM_MAX).end()
+            hits.append(Hit("private_key", pos, done))
 
 
 # --- passwords in URLs ---------------------------------------------------------------------------
@@ -70,11 +67,11 @@ _SCHEME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 _USERINFO = re.compile(r"[^\s:/@'\"<>]{0,128}:([^\s@/'\"<>]{1,256})@[A-Za-z0-9.\-_\[\]]", _A)
 
 
-def find_url_passwords(view: TextView, hits: list[Hit]) -> None:
+def find_url_passwords(view: TextView, ends: list[int], hits: list[Hit]) -> None:
     raw = view.raw
-    pos = raw.find(b"://")
-    while pos != -1:
-        m = _USERINFO.match(view.text, pos + 3)
+    for end in ends:
+        pos = end - 3
+        m = _USERINFO.match(view.text, end)
         if m and not v.is_placeholder(m.group(1)) and m.group(1).strip("*x"):
             start = pos
             while start > 0 and raw[start - 1] in _SCHEME_CHARS:
@@ -84,7 +81,6 @@ def find_url_passwords(view: TextView, hits: list[Hit]) -> None:
                 scheme = scheme[5:]
             kind = "database_url" if scheme in _DB_SCHEMES else "url_credentials"
             hits.append(Hit(kind, m.start(1), m.end(1)))
-        pos = raw.find(b"://", pos + 3)
 
 
 # --- name = value secrets, and IPv6 -------------------------------------------------------------
@@ -95,6 +91,10 @@ SECRET_NAME_SUFFIXES = (
 )
 _VALUE = re.compile(r"(?:(?:Bearer|Basic|Token)\s+)?([^\s\"'`,;)}\]<>]{8,256})", _A)
 _HEX_COLON = frozenset(b"0123456789abcdefABCDEF:")
+_ASSIGN_TRIGGER = Trigger(b"(?:" + b"|".join(re.escape(n).encode() for n in SECRET_NAME_SUFFIXES)
+                          + rb")[\"' ]{0,3}[:=]", caseless=True)
+# Two colons with only hex digits and dots between: a run that may be an IPv6 address.
+_IPV6_TRIGGER = Trigger(rb":[0-9A-Fa-f.]*:")
 _IPV6_CHARS = frozenset(b"0123456789abcdefABCDEF:.")
 
 
@@ -111,8 +111,7 @@ def _assignment(view: TextView, op: int, hits: list[Hit]) -> None:
     i = op
     while i > 0 and op - i < 3 and raw[i - 1] in b"\"' ":
         i -= 1
-    # Cheap test first (in C): does the name before the operator end like a secret's name?
-    if not view.lower.endswith(_SUFFIXES_BYTES, max(0, i - 16), i):
+    if not raw[max(0, i - 16):i].lower().endswith(_SUFFIXES_BYTES):
         return
     k = op + 1
     while k < len(raw) and k - op < 4 and raw[k] in b"\"' =":
@@ -142,18 +141,38 @@ def _ipv6(view: TextView, op: int, hits: list[Hit]) -> int:
     return end
 
 
-def find_assignments(view: TextView, hits: list[Hit]) -> None:
-    raw, classes = view.raw, view.classes
-    size = len(raw)
-    pos = classes.find(b"=")
-    while pos != -1:
-        nxt = 0
-        if (raw[pos] == 58 and 0 < pos < size - 1  # ':' between hex digits or colons
-                and raw[pos - 1] in _HEX_COLON and raw[pos + 1] in _HEX_COLON):
-            nxt = _ipv6(view, pos, hits)
-        if not nxt:
-            _assignment(view, pos, hits)
-        pos = classes.find(b"=", max(nxt, pos + 1))
+def _ipv6_op(raw: bytes, op: int) -> bool:
+    """A ':' between hex digits or colons: where an IPv6 address may be."""
+    return 0 < op < len(raw) - 1 and raw[op - 1] in _HEX_COLON and raw[op + 1] in _HEX_COLON
+
+
+def _first_ipv6_op(raw: bytes, colon: int) -> int:
+    """The first IPv6 ':' up to `colon` in its run of IPv6 characters, or -1."""
+    start = colon
+    while start > 0 and raw[start - 1] in _IPV6_CHARS:
+        start -= 1
+    op = raw.find(b":", start, colon + 1)
+    while op != -1 and not _ipv6_op(raw, op):
+        op = raw.find(b":", op + 1, colon + 1)
+    return op
+
+
+def find_assignments(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """Operators after a secret's name, and the first IPv6 ':' of each run with two colons."""
+    raw = view.raw
+    ops = {end - 1 for end in ends}
+    # An address is judged once, from its first ':'; the other colons in it are skipped.
+    ops.update([_first_ipv6_op(raw, end - 1) for end in ends if raw[end - 1] == 58])
+    ops.discard(-1)
+    skip = 0
+    for op in sorted(ops):
+        if op < skip:
+            continue
+        nxt = _ipv6(view, op, hits) if raw[op] == 58 and _ipv6_op(raw, op) else 0
+        if nxt:
+            skip = nxt
+        else:
+            _assignment(view, op, hits)
 
 
 def find_keyed_secret(text: str, key: str | None, hits: list[Hit]) -> None:
@@ -177,8 +196,8 @@ _DOB_WORDS = (b"born", b"birth", b"dob", b"d.o.b")
 _BIC_WORDS = (b"swift", b"bic")
 
 
-def _word_at(lower: bytes, pos: int) -> bool:
-    return pos == 0 or not chr(lower[pos - 1]).isalpha()
+def _word_at(raw: bytes, pos: int) -> bool:
+    return pos == 0 or not chr(raw[pos - 1]).isalpha()
 
 
 def _real_date(m: re.Match) -> bool:
@@ -199,23 +218,31 @@ def _real_date(m: re.Match) -> bool:
     return False
 
 
-def find_context_words(view: TextView, hits: list[Hit]) -> None:
-    lower, text = view.lower, view.text
-    for word in _BIC_WORDS:
-        pos = lower.find(word)
-        while pos != -1:
-            if _word_at(lower, pos) and not chr(lower[pos + len(word)] if pos + len(word) < len(lower) else 32).isalpha():
+def find_context_words(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    raw, text = view.raw, view.text
+    for end in ends:
+        tail = raw[max(0, end - 5):end].lower()
+        if tail.endswith(_BIC_WORDS):
+            pos = end - (5 if tail.endswith(b"swift") else 3)
+            if _word_at(raw, pos) and not (end < len(raw) and chr(raw[end]).isalpha()):
                 for m in _BIC.finditer(text, pos, pos + 64):
                     if v.swift_bic(m.group()):
                         hits.append(Hit("swift_bic", m.start(), m.end()))
                         break
-            pos = lower.find(word, pos + len(word))
-    for word in _DOB_WORDS:
-        pos = lower.find(word)
-        while pos != -1:
-            if _word_at(lower, pos):
+        else:
+            pos = end - next(len(w) for w in _DOB_WORDS if tail.endswith(w))
+            if _word_at(raw, pos):
                 for m in _DATE.finditer(text, pos, pos + 64):
                     if _real_date(m):
                         hits.append(Hit("date_of_birth", m.start(), m.end()))
                         break
-            pos = lower.find(word, pos + len(word))
+
+
+PASSES = (
+    Pass((Trigger(rb"@[A-Za-z0-9]"),), find_emails),
+    Pass((Trigger(rb"-----BEGIN"),), find_private_keys),
+    Pass((Trigger(rb"://"),), find_url_passwords),
+    Pass((_ASSIGN_TRIGGER, _IPV6_TRIGGER), find_assignments),
+    Pass((Trigger(b"|".join(re.escape(w) for w in _BIC_WORDS + _DOB_WORDS), caseless=True),),
+         find_context_words),
+)

@@ -1,7 +1,8 @@
 """Detectors for values made of digits: cards, SSN/ITIN, ABA, EIN, NPI, passports, phones, IPv4.
 
-A cheap literal search finds digit clusters; the precise patterns and
-checksums run only over each cluster and a few characters around it.
+The trigger scan finds runs of digits and separators holding at least nine
+digits (eight after "+"; no value here has fewer); the precise patterns and
+checksums run only over each such cluster and a few characters around it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ import phonenumbers
 
 from proxilion.inspect import validators as v
 from proxilion.inspect.textview import Hit, TextView, context_words
+from proxilion.inspect.triggers import Pass, Trigger
 
-# In the class view: digits and separators (7+ characters), or a dotted quad.
-_CLUSTER = re.compile(rb"0[0 .\-/()]{5,}0")
-# Starts with the literal "0." so the regex engine can skip ahead fast.
-_QUAD = re.compile(rb"0\.0{1,3}\.0{1,3}\.0")
+_SEPARATORS = b" .-/()"
+_CLUSTER_CHARS = frozenset(b"0123456789" + _SEPARATORS)
+# A run of digits and separators, reported once: at its ninth digit (its eighth after "+",
+# where an international number may have only eight).
+_CLUSTER_TRIGGERS = (Trigger(rb"(?:^|[^0-9 .\-/()])[ .\-/()]*[0-9](?:[ .\-/()]*[0-9]){8}"),
+                     Trigger(rb"\+[0-9](?:[ .\-/()]*[0-9]){7}"))
+_RUN_REST = re.compile(rb"[0-9 .\-/()]*")
+# A dotted quad, reported after the first digit of its last part.
+_QUAD_TRIGGER = Trigger(rb"[0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]")
+# From that end back to where a dotted quad's "(?<![0-9.])" can start, and the lookbehind.
+_QUAD_BACK = 14
 
 _A = re.ASCII
 _CARD = re.compile(
@@ -68,13 +77,11 @@ def _public_ip(view: TextView, m: re.Match) -> bool:
 
 def _scan_cluster(view: TextView, start: int, we: int, hits: list[Hit]) -> None:
     """Run only the patterns the cluster's shape allows (digit count, separators) over it."""
-    text, classes = view.text, view.classes
+    text = view.text
     # A few characters back so "+1 (", "(" and lookbehinds see their context.
     ws = max(0, start - 4)
-    digits = classes.count(b"0", ws, we)
-    if digits < 9:
-        return
-    cluster = classes[ws:we]
+    cluster = view.raw[ws:we]
+    digits = len(cluster) - len(cluster.translate(None, b"0123456789"))
     if digits >= 13:
         for m in _CARD.finditer(text, ws, we):
             if v.credit_card(m.group()):
@@ -96,12 +103,6 @@ def _scan_cluster(view: TextView, start: int, we: int, hits: list[Hit]) -> None:
         for m in _INTL.finditer(text, ws, we):
             if 8 <= len(v.digits_of(m.group())) <= 15 and _phone(m.group(), None):
                 hits.append(Hit("phone", m.start(), m.end()))
-
-
-def _ipv4(view: TextView, ws: int, we: int, hits: list[Hit]) -> None:
-    for m in _IPV4.finditer(view.text, ws, we):
-        if _public_ip(view, m):
-            hits.append(Hit("ip_address", m.start(), m.end()))
 
 
 def _context_ids(view: TextView, ws: int, we: int, hits: list[Hit]) -> None:
@@ -129,8 +130,28 @@ def _context_ids(view: TextView, ws: int, we: int, hits: list[Hit]) -> None:
             hits.append(Hit("ein", m.start(), m.end()))
 
 
-def find_numbers(view: TextView, hits: list[Hit]) -> None:
-    for m in _CLUSTER.finditer(view.classes):
-        _scan_cluster(view, m.start(), m.end(), hits)
-    for m in _QUAD.finditer(view.classes):
-        _ipv4(view, max(0, m.start() - 2), m.end() + 2, hits)
+def find_numbers(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    raw = view.raw
+    stop = 0
+    for end in ends:
+        if end <= stop:  # the run was reported by both triggers
+            continue
+        start = end
+        while start > 0 and raw[start - 1] in _CLUSTER_CHARS:
+            start -= 1
+        stop = _RUN_REST.match(raw, end).end()
+        run = raw[start:stop]
+        # The cluster runs from the run's first digit to its last.
+        _scan_cluster(view, stop - len(run.lstrip(_SEPARATORS)), start + len(run.rstrip(_SEPARATORS)), hits)
+
+
+def find_quads(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    found = 0
+    for end in ends:
+        for m in _IPV4.finditer(view.text, max(found, end - _QUAD_BACK), end + 2):
+            if _public_ip(view, m):
+                hits.append(Hit("ip_address", m.start(), m.end()))
+            found = m.end()
+
+
+PASSES = (Pass(_CLUSTER_TRIGGERS, find_numbers), Pass((_QUAD_TRIGGER,), find_quads))

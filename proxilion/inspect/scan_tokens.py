@@ -1,7 +1,7 @@
 """Detectors for credentials that are long tokens: cloud, SaaS and AI provider keys, JWTs, AWS secrets.
 
 Every such key is at least 16 key characters long, so only runs of 16+ such
-characters (found by a literal search in the token-class view) are examined.
+characters (found by the trigger scan) are examined.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ import re
 
 from proxilion.inspect import validators as v
 from proxilion.inspect.textview import Hit, TextView
+from proxilion.inspect.triggers import Pass, Trigger
 
 _MIN_RUN = 16
-_RUN = b"w" * _MIN_RUN
-_W = ord("w")
+# A run of key characters, reported once: at its 16th character.
+_TRIGGER = Trigger(rb"(?:^|[^A-Za-z0-9_+/=.\-])[A-Za-z0-9_+/=.\-]{%d}" % _MIN_RUN)
+_RUN_REST = re.compile(rb"[A-Za-z0-9_+/=.\-]*")
 
 _KEYS = re.compile(
     r"(?P<aws_access_key_id>(?<![A-Za-z0-9])"
@@ -54,15 +56,11 @@ def _valid(view: TextView, kind: str, m: re.Match) -> bool:
     return True
 
 
-def find_tokens(view: TextView, hits: list[Hit]) -> None:
-    tokens = view.tokens
-    size = len(tokens)
-    pos = tokens.find(_RUN)
-    while pos != -1:
-        end = pos + _MIN_RUN
-        while end < size and tokens[end] == _W:
-            end += 1
-        for m in _KEYS.finditer(view.text, pos, end):
+def find_tokens(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    for end in ends:
+        for m in _KEYS.finditer(view.text, end - _MIN_RUN, _RUN_REST.match(view.raw, end).end()):
             if _valid(view, m.lastgroup, m):
                 hits.append(Hit(m.lastgroup, m.start(), m.end()))
-        pos = tokens.find(_RUN, end)
+
+
+PASSES = (Pass((_TRIGGER,), find_tokens),)

@@ -11,17 +11,12 @@ import attrs
 from proxilion.inspect import validators
 from proxilion.inspect.catalog import BUILTIN
 from proxilion.inspect.findings import SEVERITY_RANK
-from proxilion.inspect.scan_codes import find_codes
-from proxilion.inspect.scan_context import (
-    find_assignments, find_context_words, find_emails, find_keyed_secret, find_private_keys,
-    find_url_passwords, is_secret_name,
-)
-from proxilion.inspect.scan_numbers import find_numbers
-from proxilion.inspect.scan_tokens import find_tokens
+from proxilion.inspect import scan_codes, scan_context, scan_numbers, scan_tokens
+from proxilion.inspect.scan_context import find_keyed_secret, is_secret_name
 from proxilion.inspect.textview import Hit, TextView
+from proxilion.inspect.triggers import TriggerScanner
 
-_BUILTIN_PASSES = (find_numbers, find_codes, find_tokens, find_emails, find_private_keys,
-                   find_url_passwords, find_assignments, find_context_words)
+_BUILTIN = TriggerScanner(scan_numbers.PASSES + scan_codes.PASSES + scan_tokens.PASSES + scan_context.PASSES)
 # Joins the texts of one body so they are scanned in one go; no detector matches across it.
 SEPARATOR = "\n\x00\n"
 
@@ -90,8 +85,7 @@ class Scanner:
 
     def _run(self, text: str, hits: list[Hit]) -> None:
         view = TextView(text)
-        for find in _BUILTIN_PASSES:
-            find(view, hits)
+        _BUILTIN.run(view, hits)
         for detector in self.custom:
             detector.find(view, hits)
 
