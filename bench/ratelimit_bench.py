@@ -1,31 +1,64 @@
-"""Rate limiter throughput and latency: memory store and a local redis-server, one process.
+#!/usr/bin/env python3
+"""Rate limiter cost: decisions in one process, and the latency it adds to a proxied request.
 
-    python bench/ratelimit_bench.py [--seconds 3] [--redis-url redis://127.0.0.1:6379]
+    .venv/bin/python bench/ratelimit_bench.py [--seconds 3] [--rounds 8] [--round-seconds 3]
+        [--rev HEAD | --worktree] [--redis-url redis://127.0.0.1:6379] [--no-proxy] [--json]
 
-Without --redis-url a throwaway redis-server is started on a free port.
-Latency is per decision (take() called -> Decision delivered), measured
-alone (one at a time) and under load (--concurrency outstanding takes).
+1. In process: RateLimiter.take() in a loop, memory store and a local
+   redis-server, one decision at a time and --concurrency at once:
+   decisions/s, latency p50/p99, and CPU µs per decision (process time / decisions).
+2. Through the daemon: two `twistd -n proxilion` processes in front of one
+   nginx upstream answering a fixed chat completion, one with limiting off
+   (RATE_LIMIT_PER_MINUTE=0), one with RATE_LIMIT_STORE=redis against the
+   redis-server (limits too high to refuse anything). wrk drives one of them
+   at a time, 1 connection, for --round-seconds; the two alternate for
+   --rounds rounds in ABBA order (off-on, on-off, ...), so drift and
+   neighbours' load on a small machine hit both alike. Reported: per round
+   p50/p99 of each and their difference; the median over rounds of each
+   figure and the spread (min..max) of the differences; the daemon's CPU µs
+   per request for each; the limiter's own time per decision from
+   proxilion_ratelimit_duration_seconds.
+
+The code measured is the commit --rev (default HEAD), exported with
+`git archive`, so edits in progress in the working tree do not leak in;
+--worktree measures the working tree. Without --redis-url a throwaway
+redis-server is started. Needs redis-server, nginx and wrk (apt).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 import os
+import platform
 import shutil
-import socket
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
 
-from twisted.internet import defer, task  # noqa: E402
+import proxy_bench as pb  # noqa: E402
 
-from proxilion.config import load_settings  # noqa: E402
-from proxilion.metrics import Metrics  # noqa: E402
-from proxilion.proxy.identity import Identity  # noqa: E402
-from proxilion.ratelimit.service import RateLimiter  # noqa: E402
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+UNLIMITED = {"RATE_LIMIT_PER_MINUTE": "1000000000", "RATE_LIMIT_BURST": "1000000000"}
+
+
+def export(rev: str, dest: Path) -> Path:
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -33,77 +66,251 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def report(name: str, count: int, elapsed: float, latencies: list[float]) -> None:
-    print(
-        f"{name:<28} {count / elapsed:>10,.0f} decisions/s   "
-        f"p50 {percentile(latencies, 0.5) * 1e6:>7.1f} us   p99 {percentile(latencies, 0.99) * 1e6:>7.1f} us"
-    )
+# 1. In process.
 
 
-def identities(n: int) -> list[Identity]:
-    return [Identity(f"user:bench-{i}", "user", None, "203.0.113.1") for i in range(n)]
+async def in_process(reactor: Any, redis_url: str, args: argparse.Namespace) -> list[dict]:
+    from twisted.internet import defer, task
 
+    from proxilion.config import load_settings
+    from proxilion.metrics import Metrics
+    from proxilion.proxy.identity import Identity
+    from proxilion.ratelimit.service import RateLimiter
 
-async def run(reactor, rl: RateLimiter, name: str, seconds: float, concurrency: int) -> None:
-    people = identities(10_000)
-    latencies: list[float] = []
-    count = 0
-    deadline = time.perf_counter() + seconds
+    people = [Identity(f"user:bench-{i}", "user", None, "203.0.113.1") for i in range(10_000)]
+    rows = []
 
-    async def worker(offset: int) -> None:
-        nonlocal count
-        i = offset
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            await rl.take(people[i % len(people)], "openai")
-            latencies.append(time.perf_counter() - started)
-            count += 1
-            i += concurrency
+    async def run(rl: RateLimiter, name: str, concurrency: int) -> None:
+        latencies: list[float] = []
+        stores: set[str] = set()
+        deadline = time.perf_counter() + args.seconds
 
-    started = time.perf_counter()
-    await defer.gatherResults([defer.ensureDeferred(worker(n)) for n in range(concurrency)])
-    report(f"{name} (concurrency {concurrency})", count, time.perf_counter() - started, latencies)
+        async def worker(offset: int) -> None:
+            i = offset
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                decision = await rl.take(people[i % len(people)], "openai")
+                latencies.append(time.perf_counter() - started)
+                stores.add(decision.store)
+                i += concurrency
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def main(reactor, args) -> None:
-    base = {"RATE_LIMIT_PER_MINUTE": "6000000", "RATE_LIMIT_BURST": "1000000"}
-    memory = RateLimiter(load_settings({}, environ=base), Metrics(), reactor)
-    await run(reactor, memory, "memory", args.seconds, 1)
-
-    server = None
-    url = args.redis_url
-    if url is None:
-        port = free_port()
-        directory = tempfile.mkdtemp(prefix="ratelimit-bench-")
-        server = subprocess.Popen(
-            [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
-            stdout=subprocess.DEVNULL,
+        started, cpu = time.perf_counter(), time.process_time()
+        await defer.gatherResults([defer.ensureDeferred(worker(n)) for n in range(concurrency)])
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        row = {
+            "store": name,
+            "concurrency": concurrency,
+            "decisions_per_s": round(len(latencies) / elapsed),
+            "p50_us": round(percentile(latencies, 0.5) * 1e6, 1),
+            "p99_us": round(percentile(latencies, 0.99) * 1e6, 1),
+            "cpu_us_per_decision": round(cpu / len(latencies) * 1e6, 1),
+            "decided_by": sorted(stores),
+        }
+        rows.append(row)
+        print(
+            f"  {name:<7} concurrency {concurrency:<3} {row['decisions_per_s']:>8,} decisions/s   "
+            f"p50 {row['p50_us']:>8.1f} us   p99 {row['p99_us']:>8.1f} us   "
+            f"CPU {row['cpu_us_per_decision']:>6.1f} us/decision   {','.join(row['decided_by'])}",
+            flush=True,
         )
-        url = f"redis://127.0.0.1:{port}"
+
+    limits = {"RATE_LIMIT_PER_MINUTE": "6000000", "RATE_LIMIT_BURST": "1000000"}
+    await run(RateLimiter(load_settings({}, environ=limits), Metrics(), reactor), "memory", 1)
+    env = {**limits, "RATE_LIMIT_STORE": "redis", "REDIS_URL": redis_url, "REDIS_TIMEOUT": "1"}
+    rl = RateLimiter(load_settings({}, environ=env), Metrics(), reactor)
+    rl.startService()
+    while rl.health() != "ok":
+        await task.deferLater(reactor, 0.02, lambda: None)
+    await run(rl, "redis", 1)
+    await run(rl, "redis", args.concurrency)
+    await rl.stopService()
+    return rows
+
+
+# 2. Through the daemon.
+
+
+@contextlib.contextmanager
+def daemon(procs: pb.Processes, source: Path, workdir: Path, upstream: int, name: str, env: dict) -> Iterator[dict]:
+    port, admin_port = pb.free_port(), pb.free_port()
+    home = workdir / name
+    home.mkdir()
+    argv = [TWISTD, "-n", "--pidfile=", "proxilion", "--port", str(port), "--admin-port", str(admin_port),
+            "--bind", "127.0.0.1", "--upstream", f"openai=http://127.0.0.1:{upstream}"]
+    proc = procs.start(name, argv, env={"PYTHONPATH": str(source), "PROXILION_DATA_DIR": str(home / "data"), "DRAIN_GRACE": "0", **env}, cwd=home)
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
+                if r.status == 200:
+                    break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start:\n{procs.log_tail(name)}")
+        time.sleep(0.1)
     try:
-        rl = RateLimiter(load_settings({}, environ={**base, "RATE_LIMIT_STORE": "redis", "REDIS_URL": url, "REDIS_TIMEOUT": "1"}), Metrics(), reactor)
-        rl.startService()
-        while rl.health() != "ok":
-            await task.deferLater(reactor, 0.02, lambda: None)
-        await run(reactor, rl, "redis", args.seconds, 1)
-        await run(reactor, rl, "redis", args.seconds, args.concurrency)
-        await rl.stopService()
+        yield {"name": name, "port": port, "admin_port": admin_port, "pid": proc.pid,
+               "url": f"http://127.0.0.1:{port}{pb.PROXY_PREFIX}{pb.CHAT_PATH}"}
     finally:
-        if server is not None:
-            server.kill()
-            server.wait()
+        procs.stop(proc)
+
+
+def metric(admin_port: int, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        metric_name, _, label_text = head.partition("{")
+        if metric_name == name and all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def wrk_c1(wrk: str, d: dict, body: Path, seconds: float) -> dict:
+    result = pb.run_wrk(wrk, d["url"], body, 1, 1, seconds, d["pid"])
+    bad = sum(result["errors"][k] for k in ("status", "connect", "read", "timeout"))
+    if bad:
+        raise RuntimeError(f"{d['name']}: wrk saw errors {result['errors']}")
+    return {"p50_ms": result["latency_us"]["p50"] / 1000, "p99_ms": result["latency_us"]["p99"] / 1000,
+            "rps": round(result["rps"]), "cpu_us_per_request": round(result["cpu_us_per_request"], 1)}
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
+
+
+def through_daemon(source: Path, workdir: Path, procs: pb.Processes, redis_url: str, args: argparse.Namespace) -> dict:
+    upstream = pb.free_port()
+    conf = pb.nginx_conf(workdir, "upstream", f"""
+    server {{
+        listen 127.0.0.1:{upstream} backlog=4096;
+        location / {{ default_type application/json; return 200 '{pb.FIXED_REPLY}'; }}
+    }}""")
+    pb.start_nginx(procs, args.nginx, "nginx-upstream", conf, upstream)
+    body = workdir / "body1k.json"
+    body.write_bytes(pb.chat_body(1024))
+    on_env = {**UNLIMITED, "RATE_LIMIT_STORE": "redis", "REDIS_URL": redis_url}
+    with daemon(procs, source, workdir, upstream, "limiting-off", {"RATE_LIMIT_PER_MINUTE": "0"}) as off, \
+            daemon(procs, source, workdir, upstream, "limiting-redis", on_env) as on:
+        for d in (off, on):
+            pb.smoke(d["port"], pb.PROXY_PREFIX + pb.CHAT_PATH, body.read_bytes())
+            pb.run_wrk(args.wrk, d["url"], body, 1, 1, args.warmup)
+        rounds = []
+        for index in range(args.rounds):
+            order = (off, on) if index % 4 in (0, 3) else (on, off)
+            row = {d["name"]: wrk_c1(args.wrk, d, body, args.round_seconds) for d in order}
+            a, b = row["limiting-off"], row["limiting-redis"]
+            row["added_p50_ms"] = round(b["p50_ms"] - a["p50_ms"], 3)
+            row["added_p99_ms"] = round(b["p99_ms"] - a["p99_ms"], 3)
+            row["added_cpu_us_per_request"] = round(b["cpu_us_per_request"] - a["cpu_us_per_request"], 1)
+            rounds.append(row)
+            print(
+                f"  round {index + 1:>2} ({order[0]['name'][9:]} first): off p50 {a['p50_ms']:.3f} p99 {a['p99_ms']:.3f} ms"
+                f" | redis p50 {b['p50_ms']:.3f} p99 {b['p99_ms']:.3f} ms | added p50 {row['added_p50_ms']:+.3f}"
+                f" p99 {row['added_p99_ms']:+.3f} ms, CPU {row['added_cpu_us_per_request']:+.1f} us/request",
+                flush=True,
+            )
+        count = metric(on["admin_port"], "proxilion_ratelimit_duration_seconds_count", store="redis")
+        total = metric(on["admin_port"], "proxilion_ratelimit_duration_seconds_sum", store="redis")
+        fallbacks = metric(on["admin_port"], "proxilion_ratelimit_fallback_total")
+    if fallbacks:
+        raise RuntimeError(f"{fallbacks:.0f} decisions fell back to local buckets: this did not measure Redis")
+    summary = {
+        "off_p50_ms": spread([r["limiting-off"]["p50_ms"] for r in rounds]),
+        "off_p99_ms": spread([r["limiting-off"]["p99_ms"] for r in rounds]),
+        "redis_p50_ms": spread([r["limiting-redis"]["p50_ms"] for r in rounds]),
+        "redis_p99_ms": spread([r["limiting-redis"]["p99_ms"] for r in rounds]),
+        "added_p50_ms": spread([r["added_p50_ms"] for r in rounds]),
+        "added_p99_ms": spread([r["added_p99_ms"] for r in rounds]),
+        "added_cpu_us_per_request": spread([r["added_cpu_us_per_request"] for r in rounds]),
+        "decision_mean_us_in_daemon": round(total / count * 1e6, 1) if count else None,
+        "decisions": int(count),
+    }
+    return {"rounds": rounds, "summary": summary}
+
+
+def report(summary: dict) -> None:
+    def line(label: str, key: str, unit: str, digits: int = 3) -> None:
+        s = summary[key]
+        print(f"  {label:<34} median {s['median']:>8.{digits}f} {unit}   (rounds: {s['min']:.{digits}f} .. {s['max']:.{digits}f})")
+
+    print("\nmedians over rounds (1 connection):")
+    line("limiting off      p50", "off_p50_ms", "ms")
+    line("limiting redis    p50", "redis_p50_ms", "ms")
+    line("added by limiter  p50 (goal <= 0.5)", "added_p50_ms", "ms")
+    line("limiting off      p99", "off_p99_ms", "ms")
+    line("limiting redis    p99", "redis_p99_ms", "ms")
+    line("added by limiter  p99 (goal <= 2)", "added_p99_ms", "ms")
+    line("added daemon CPU per request", "added_cpu_us_per_request", "us", 1)
+    print(f"  decision time inside the daemon (take() called -> decided): mean {summary['decision_mean_us_in_daemon']} us "
+          f"over {summary['decisions']} decisions")
+
+
+def main(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="ratelimit-bench-") as tmp:
+        workdir = Path(tmp)
+        source = REPO if args.worktree else export(args.rev, workdir / "src")
+        sys.path.insert(0, str(source))
+        procs = pb.Processes(workdir)
+        results: dict[str, Any] = {"environment": {
+            "cpus": os.cpu_count(), "machine": platform.platform(), "rev": "worktree" if args.worktree else args.rev,
+            "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.rev], capture_output=True, text=True).stdout.strip(),
+            "load_average_at_start": os.getloadavg(),
+        }}
+        try:
+            redis_url = args.redis_url
+            if redis_url is None:
+                port = pb.free_port()
+                redis = procs.start("redis", [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port),
+                                              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)])
+                pb.wait_for_port(port, redis)
+                redis_url = f"redis://127.0.0.1:{port}"
+            print(f"in process ({results['environment']['rev']}):")
+            from twisted.internet import defer
+
+            rows: list[dict] = []
+
+            async def run_in_process(reactor: Any) -> None:
+                rows.extend(await in_process(reactor, redis_url, args))
+
+            _react(lambda reactor: defer.ensureDeferred(run_in_process(reactor)))
+            results["in_process"] = rows
+            if not args.no_proxy:
+                print(f"\nthrough the daemon, {args.rounds} rounds of {args.round_seconds:g} s per daemon:")
+                results["proxied"] = through_daemon(source, workdir, procs, redis_url, args)
+                report(results["proxied"]["summary"])
+        finally:
+            procs.stop_all()
+    if args.json:
+        out = BENCH / "results" / f"ratelimit-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"written to {out.relative_to(REPO)}", file=sys.stderr)
+    return 0
+
+
+def _react(main: Any) -> None:
+    """Run C{main(reactor)} to completion without exiting (task.react calls sys.exit)."""
+    from twisted.internet import reactor
+
+    failures: list[Any] = []
+    reactor.callWhenRunning(lambda: main(reactor).addErrback(failures.append).addBoth(lambda _: reactor.stop()))
+    reactor.run()
+    if failures:
+        failures[0].raiseException()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--redis-url")
-    arguments = parser.parse_args()
-    task.react(lambda reactor: defer.ensureDeferred(main(reactor, arguments)))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per in-process run")
+    parser.add_argument("--concurrency", type=int, default=64, help="outstanding decisions in the loaded in-process run")
+    parser.add_argument("--redis-url", help="an existing Redis instead of a throwaway redis-server")
+    parser.add_argument("--rounds", type=int, default=8, help="off/on pairs through the daemon")
+    parser.add_argument("--round-seconds", type=float, default=3.0, help="seconds of wrk per daemon per round")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk per daemon before the rounds")
+    parser.add_argument("--rev", default="HEAD", help="commit to measure (git archive)")
+    parser.add_argument("--worktree", action="store_true", help="measure the working tree instead of --rev")
+    parser.add_argument("--no-proxy", action="store_true", help="in-process figures only")
+    parser.add_argument("--json", action="store_true", help="also write bench/results/ratelimit-<time>.json")
+    parser.add_argument("--wrk", default="/usr/bin/wrk")
+    parser.add_argument("--nginx", default="/usr/sbin/nginx")
+    sys.exit(main(parser.parse_args()))
