@@ -95,6 +95,7 @@ _ASSIGN_TRIGGER = Trigger(b"(?:" + b"|".join(re.escape(n).encode() for n in SECR
                           + rb")[\"' ]{0,3}[:=]", caseless=True)
 # Two colons with only hex digits and dots between: a run that may be an IPv6 address.
 _IPV6_TRIGGER = Trigger(rb":[0-9A-Fa-f.]*:")
+_IPV6_REST = re.compile(rb"[0-9A-Fa-f:.]*")
 _IPV6_CHARS = frozenset(b"0123456789abcdefABCDEF:.")
 
 
@@ -162,8 +163,13 @@ def find_assignments(view: TextView, ends: list[int], hits: list[Hit]) -> None:
     raw = view.raw
     ops = {end - 1 for end in ends}
     # An address is judged once, from its first ':'; the other colons in it are skipped.
-    ops.update([_first_ipv6_op(raw, end - 1) for end in ends if raw[end - 1] == 58])
-    ops.discard(-1)
+    run_stop = -1
+    for end in ends:
+        if raw[end - 1] == 58 and end > run_stop:
+            op = _first_ipv6_op(raw, end - 1)
+            if op >= 0:
+                ops.add(op)
+                run_stop = _IPV6_REST.match(raw, end).end()
     skip = 0
     for op in sorted(ops):
         if op < skip:

@@ -1,7 +1,9 @@
 """Detectors for credentials that are long tokens: cloud, SaaS and AI provider keys, JWTs, AWS secrets.
 
-Every such key is at least 16 key characters long, so only runs of 16+ such
-characters (found by the trigger scan) are examined.
+Every such key lies in a run of 16+ key characters, and the whole run is
+matched against the key patterns. The trigger scan reports the runs worth it:
+those holding a key's literal prefix (AKIA..., ghp_, sk-, eyJ...), and those
+starting within 200 characters after a word an AWS secret needs before it.
 """
 
 from __future__ import annotations
@@ -13,9 +15,16 @@ from proxilion.inspect.textview import Hit, TextView
 from proxilion.inspect.triggers import Pass, Trigger
 
 _MIN_RUN = 16
-# A run of key characters, reported once: at its 16th character.
-_TRIGGER = Trigger(rb"(?:^|[^A-Za-z0-9_+/=.\-])[A-Za-z0-9_+/=.\-]{%d}" % _MIN_RUN)
+_TRIGGERS = (
+    Trigger(rb"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)[A-Z2-7]{16}"
+            rb"|gh[pousr]_|github_pat_|sk-|xox[abprs]-|[sr]k_live_|AIza|eyJ"),
+    Trigger(rb"aws|secret|(?:akia|asia)[a-z2-7]{16}", caseless=True),
+)
+_KEY_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+/=.-")
+_RUN = re.compile(rb"[A-Za-z0-9_+/=.\-]{%d,}" % _MIN_RUN)
 _RUN_REST = re.compile(rb"[A-Za-z0-9_+/=.\-]*")
+_CONTEXT_REACH = 200
+_AWS_WORD_ENDINGS = ((b"aws", 3), (b"secret", 6))
 
 _KEYS = re.compile(
     r"(?P<aws_access_key_id>(?<![A-Za-z0-9])"
@@ -56,11 +65,37 @@ def _valid(view: TextView, kind: str, m: re.Match) -> bool:
     return True
 
 
+def _aws_word_start(raw: bytes, end: int) -> int:
+    """Start of the AWS context word (or access key id) ending at `end`, or -1 for a key prefix."""
+    tail = raw[max(0, end - 20):end].lower()
+    for word, size in _AWS_WORD_ENDINGS:
+        if tail.endswith(word):
+            return end - size
+    return end - 20 if tail.startswith((b"akia", b"asia")) else -1
+
+
 def find_tokens(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    raw = view.raw
+    runs: dict[int, int] = {}  # start -> end of each key-character run to match, deduplicated
+    run_start = run_stop = -1
     for end in ends:
-        for m in _KEYS.finditer(view.text, end - _MIN_RUN, _RUN_REST.match(view.raw, end).end()):
-            if _valid(view, m.lastgroup, m):
-                hits.append(Hit(m.lastgroup, m.start(), m.end()))
+        if end > run_stop:  # not in the run found for the previous trigger
+            run_start = end - 1
+            while run_start > 0 and raw[run_start - 1] in _KEY_CHARS:
+                run_start -= 1
+            run_stop = _RUN_REST.match(raw, end).end()
+        word = _aws_word_start(raw, end)
+        if word < 0:
+            runs[run_start] = run_stop
+        else:
+            # Runs that may start where this word still counts as the secret's context.
+            for m in _RUN.finditer(raw, run_start, word + _CONTEXT_REACH + _MIN_RUN):
+                runs[m.start()] = _RUN_REST.match(raw, m.end()).end()
+    for start, stop in sorted(runs.items()):
+        if stop - start >= _MIN_RUN:
+            for m in _KEYS.finditer(view.text, start, stop):
+                if _valid(view, m.lastgroup, m):
+                    hits.append(Hit(m.lastgroup, m.start(), m.end()))
 
 
-PASSES = (Pass((_TRIGGER,), find_tokens),)
+PASSES = (Pass(_TRIGGERS, find_tokens),)

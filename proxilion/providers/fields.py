@@ -40,6 +40,12 @@ class TextField(NamedTuple):
         return format_path(self.path)
 
 
+# TextField's generated __new__ is a Python function; the tuple constructor skips it.
+_new_field = tuple.__new__
+# First characters of strings that may be embedded JSON (after whitespace) or a data: URL.
+_SPECIAL_FIRST = "{[ \n\td"
+
+
 def format_path(path: tuple) -> str:
     out = []
     for part in path:
@@ -110,7 +116,11 @@ def walk(doc: Any, path: tuple = (), key: str | None = None, out: list | None = 
     for k, value in items:
         child_key = k if is_dict else key
         if type(value) is str:
-            _string(value, path + (k,), child_key, out, depth + 1)
+            # Plain prose, the common case, can be neither embedded JSON nor a blob (see _string).
+            if value[:1] not in _SPECIAL_FIRST and (len(value) < 256 or " " in value):
+                out.append(_new_field(TextField, (path + (k,), value, child_key)))
+            else:
+                _string(value, path + (k,), child_key, out, depth + 1)
         elif isinstance(value, (dict, list, int)):
             walk(value, path + (k,), child_key, out, depth + 1)
     return out
