@@ -118,3 +118,27 @@ def test_connection_lost_fails_pending_calls_and_later_ones():
     assert call[0].check(RedisUnavailable)
     assert results(proto.command("Y", timeout=1))[0].check(RedisUnavailable)
     assert not clock.getDelayedCalls()
+
+
+def test_a_lone_call_is_sent_at_once_calls_in_flight_wait_to_go_together():
+    class TcpTransport(StringTransport):
+        no_delay = False
+        flushes = 0
+
+        def setTcpNoDelay(self, enabled: bool) -> None:
+            self.no_delay = enabled
+
+        def doWrite(self) -> None:
+            self.flushes += 1
+
+    proto, transport = RespProtocol("redis-test:6379", Clock()), TcpTransport()
+    proto.makeConnection(transport)
+    assert transport.no_delay
+    proto.command("A", timeout=1)
+    assert transport.flushes == 1
+    proto.command("B", timeout=1)
+    proto.command("C", timeout=1)
+    assert transport.flushes == 1
+    proto.dataReceived(b":1\r\n:2\r\n:3\r\n")
+    proto.command("D", timeout=1)
+    assert transport.flushes == 2
