@@ -132,7 +132,7 @@ class RespProtocol(protocol.Protocol):
         self._timer: Any = None
         self._timeouts = 0
         self._lost = False
-        self._flush: Any = None
+        self._tcp: Any = None
 
     def connectionMade(self) -> None:
         # Commands are small and latency-bound: never hold one back for an ACK.
@@ -142,7 +142,7 @@ class RespProtocol(protocol.Protocol):
             transport = getattr(transport, "transport", None)
         if transport is not None:
             transport.setTcpNoDelay(True)
-        self._flush = getattr(transport, "doWrite", None)
+        self._tcp = transport
 
     # Sending.
 
@@ -153,11 +153,13 @@ class RespProtocol(protocol.Protocol):
         deadline = self.clock.seconds() + timeout
         self._pending.append([d, deadline])
         self.transport.write(payload)
-        if len(self._pending) == 1 and self._flush is not None:
+        tcp = self._tcp
+        if len(self._pending) == 1 and tcp is not None and not tcp.disconnecting:
             # Nothing else in flight: send now, not after the reactor's next
             # pass, which would add that pass to the decision's latency. With
             # calls in flight, writes wait and leave together in one send().
-            self._flush()
+            # (Never while closing: that doWrite would end the close, unseen.)
+            tcp.doWrite()
         timer = self._timer
         if timer is None:
             self._timer = self.clock.callLater(timeout, self._check_timeouts)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import pytest_twisted
 
 from proxilion.ratelimit.buckets import Decision

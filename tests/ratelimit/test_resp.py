@@ -142,3 +142,7 @@ def test_a_lone_call_is_sent_at_once_calls_in_flight_wait_to_go_together():
     proto.dataReceived(b":1\r\n:2\r\n:3\r\n")
     proto.command("D", timeout=1)
     assert transport.flushes == 2
+    proto.dataReceived(b":4\r\n")
+    transport.loseConnection()  # closing: the reactor's doWrite finishes the close
+    proto.command("E", timeout=1)
+    assert transport.flushes == 2
