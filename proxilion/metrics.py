@@ -8,6 +8,8 @@ from fixed sets, never from raw paths or identities.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -20,6 +22,34 @@ HEALTH_DOWN = 0.0
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _FAST_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+class _CachedLabels:
+    """A labelled metric whose C{labels()} children are remembered.
+
+    prometheus_client validates the values and takes a lock on every
+    C{labels()} call; the request path makes several per request with
+    values from small fixed sets.
+    """
+
+    _LIMIT = 10000
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str, **named: str) -> Any:
+        if named:
+            values = tuple(named[name] for name in self._metric._labelnames)
+        child = self._children.get(values)
+        if child is None:
+            child = self._metric.labels(*values)
+            if len(self._children) < self._LIMIT:
+                self._children[values] = child
+        return child
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._metric, name)
 
 
 class Metrics:
@@ -99,6 +129,10 @@ class Metrics:
         self.analytics_flush_failures = Counter(
             "proxilion_analytics_flush_failures", "Failed batch writes by kind.", ["kind"], registry=r
         )
+
+        for name, value in list(vars(self).items()):
+            if getattr(value, "_labelnames", ()):
+                setattr(self, name, _CachedLabels(value))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -18,6 +18,8 @@ from typing import Any, Callable
 import httptools
 from twisted.internet.protocol import Protocol
 
+from proxilion.proxy.deadline import Deadline
+
 __all__ = ["HTTPConnection", "HTTPRequest", "reason_phrase", "write_now"]
 
 _REASONS = {
@@ -269,7 +271,7 @@ class HTTPConnection(Protocol):
         self._queue: collections.deque[HTTPRequest] = collections.deque()
         self._parsing: _Parsing | None = None
         self._parser: Any = None
-        self._timer: Any = None
+        self._deadline = Deadline(clock, self._timed_out)
         self._paused = False
         self._closing = False
 
@@ -283,7 +285,7 @@ class HTTPConnection(Protocol):
             self.transport.setTcpNoDelay(True)
         except Exception:
             pass
-        self._timer = self.clock.callLater(self.idle_timeout, self._timed_out)
+        self._deadline.set(self.idle_timeout)
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -312,7 +314,7 @@ class HTTPConnection(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.lost = True
-        self._cancel_timer()
+        self._deadline.stop()
         requests = ([self.current] if self.current is not None else []) + list(self._queue)
         self.current = None
         self._queue.clear()
@@ -324,8 +326,8 @@ class HTTPConnection(Protocol):
     def on_message_begin(self) -> None:
         self._parsing = _Parsing()
         if self.current is None and not self._queue:
-            # The idle timer becomes the slow-client deadline for this request.
-            self._restart_timer()
+            # The idle deadline becomes the slow-client deadline for this request.
+            self._deadline.set(self.idle_timeout)
 
     def on_url(self, url: bytes) -> None:
         parsing = self._parsing
@@ -385,7 +387,7 @@ class HTTPConnection(Protocol):
             parsing.headers, body, parser.should_keep_alive(),
         )
         if self.current is None:
-            self._cancel_timer()
+            self._deadline.clear()
             self.current = request
             self.dispatch(request)
         else:
@@ -421,7 +423,7 @@ class HTTPConnection(Protocol):
             self.current = nxt
             self.dispatch(nxt)
             return
-        self._restart_timer()
+        self._deadline.set(self.idle_timeout)
 
     @property
     def busy(self) -> bool:
@@ -445,7 +447,7 @@ class HTTPConnection(Protocol):
             self._end_after_answers()
             return
         self._closing = True
-        self._cancel_timer()
+        self._deadline.stop()
         self.refuse(status, message, code, parsing)
 
     def _end_after_answers(self) -> None:
@@ -456,22 +458,8 @@ class HTTPConnection(Protocol):
             last.persistent = False
 
     def _timed_out(self) -> None:
-        self._timer = None
         if self._parsing is not None:
             self._reject(408, "The request was not received in time.", "request_timeout")
         elif self.current is None and not self._queue:
             self._closing = True
             self.transport.loseConnection()
-
-    def _restart_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(self.idle_timeout)
-        else:
-            self._timer = self.clock.callLater(self.idle_timeout, self._timed_out)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
-            self._timer = None
-

@@ -6,6 +6,7 @@ only its fingerprint leaves this module.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from typing import Any, Iterable, Mapping
@@ -72,7 +73,9 @@ def _provider_key(headers: Mapping[str, str], query_key: str | None) -> str | No
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # Cached: the same peers and proxies come back on every request.
     text = text.strip().strip('"')
     if text.startswith("["):
         text = text[1:].partition("]")[0]

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 
 from proxilion.providers.errors import error_body
 from proxilion.providers.usage import usage_of
+from proxilion.proxy.deadline import Deadline
 from proxilion.proxy.http11 import HTTPRequest
 from proxilion.proxy.upstream import BodyDone
 
@@ -96,11 +97,10 @@ class Relay(Protocol):
         transform: BodyTransform | None = None,
     ) -> None:
         self._request = request
-        self._clock = clock
         self._idle_timeout = idle_timeout
         self._on_done = on_done
         self.transform = transform
-        self._idle_call: Any = None
+        self._idle = Deadline(clock, self._idle_expired)
         self._client_gone = False
         self._ended = False
         self._error: str | None = None
@@ -108,7 +108,7 @@ class Relay(Protocol):
 
     def connectionMade(self) -> None:
         self._request.register_producer(self.transport)
-        self._idle_call = self._clock.callLater(self._idle_timeout, self._idle_expired)
+        self._idle.set(self._idle_timeout)
 
     def _write(self, data: bytes) -> None:
         if data:
@@ -116,7 +116,7 @@ class Relay(Protocol):
             self._request.write(data)
 
     def dataReceived(self, data: bytes) -> None:
-        self._idle_call.reset(self._idle_timeout)
+        self._idle.set(self._idle_timeout)
         if self._client_gone or self._ended:
             return
         if self.transform is None:
@@ -142,8 +142,7 @@ class Relay(Protocol):
             self.transport.stopProducing()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.cancel()
+        self._idle.stop()
         if self._client_gone or self._ended:
             self._on_done(self._error)
             return

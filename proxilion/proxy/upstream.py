@@ -19,6 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.python.failure import Failure
 
+from proxilion.proxy.deadline import Deadline
 from proxilion.proxy.http11 import write_now
 
 __all__ = ["UpstreamClient", "UpstreamResponse", "UpstreamTimeout", "UpstreamDisconnected", "BodyDone", "BodyIncomplete"]
@@ -98,7 +99,7 @@ class _UpstreamConnection(Protocol):
         self.idle_since = 0.0
         self._parser: Any = None
         self._waiting: Deferred[UpstreamResponse] | None = None
-        self._timer: Any = None
+        self._deadline = Deadline(pool.reactor, self._timed_out)
         self._head_request = False
         self._status = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -127,30 +128,23 @@ class _UpstreamConnection(Protocol):
         self._in_body = False
         self._complete = False
         self._waiting = d = Deferred(self._cancel)
-        self._timer = self.pool.reactor.callLater(timeout, self._timed_out)
+        self._deadline.set(timeout)
         write_now(self.transport, data)
         return d
 
     def _cancel(self, d: Deferred[UpstreamResponse]) -> None:
         self._waiting = None
-        self._stop_timer()
+        self._deadline.clear()
         self.abort()
         d.errback(Failure(CancelledError()))
 
     def _timed_out(self) -> None:
-        self._timer = None
         self._fail(UpstreamTimeout())
         self.abort()
 
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
-            self._timer = None
-
     def _fail(self, error: Exception) -> None:
         d, self._waiting = self._waiting, None
-        self._stop_timer()
+        self._deadline.clear()
         if d is not None:
             d.errback(Failure(error))
 
@@ -191,7 +185,7 @@ class _UpstreamConnection(Protocol):
             self._headers = []
             return
         d, self._waiting = self._waiting, None
-        self._stop_timer()
+        self._deadline.clear()
         length = None
         chunked = False
         for name, value in self._headers:
@@ -255,6 +249,7 @@ class _UpstreamConnection(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.connected = False
+        self._deadline.stop()
         self._reusable = False
         self.pool.forget(self)
         if self._waiting is not None:

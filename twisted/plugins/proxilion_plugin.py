@@ -88,7 +88,7 @@ class ProxilionServiceMaker:
 
         settings = options.settings
         try:
-            app = build(settings, reactor, make_observer(settings.log_format, settings.log_level), handle_sighup=True)
+            app = build(settings, reactor, make_observer(settings.log_format, settings.log_level, clock=reactor), handle_sighup=True)
         except (PolicyError, ValueError) as e:
             # A policy error lists each problem on its own line; startup errors are one line.
             problems = " ".join(line.strip() for line in str(e).splitlines())
