@@ -25,6 +25,9 @@ _SKIP = frozenset(
      "log_io", "log_system", "log_text", "log_failure", "failure", "message", "format", "isError", "system", "time",
      "log_legacy", "why", "log_observer"}
 )
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+# json.dumps builds a new encoder per call when given separators.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 
 
@@ -96,13 +99,13 @@ class JsonLineObserver:
             "message": _message(event),
         }
         for key, value in event.items():
-            if key not in _SKIP and not key.startswith("_"):
-                record[key] = _jsonable(value)
+            if key not in _SKIP and key[0] != "_":
+                record[key] = value if type(value) in _PLAIN else _jsonable(value)
         failure = event.get("log_failure")
         if failure is not None:
             record["error"] = failure.getErrorMessage()
             record["traceback"] = failure.getTraceback()
-        self._out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._out.write(_ENCODER.encode(record) + "\n")
         if self._clock is None or (level is not None and level >= LogLevel.warn):
             self._out.flush()
         elif self._flush_call is None:

@@ -15,9 +15,8 @@ from twisted.python.failure import Failure
 
 from proxilion.providers.errors import error_body
 from proxilion.providers.usage import usage_of
-from proxilion.proxy.deadline import Deadline
 from proxilion.proxy.http11 import HTTPRequest
-from proxilion.proxy.upstream import BodyDone
+from proxilion.proxy.upstream import BodyDone, BodyIdle
 
 __all__ = ["Relay", "BodyTransform", "BufferedInspection"]
 
@@ -91,16 +90,12 @@ class Relay(Protocol):
     def __init__(
         self,
         request: HTTPRequest,
-        clock: Any,
-        idle_timeout: float,
         on_done: Callable[[str | None], None],
         transform: BodyTransform | None = None,
     ) -> None:
         self._request = request
-        self._idle_timeout = idle_timeout
         self._on_done = on_done
         self.transform = transform
-        self._idle = Deadline(clock, self._idle_expired)
         self._client_gone = False
         self._ended = False
         self._error: str | None = None
@@ -108,7 +103,6 @@ class Relay(Protocol):
 
     def connectionMade(self) -> None:
         self._request.register_producer(self.transport)
-        self._idle.set(self._idle_timeout)
 
     def _write(self, data: bytes) -> None:
         if data:
@@ -116,7 +110,6 @@ class Relay(Protocol):
             self._request.write(data)
 
     def dataReceived(self, data: bytes) -> None:
-        self._idle.set(self._idle_timeout)
         if self._client_gone or self._ended:
             return
         if self.transform is None:
@@ -130,10 +123,6 @@ class Relay(Protocol):
             self._request.finish()
             self.transport.stopProducing()
 
-    def _idle_expired(self) -> None:
-        self._error = "upstream_idle_timeout"
-        self.transport.stopProducing()
-
     def client_gone(self) -> None:
         """The client disconnected: stop reading upstream, which closes that connection."""
         if not self._client_gone:
@@ -142,7 +131,6 @@ class Relay(Protocol):
             self.transport.stopProducing()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self._idle.stop()
         if self._client_gone or self._ended:
             self._on_done(self._error)
             return
@@ -162,4 +150,4 @@ class Relay(Protocol):
         # Headers are gone already: cutting the connection is the only honest
         # way to tell the client the body is incomplete.
         self._request.abort()
-        self._on_done(self._error or "upstream_disconnected")
+        self._on_done(self._error or ("upstream_idle_timeout" if reason.check(BodyIdle) else "upstream_disconnected"))

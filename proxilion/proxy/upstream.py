@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from proxilion.proxy.deadline import Deadline
 from proxilion.proxy.http11 import write_now
 
-__all__ = ["UpstreamClient", "UpstreamResponse", "UpstreamTimeout", "UpstreamDisconnected", "BodyDone", "BodyIncomplete"]
+__all__ = ["UpstreamClient", "UpstreamResponse", "UpstreamTimeout", "UpstreamDisconnected", "BodyDone", "BodyIncomplete", "BodyIdle"]
 
 _MAX_TARGETS = 1024
 
@@ -41,6 +41,10 @@ class BodyDone(Exception):
 
 class BodyIncomplete(Exception):
     """The response body was cut short (upstream closed, malformed framing, or stopped by us)."""
+
+
+class BodyIdle(BodyIncomplete):
+    """The upstream sent nothing for longer than the body idle timeout; the body was cut."""
 
 
 class UpstreamResponse:
@@ -139,7 +143,11 @@ class _UpstreamConnection(Protocol):
         d.errback(Failure(CancelledError()))
 
     def _timed_out(self) -> None:
-        self._fail(UpstreamTimeout())
+        # One deadline per connection: for the response headers, then between body chunks.
+        if self._waiting is not None:
+            self._fail(UpstreamTimeout())
+        elif self._in_body:
+            self._end_body(BodyIdle())
         self.abort()
 
     def _fail(self, error: Exception) -> None:
@@ -185,7 +193,7 @@ class _UpstreamConnection(Protocol):
             self._headers = []
             return
         d, self._waiting = self._waiting, None
-        self._deadline.clear()
+        self._deadline.set(self.pool.body_idle_timeout)
         length = None
         chunked = False
         for name, value in self._headers:
@@ -208,6 +216,7 @@ class _UpstreamConnection(Protocol):
             d.callback(UpstreamResponse(code, self._status, self._headers, None if no_body else length, self))
 
     def on_body(self, data: bytes) -> None:
+        self._deadline.set(self.pool.body_idle_timeout)
         if self._body_protocol is not None:
             self._body_protocol.dataReceived(data)
         else:
@@ -235,6 +244,7 @@ class _UpstreamConnection(Protocol):
         self._body_protocol = None
         self._parser = None
         self._in_body = False
+        self._deadline.clear()
         if self._reusable and self.connected:
             self.pool.release(self)
         elif self.connected:
@@ -309,8 +319,12 @@ class _Target:
 class UpstreamClient:
     """Sends requests upstream through persistent keep-alive connections, at most C{pool_size} idle per host."""
 
-    def __init__(self, reactor: Any, pool_size: int, connect_timeout: float, response_timeout: float, idle_timeout: float = 50.0) -> None:
+    def __init__(
+        self, reactor: Any, pool_size: int, connect_timeout: float, response_timeout: float,
+        body_idle_timeout: float = 300.0, idle_timeout: float = 50.0,
+    ) -> None:
         self.reactor = reactor
+        self.body_idle_timeout = body_idle_timeout
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
         self._response_timeout = response_timeout

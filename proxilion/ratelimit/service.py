@@ -52,6 +52,7 @@ class RateLimiter(Service):
     def __init__(self, settings: Any, metrics: Any, reactor: Any, *, max_buckets: int = DEFAULT_MAX_BUCKETS) -> None:
         self.limits = limits_from_settings(settings)
         self.store_name: str = settings.rate_limit_store
+        self._unlimited_decision: Decision | None = None
         self.fail_closed: bool = settings.rate_limit_fail_closed
         self.metrics = metrics
         self.reactor = reactor
@@ -128,6 +129,13 @@ class RateLimiter(Service):
 
     # Decisions.
 
+    def _unlimited(self) -> Decision:
+        # Decisions are frozen: one per store serves every request no limit applies to.
+        decision = self._unlimited_decision
+        if decision is None or decision.store != self.store_name:
+            decision = self._unlimited_decision = attrs.evolve(UNLIMITED, store=self.store_name)
+        return decision
+
     def take(self, identity: Identity, provider: str, cost: int = 1) -> defer.Deferred:
         """Admit or refuse one request against every limit that applies; never errbacks.
 
@@ -135,10 +143,10 @@ class RateLimiter(Service):
         corrected later by L{reconcile}).
         """
         if not self.limits:
-            return defer.succeed(attrs.evolve(UNLIMITED, store=self.store_name))
+            return defer.succeed(self._unlimited())
         buckets = plan(self.limits, identity.key, identity.tenant, provider, cost)
         if not buckets:
-            return defer.succeed(attrs.evolve(UNLIMITED, store=self.store_name))
+            return defer.succeed(self._unlimited())
         started = self.reactor.seconds()
         if self._redis is None:
             return defer.succeed(self._record(self._take_local(buckets, "memory"), started))

@@ -22,7 +22,7 @@ from .conftest import NO_LIMITS, raw_exchange, request_rules_only_policy, split_
 JSON_OK = b'{"id":"x","object":"chat.completion","choices":[]}'
 
 
-def _response(path: str) -> list[bytes]:
+def _response(path: str) -> list[bytes | float | None]:
     """The raw answer to C{path}, as the pieces the upstream sends (with small pauses between)."""
     path = "/" + path.rsplit("/", 1)[-1]
     if path == "/chunked":
@@ -33,6 +33,9 @@ def _response(path: str) -> list[bytes]:
     if path.startswith("/interim"):
         return [b"HTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\n",
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(JSON_OK), JSON_OK)]
+    if path == "/stall":
+        return [b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+                b"f\r\ndata: {\"a\":1}\n\n\r\n", 4.0, None]
     if path.startswith("/cut"):
         return [b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\n", b"only ten b", None]
     if path.startswith("/close-after"):
@@ -81,7 +84,13 @@ class _Handler(socketserver.BaseRequestHandler):
                 if piece is None:
                     sock.close()
                     return
-                sock.sendall(piece)
+                if isinstance(piece, float):
+                    time.sleep(piece)
+                    continue
+                try:
+                    sock.sendall(piece)
+                except OSError:
+                    return
                 time.sleep(0.02)
 
 
@@ -98,7 +107,7 @@ def upstream() -> Iterator[ScriptedUpstream]:
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedUpstream) -> Iterator[Daemon]:
     workdir = tmp_path_factory.mktemp("proxy-http11")
-    args = ["--policy", str(request_rules_only_policy(workdir)), "--upstream", f"openai={upstream.url}", "--client-timeout", "2"]
+    args = ["--policy", str(request_rules_only_policy(workdir)), "--upstream", f"openai={upstream.url}", "--client-timeout", "2", "--stream-idle-timeout", "1"]
     with running(Daemon(workdir, args, NO_LIMITS)) as d:
         yield d
 
@@ -224,3 +233,21 @@ def test_connect_is_refused_in_provider_shape(daemon: Daemon) -> None:
     assert status == 405
     assert b'"error"' in body
     assert headers["connection"] == "close"
+
+
+def test_silent_upstream_stream_is_cut_after_the_idle_timeout(daemon: Daemon) -> None:
+    started = time.monotonic()
+    raw = raw_exchange(daemon.port, _post("/v1/stall"), timeout=6)
+    elapsed = time.monotonic() - started
+    status, headers, body = split_response(raw)
+    assert status == 200 and b'data: {"a":1}' in body
+    # Cut after about the 1 s idle timeout, not after the upstream's 4 s silence.
+    assert 0.8 < elapsed < 3.0
+    assert not body.endswith(b"0\r\n\r\n"), "the client must see an incomplete chunked body"
+
+    def logged() -> dict:
+        lines = [e for e in daemon.log_events() if e.get("logger") == "proxilion.access" and e.get("path") == "/v1/stall"]
+        assert lines
+        return lines[-1]
+
+    assert eventually(logged)["error"] == "upstream_idle_timeout"
