@@ -319,6 +319,10 @@ class StreamRedactor:
         if force:
             return True
         for slot in frame.slots:
+            if slot.end == slot.start:
+                # No text (OpenAI's opening role event): nothing to hold back, and
+                # sending it at once keeps the stream's first byte prompt.
+                continue
             channel = self._channels[slot.channel]
             if not channel.ended and channel.end - slot.end < self.holdback:
                 return False

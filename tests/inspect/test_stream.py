@@ -143,3 +143,14 @@ def test_a_stream_that_is_not_sse_is_still_scanned():
     out = redactor.feed(body.encode()[:30]) + redactor.feed(body.encode()[30:]) + redactor.finish()
     assert b"abcDEF" not in out and json.loads(out)[0]["candidates"][0]["content"]["parts"][0]["text"] == \
         "key [REDACTED:OPENAI_API_KEY]"
+
+
+def test_opening_event_without_text_leaves_at_once():
+    redactor = DEFAULT.stream_redactor("openai", "/v1/chat/completions")
+    opening = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+               b'"delta":{"role":"assistant","content":"","refusal":null},"finish_reason":null}]}\n\n')
+    assert redactor.feed(opening) == opening
+    # Text is still held back until the holdback has grown past it.
+    first_text = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+                  b'"delta":{"content":"Your card 4111"},"finish_reason":null}]}\n\n')
+    assert redactor.feed(first_text) == b""
