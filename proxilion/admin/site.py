@@ -9,9 +9,8 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import Request, Site
 
-from proxilion import __version__
 from proxilion.drain import DrainState
 from proxilion.metrics import CONTENT_TYPE_LATEST, HEALTH_DEGRADED, HEALTH_DOWN, HEALTH_OK, Metrics
 

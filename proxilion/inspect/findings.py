@@ -6,6 +6,8 @@ logged, counted and stored without leaking what it describes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -37,3 +39,6 @@ class Verdict:
     message: str = ""
     scan_seconds: float = 0.0
     error: bool = False
+    # The body as parsed JSON (None if it was not JSON), so callers can read the
+    # model or token usage without parsing it again. Read-only.
+    document: Any = attrs.field(default=None, repr=False, eq=False)

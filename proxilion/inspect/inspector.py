@@ -62,7 +62,7 @@ class Inspector:
         new_body = body
         if decision.action == "redact":
             new_body = self._redact(parsed, hits, decision.findings)
-        return Verdict(decision.action, decision.findings, new_body, decision.rule, decision.message)
+        return Verdict(decision.action, decision.findings, new_body, decision.rule, decision.message, document=parsed.doc)
 
     def _redact(self, parsed: Body, hits: list, findings: tuple[Finding, ...]) -> bytes:
         style = self.policy.settings.redaction
@@ -77,4 +77,4 @@ class Inspector:
 
 def _with_time(verdict: Verdict, seconds: float) -> Verdict:
     return Verdict(verdict.action, verdict.findings, verdict.body, verdict.rule, verdict.message,
-                   seconds, verdict.error)
+                   seconds, verdict.error, verdict.document)

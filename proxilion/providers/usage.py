@@ -39,13 +39,19 @@ def usage_of(doc: Any) -> tuple[int | None, int | None]:
 
 def model_of(body: bytes | None, path: str) -> str | None:
     """The model a request asks for, from its JSON body or (Gemini, Bedrock, Azure) its path."""
+    parsed = None
     if body and body.lstrip()[:1] == b"{":
         try:
             parsed = json.loads(body)
         except ValueError:
             parsed = None
-        if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
-            return parsed["model"][:128]
+    return model_from(parsed, path)
+
+
+def model_from(parsed: Any, path: str) -> str | None:
+    """L{model_of} for a body already parsed (None when it was not JSON)."""
+    if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
+        return parsed["model"][:128]
     for marker in ("/models/", "/model/", "/deployments/"):
         if marker in path:
             name = unquote(path.split(marker, 1)[1].split("/", 1)[0])

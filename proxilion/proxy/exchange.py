@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from proxilion.providers.errors import error_body, error_headers
-from proxilion.providers.usage import model_of
+from proxilion.providers.usage import model_from, model_of
 from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.headers import client_response_headers, replace_header, request_id, upstream_request_headers
 from proxilion.proxy.http11 import HTTPRequest
@@ -91,6 +91,7 @@ class Exchange:
         self.decision = "allow"
         self.findings: dict[str, int] = {}
         self.model: str | None = None
+        self._model_known = False
         self.error: str | None = None
         self.upstream_seconds: float | None = None
         self.streamed = False
@@ -135,7 +136,6 @@ class Exchange:
         route = self.route
         assert route is not None
         request = self.request
-        self.model = model_of(self.body, route.path)
         self.identity = identify(request.first_values(), request.peer_ip, ctx.settings, query_key=_query_key(route.query))
         if ctx.limiter is None:
             self._admitted(None)
@@ -233,6 +233,8 @@ class Exchange:
         route = self.route
         assert route is not None and self.identity is not None
         verdict = inspector.inspect_request(route.provider, route.path, body, self.identity.key)
+        if verdict.document is not None:
+            self.model, self._model_known = model_from(verdict.document, route.path), True
         ctx.metrics.scan_duration.labels("request").observe(verdict.scan_seconds)
         ctx.metrics.policy_decisions.labels(verdict.action).inc()
         if verdict.error:
@@ -378,6 +380,9 @@ class Exchange:
         ctx.metrics.http_requests.labels(self.provider, method, str(status)).inc()
         ctx.metrics.http_request_duration.labels(self.provider).observe(total)
         route = self.route
+        if route is not None and not self._model_known:
+            # Parsed here, once, unless inspection already parsed the body.
+            self.model = model_of(self.body, route.path)
         path = safe_path(route.path, route.query) if route else safe_path(*_split(self.request.uri))
         bytes_out = self.relay.bytes_out if self.relay is not None else self.error_bytes
         log.info(

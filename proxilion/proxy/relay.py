@@ -7,7 +7,6 @@ upstream socket, so a slow client never makes the proxy buffer a stream.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Protocol as TypingProtocol
 
 from twisted.internet.protocol import Protocol
@@ -69,11 +68,9 @@ class BufferedInspection:
             return b""
         body = b"".join(self._parts)
         self._parts = []
-        try:
-            self.tokens = usage_of(json.loads(body))
-        except ValueError:
-            pass
         verdict = self._inspector.inspect_response(self._provider, self._path, body, self._identity)
+        if verdict.document is not None:
+            self.tokens = usage_of(verdict.document)
         self.findings = verdict.findings
         self.action = verdict.action
         self.scan_seconds = verdict.scan_seconds
