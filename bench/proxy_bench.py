@@ -268,8 +268,12 @@ def start_fake_provider(procs: Processes, source: Path, port: int,
     return proc
 
 
+# Proxilion is measured twice: with the shipped policy, and with inspection off.
+VARIANTS = {"proxilion": {}, "no-inspect": {"INSPECTION": "false"}}
+
+
 def start_proxilion(procs: Processes, source: Path, twistd: str, port: int, admin_port: int,
-                    upstream_port: int, workdir: Path) -> subprocess.Popen:
+                    upstream_port: int, workdir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Proxilion from `source` with rate limiting off, once it answers /health."""
     home = workdir / f"proxilion-{port}"
     home.mkdir()
@@ -278,7 +282,7 @@ def start_proxilion(procs: Processes, source: Path, twistd: str, port: int, admi
         [twistd, "-n", "--pidfile=", "proxilion", "--port", str(port),
          "--admin-port", str(admin_port), "--bind", "127.0.0.1",
          "--upstream", f"openai=http://127.0.0.1:{upstream_port}"],
-        env={"RATE_LIMIT_PER_MINUTE": "0", "PYTHONPATH": str(source)}, cwd=home,
+        env={"RATE_LIMIT_PER_MINUTE": "0", "PYTHONPATH": str(source), **(env or {})}, cwd=home,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -325,7 +329,7 @@ def report(results: dict) -> str:
         f"{'target':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}{'+p99 ms':>9}"
         f"{'errors':>8}{'CPU us/req':>12}",
     ]
-    for name in ("direct", "nginx", "proxilion"):
+    for name in ("direct", "nginx", *VARIANTS):
         row = rows.get(name)
         if row is None or "error" in row:
             lines.append(not_measured(name, row))
@@ -348,7 +352,7 @@ def report(results: dict) -> str:
         f"{'target':<11}{'streams':>9}{'fail':>6}{'TTFB p50 ms':>13}{'TTFB p99 ms':>13}"
         f"{'CPU us/stream':>15}",
     ]
-    for name in ("direct", "proxilion"):
+    for name in ("direct", *VARIANTS):
         row = streams.get(name)
         if row is None or "error" in row:
             lines.append(not_measured(name, row))
@@ -356,10 +360,12 @@ def report(results: dict) -> str:
         lines.append(f"{name:<11}{row['streams']:>9}{row['failures']:>6}"
                      f"{fmt(row['ttfb_ms_p50'], 13, 2)}{fmt(row['ttfb_ms_p99'], 13, 2)}"
                      f"{fmt(row.get('cpu_us_per_stream'), 15, 0)}")
-    d, p = streams.get("direct", {}), streams.get("proxilion", {})
-    if d.get("ttfb_ms_p50") is not None and p.get("ttfb_ms_p50") is not None:
-        lines.append(f"Proxilion adds {p['ttfb_ms_p50'] - d['ttfb_ms_p50']:.2f} ms (p50), "
-                     f"{p['ttfb_ms_p99'] - d['ttfb_ms_p99']:.2f} ms (p99) to time to first byte")
+    d = streams.get("direct", {})
+    for name in VARIANTS:
+        p = streams.get(name, {})
+        if d.get("ttfb_ms_p50") is not None and p.get("ttfb_ms_p50") is not None:
+            lines.append(f"{name} adds {p['ttfb_ms_p50'] - d['ttfb_ms_p50']:.2f} ms (p50), "
+                         f"{p['ttfb_ms_p99'] - d['ttfb_ms_p99']:.2f} ms (p99) to time to first byte")
     return "\n".join(lines)
 
 
@@ -475,15 +481,15 @@ def main(argv: list[str] | None = None) -> int:
     }}""")
                 start_nginx(procs, nginx, "nginx-reverse", conf, nginx_port)
                 measure("nginx", nginx_port, CHAT_PATH)
-            if "proxilion" in targets:
+            for variant, variant_env in (VARIANTS.items() if "proxilion" in targets else ()):
                 try:
                     proxy = start_proxilion(procs, source, twistd, free_port(), free_port(),
-                                            upstream_port, workdir)
+                                            upstream_port, workdir, variant_env)
                 except RuntimeError as e:
-                    results["http"]["proxilion"] = {"error": str(e)}
+                    results["http"][variant] = {"error": str(e)}
                 else:
                     port = int(proxy.args[proxy.args.index("--port") + 1])
-                    measure("proxilion", port, PROXY_PREFIX + CHAT_PATH, proxy.pid)
+                    measure(variant, port, PROXY_PREFIX + CHAT_PATH, proxy.pid)
                     procs.stop(proxy)
 
             if not args.no_streams:
@@ -493,19 +499,19 @@ def main(argv: list[str] | None = None) -> int:
                     fake_port, CHAT_PATH, args.stream_connections, stream_duration)
                 print(f"  stream direct: {json.dumps(results['streams']['direct'])}",
                       file=sys.stderr)
-                if "proxilion" in targets:
+                for variant, variant_env in (VARIANTS.items() if "proxilion" in targets else ()):
                     try:
                         proxy = start_proxilion(procs, source, twistd, free_port(), free_port(),
-                                                fake_port, workdir)
+                                                fake_port, workdir, variant_env)
                     except RuntimeError as e:
-                        results["streams"]["proxilion"] = {"error": str(e)}
+                        results["streams"][variant] = {"error": str(e)}
                     else:
                         port = int(proxy.args[proxy.args.index("--port") + 1])
-                        results["streams"]["proxilion"] = stream_run(
+                        results["streams"][variant] = stream_run(
                             port, PROXY_PREFIX + CHAT_PATH, args.stream_connections,
                             stream_duration, proxy.pid)
                         procs.stop(proxy)
-                    print(f"  stream proxilion: {json.dumps(results['streams']['proxilion'])}",
+                    print(f"  stream {variant}: {json.dumps(results['streams'][variant])}",
                           file=sys.stderr)
         finally:
             procs.stop_all()
