@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol as TypingProtocol
 
 from twisted.internet.protocol import Protocol
-from twisted.python.failure import Failure
 
 from proxilion.providers.errors import error_body
 from proxilion.providers.usage import usage_of
@@ -127,12 +126,12 @@ class Relay(Protocol):
             self._error = self._error or "client_disconnected"
             self.transport.stopProducing()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: BaseException | None = None) -> None:  # type: ignore[override]
         if self._client_gone or self._ended:
             self._on_done(self._error)
             return
         self._request.unregister_producer()
-        if reason.check(BodyDone) and self._error is None:
+        if isinstance(reason, BodyDone) and self._error is None:
             if self.transform is not None:
                 tail = self.transform.finish()
                 status = getattr(self.transform, "status", None)
@@ -147,4 +146,4 @@ class Relay(Protocol):
         # Headers are gone already: cutting the connection is the only honest
         # way to tell the client the body is incomplete.
         self._request.abort()
-        self._on_done(self._error or ("upstream_idle_timeout" if reason.check(BodyIdle) else "upstream_disconnected"))
+        self._on_done(self._error or ("upstream_idle_timeout" if isinstance(reason, BodyIdle) else "upstream_disconnected"))

@@ -47,6 +47,9 @@ class BodyIdle(BodyIncomplete):
     """The upstream sent nothing for longer than the body idle timeout; the body was cut."""
 
 
+_BODY_DONE = BodyDone()
+
+
 class UpstreamResponse:
     """Status and headers of an upstream answer; the body follows through L{deliver_body}."""
 
@@ -68,7 +71,8 @@ class UpstreamResponse:
 
     def deliver_body(self, protocol: Protocol) -> None:
         """Feed the body to C{protocol}: C{makeConnection(producer)}, C{dataReceived}, then
-        C{connectionLost} with L{BodyDone} or L{BodyIncomplete}."""
+        C{connectionLost} with a L{BodyDone} or L{BodyIncomplete} exception (not a
+        C{Failure}: building one per response cost more than the rest of the relay)."""
         self._connection.deliver_body(protocol)
 
 
@@ -249,13 +253,13 @@ class _UpstreamConnection(Protocol):
             self.pool.release(self)
         elif self.connected:
             self.transport.loseConnection()
-        protocol.connectionLost(Failure(BodyDone()))
+        protocol.connectionLost(_BODY_DONE)
 
     def _end_body(self, reason: Exception) -> None:
         protocol, self._body_protocol = self._body_protocol, None
         self._in_body = False
         if protocol is not None:
-            protocol.connectionLost(Failure(reason))
+            protocol.connectionLost(reason)
 
     def connectionLost(self, reason: Any = None) -> None:
         self.connected = False
