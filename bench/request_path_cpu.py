@@ -164,7 +164,7 @@ def main() -> int:
     reactor.callWhenRunning(begin)
     reactor.run()
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(35)
+        pstats.Stats(profiler).sort_stats(os.environ.get("PROFILE_SORT", "tottime")).print_stats(int(os.environ.get("PROFILE_LINES", "35")))
     sys.stdout.flush()
     # The analytics writer's threads are not stopped gracefully here; nothing needs to outlive the figures.
     os._exit(0)

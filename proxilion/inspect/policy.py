@@ -86,6 +86,9 @@ class Settings:
     disabled_detectors: frozenset[str] = frozenset()
 
 
+_MAX_SCOPED = 4096
+
+
 @attrs.frozen
 class Policy:
     rules: tuple[Rule, ...]
@@ -93,10 +96,24 @@ class Policy:
     custom_detectors: tuple[CustomDetector, ...] = ()
     source: str = "<default>"
 
-    def rules_for(self, direction: str, provider: str, path: str, identity: str | None) -> list[Rule]:
+    # Rules in priority order, and the scoped lists already worked out: a policy
+    # never changes (a reload builds a new one), and every request asks again.
+    _ordered: tuple[Rule, ...] = attrs.field(init=False, repr=False, eq=False)
+    _scoped: dict[tuple, tuple[Rule, ...]] = attrs.field(init=False, repr=False, eq=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_ordered", tuple(sorted(self.rules, key=lambda r: (-r.priority, r.index))))
+
+    def rules_for(self, direction: str, provider: str, path: str, identity: str | None) -> tuple[Rule, ...]:
         """Rules in scope, highest priority first (file order breaks ties)."""
-        scoped = [r for r in self.rules if r.applies_to(direction, provider, path, identity)]
-        return sorted(scoped, key=lambda r: (-r.priority, r.index))
+        key = (direction, provider, path, identity)
+        scoped = self._scoped.get(key)
+        if scoped is None:
+            scoped = tuple(r for r in self._ordered if r.applies_to(direction, provider, path, identity))
+            if len(self._scoped) >= _MAX_SCOPED:
+                self._scoped.clear()
+            self._scoped[key] = scoped
+        return scoped
 
 
 class _Errors:

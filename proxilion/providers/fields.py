@@ -121,6 +121,10 @@ def walk(doc: Any, path: tuple = (), key: str | None = None, out: list | None = 
                 out.append(_new_field(TextField, (path + (k,), value, child_key)))
             else:
                 _string(value, path + (k,), child_key, out, depth + 1)
+        elif type(value) is int:
+            # Counts, indexes and timestamps: only numbers long enough to be a value are scanned.
+            if abs(value) >= _MIN_SCANNED_INT:
+                out.append(TextField(path + (k,), str(value), child_key))
         elif isinstance(value, (dict, list, int)):
             walk(value, path + (k,), child_key, out, depth + 1)
     return out
