@@ -35,21 +35,21 @@ class _CachedLabels:
     _LIMIT = 10000
 
     def __init__(self, metric: Any) -> None:
-        self._metric = metric
+        self.metric = metric
         self._children: dict[tuple[str, ...], Any] = {}
 
     def labels(self, *values: str, **named: str) -> Any:
         if named:
-            values = tuple(named[name] for name in self._metric._labelnames)
+            values = tuple(named[name] for name in self.metric._labelnames)
         child = self._children.get(values)
         if child is None:
-            child = self._metric.labels(*values)
+            child = self.metric.labels(*values)
             if len(self._children) < self._LIMIT:
                 self._children[values] = child
         return child
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._metric, name)
+        return getattr(self.metric, name)
 
 
 class Metrics:

@@ -84,6 +84,8 @@ def exported_metrics() -> dict[str, set[str]]:
     metrics = Metrics()
     names: dict[str, set[str]] = {}
     for obj in vars(metrics).values():
+        # Labelled metrics are wrapped so that their children are cached.
+        obj = getattr(obj, "metric", obj)
         if not isinstance(obj, MetricWrapperBase):
             continue
         base, labels, kind = obj._name, set(obj._labelnames), obj._type
