@@ -89,11 +89,14 @@ def main() -> int:
     parser.add_argument("--body-size", type=int, default=1024)
     parser.add_argument("--inspection", action="store_true", help="run the shipped policy (default: INSPECTION=false)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the measured requests")
+    parser.add_argument("--policy", help="policy file (with --inspection; default: the shipped policy)")
     args = parser.parse_args()
 
     # A fresh analytics database each run: inserts into a grown one cost more.
     environ = {**os.environ, "PROXILION_DATA_DIR": tempfile.mkdtemp(prefix="proxilion-request-path-cpu-"), "RATE_LIMIT_PER_MINUTE": "0", "INSPECTION": "true" if args.inspection else "false",
                "PROXILION_UPSTREAM_OPENAI": "http://127.0.0.1:9"}
+    if args.policy:
+        environ["POLICY_FILE"] = args.policy
     settings = load_settings({}, environ, None)
     devnull = open(os.devnull, "w")
     observer = make_observer("json", "info", devnull)
