@@ -237,6 +237,10 @@ def test_headers_too_large_in_total_is_431(daemon: Daemon) -> None:
         b"POST /proxy/openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
         b"POST /proxy/openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"GET /proxy/openai/v1/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+        # Request smuggling: both framings, or a folded header line.
+        b"POST /proxy/openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /proxy/openai/v1/models HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
+        b"GET /proxy/openai/v1/models HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n",
     ],
 )
 def test_malformed_request_is_400_json(daemon: Daemon, raw: bytes) -> None:

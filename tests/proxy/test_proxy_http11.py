@@ -251,3 +251,11 @@ def test_silent_upstream_stream_is_cut_after_the_idle_timeout(daemon: Daemon) ->
         return lines[-1]
 
     assert eventually(logged)["error"] == "upstream_idle_timeout"
+
+
+def test_absolute_form_request_to_a_provider_host_is_proxied(daemon: Daemon, upstream: ScriptedUpstream) -> None:
+    body = b'{"model":"m"}'
+    raw = raw_exchange(daemon.port, b"POST http://api.openai.com/v1/absolute HTTP/1.1\r\nHost: api.openai.com\r\n"
+                       b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body), timeout=5)
+    assert split_response(raw)[0] == 200
+    assert upstream.requests[-1][0].split(b" ")[1] == b"/v1/absolute"
