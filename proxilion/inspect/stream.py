@@ -37,6 +37,7 @@ MAX_FRAME_BYTES = 4 * 1024 * 1024
 # word ("DOB:") sent earlier still qualifies a value held now.
 _TAIL = 64
 _SSE_FIELDS = (b"event:", b"id:", b"retry:", b":")
+_loads = json.JSONDecoder().decode
 
 
 class _Slot:
@@ -66,7 +67,7 @@ class _Span:
 
 
 class _Channel:
-    __slots__ = ("sent_tail", "held", "base", "spans", "ended", "path")
+    __slots__ = ("sent_tail", "held", "base", "spans", "ended", "path", "scanned")
 
     def __init__(self, path: tuple):
         self.sent_tail = ""
@@ -75,6 +76,7 @@ class _Channel:
         self.spans: list[_Span] = []
         self.ended = False
         self.path = path
+        self.scanned = 0  # channel length at the last rescan
 
     @property
     def end(self) -> int:
@@ -96,6 +98,7 @@ class StreamRedactor:
         self._seen: dict[tuple, str] = {}
         self._ndjson: bool | None = None if self.format.startswith("cohere") else False
         self._passthrough = False
+        self._held = 0  # characters held over all channels
 
     # -- public ---------------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> bytes:
@@ -176,7 +179,8 @@ class StreamRedactor:
             self._end([ALL])
             return frame
         try:
-            doc = json.loads(sse.data)
+            # Decoding first is cheaper than json.loads(bytes), which sniffs the encoding.
+            doc = _loads(sse.data.decode("utf-8", "surrogatepass"))
         except ValueError:
             return self._text_frame(raw, sse.data.decode("utf-8", "replace"),
                                     lambda text: sse.with_data(text.encode("utf-8")))
@@ -214,18 +218,24 @@ class StreamRedactor:
     def _json_frame(self, raw: bytes, event: str | None, doc: Any, rebuild) -> _Frame:
         frame = _Frame(raw, doc, rebuild)
         slots, ends = text_slots(self.format, event, doc)
+        channels = self._channels
+        append = frame.slots.append
         for channel_id, path in slots:
             text = doc
             for part in path:
                 text = text[part]
-            channel = self._channels.get(channel_id)
+            channel = channels.get(channel_id)
             if channel is None:
-                channel = self._channels[channel_id] = _Channel(path)
-            frame.slots.append(_Slot(channel_id, path, channel.end, channel.end + len(text), text))
-            channel.held += text
+                channel = channels[channel_id] = _Channel(path)
+            end = channel.base + len(channel.held)
+            append(_Slot(channel_id, path, end, end + len(text), text))
+            if text:
+                channel.held += text
+                self._held += len(text)
         if not slots:
             self._scan_whole(frame)
-        self._end(ends)
+        if ends:
+            self._end(ends)
         return frame
 
     def _text_frame(self, raw: bytes, text: str, rebuild) -> _Frame:
@@ -276,6 +286,11 @@ class StreamRedactor:
             frame.changed = True
 
     def _rescan(self, channel_id, channel: _Channel) -> None:
+        end = channel.base + len(channel.held)
+        if end == channel.scanned:
+            # Nothing arrived since the last scan (an event with empty text): nothing new to find.
+            return
+        channel.scanned = end
         window = channel.sent_tail + channel.held
         offset = channel.base - len(channel.sent_tail)
         hits = self.inspector.scanner.scan(window)
@@ -311,38 +326,57 @@ class StreamRedactor:
 
     def _accept(self, frame: _Frame) -> None:
         self._queue.append(frame)
-        for channel_id in {s.channel for s in frame.slots}:
-            self._rescan(channel_id, self._channels[channel_id])
+        slots = frame.slots
+        if len(slots) == 1:
+            self._rescan(slots[0].channel, self._channels[slots[0].channel])
+        elif slots:
+            for channel_id in dict.fromkeys(s.channel for s in slots):
+                self._rescan(channel_id, self._channels[channel_id])
 
     # -- release --------------------------------------------------------------------------------
-    def _ready(self, frame: _Frame, force: bool) -> bool:
-        if force:
-            return True
+    def _ready(self, frame: _Frame) -> bool:
         for slot in frame.slots:
             if slot.end == slot.start:
                 # No text (OpenAI's opening role event): nothing to hold back, and
                 # sending it at once keeps the stream's first byte prompt.
                 continue
             channel = self._channels[slot.channel]
-            if not channel.ended and channel.end - slot.end < self.holdback:
+            if not channel.ended and channel.base + len(channel.held) - slot.end < self.holdback:
                 return False
         return True
 
     def _release(self, force_all: bool) -> bytes:
         out = []
-        while self._queue:
-            held = sum(len(c.held) for c in self._channels.values())
-            frame = self._queue[0]
-            if not self._ready(frame, force_all or held > 4 * self.holdback):
+        queue = self._queue
+        limit = 4 * self.holdback
+        while queue:
+            frame = queue[0]
+            if not (force_all or self._held > limit or self._ready(frame)):
                 break
-            self._queue.popleft()
+            queue.popleft()
             for slot in frame.slots:
                 self._emit_slot(frame, slot)
-            out.append(frame.encode())
+            out.append(frame.raw if not frame.changed else frame.rebuild(frame.doc))
+        if len(out) == 1:
+            return out[0]
         return b"".join(out)
 
     def _emit_slot(self, frame: _Frame, slot: _Slot) -> None:
         channel = self._channels[slot.channel]
+        text = slot.text
+        if not text:
+            return
+        if channel.spans:
+            self._redact_slot(frame, slot, channel)
+        tail = channel.sent_tail + text
+        channel.sent_tail = tail[-_TAIL:] if len(tail) > _TAIL else tail
+        channel.held = channel.held[len(text):]
+        channel.base += len(text)
+        self._held -= len(text)
+        if channel.spans:
+            channel.spans = [s for s in channel.spans if s.end > channel.base]
+
+    def _redact_slot(self, frame: _Frame, slot: _Slot, channel: _Channel) -> None:
         style = self.inspector.policy.settings.redaction
         pieces, pos = [], slot.start
         for span in sorted(channel.spans, key=lambda s: s.start):
@@ -359,10 +393,6 @@ class StreamRedactor:
         if new_text != slot.text:
             frame.doc = rewrite(frame.doc, {slot.path: new_text})
             frame.changed = True
-        channel.sent_tail = (channel.sent_tail + slot.text)[-_TAIL:]
-        channel.held = channel.held[len(slot.text):]
-        channel.base += len(slot.text)
-        channel.spans = [s for s in channel.spans if s.end > channel.base]
 
     def _block_event(self, message: str | None = None) -> bytes:
         self.blocked = True

@@ -23,17 +23,23 @@ class SSEFrame:
 
     def __init__(self, raw: bytes):
         self.raw = raw
-        self.lines = [line for line in _LINE_END.split(raw) if line]
+        # Providers end lines with "\n" only; a plain split is much cheaper than the regex.
+        lines = raw.split(b"\n") if b"\r" not in raw else _LINE_END.split(raw)
+        self.lines = lines = [line for line in lines if line]
         self.event: str | None = None
+        if len(lines) == 1 and lines[0].startswith(b"data: "):
+            # The common event: one data line and nothing else.
+            self.data: bytes | None = lines[0][6:]
+            return
         data = []
-        for line in self.lines:
+        for line in lines:
             name, _, value = line.partition(b":")
             value = value[1:] if value.startswith(b" ") else value
             if name == b"event":
                 self.event = value.decode("utf-8", "replace")
             elif name == b"data":
                 data.append(value)
-        self.data: bytes | None = b"\n".join(data) if data else None
+        self.data = b"\n".join(data) if data else None
 
     def with_data(self, data: bytes) -> bytes:
         """The same event with its data replaced; other lines (event:, id:, comments) kept in place."""
@@ -50,6 +56,27 @@ class SSEFrame:
 
 def split_sse(buffer: bytearray, limit: int) -> list[bytes]:
     """Remove and return every complete event (with its blank line) from the start of `buffer`."""
+    if b"\r" not in buffer:
+        # Providers end lines with "\n" only: plain finds instead of the regex, and a buffer
+        # holding exactly one event (one event per chunk, the usual case) is taken whole.
+        end = buffer.find(b"\n\n")
+        if end < 0:
+            frames = []
+        elif end + 2 == len(buffer):
+            frames = [bytes(buffer)]
+            buffer.clear()
+            return frames
+        else:
+            frames = []
+            pos = 0
+            while end >= 0:
+                frames.append(bytes(buffer[pos:end + 2]))
+                pos = end + 2
+                end = buffer.find(b"\n\n", pos)
+            del buffer[:pos]
+        if len(buffer) > limit:
+            raise FrameTooLarge("stream frame too large")
+        return frames
     frames = []
     pos = 0
     while True:

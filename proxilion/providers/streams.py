@@ -24,6 +24,10 @@ def stream_format(provider: str, path: str) -> str:
     return "openai"
 
 
+# The paths of the first choices' content, built once rather than per event.
+_OPENAI_CONTENT = tuple(("choices", i, "delta", "content") for i in range(8))
+
+
 def _openai(doc: dict) -> tuple[list, list]:
     slots, ends = [], []
     for i, choice in enumerate(doc.get("choices") or ()):
@@ -33,7 +37,7 @@ def _openai(doc: dict) -> tuple[list, list]:
         delta = choice.get("delta")
         if isinstance(delta, dict):
             if isinstance(delta.get("content"), str):
-                slots.append(((index, "content"), ("choices", i, "delta", "content")))
+                slots.append(((index, "content"), _OPENAI_CONTENT[i] if i < 8 else ("choices", i, "delta", "content")))
             if isinstance(delta.get("refusal"), str):
                 slots.append(((index, "refusal"), ("choices", i, "delta", "refusal")))
             for k, call in enumerate(delta.get("tool_calls") or ()):

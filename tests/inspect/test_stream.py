@@ -154,3 +154,32 @@ def test_opening_event_without_text_leaves_at_once():
     first_text = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
                   b'"delta":{"content":"Your card 4111"},"finish_reason":null}]}\n\n')
     assert redactor.feed(first_text) == b""
+
+
+def _openai_event(text, eol=b"\n"):
+    doc = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    return (b"data: " + json.dumps(doc).encode()).replace(b"\n", eol) + eol + eol
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"])
+def test_events_batched_in_one_chunk_and_any_line_ending(eol):
+    # Several events per chunk, empty-text events inside the split value, and every line ending.
+    pieces = [PREFIX, CARD[:6], "", CARD[6:12], "", CARD[12:], " is on file, thanks!"]
+    data = b"".join(_openai_event(p, eol) for p in pieces) + b"data: [DONE]" + eol + eol
+    for chunks in ([data], [data[:len(data) // 2], data[len(data) // 2:]]):
+        redactor = DEFAULT.stream_redactor("openai", "/v1/chat/completions")
+        out = b"".join(redactor.feed(c) for c in chunks) + redactor.finish()
+        docs = [json.loads(line.split(b"data: ", 1)[1])
+                for line in out.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+                if line.startswith(b"data: {")]
+        assert "".join(d["choices"][0]["delta"]["content"] for d in docs) == EXPECTED
+        assert out.endswith(b"data: [DONE]" + eol + eol)
+
+
+def test_untouched_events_leave_as_their_original_bytes():
+    # Odd spacing and key order survive: only an event whose text changed is re-encoded.
+    clean = b'data:   {"choices":[{"delta":{"content":"hi there"},"index":0,"finish_reason":null}]}\n\n'
+    dirty = _openai_event("card " + CARD)
+    redactor = DEFAULT.stream_redactor("openai", "/v1/chat/completions")
+    out = redactor.feed(clean + dirty + b"data: [DONE]\n\n") + redactor.finish()
+    assert out.startswith(clean) and b"4111" not in out and out.endswith(b"data: [DONE]\n\n")
