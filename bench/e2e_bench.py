@@ -31,7 +31,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -61,31 +61,9 @@ def sample(text: str, name: str, **labels: str) -> float:
     return total
 
 
-@contextlib.contextmanager
 def proxilion(procs: pb.Processes, workdir: Path, upstream_port: int, name: str,
-              env: dict[str, str], args: list[str] = ()) -> Iterator[dict[str, Any]]:
-    port, admin_port = pb.free_port(), pb.free_port()
-    home = workdir / name
-    home.mkdir()
-    proc = procs.start(name, [TWISTD, "-n", "--pidfile=", "proxilion", "--port", str(port),
-                              "--admin-port", str(admin_port), "--bind", "127.0.0.1",
-                              "--upstream", f"openai=http://127.0.0.1:{upstream_port}", *args],
-                       env={"PYTHONPATH": str(pb.REPO), "PROXILION_DATA_DIR": str(home / "data"),
-                            "DRAIN_GRACE": "0", **env}, cwd=home)
-    deadline = time.monotonic() + 30
-    while True:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
-                if r.status == 200:
-                    break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not start:\n{procs.log_tail(name)}")
-        time.sleep(0.1)
-    try:
-        yield {"port": port, "admin_port": admin_port, "pid": proc.pid,
-               "url": f"http://127.0.0.1:{port}{pb.PROXY_PREFIX}{pb.CHAT_PATH}"}
-    finally:
-        procs.stop(proc)
+              env: dict[str, str], args: list[str] = ()) -> contextlib.AbstractContextManager[dict[str, Any]]:
+    return pb.ready_daemon(procs, TWISTD, pb.REPO, workdir, upstream_port, name, env, args)
 
 
 def wrk(daemon: dict[str, Any], body: Path, connections: int, duration: float, warmup: float) -> dict:

@@ -29,6 +29,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 LUA = REPO / "bench" / "lib" / "chat_post.lua"
@@ -296,6 +297,34 @@ def start_proxilion(procs: Processes, source: Path, twistd: str, port: int, admi
     tail = procs.log_tail(f"proxilion-{port}")
     procs.stop(proc)
     raise RuntimeError(f"Proxilion did not become healthy:\n{tail}")
+
+
+@contextlib.contextmanager
+def ready_daemon(procs: Processes, twistd: str, source: Path, workdir: Path, upstream_port: int, name: str,
+                 env: dict[str, str], args: "list[str] | tuple[str, ...]" = ()) -> Iterator[dict[str, Any]]:
+    """A Proxilion daemon from C{source} in front of C{upstream_port}, once /ready answers 200; stopped on exit."""
+    port, admin_port = free_port(), free_port()
+    home = workdir / name
+    home.mkdir()
+    proc = procs.start(name, [twistd, "-n", "--pidfile=", "proxilion", "--port", str(port),
+                              "--admin-port", str(admin_port), "--bind", "127.0.0.1",
+                              "--upstream", f"openai=http://127.0.0.1:{upstream_port}", *args],
+                       env={"PYTHONPATH": str(source), "PROXILION_DATA_DIR": str(home / "data"),
+                            "DRAIN_GRACE": "0", **env}, cwd=home)
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
+                if r.status == 200:
+                    break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start:\n{procs.log_tail(name)}")
+        time.sleep(0.1)
+    try:
+        yield {"name": name, "port": port, "admin_port": admin_port, "pid": proc.pid,
+               "url": f"http://127.0.0.1:{port}{PROXY_PREFIX}{CHAT_PATH}"}
+    finally:
+        procs.stop(proc)
 
 
 def smoke(port: int, path: str, body: bytes) -> None:

@@ -43,7 +43,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -131,28 +131,8 @@ async def in_process(reactor: Any, redis_url: str, args: argparse.Namespace) -> 
 # 2. Through the daemon.
 
 
-@contextlib.contextmanager
-def daemon(procs: pb.Processes, source: Path, workdir: Path, upstream: int, name: str, env: dict) -> Iterator[dict]:
-    port, admin_port = pb.free_port(), pb.free_port()
-    home = workdir / name
-    home.mkdir()
-    argv = [TWISTD, "-n", "--pidfile=", "proxilion", "--port", str(port), "--admin-port", str(admin_port),
-            "--bind", "127.0.0.1", "--upstream", f"openai=http://127.0.0.1:{upstream}"]
-    proc = procs.start(name, argv, env={"PYTHONPATH": str(source), "PROXILION_DATA_DIR": str(home / "data"), "DRAIN_GRACE": "0", **env}, cwd=home)
-    deadline = time.monotonic() + 30
-    while True:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
-                if r.status == 200:
-                    break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not start:\n{procs.log_tail(name)}")
-        time.sleep(0.1)
-    try:
-        yield {"name": name, "port": port, "admin_port": admin_port, "pid": proc.pid,
-               "url": f"http://127.0.0.1:{port}{pb.PROXY_PREFIX}{pb.CHAT_PATH}"}
-    finally:
-        procs.stop(proc)
+def daemon(procs: pb.Processes, source: Path, workdir: Path, upstream: int, name: str, env: dict) -> contextlib.AbstractContextManager[dict]:
+    return pb.ready_daemon(procs, TWISTD, source, workdir, upstream, name, env)
 
 
 def metric(admin_port: int, name: str, **labels: str) -> float:
