@@ -140,14 +140,7 @@ class Exchange:
         if ctx.limiter is None:
             self._admitted(None)
             return
-        d = ctx.limiter.take(self.identity, route.provider, max(1, len(self.body) // 4))
-        if d.called:
-            # Memory buckets (and no limits) answer at once: skip the callback chain.
-            decision = d.result
-            d.addErrback(lambda _: None)
-            self._admitted(decision)
-            return
-        self._pending = d
+        d = self._pending = ctx.limiter.take(self.identity, route.provider, max(1, len(self.body) // 4))
         d.addCallback(self._admitted)
         d.addErrback(self._unexpected)
 

@@ -6,7 +6,7 @@ import itertools
 import os
 import re
 
-__all__ = ["HOP_BY_HOP", "upstream_request_headers", "client_response_headers", "replace_header", "request_id", "CREDENTIAL_HEADERS"]
+__all__ = ["HOP_BY_HOP", "upstream_request_headers", "client_response_headers", "first_header", "replace_header", "request_id", "CREDENTIAL_HEADERS"]
 
 HOP_BY_HOP = frozenset(
     {
@@ -82,6 +82,14 @@ def upstream_request_headers(client: Pairs, client_ip: str, proto: bytes, rid: b
     out.append((b"x-forwarded-proto", proto))
     out.append((b"x-request-id", rid))
     return out
+
+
+def first_header(headers: Pairs, name: bytes) -> bytes | None:
+    """The first value of header C{name} (lower-case) among raw pairs, or None."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
 
 
 def replace_header(headers: Pairs, name: bytes, value: bytes) -> Pairs:

@@ -19,6 +19,7 @@ import httptools
 from twisted.internet.protocol import Protocol
 
 from proxilion.proxy.deadline import Deadline
+from proxilion.proxy.headers import first_header
 
 __all__ = ["HTTPConnection", "HTTPRequest", "reason_phrase", "write_now"]
 
@@ -118,10 +119,7 @@ class HTTPRequest:
     # The request
     def header(self, name: bytes) -> bytes | None:
         """The first value of header C{name} (lower-case), or None."""
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        return first_header(self.headers, name)
 
     def header_values(self, name: bytes) -> list[bytes]:
         return [value for key, value in self.headers if key.lower() == name]
@@ -150,9 +148,6 @@ class HTTPRequest:
         if any(key == name for key, _ in headers):
             headers = self.response_headers = [(k, v) for k, v in headers if k != name]
         headers.append((name, value))
-
-    def remove_header(self, name: bytes) -> None:
-        self.response_headers = [(k, v) for k, v in self.response_headers if k != name]
 
     def close_after(self) -> None:
         """Close the connection once this response is done (and tell the client so)."""
@@ -206,16 +201,13 @@ class HTTPRequest:
         if self.finished:
             return
         if not self.started_writing:
-            if not self._has_length() and self.method != b"HEAD" and self.code not in _NO_BODY_CODES:
+            if first_header(self.response_headers, b"content-length") is None and self.method != b"HEAD" and self.code not in _NO_BODY_CODES:
                 self.response_headers.append((b"content-length", b"0"))
             self.write(b"")
         elif self._chunked and self.connection.transport is not None:
             write_now(self.connection.transport, b"0\r\n\r\n")
         self.finished = True
         self.connection.request_done(self)
-
-    def _has_length(self) -> bool:
-        return any(name == b"content-length" for name, _ in self.response_headers)
 
     def register_producer(self, producer: Any) -> None:
         """Pause C{producer} (a streaming producer) while the client's socket buffer is full."""
@@ -353,13 +345,9 @@ class HTTPConnection(Protocol):
             return
         # The head is complete: from here on, bytes are body.
         parsing.head_size = -1
-        length = None
-        for name, value in parsing.headers:
-            # llhttp has rejected malformed and conflicting lengths already.
-            if len(name) == 14 and name.lower() == b"content-length":
-                length = int(value)
-                break
-        if length is not None and length > self.max_body:
+        # llhttp has rejected malformed and conflicting lengths already.
+        length = first_header(parsing.headers, b"content-length")
+        if length is not None and int(length) > self.max_body:
             # Refused before reading (and before any "100 Continue").
             self._reject(413, "Request body too large: limit is %d bytes." % self.max_body, "request_too_large")
             return

@@ -20,6 +20,7 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.python.failure import Failure
 
 from proxilion.proxy.deadline import Deadline
+from proxilion.proxy.headers import first_header
 from proxilion.proxy.http11 import write_now
 
 __all__ = ["UpstreamClient", "UpstreamResponse", "UpstreamTimeout", "UpstreamDisconnected", "BodyDone", "BodyIncomplete", "BodyIdle"]
@@ -64,10 +65,7 @@ class UpstreamResponse:
         self._connection = connection
 
     def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        return first_header(self.headers, name)
 
     def deliver_body(self, protocol: Protocol) -> None:
         """Feed the body to C{protocol}: C{makeConnection(producer)}, C{dataReceived}, then
@@ -424,10 +422,6 @@ class UpstreamClient:
         idle = self._idle.get(connection.key)
         if idle and connection in idle:
             idle.remove(connection)
-
-    @property
-    def idle_connections(self) -> int:
-        return sum(len(idle) for idle in self._idle.values())
 
     def close(self) -> Deferred[Any]:
         """Close every idle connection (busy ones were finished or aborted by the drain)."""
