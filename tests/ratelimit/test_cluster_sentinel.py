@@ -78,6 +78,9 @@ async def test_sentinel_discovery_and_failover(redis_sentinel):
         master_port = redis_sentinel["master"].port
         assert cli(master_port, "exists", "proxilion:rl:{user:alice}:default") == "1"
         redis_sentinel["master"].kill()
+        # With the master gone and no new one named yet, a decision must fall back
+        # (the loop below may only start once the new master is already reachable).
+        assert (await rl.take(ALICE, "openai")).store != "redis"
         new_port = redis_sentinel["replica"].port
         await eventually(
             lambda: cli(sentinel_port, "sentinel", "get-master-addr-by-name", "mymaster").endswith(str(new_port)),
