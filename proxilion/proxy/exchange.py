@@ -397,6 +397,10 @@ class Exchange:
         )
         if ctx.record is not None:
             ctx.record(self, status, path, total, bytes_out)
+        # Break the request <-> exchange <-> relay cycles: freed by reference
+        # counting now instead of by the cyclic collector later.
+        self.request.on_lost = None
+        self.relay = None
 
 
 class _Discard(Protocol):
