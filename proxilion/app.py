@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import attrs
+from twisted.logger import Logger
 
 from proxilion import __version__
 from proxilion.admin.site import Directory, build_admin_site, health_value
@@ -67,6 +68,10 @@ def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: 
         record=audit_recorder(settings.instance_id, analytics.record),
         record_refused=refusal_recorder(settings.instance_id, settings, reactor, analytics.record),
     )
+    if log_observer is not None:
+        # Straight to the process's observer: the global publisher's fan-out
+        # costs more than the line itself, once per request.
+        ctx.access_log = Logger(namespace="proxilion.access", observer=log_observer)
     proxy_service = ProxySiteService(reactor, settings, ProxyFactory(ctx), drain, metrics, upstream)
     started_at = time.time()
     components = {"policy": policy, "redis" if settings.rate_limit_store == "redis" else "ratelimit": limiter, "analytics": analytics}

@@ -7,17 +7,10 @@ import sys
 import time
 from typing import IO, Any
 
-from twisted.logger import (
-    FilteringLogObserver,
-    ILogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    formatEvent,
-    textFileLogObserver,
-)
+from twisted.logger import ILogObserver, LogLevel, formatEvent, textFileLogObserver
 from zope.interface import implementer
 
-__all__ = ["make_observer", "JsonLineObserver"]
+__all__ = ["make_observer", "JsonLineObserver", "LevelFilter"]
 
 # Twisted's own bookkeeping keys, and keys that could carry request data we never log.
 _SKIP = frozenset(
@@ -112,8 +105,28 @@ class JsonLineObserver:
             self._flush_call = self._clock.callLater(self._flush_delay, self._flush)
 
 
-def make_observer(log_format: str, log_level: str, out: IO[str] | None = None, clock: Any = None) -> ILogObserver:
+@implementer(ILogObserver)
+class LevelFilter:
+    """Pass on events at C{level} or above.
+
+    Twisted's C{FilteringLogObserver} with a C{LogLevelFilterPredicate} does
+    the same through per-namespace lookups; one process-wide level is all we
+    offer, and this observer sees every access line.
+    """
+
+    def __init__(self, observer: ILogObserver, level: LogLevel) -> None:
+        self.observer = observer
+        self.level = level
+        # A set lookup: comparing constants calls Python methods.
+        self._passed = frozenset(known for known in LogLevel.iterconstants() if known >= level) | {None}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("log_level") in self._passed:
+            self.observer(event)
+
+
+def make_observer(log_format: str, log_level: str, out: IO[str] | None = None, clock: Any = None) -> LevelFilter:
     """The process's log observer; pass the reactor as C{clock} to batch the flushes of info lines."""
     out = out or sys.stdout
     observer = JsonLineObserver(out, clock) if log_format == "json" else textFileLogObserver(out)
-    return FilteringLogObserver(observer, [LogLevelFilterPredicate(defaultLogLevel=_LEVELS[log_level])])
+    return LevelFilter(observer, _LEVELS[log_level])

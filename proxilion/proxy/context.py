@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import attrs
+from twisted.logger import Logger
 
 from proxilion.drain import DrainState
 from proxilion.metrics import Metrics
@@ -29,3 +30,5 @@ class ProxyContext:
     record: Callable[..., None] | None = None
     # Requests refused before they were complete (408, 413, 431) have no exchange.
     record_refused: Callable[..., None] | None = None
+    # One line per request; build() hands it the process's observer directly.
+    access_log: Logger = attrs.field(factory=lambda: Logger(namespace="proxilion.access"), repr=False)

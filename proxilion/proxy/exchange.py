@@ -30,7 +30,6 @@ from proxilion.proxy.upstream import UpstreamDisconnected, UpstreamResponse, Ups
 
 __all__ = ["Exchange", "safe_path", "ACTION_ORDER", "bounded_method", "log_refused"]
 
-log = Logger(namespace="proxilion.access")
 errlog = Logger(namespace="proxilion.proxy")
 
 _SECRET_QUERY_KEYS = frozenset(
@@ -64,7 +63,7 @@ def bounded_method(method: str) -> str:
     return method if method in _METHODS else "OTHER"
 
 
-def log_refused(rid: bytes, provider: str, method: str, uri: bytes | None, status: int, code: str) -> None:
+def log_refused(log: Logger, rid: bytes, provider: str, method: str, uri: bytes | None, status: int, code: str) -> None:
     """The access line of a request refused before it was complete (408, 413, 431)."""
     log.info(
         "{method} {path} {status}",
@@ -378,7 +377,7 @@ class Exchange:
             self.model = model_of(self.body, route.path)
         path = safe_path(route.path, route.query) if route else safe_path(*_split(self.request.uri))
         bytes_out = self.relay.bytes_out if self.relay is not None else self.error_bytes
-        log.info(
+        ctx.access_log.info(
             "{method} {path} {status}",
             request_id=self.rid.decode("ascii"),
             provider=self.provider,

@@ -98,7 +98,7 @@ class ProxyConnection(HTTPConnection):
             self.transport.loseConnection()
         ctx.metrics.rejected_requests.labels(code).inc()
         ctx.metrics.http_requests.labels(provider, method, str(status)).inc()
-        log_refused(rid, provider, method, uri, status, code)
+        log_refused(ctx.access_log, rid, provider, method, uri, status, code)
         if ctx.record_refused is not None:
             ctx.record_refused(partial, rid, provider, method, uri, status, code, len(body))
 
