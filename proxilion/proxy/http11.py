@@ -266,6 +266,9 @@ class HTTPConnection(Protocol):
         self._deadline = Deadline(clock, self._timed_out)
         self._paused = False
         self._closing = False
+        # A request refused while earlier ones are still being answered: its
+        # refusal is written (and recorded) once they are.
+        self._refusal: tuple[int, str, str, _Parsing | None] | None = None
 
     # Twisted protocol
     def connectionMade(self) -> None:
@@ -291,11 +294,7 @@ class HTTPConnection(Protocol):
             self._end_after_answers()
             return
         except httptools.HttpParserError:
-            if self.current is not None or self._queue:
-                self._end_after_answers()
-                return
-            self._closing = True
-            self.refuse(400, "Malformed HTTP request.", "bad_request", self._parsing or parsing)
+            self._reject(400, "Malformed HTTP request.", "bad_request", self._parsing or parsing)
             return
         parsing = self._parsing
         if parsing is not None and not parsing.rejected and parsing.head_size >= 0:
@@ -313,6 +312,7 @@ class HTTPConnection(Protocol):
         for request in requests:
             if not request.finished and request.on_lost is not None:
                 request.on_lost()
+        self._refuse_pending()
 
     # llhttp callbacks
     def on_message_begin(self) -> None:
@@ -403,6 +403,9 @@ class HTTPConnection(Protocol):
             self._queue.clear()
             self.transport.loseConnection()
             return
+        if self._refusal is not None and not self._queue:
+            self._refuse_pending()
+            return
         if self._queue:
             nxt = self._queue.popleft()
             if self._paused and len(self._queue) < _MAX_PIPELINED:
@@ -424,19 +427,25 @@ class HTTPConnection(Protocol):
             self.transport.loseConnection()
 
     # Refusals and timers
-    def _reject(self, status: int, message: str, code: str) -> None:
-        parsing = self._parsing
+    def _reject(self, status: int, message: str, code: str, parsing: _Parsing | None = None) -> None:
+        parsing = parsing or self._parsing
         if parsing is not None:
             parsing.rejected = True
+        self._closing = True
         if self.current is not None or self._queue:
             # A pipelined request behind answers still going out: writing the
-            # refusal now would interleave it with them. They finish; then the
-            # connection closes, which is this request's answer.
-            self._end_after_answers()
+            # refusal now would interleave it with them. It waits its turn.
+            if self._refusal is None:
+                self._refusal = (status, message, code, parsing)
             return
-        self._closing = True
         self._deadline.stop()
         self.refuse(status, message, code, parsing)
+
+    def _refuse_pending(self) -> None:
+        refusal, self._refusal = self._refusal, None
+        if refusal is not None:
+            self._deadline.stop()
+            self.refuse(*refusal)
 
     def _end_after_answers(self) -> None:
         """Read nothing more; close once the requests already received are answered."""

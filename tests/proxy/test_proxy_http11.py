@@ -135,6 +135,32 @@ def test_pipelined_requests_are_answered_in_order(daemon: Daemon, upstream: Scri
     assert paths == [b"/v1/one", b"/v1/two", b"/v1/three"]
 
 
+@pytest.mark.parametrize(
+    ("bad", "status", "code"),
+    [
+        (b"POST /proxy/openai/v1/bad HTTP/1.1\r\nHost: x\r\nX-Request-ID: %s\r\nContent-Length: abc\r\n\r\n", 400, "bad_request"),
+        (b"POST /proxy/openai/v1/big HTTP/1.1\r\nHost: x\r\nX-Request-ID: %s\r\nContent-Length: 999999999\r\n\r\n", 413, "request_too_large"),
+    ],
+    ids=["malformed", "too-large"],
+)
+def test_pipelined_request_refused_behind_an_answer_gets_its_refusal_after_it(
+    daemon: Daemon, bad: bytes, status: int, code: str
+) -> None:
+    rid = f"pipelined-refusal-{status}".encode()
+    raw = raw_exchange(daemon.port, _post("/v1/first") + bad % rid, timeout=5)
+    first, _, rest = raw.partition(JSON_OK)
+    assert first.startswith(b"HTTP/1.1 200 OK")
+    refused_status, headers, body = split_response(rest)
+    assert refused_status == status
+    assert headers["x-request-id"] == rid.decode()
+    assert headers["connection"] == "close"
+    assert b'"error"' in body
+    (line,) = eventually(lambda: [e for e in daemon.log_events()
+                                  if e.get("logger") == "proxilion.access" and e.get("request_id") == rid.decode()],
+                         what="access line of the refused pipelined request")
+    assert (line["status"], line["error"]) == (status, code)
+
+
 def test_expect_100_continue_gets_continue_then_the_answer(daemon: Daemon) -> None:
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as sock:
         body = b'{"model":"m"}'
