@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
@@ -39,18 +40,15 @@ from proxilion.app import build  # noqa: E402
 from proxilion.config import load_settings  # noqa: E402
 from proxilion.logs import make_observer  # noqa: E402
 from proxilion.proxy import upstream as upstream_module  # noqa: E402
+from proxy_bench import FIXED_REPLY, chat_body  # noqa: E402
 
-REPLY = json.dumps({
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello there"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
-}).encode()
+# The same request body and upstream answer as the daemon benchmarks (proxy_bench, e2e_bench).
+REPLY = FIXED_REPLY.encode()
 UPSTREAM_ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(REPLY), REPLY)
 
 
 def chat_request(size: int) -> bytes:
-    text = "Hello, please summarise the following text. " + "lorem ipsum dolor sit amet " * (size // 27)
-    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}).encode()
+    body = chat_body(size)
     return (b"POST /proxy/openai/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8787\r\nContent-Type: application/json\r\n"
             b"Authorization: Bearer sk-bench-not-a-real-key\r\nUser-Agent: wrk\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
