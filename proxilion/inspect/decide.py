@@ -28,6 +28,10 @@ class Decision:
     message: str
 
 
+# Most bodies hold nothing: one shared decision for them (it is frozen).
+_ALLOWED = Decision("allow", None, (), "allowed: no findings")
+
+
 def describe(action: str, findings: Sequence[Finding]) -> str:
     """Human text naming finding types and counts (never values): 'blocked: 1 credit_card, 2 email'."""
     counts = Counter(f.type for f in findings if f.action == action)
@@ -43,7 +47,7 @@ def decide(policy: Policy, direction: str, provider: str, path: str, identity: s
         for rule in rules:
             if rule.min_count == 0:
                 return Decision(rule.action, rule.id, (), describe(rule.action, ()))
-        return Decision("allow", None, (), "allowed: no findings")
+        return _ALLOWED
     assigned: list[Finding | None] = [None] * len(findings)
     for rule in rules:
         selected = [i for i, f in enumerate(findings) if rule.selects(f.type, f.category, f.severity)]

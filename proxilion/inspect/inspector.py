@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from proxilion.inspect.catalog import BUILTIN
-from proxilion.inspect.decide import decide
+from proxilion.inspect.decide import Decision, decide
 from proxilion.inspect.findings import Finding, Verdict
 from proxilion.inspect.policy import Policy
 from proxilion.inspect.redact import redact_text
 from proxilion.inspect.scanner import Scanner
 from proxilion.inspect.stream import StreamRedactor
 from proxilion.providers.body import Body
+from proxilion.providers.fields import TextField
 
 
 class Inspector:
@@ -42,39 +44,37 @@ class Inspector:
     def _inspect(self, direction: str, provider: str, path: str, body: bytes, identity: str | None) -> Verdict:
         started = time.perf_counter()
         try:
-            verdict = self._scan_and_decide(direction, provider, path, body, identity)
+            decision, new_body, document = self._scan_and_decide(direction, provider, path, body, identity)
         except Exception:  # noqa: BLE001 - any scanner failure must fail closed, never pass unscanned
             action = self.policy.settings.on_scanner_error
-            verdict = Verdict(action, (), body, None,
-                              f"{'blocked' if action == 'block' else 'allowed'}: scanner error", error=True)
-        return _with_time(verdict, time.perf_counter() - started)
+            return Verdict(action, (), body, None, f"{'blocked' if action == 'block' else 'allowed'}: scanner error",
+                           time.perf_counter() - started, error=True)
+        return Verdict(decision.action, decision.findings, new_body, decision.rule, decision.message,
+                       time.perf_counter() - started, document=document)
 
     def _scan_and_decide(self, direction: str, provider: str, path: str, body: bytes,
-                         identity: str | None) -> Verdict:
+                         identity: str | None) -> tuple[Decision, bytes, Any]:
+        """The decision, the body to pass on (the original unless redacted) and the parsed document."""
         if len(body) > self.policy.settings.max_scan_bytes:
             raise ValueError("body larger than max_scan_bytes")
         parsed = Body(body)
-        fields = parsed.fields
-        hits = self.scanner.scan_many([f.text for f in fields], [f.key for f in fields])
+        hits = self.scanner.scan_many([f.text for f in parsed.fields], [f.key for f in parsed.fields])
+        if not any(hits):
+            return decide(self.policy, direction, provider, path, identity, ()), body, parsed.doc
+        fields = parsed.located()
         findings = [self.finding(h.type, parsed.location(field), h.start, h.end)
                     for field, field_hits in zip(fields, hits) for h in field_hits]
         decision = decide(self.policy, direction, provider, path, identity, findings)
-        new_body = body
         if decision.action == "redact":
-            new_body = self._redact(parsed, hits, decision.findings)
-        return Verdict(decision.action, decision.findings, new_body, decision.rule, decision.message, document=parsed.doc)
+            body = self._redact(parsed, fields, hits, decision.findings)
+        return decision, body, parsed.doc
 
-    def _redact(self, parsed: Body, hits: list, findings: tuple[Finding, ...]) -> bytes:
+    def _redact(self, parsed: Body, fields: list[TextField], hits: list, findings: tuple[Finding, ...]) -> bytes:
         style = self.policy.settings.redaction
         replacements = {}
         judged = iter(findings)
-        for field, field_hits in zip(parsed.fields, hits):
+        for field, field_hits in zip(fields, hits):
             spans = [(f.start, f.end, f.type) for f in (next(judged) for _ in field_hits) if f.action == "redact"]
             if spans:
                 replacements[field.path] = redact_text(field.text, spans, style)
         return parsed.rebuild(replacements)
-
-
-def _with_time(verdict: Verdict, seconds: float) -> Verdict:
-    return Verdict(verdict.action, verdict.findings, verdict.body, verdict.rule, verdict.message,
-                   seconds, verdict.error, verdict.document)

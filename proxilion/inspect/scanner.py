@@ -64,20 +64,11 @@ class Scanner:
         """Hits per text, offsets relative to each text; scanned as one joined text for speed."""
         if not texts:
             return []
-        joined = SEPARATOR.join(texts)
-        starts = []
-        offset = 0
-        for text in texts:
-            starts.append(offset)
-            offset += len(text) + len(SEPARATOR)
         hits: list[Hit] = []
-        self._run(joined, hits)
+        self._run(SEPARATOR.join(texts), hits)
         per_text: list[list[Hit]] = [[] for _ in texts]
-        for hit in hits:
-            index = bisect.bisect_right(starts, hit.start) - 1
-            base = starts[index]
-            if hit.end <= base + len(texts[index]):
-                per_text[index].append(Hit(hit.type, hit.start - base, hit.end - base))
+        if hits:
+            _split(hits, texts, per_text)
         for index, key in enumerate(keys):
             if key and is_secret_name(key):
                 find_keyed_secret(texts[index], key, per_text[index])
@@ -102,3 +93,17 @@ class Scanner:
                 continue
             kept.append(hit)
         return kept
+
+
+def _split(hits: list[Hit], texts: Sequence[str], per_text: list[list[Hit]]) -> None:
+    """Hand each hit in the joined texts to its text, with offsets relative to that text."""
+    starts = []
+    offset = 0
+    for text in texts:
+        starts.append(offset)
+        offset += len(text) + len(SEPARATOR)
+    for hit in hits:
+        index = bisect.bisect_right(starts, hit.start) - 1
+        base = starts[index]
+        if hit.end <= base + len(texts[index]):
+            per_text[index].append(Hit(hit.type, hit.start - base, hit.end - base))

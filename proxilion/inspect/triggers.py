@@ -61,6 +61,8 @@ class TriggerScanner:
         ends = local.ends
         try:
             scanner.scan(view.raw)
+            if not any(ends):  # the common case: nothing to look at closer
+                return
             found = [(p, sorted(e)) for p, e in zip(self.passes, ends) if e]
         finally:
             for e in ends:

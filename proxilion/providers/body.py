@@ -8,6 +8,7 @@ from typing import Any
 from proxilion.providers.fields import TextField, dumps, rewrite, walk
 
 RAW = "raw"
+_DECODER = json.JSONDecoder()  # what json.loads uses, without its per-call argument checks
 
 
 class Body:
@@ -17,22 +18,36 @@ class Body:
 
     def __init__(self, body: bytes):
         try:
-            self.doc: Any = json.loads(body) if body else None
+            self.doc: Any = _DECODER.decode(_json_text(body)) if body else None
             self.is_json = body != b""
         except (ValueError, UnicodeDecodeError):
             self.doc, self.is_json = None, False
         if self.is_json:
-            self.fields = walk(self.doc)
+            # Paths are worked out again only when some text has findings (see located).
+            self.fields = walk(self.doc, paths=False)
         elif body:
             # surrogateescape keeps bytes that are not UTF-8 exactly as they were on re-encoding.
             self.fields = [TextField((), body.decode("utf-8", "surrogateescape"), None)]
         else:
             self.fields = []
 
+    def located(self) -> list[TextField]:
+        """L{fields} with their paths, in the same order."""
+        return walk(self.doc) if self.is_json else self.fields
+
     def location(self, field: TextField) -> str:
+        """Where a field of L{located} is, for a finding."""
         return field.location if self.is_json else RAW
 
     def rebuild(self, replacements: dict[tuple, str]) -> bytes:
         if not self.is_json:
             return replacements[()].encode("utf-8", "surrogateescape")
         return dumps(rewrite(self.doc, replacements)).encode("utf-8")
+
+
+def _json_text(body: bytes) -> str:
+    """The body decoded as json.loads decodes bytes: UTF-8 unless a BOM or zero bytes say UTF-16/32."""
+    # A body opening with "{" and no zero byte after it is UTF-8 (see json.detect_encoding), which
+    # spares most bodies the detection.
+    encoding = "utf-8" if body[:1] == b"{" and body[1:2] != b"\x00" else json.detect_encoding(body)
+    return body.decode(encoding, "surrogatepass")

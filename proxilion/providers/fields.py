@@ -31,7 +31,7 @@ _MAX_DEPTH = 64
 
 
 class TextField(NamedTuple):
-    path: tuple
+    path: tuple | None  # None when walked without paths
     text: str
     key: str | None
 
@@ -81,53 +81,61 @@ def _embedded(text: str) -> Any:
     return inner if isinstance(inner, (dict, list)) else None
 
 
-def _string(text: str, path: tuple, key: str | None, out: list, depth: int) -> None:
+def _string(text: str, path: tuple | None, key: str | None, out: list, depth: int) -> None:
     # Cheap first-character tests keep the common case (plain prose) fast.
     first = text[:1]
     if first in ("{", "[", " ", "\n", "\t") and depth < _MAX_DEPTH:
         inner = _embedded(text)
         if inner is not None:
-            walk(inner, path + (EMBEDDED,), key, out, depth + 1)
+            _value(inner, None if path is None else path + (EMBEDDED,), key, out, depth + 1)
             return
     if text and not ((first == "d" or len(text) >= 256) and is_blob(text)):
         out.append(TextField(path, text, key))
 
 
-def walk(doc: Any, path: tuple = (), key: str | None = None, out: list | None = None,
-         depth: int = 0) -> list[TextField]:
-    """Every scannable text in `doc` with its path, in document order."""
-    if out is None:
-        out = []
+def walk(doc: Any, paths: bool = True) -> list[TextField]:
+    """Every scannable text in `doc` in document order, with its path unless `paths` is False.
+
+    Without paths (each field's path is None) the walk is cheaper; a caller
+    that needs the path of a few fields walks again with paths: the order is the same.
+    """
+    out: list[TextField] = []
+    _value(doc, () if paths else None, None, out, 0)
+    return out
+
+
+def _value(doc: Any, path: tuple | None, key: str | None, out: list, depth: int) -> None:
     if isinstance(doc, str):
         _string(doc, path, key, out, depth)
-        return out
-    if isinstance(doc, dict):
-        items = doc.items()
-    elif isinstance(doc, list):
-        items = enumerate(doc)
-    else:
-        if isinstance(doc, int) and not isinstance(doc, bool) and abs(doc) >= _MIN_SCANNED_INT:
-            out.append(TextField(path, str(doc), key))
-        return out
+    elif isinstance(doc, (dict, list)):
+        _container(doc, path, key, out, depth)
+    elif isinstance(doc, int) and not isinstance(doc, bool) and abs(doc) >= _MIN_SCANNED_INT:
+        out.append(TextField(path, str(doc), key))
+
+
+def _container(doc: dict | list, path: tuple | None, key: str | None, out: list, depth: int) -> None:
     if depth >= _MAX_DEPTH:
         out.append(TextField(path, dumps(doc), key))
-        return out
+        return
     is_dict = isinstance(doc, dict)
-    for k, value in items:
+    depth += 1
+    for k, value in (doc.items() if is_dict else enumerate(doc)):
         child_key = k if is_dict else key
-        if type(value) is str:
+        kind = type(value)
+        if kind is str:
             # Plain prose, the common case, can be neither embedded JSON nor a blob (see _string).
             if value[:1] not in _SPECIAL_FIRST and (len(value) < 256 or " " in value):
-                out.append(_new_field(TextField, (path + (k,), value, child_key)))
+                out.append(_new_field(TextField, (None if path is None else path + (k,), value, child_key)))
             else:
-                _string(value, path + (k,), child_key, out, depth + 1)
-        elif type(value) is int:
+                _string(value, None if path is None else path + (k,), child_key, out, depth)
+        elif kind is dict or kind is list:
+            _container(value, None if path is None else path + (k,), child_key, out, depth)
+        elif kind is int:
             # Counts, indexes and timestamps: only numbers long enough to be a value are scanned.
             if abs(value) >= _MIN_SCANNED_INT:
-                out.append(TextField(path + (k,), str(value), child_key))
+                out.append(_new_field(TextField, (None if path is None else path + (k,), str(value), child_key)))
         elif isinstance(value, (dict, list, int)):
-            walk(value, path + (k,), child_key, out, depth + 1)
-    return out
+            _value(value, None if path is None else path + (k,), child_key, out, depth)
 
 
 def _set(doc: Any, path: tuple, value: Any) -> Any:
