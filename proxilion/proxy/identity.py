@@ -90,6 +90,12 @@ def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
     return address
 
 
+@functools.lru_cache(maxsize=4096)
+def _ip_text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    # ipaddress formats in Python; the same few addresses come back on every request.
+    return str(address)
+
+
 def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Iterable[Any]) -> bool:
     return any(address.version == net.version and address in net for net in networks)
 
@@ -105,7 +111,7 @@ def client_ip(forwarded_for: str | None, peer_ip: str, trusted_proxies: Iterable
     if peer is None:
         return peer_ip
     if not forwarded_for or not _trusted(peer, networks):
-        return str(peer)
+        return _ip_text(peer)
     candidate = peer
     for hop in reversed(forwarded_for.split(",")):
         address = _parse_ip(hop)
@@ -115,7 +121,7 @@ def client_ip(forwarded_for: str | None, peer_ip: str, trusted_proxies: Iterable
         candidate = address
         if not _trusted(address, networks):
             break
-    return str(candidate)
+    return _ip_text(candidate)
 
 
 def identify(headers: Mapping[str, str], peer_ip: str, settings: Any, *, query_key: str | None = None) -> Identity:
