@@ -8,10 +8,14 @@ proxy does, through Inspector(load_policy(None)).stream_redactor(...):
 - anthropic: messages SSE: message_start, content_block_start, 12
   content_block_delta text_delta events, content_block_stop, message_delta,
   message_stop.
+- openai-long: the openai stream with a 300-event answer (about 1,200
+  characters in token-sized pieces of 1 to 8 characters), so most events
+  meet a full holdback window rather than a short answer.
 
     .venv/bin/python bench/stream_redactor_cpu.py [--rounds 15 --round-size 400] [--profile openai]
 
-Each round times `round-size` whole streams with time.process_time; the
+Each round times `round-size` whole streams (fewer for a longer stream, so a
+round always covers about round-size x 16 events) with time.process_time; the
 report gives µs of CPU per stream and per event, median and min over rounds
 (on a shared machine the min is the best estimate of the code's own cost).
 """
@@ -40,7 +44,23 @@ def _sse(doc, event=None) -> bytes:
     return head + b"data: " + json.dumps(doc).encode() + b"\n\n"
 
 
-def openai_events() -> list[bytes]:
+PARAGRAPH = ("The forecast for tomorrow calls for light rain in the morning, clearing by noon, with a high "
+             "of 18 degrees and a light breeze from the west. Bring an umbrella if you leave early; the "
+             "afternoon should be pleasant for a walk. ")
+
+
+def long_pieces(n: int) -> list[str]:
+    """n token-sized pieces (1 to 8 characters) of a clean answer."""
+    text = PARAGRAPH * (n // 20 + 1)
+    pieces, pos, sizes = [], 0, (4, 1, 6, 3, 8, 2, 5, 4)
+    for i in range(n):
+        size = sizes[i % len(sizes)]
+        pieces.append(text[pos:pos + size])
+        pos += size
+    return pieces
+
+
+def openai_events(pieces: list[str] | None = None) -> list[bytes]:
     base = {"id": "chatcmpl-AbC123", "object": "chat.completion.chunk", "created": 1732870000,
             "model": "gpt-4o-mini-2024-07-18", "system_fingerprint": "fp_0ba0d124f1"}
 
@@ -48,7 +68,9 @@ def openai_events() -> list[bytes]:
         return _sse(dict(base, choices=[{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]))
 
     events = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    events += [chunk({"content": (" " if i else "") + w}) for i, w in enumerate(WORDS)]
+    if pieces is None:
+        pieces = [(" " if i else "") + w for i, w in enumerate(WORDS)]
+    events += [chunk({"content": p}) for p in pieces]
     events.append(chunk({}, "stop"))
     events.append(b"data: [DONE]\n\n")
     return events
@@ -74,6 +96,7 @@ def anthropic_events() -> list[bytes]:
 STREAMS = {
     "openai": ("openai", "/v1/chat/completions", openai_events()),
     "anthropic": ("anthropic", "/v1/messages", anthropic_events()),
+    "openai-long": ("openai", "/v1/chat/completions", openai_events(long_pieces(300))),
 }
 
 
@@ -107,17 +130,18 @@ def main() -> None:
         return
 
     for name, (provider, path, events) in STREAMS.items():
-        for _ in range(50):
+        count = max(1, args.round_size * 16 // len(events))
+        for _ in range(max(1, count // 8)):
             run_stream(inspector, provider, path, events)
         per_stream = []
         for _ in range(args.rounds):
             t0 = time.process_time()
-            for _ in range(args.round_size):
+            for _ in range(count):
                 run_stream(inspector, provider, path, events)
-            per_stream.append((time.process_time() - t0) / args.round_size * 1e6)
+            per_stream.append((time.process_time() - t0) / count * 1e6)
         med, low = statistics.median(per_stream), min(per_stream)
         n = len(events)
-        print(f"{name:10s} {n:2d} events  per stream: median {med:7.1f} µs  min {low:7.1f} µs   "
+        print(f"{name:11s} {n:3d} events  per stream: median {med:7.1f} µs  min {low:7.1f} µs   "
               f"per event: median {med / n:5.1f} µs  min {low / n:5.1f} µs")
 
 
