@@ -121,21 +121,22 @@ def _container(doc: dict | list, path: tuple | None, key: str | None, out: list,
     depth += 1
     for k, value in (doc.items() if is_dict else enumerate(doc)):
         child_key = k if is_dict else key
+        child_path = None if path is None else path + (k,)
         kind = type(value)
         if kind is str:
             # Plain prose, the common case, can be neither embedded JSON nor a blob (see _string).
             if value[:1] not in _SPECIAL_FIRST and (len(value) < 256 or " " in value):
-                out.append(_new_field(TextField, (None if path is None else path + (k,), value, child_key)))
+                out.append(_new_field(TextField, (child_path, value, child_key)))
             else:
-                _string(value, None if path is None else path + (k,), child_key, out, depth)
+                _string(value, child_path, child_key, out, depth)
         elif kind is dict or kind is list:
-            _container(value, None if path is None else path + (k,), child_key, out, depth)
+            _container(value, child_path, child_key, out, depth)
         elif kind is int:
             # Counts, indexes and timestamps: only numbers long enough to be a value are scanned.
             if abs(value) >= _MIN_SCANNED_INT:
-                out.append(_new_field(TextField, (None if path is None else path + (k,), str(value), child_key)))
+                out.append(_new_field(TextField, (child_path, str(value), child_key)))
         elif isinstance(value, (dict, list, int)):
-            _value(value, None if path is None else path + (k,), child_key, out, depth)
+            _value(value, child_path, child_key, out, depth)
 
 
 def _set(doc: Any, path: tuple, value: Any) -> Any:
