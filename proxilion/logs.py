@@ -18,9 +18,9 @@ _SKIP = frozenset(
      "log_io", "log_system", "log_text", "log_failure", "failure", "message", "format", "isError", "system", "time",
      "log_legacy", "why", "log_observer"}
 )
-_PLAIN = frozenset({str, int, float, bool, type(None)})
 # json.dumps builds a new encoder per call when given separators.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+_FLUSH_AT_ONCE = frozenset({LogLevel.warn, LogLevel.error, LogLevel.critical})
 _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 
 
@@ -91,15 +91,18 @@ class JsonLineObserver:
             "logger": event.get("log_namespace", ""),
             "message": _message(event),
         }
-        for key, value in event.items():
-            if key not in _SKIP and key[0] != "_":
-                record[key] = value if type(value) in _PLAIN else _jsonable(value)
+        record.update({key: value for key, value in event.items() if key not in _SKIP and key[0] != "_"})
         failure = event.get("log_failure")
         if failure is not None:
             record["error"] = failure.getErrorMessage()
             record["traceback"] = failure.getTraceback()
-        self._out.write(_ENCODER.encode(record) + "\n")
-        if self._clock is None or (level is not None and level >= LogLevel.warn):
+        try:
+            line = _ENCODER.encode(record)
+        except (TypeError, ValueError):
+            # Bytes, objects or odd keys: most lines hold plain values only, so convert on demand.
+            line = _ENCODER.encode({key: _jsonable(value) for key, value in record.items()})
+        self._out.write(line + "\n")
+        if self._clock is None or level in _FLUSH_AT_ONCE:
             self._out.flush()
         elif self._flush_call is None:
             self._flush_call = self._clock.callLater(self._flush_delay, self._flush)
