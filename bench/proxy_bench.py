@@ -247,6 +247,18 @@ def summarise_ttfb(samples: list[float], failures: int) -> dict:
             "ttfb_ms_mean": statistics.fmean(ordered) * 1e3 if ordered else None}
 
 
+def median_run(runs: list[dict], key: str) -> dict:
+    """The run with the median C{key}, listing every run's C{key} when there are several."""
+    measured = [r for r in runs if r.get(key) is not None]
+    if not measured:
+        return runs[-1]
+    ordered = sorted(measured, key=lambda r: r[key])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    if len(runs) > 1:
+        chosen[f"{key}_runs"] = [r.get(key) for r in runs]
+    return chosen
+
+
 def stream_run(port: int, path: str, concurrency: int, duration: float,
                pid: int | None = None) -> dict:
     before = cpu_seconds(pid) if pid else 0.0
@@ -371,6 +383,10 @@ def report(results: dict) -> str:
                      f"{fmt(lat['p99'] / 1e3, 9, 2)}{fmt(added50, 9, 2)}{fmt(added99, 9, 2)}"
                      f"{sum(row['errors'].values()):>8}"
                      f"{fmt(row.get('cpu_us_per_request'), 12, 0)}")
+    for name in VARIANTS:
+        runs = rows.get(name, {}).get("cpu_us_per_request_runs")
+        if runs:
+            lines.append(f"{name} CPU us/req in each run: " + ", ".join(f"{x:.0f}" for x in runs if x is not None))
     streams = results.get("streams")
     if not streams:
         return "\n".join(lines)
@@ -389,12 +405,13 @@ def report(results: dict) -> str:
         lines.append(f"{name:<11}{row['streams']:>9}{row['failures']:>6}"
                      f"{fmt(row['ttfb_ms_p50'], 13, 2)}{fmt(row['ttfb_ms_p99'], 13, 2)}"
                      f"{fmt(row.get('cpu_us_per_stream'), 15, 0)}")
-    d = streams.get("direct", {})
     for name in VARIANTS:
         p = streams.get(name, {})
-        if d.get("ttfb_ms_p50") is not None and p.get("ttfb_ms_p50") is not None:
-            lines.append(f"{name} adds {p['ttfb_ms_p50'] - d['ttfb_ms_p50']:.2f} ms (p50), "
-                         f"{p['ttfb_ms_p99'] - d['ttfb_ms_p99']:.2f} ms (p99) to time to first byte")
+        if p.get("added_ttfb_ms_p50") is not None:
+            runs = p.get("added_ttfb_ms_p50_runs")
+            lines.append(f"{name} adds {p['added_ttfb_ms_p50']:.2f} ms (p50), "
+                         f"{p.get('added_ttfb_ms_p99', float('nan')):.2f} ms (p99) to time to first byte"
+                         + (" (p50 in each round: " + ", ".join(f"{x:+.2f}" for x in runs if x is not None) + ")" if runs else ""))
     return "\n".join(lines)
 
 
@@ -430,6 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-chunk-delay", type=float, default=0.02,
                         help="fake provider seconds between stream chunks")
     parser.add_argument("--no-streams", action="store_true", help="skip the streaming runs")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measured runs per Proxilion variant, and stream rounds (each a direct "
+                             "run then every variant); the run with the median figure is reported, "
+                             "all runs are listed")
     parser.add_argument("--only", choices=("direct", "nginx", "proxilion"), action="append",
                         help="measure only these targets (repeatable)")
     parser.add_argument("--json", action="store_true",
@@ -484,8 +505,9 @@ def main(argv: list[str] | None = None) -> int:
                     smoke(port, path, body_file.read_bytes())
                     if args.warmup:
                         run_wrk(wrk, url, body_file, args.connections, args.threads, args.warmup)
-                    results["http"][name] = run_wrk(wrk, url, body_file, args.connections,
-                                                    args.threads, args.duration, pid)
+                    runs = [run_wrk(wrk, url, body_file, args.connections, args.threads,
+                                    args.duration, pid) for _ in range(args.rounds if pid else 1)]
+                    results["http"][name] = median_run(runs, "cpu_us_per_request")
                 except Exception as e:
                     results["http"][name] = {"error": f"{type(e).__name__}: {e}"}
                 print(f"  {name}: {json.dumps(results['http'][name])}", file=sys.stderr)
@@ -524,24 +546,35 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_streams:
                 fake_port = free_port()
                 start_fake_provider(procs, source, fake_port, args.stream_chunk_delay)
-                results["streams"]["direct"] = stream_run(
-                    fake_port, CHAT_PATH, args.stream_connections, stream_duration)
-                print(f"  stream direct: {json.dumps(results['streams']['direct'])}",
-                      file=sys.stderr)
+                proxies = {}
                 for variant, variant_env in (VARIANTS.items() if "proxilion" in targets else ()):
                     try:
-                        proxy = start_proxilion(procs, source, twistd, free_port(), free_port(),
-                                                fake_port, workdir, variant_env)
+                        proxies[variant] = start_proxilion(procs, source, twistd, free_port(),
+                                                           free_port(), fake_port, workdir, variant_env)
                     except RuntimeError as e:
                         results["streams"][variant] = {"error": str(e)}
-                    else:
+                # Each round measures direct, then every variant: a neighbour's load in one
+                # round hits the baseline it is compared with.
+                rounds: dict[str, list[dict]] = {name: [] for name in ("direct", *proxies)}
+                for _ in range(args.rounds):
+                    rounds["direct"].append(stream_run(
+                        fake_port, CHAT_PATH, args.stream_connections, stream_duration))
+                    print(f"  stream direct: {json.dumps(rounds['direct'][-1])}", file=sys.stderr)
+                    for variant, proxy in proxies.items():
                         port = int(proxy.args[proxy.args.index("--port") + 1])
-                        results["streams"][variant] = stream_run(
-                            port, PROXY_PREFIX + CHAT_PATH, args.stream_connections,
-                            stream_duration, proxy.pid)
-                        procs.stop(proxy)
-                    print(f"  stream {variant}: {json.dumps(results['streams'][variant])}",
-                          file=sys.stderr)
+                        row = stream_run(port, PROXY_PREFIX + CHAT_PATH, args.stream_connections,
+                                         stream_duration, proxy.pid)
+                        direct = rounds["direct"][-1]
+                        for p in ("p50", "p99"):
+                            if row[f"ttfb_ms_{p}"] is not None and direct[f"ttfb_ms_{p}"] is not None:
+                                row[f"added_ttfb_ms_{p}"] = row[f"ttfb_ms_{p}"] - direct[f"ttfb_ms_{p}"]
+                        rounds[variant].append(row)
+                        print(f"  stream {variant}: {json.dumps(row)}", file=sys.stderr)
+                for proxy in proxies.values():
+                    procs.stop(proxy)
+                results["streams"]["direct"] = median_run(rounds["direct"], "ttfb_ms_p50")
+                for variant in proxies:
+                    results["streams"][variant] = median_run(rounds[variant], "added_ttfb_ms_p50")
         finally:
             procs.stop_all()
 
