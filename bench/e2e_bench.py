@@ -13,9 +13,9 @@
     postmaster stopped (the proposal in issue 5; open connections still work).
 
 The upstream is nginx answering a fixed chat completion, so its cost is
-negligible and identical in every run. Runs one daemon at a time. Usage:
+negligible and identical in every run. Usage:
 
-    .venv/bin/python bench/e2e_bench.py [--duration 8] [--connections 16]
+    .venv/bin/python bench/e2e_bench.py [--duration 8] [--connections 16] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -116,21 +116,34 @@ def ratelimit_runs(procs, workdir, upstream, body, args) -> dict:
 
 
 def inspection_runs(procs, workdir, upstream, body4k, args) -> dict:
+    """The three daemons run side by side and take turns, round after round: a
+    neighbour's load in one round hits the baseline it is compared with."""
     empty = workdir / "empty-policy.yaml"
     empty.write_text(EMPTY_POLICY)
-    out: dict[str, Any] = {}
     runs = (("default_policy", []), ("empty_policy", ["--policy", str(empty)]), ("inspection_off", ["--no-inspection"]))
-    for name, extra in runs:
-        with proxilion(procs, workdir, upstream, f"inspect-{name}", {"RATE_LIMIT_PER_MINUTE": "0"}, extra) as d:
-            row = brief(wrk(d, body4k, args.connections, args.duration, args.warmup))
+    out: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        daemons = {name: stack.enter_context(proxilion(procs, workdir, upstream, f"inspect-{name}", {"RATE_LIMIT_PER_MINUTE": "0"}, extra))
+                   for name, extra in runs}
+        rounds: dict[str, list[dict]] = {name: [] for name in daemons}
+        for number in range(args.rounds):
+            for name, d in daemons.items():
+                rounds[name].append(brief(wrk(d, body4k, args.connections, args.duration, args.warmup if number == 0 else 0)))
+        for name, d in daemons.items():
             text = metrics(d["admin_port"])
             requests = sample(text, "proxilion_http_requests_total")
+            row = dict(rounds[name][-1]) if args.rounds == 1 else {"rounds": rounds[name]}
             for direction in ("request", "response"):
                 total = sample(text, "proxilion_scan_duration_seconds_sum", direction=direction)
                 row[f"scan_{direction}_us_per_request"] = round(total / requests * 1e6, 1) if requests else None
             out[name] = row
-    out["cpu_added_by_rules_us"] = round(out["default_policy"]["cpu_us_per_request"] - out["empty_policy"]["cpu_us_per_request"], 1)
-    out["cpu_added_by_inspection_us"] = round(out["default_policy"]["cpu_us_per_request"] - out["inspection_off"]["cpu_us_per_request"], 1)
+
+    for key, (more, less) in {"cpu_added_by_inspection_us": ("default_policy", "inspection_off"),
+                              "cpu_added_by_rules_us": ("default_policy", "empty_policy")}.items():
+        per_round = [round(a["cpu_us_per_request"] - b["cpu_us_per_request"], 1) for a, b in zip(rounds[more], rounds[less])]
+        out[key] = sorted(per_round)[(len(per_round) - 1) // 2]
+        if len(per_round) > 1:
+            out[key + "_rounds"] = per_round
     out["scanner_us_per_request_default"] = round(
         out["default_policy"]["scan_request_us_per_request"] + out["default_policy"]["scan_response_us_per_request"], 1)
     return out
@@ -186,6 +199,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2, help="seconds of wrk before each daemon's first run")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections for the loaded runs")
     parser.add_argument("--only", choices=("ratelimit", "inspection", "analytics"), action="append")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="inspection: rounds in which each daemon gets one run in turn; the median per-round difference is reported")
     args = parser.parse_args()
     results: dict[str, Any] = {"environment": {"cpus": os.cpu_count(), "commit": pb.git_commit(),
                                                "duration": args.duration, "connections": args.connections}}
