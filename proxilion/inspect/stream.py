@@ -1,15 +1,22 @@
 """Redacting streamed answers (SSE, NDJSON, AWS event-stream) on the fly.
 
 Each text the stream grows (a choice, a content block, tool-call arguments)
-is a channel. An event carrying text is held back until its channel has
-grown `stream_holdback_chars` past it (or ended), so a value split across
-events is scanned whole before any of it leaves; the held text plus a short
-tail of what was already sent is rescanned as events arrive. Events leave in
-their arrival order, each with its own text redacted, so the stream stays
-valid for the SDKs. Events without text (tool calls, citations, final
-summaries) are scanned whole as JSON. A block ends the stream with the
-provider's error event. Memory is bounded: held text never exceeds four
-times the holdback before the oldest event is forced out (redacted).
+is a channel. An event carrying text leaves only once a scan of its channel
+has covered `stream_holdback_chars` characters after it (or the channel's
+end), so a value split across events is scanned whole before any of it
+leaves. The held text, plus a short tail of what was already sent, is
+rescanned when a step of new text (a quarter of the holdback, at least 32
+characters) has arrived and the held text is longer than the holdback, when
+the channel ends, and before an event is forced out: one scan per step, not
+per event, and text is held at most a step (and one event) longer than the
+holdback. Events leave in their arrival order, each with its own text
+redacted, so the stream stays valid for the SDKs; an event with no text
+(OpenAI's opening role event) leaves at once when nothing is held ahead of
+it. Events without a text channel (tool calls, citations, final summaries)
+are scanned whole as JSON. A block ends the stream with the provider's error
+event, before any of the offending text leaves. Memory is bounded: held text
+never exceeds four times the holdback before the oldest event is forced out
+(scanned, then redacted).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ _loads = json.JSONDecoder().decode
 class _Slot:
     __slots__ = ("channel", "path", "start", "end", "text")
 
-    def __init__(self, channel, path, start, end, text):
+    def __init__(self, channel: _Channel, path, start, end, text):
         self.channel, self.path, self.start, self.end, self.text = channel, path, start, end, text
 
 
@@ -67,16 +74,17 @@ class _Span:
 
 
 class _Channel:
-    __slots__ = ("sent_tail", "held", "base", "spans", "ended", "path", "scanned")
+    __slots__ = ("id", "sent_tail", "held", "base", "spans", "ended", "path", "scanned")
 
-    def __init__(self, path: tuple):
+    def __init__(self, channel_id: Any, path: tuple):
+        self.id = channel_id
         self.sent_tail = ""
         self.held = ""
         self.base = 0  # offset in the channel's whole text of held[0]
         self.spans: list[_Span] = []
         self.ended = False
         self.path = path
-        self.scanned = 0  # channel length at the last rescan
+        self.scanned = 0  # channel length at the last rescan: text before it has been scanned
 
     @property
     def end(self) -> int:
@@ -89,6 +97,10 @@ class StreamRedactor:
         self.provider, self.path, self.identity = provider, path, identity
         self.format = stream_format(provider, path)
         self.holdback = inspector.policy.settings.stream_holdback_chars
+        # New text a channel needs past the holdback before it is rescanned (one scan per step,
+        # not per event); the last scan decides what may leave, so text waits at most a step longer.
+        self.rescan_step = max(32, self.holdback // 4)
+        self._limit = 4 * self.holdback
         self.findings: list[Finding] = []
         self.blocked = False
         self.error = False
@@ -99,6 +111,8 @@ class StreamRedactor:
         self._ndjson: bool | None = None if self.format.startswith("cohere") else False
         self._passthrough = False
         self._held = 0  # characters held over all channels
+        self._ending: list[_Channel] = []  # channels ended by a parsed event, rescanned when it is accepted
+        self._moved = False  # a channel was rescanned or ended: the queue's head may be ready now
 
     # -- public ---------------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> bytes:
@@ -128,12 +142,19 @@ class StreamRedactor:
         try:
             for frame in self._frames(final):
                 self._accept(frame)
+                # Nothing else makes the queue's head ready, so most events skip the release.
+                if not self.blocked and (self._moved or len(self._queue) == 1 or self._held > self._limit):
+                    self._moved = False
+                    out.append(self._release(force_all=False))
                 if self.blocked:
                     return b"".join(out) + self._block_event()
-                out.append(self._release(force_all=False))
             if final:
+                # Text that arrived since the last scans is scanned before anything leaves.
                 for channel in self._channels.values():
                     channel.ended = True
+                    self._rescan(channel)
+                if self.blocked:
+                    return b"".join(out) + self._block_event()
                 out.append(self._release(force_all=True))
         except Exception:  # noqa: BLE001 - a failing scanner must not let text through unscanned
             self.error = True
@@ -226,9 +247,9 @@ class StreamRedactor:
                 text = text[part]
             channel = channels.get(channel_id)
             if channel is None:
-                channel = channels[channel_id] = _Channel(path)
+                channel = channels[channel_id] = _Channel(channel_id, path)
             end = channel.base + len(channel.held)
-            append(_Slot(channel_id, path, end, end + len(text), text))
+            append(_Slot(channel, path, end, end + len(text), text))
             if text:
                 channel.held += text
                 self._held += len(text)
@@ -246,8 +267,10 @@ class StreamRedactor:
 
     def _end(self, ends: list) -> None:
         for channel_id, channel in self._channels.items():
-            if ALL in ends or channel_id[0] in ends:
+            if not channel.ended and (ALL in ends or channel_id[0] in ends):
                 channel.ended = True
+                self._ending.append(channel)
+                self._moved = True
 
     # -- scanning -------------------------------------------------------------------------------
     def _judge(self, new: list[Finding]) -> list[Finding]:
@@ -285,12 +308,14 @@ class StreamRedactor:
             frame.doc = rewrite(frame.doc, new_texts)
             frame.changed = True
 
-    def _rescan(self, channel_id, channel: _Channel) -> None:
+    def _rescan(self, channel: _Channel) -> None:
         end = channel.base + len(channel.held)
         if end == channel.scanned:
             # Nothing arrived since the last scan (an event with empty text): nothing new to find.
             return
         channel.scanned = end
+        self._moved = True
+        channel_id = channel.id
         window = channel.sent_tail + channel.held
         offset = channel.base - len(channel.sent_tail)
         hits = self.inspector.scanner.scan(window)
@@ -326,33 +351,47 @@ class StreamRedactor:
 
     def _accept(self, frame: _Frame) -> None:
         self._queue.append(frame)
-        slots = frame.slots
-        if len(slots) == 1:
-            self._rescan(slots[0].channel, self._channels[slots[0].channel])
-        elif slots:
-            for channel_id in dict.fromkeys(s.channel for s in slots):
-                self._rescan(channel_id, self._channels[channel_id])
+        for slot in frame.slots:
+            channel = slot.channel
+            grown = channel.base + len(channel.held) - channel.scanned
+            # Rescanned once a step of new text has arrived and the held text is longer than the
+            # holdback (so the scan lets something leave), or when the channel has ended.
+            if grown and (channel.ended or (grown >= self.rescan_step
+                                            and len(channel.held) > self.holdback)):
+                self._rescan(channel)
+        if self._ending:
+            for channel in self._ending:
+                self._rescan(channel)
+            self._ending.clear()
 
     # -- release --------------------------------------------------------------------------------
     def _ready(self, frame: _Frame) -> bool:
+        """Whether every text of the frame was scanned with the holdback after it, or its channel's end."""
         for slot in frame.slots:
             if slot.end == slot.start:
                 # No text (OpenAI's opening role event): nothing to hold back, and
                 # sending it at once keeps the stream's first byte prompt.
                 continue
-            channel = self._channels[slot.channel]
-            if not channel.ended and channel.base + len(channel.held) - slot.end < self.holdback:
+            channel = slot.channel
+            scanned = channel.scanned
+            if scanned - slot.end < self.holdback and not (
+                    channel.ended and scanned == channel.base + len(channel.held)):
                 return False
         return True
 
     def _release(self, force_all: bool) -> bytes:
         out = []
         queue = self._queue
-        limit = 4 * self.holdback
         while queue:
             frame = queue[0]
-            if not (force_all or self._held > limit or self._ready(frame)):
-                break
+            if not (force_all or self._ready(frame)):
+                if self._held <= self._limit:
+                    break
+                # The memory bound forces the oldest event out: its text is scanned to the end first.
+                for slot in frame.slots:
+                    self._rescan(slot.channel)
+                if self.blocked:
+                    break
             queue.popleft()
             for slot in frame.slots:
                 self._emit_slot(frame, slot)
@@ -362,7 +401,7 @@ class StreamRedactor:
         return b"".join(out)
 
     def _emit_slot(self, frame: _Frame, slot: _Slot) -> None:
-        channel = self._channels[slot.channel]
+        channel = slot.channel
         text = slot.text
         if not text:
             return

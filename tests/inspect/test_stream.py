@@ -183,3 +183,73 @@ def test_untouched_events_leave_as_their_original_bytes():
     redactor = DEFAULT.stream_redactor("openai", "/v1/chat/completions")
     out = redactor.feed(clean + dirty + b"data: [DONE]\n\n") + redactor.finish()
     assert out.startswith(clean) and b"4111" not in out and out.endswith(b"data: [DONE]\n\n")
+
+
+REDACT_ANSWERS = [{"id": "all", "direction": "response", "action": "redact"}]
+
+
+def _redactor(holdback, step=None, rules=REDACT_ANSWERS):
+    policy = parse_policy({"settings": {"stream_holdback_chars": holdback}, "rules": rules}, environ={})
+    redactor = Inspector(policy).stream_redactor("openai", "/v1/chat/completions")
+    if step is not None:
+        redactor.rescan_step = step
+    return redactor
+
+
+@pytest.mark.parametrize(("holdback", "step"), [(256, None), (32, 32), (64, 1), (64, 500)])
+def test_opening_events_leave_at_once_whatever_the_holdback_and_step(holdback, step):
+    redactor = _redactor(holdback, step)
+    opening = _openai_event("")
+    assert redactor.feed(opening) == opening
+    assert redactor.feed(_openai_event("Hi")) == b""
+    # An event without text behind held text waits for it: events leave in order.
+    assert redactor.feed(_openai_event("")) == b""
+    anthropic = DEFAULT.stream_redactor("anthropic", "/v1/messages")
+    anthropic.rescan_step = step or anthropic.rescan_step
+    head = streams.anthropic(["x"]).split(b"event: content_block_delta")[0]  # message_start, block start, ping
+    assert anthropic.feed(head) == head
+
+
+@pytest.mark.parametrize(("holdback", "step"), [(256, None), (32, 32), (64, 16), (64, 100)])
+def test_text_leaves_after_the_holdback_and_at_most_a_step_later(holdback, step):
+    redactor = _redactor(holdback, step)
+    step = redactor.rescan_step
+    redactor.feed(_openai_event(""))
+    sent_at = []  # channel length when each 3-character event left
+    arrived = 0
+    for i in range(200):
+        out = redactor.feed(_openai_event("abc"))
+        arrived += 3
+        sent_at += [arrived] * out.count(b"data: ")
+    for index, at in enumerate(sent_at):
+        end = 3 * (index + 1)
+        assert holdback <= at - end < holdback + step + 3, (index, at)
+    assert len(sent_at) >= 200 - (holdback + step) // 3 - 1
+
+
+def test_finish_scans_text_that_arrived_since_the_last_scan():
+    # No finish_reason and no [DONE]: only finish() ends the text, which must be scanned first.
+    redactor = _redactor(64, 64)
+    out = b"".join(redactor.feed(_openai_event(p)) for p in ["a" * 70, " card ", CARD[:7], CARD[7:]])
+    out += redactor.finish()
+    text = "".join(d["choices"][0]["delta"]["content"] for d in streams._sse_docs(out))
+    assert text == "a" * 70 + " card [REDACTED:CREDIT_CARD]"
+
+
+def test_memory_bound_scans_an_event_before_forcing_it_out():
+    # Choice 0 holds a short text (never long enough to be due a scan) at the head of the queue while
+    # choice 1 grows past four times the holdback: choice 0's event is forced out, scanned first.
+    def event(index, text):
+        doc = {"choices": [{"index": index, "delta": {"content": text}, "finish_reason": None}]}
+        return b"data: " + json.dumps(doc).encode() + b"\n\n"
+    redactor = _redactor(32)
+    out = redactor.feed(event(0, "card " + CARD))
+    for _ in range(30):
+        out += redactor.feed(event(1, "lorem ipsum "))
+    assert out.startswith(b"data: ") and b"4111" not in out and b"[REDACTED:CREDIT_CARD]" in out
+    blocking = _redactor(32, None, [{"id": "b", "direction": "response", "match": {"types": ["credit_card"]},
+                                     "action": "block"}])
+    out = blocking.feed(event(0, "card " + CARD))
+    for _ in range(30):
+        out += blocking.feed(event(1, "lorem ipsum "))
+    assert blocking.blocked and b"4111" not in out and b"blocked: 1 credit_card" in out
