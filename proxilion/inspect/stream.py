@@ -44,7 +44,17 @@ MAX_FRAME_BYTES = 4 * 1024 * 1024
 # word ("DOB:") sent earlier still qualifies a value held now.
 _TAIL = 64
 _SSE_FIELDS = (b"event:", b"id:", b"retry:", b":")
-_loads = json.JSONDecoder().decode
+_decoder = json.JSONDecoder()
+_loads, _raw_decode = _decoder.decode, _decoder.raw_decode
+
+
+def _parse(text: str) -> Any:
+    """json.loads of a str; an event's data (one object, nothing around it) skips the whitespace scans."""
+    if text[:1] == "{":
+        doc, end = _raw_decode(text)
+        if end == len(text):
+            return doc
+    return _loads(text)
 
 
 class _Slot:
@@ -195,13 +205,13 @@ class StreamRedactor:
                 # Not SSE at all (e.g. a JSON array stream): scanned as text, never passed unseen.
                 return self._text_frame(raw, raw.decode("utf-8", "replace"), lambda text: text.encode("utf-8"))
             return _Frame(raw)
-        if sse.data.strip() == b"[DONE]":
+        if sse.data[:1] != b"{" and sse.data.strip() == b"[DONE]":
             frame = _Frame(raw)
             self._end([ALL])
             return frame
         try:
             # Decoding first is cheaper than json.loads(bytes), which sniffs the encoding.
-            doc = _loads(sse.data.decode("utf-8", "surrogatepass"))
+            doc = _parse(sse.data.decode("utf-8", "surrogatepass"))
         except ValueError:
             return self._text_frame(raw, sse.data.decode("utf-8", "replace"),
                                     lambda text: sse.with_data(text.encode("utf-8")))
@@ -382,38 +392,48 @@ class StreamRedactor:
     def _release(self, force_all: bool) -> bytes:
         out = []
         queue = self._queue
+        sent: dict[_Channel, int] = {}  # characters each channel sent in this pass
         while queue:
             frame = queue[0]
             if not (force_all or self._ready(frame)):
                 if self._held <= self._limit:
                     break
                 # The memory bound forces the oldest event out: its text is scanned to the end first.
+                self._sent(sent)
                 for slot in frame.slots:
                     self._rescan(slot.channel)
                 if self.blocked:
                     break
             queue.popleft()
             for slot in frame.slots:
-                self._emit_slot(frame, slot)
+                if slot.text:
+                    channel = slot.channel
+                    if channel.spans:
+                        self._redact_slot(frame, slot, channel)
+                    sent[channel] = sent.get(channel, 0) + len(slot.text)
+                    self._held -= len(slot.text)
             out.append(frame.raw if not frame.changed else frame.rebuild(frame.doc))
+        if sent:
+            self._sent(sent)
         if len(out) == 1:
             return out[0]
         return b"".join(out)
 
-    def _emit_slot(self, frame: _Frame, slot: _Slot) -> None:
-        channel = slot.channel
-        text = slot.text
-        if not text:
-            return
-        if channel.spans:
-            self._redact_slot(frame, slot, channel)
-        tail = channel.sent_tail + text
-        channel.sent_tail = tail[-_TAIL:] if len(tail) > _TAIL else tail
-        channel.held = channel.held[len(text):]
-        channel.base += len(text)
-        self._held -= len(text)
-        if channel.spans:
-            channel.spans = [s for s in channel.spans if s.end > channel.base]
+    @staticmethod
+    def _sent(sent: dict[_Channel, int]) -> None:
+        """Move the text of released events from each channel's held text to its sent tail.
+
+        Done once per release pass: until then `held` still starts at `base`, as redaction reads it.
+        """
+        for channel, count in sent.items():
+            held = channel.held
+            tail = channel.sent_tail + held[:count] if count < _TAIL else held[count - _TAIL:count]
+            channel.sent_tail = tail[-_TAIL:] if len(tail) > _TAIL else tail
+            channel.held = held[count:]
+            channel.base += count
+            if channel.spans:
+                channel.spans = [s for s in channel.spans if s.end > channel.base]
+        sent.clear()
 
     def _redact_slot(self, frame: _Frame, slot: _Slot, channel: _Channel) -> None:
         style = self.inspector.policy.settings.redaction
