@@ -12,12 +12,18 @@ proxy does, through Inspector(load_policy(None)).stream_redactor(...):
   characters in token-sized pieces of 1 to 8 characters), so most events
   meet a full holdback window rather than a short answer.
 
-    .venv/bin/python bench/stream_redactor_cpu.py [--rounds 15 --round-size 400] [--profile openai]
+    .venv/bin/python bench/stream_redactor_cpu.py [--rounds 60 --round-size 100] [--profile openai]
+    .venv/bin/python bench/stream_redactor_cpu.py --compare HEAD~1
+
+`--compare REV` also times proxilion/inspect/stream.py as it was at git
+revision REV (the rest of the code is the working tree's), rounds taking
+turns with the working tree's, so a neighbour's load hits both alike.
 
 Each round times `round-size` whole streams (fewer for a longer stream, so a
 round always covers about round-size x 16 events) with time.process_time; the
 report gives µs of CPU per stream and per event, median and min over rounds
-(on a shared machine the min is the best estimate of the code's own cost).
+(on a shared machine the min is the best estimate of the code's own cost, and
+many short rounds find an undisturbed one more often than a few long ones).
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ import argparse
 import cProfile
 import json
 import pstats
+import importlib.util
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,8 +109,24 @@ STREAMS = {
 }
 
 
-def run_stream(inspector: Inspector, provider: str, path: str, events: list[bytes]) -> bytes:
-    redactor = inspector.stream_redactor(provider, path)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def redactor_at(rev: str):
+    """The StreamRedactor class of proxilion/inspect/stream.py at git revision `rev`."""
+    source = subprocess.run(["git", "show", f"{rev}:proxilion/inspect/stream.py"], cwd=ROOT, check=True,
+                            capture_output=True).stdout
+    with tempfile.NamedTemporaryFile("wb", suffix=".py", delete=False) as f:
+        f.write(source)
+    spec = importlib.util.spec_from_file_location("stream_at_rev", f.name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    Path(f.name).unlink()
+    return module.StreamRedactor
+
+
+def run_stream(inspector: Inspector, provider: str, path: str, events: list[bytes], cls=None) -> bytes:
+    redactor = cls(inspector, provider, path) if cls else inspector.stream_redactor(provider, path)
     out = [redactor.feed(e) for e in events]
     out.append(redactor.finish())
     return b"".join(out)
@@ -109,21 +134,26 @@ def run_stream(inspector: Inspector, provider: str, path: str, events: list[byte
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--round-size", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--round-size", type=int, default=100)
     parser.add_argument("--profile", choices=sorted(STREAMS))
+    parser.add_argument("--compare", metavar="REV", help="also time stream.py at this git revision")
     args = parser.parse_args()
     inspector = Inspector(load_policy(None))
+    versions = {"": None}
+    if args.compare:
+        versions = {args.compare: redactor_at(args.compare), "worktree": None}
 
     for name, (provider, path, events) in STREAMS.items():
-        out = run_stream(inspector, provider, path, events)
-        assert out == b"".join(events), f"{name}: a clean stream must pass byte-identical"
+        for cls in versions.values():
+            out = run_stream(inspector, provider, path, events, cls)
+            assert out == b"".join(events), f"{name}: a clean stream must pass byte-identical"
 
     if args.profile:
         provider, path, events = STREAMS[args.profile]
         prof = cProfile.Profile()
         prof.enable()
-        for _ in range(args.round_size * 5):
+        for _ in range(max(1, args.round_size * 80 // len(events))):
             run_stream(inspector, provider, path, events)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
@@ -131,18 +161,22 @@ def main() -> None:
 
     for name, (provider, path, events) in STREAMS.items():
         count = max(1, args.round_size * 16 // len(events))
-        for _ in range(max(1, count // 8)):
-            run_stream(inspector, provider, path, events)
-        per_stream = []
+        per_stream: dict[str, list[float]] = {label: [] for label in versions}
+        for cls in versions.values():
+            for _ in range(max(1, count // 8)):
+                run_stream(inspector, provider, path, events, cls)
         for _ in range(args.rounds):
-            t0 = time.process_time()
-            for _ in range(count):
-                run_stream(inspector, provider, path, events)
-            per_stream.append((time.process_time() - t0) / count * 1e6)
-        med, low = statistics.median(per_stream), min(per_stream)
+            for label, cls in versions.items():
+                t0 = time.process_time()
+                for _ in range(count):
+                    run_stream(inspector, provider, path, events, cls)
+                per_stream[label].append((time.process_time() - t0) / count * 1e6)
         n = len(events)
-        print(f"{name:11s} {n:3d} events  per stream: median {med:7.1f} µs  min {low:7.1f} µs   "
-              f"per event: median {med / n:5.1f} µs  min {low / n:5.1f} µs")
+        for label, times in per_stream.items():
+            med, low = statistics.median(times), min(times)
+            tag = f" {label:>10s}" if label else ""
+            print(f"{name:11s} {n:3d} events{tag}  per stream: median {med:7.1f} µs  min {low:7.1f} µs   "
+                  f"per event: median {med / n:5.1f} µs  min {low / n:5.1f} µs")
 
 
 if __name__ == "__main__":
