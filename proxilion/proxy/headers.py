@@ -1,4 +1,9 @@
-"""Header filtering between client and upstream (RFC 9110 section 7.6.1)."""
+"""Header filtering between client and upstream (RFC 9110 section 7.6.1).
+
+Header lists are (name, value) byte pairs with names lower-cased when parsed,
+on both sides: names are case-insensitive, HTTP/2 requires lower case, and
+each lookup is then a plain comparison.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +53,7 @@ Pairs = list[tuple[bytes, bytes]]
 def _connection_tokens(headers: Pairs) -> set[bytes]:
     tokens = set()
     for name, value in headers:
-        if len(name) == 10 and name.lower() == b"connection":
+        if name == b"connection":
             for token in value.split(b","):
                 token = token.strip().lower()
                 if token:
@@ -56,15 +61,10 @@ def _connection_tokens(headers: Pairs) -> set[bytes]:
     return tokens
 
 
-def _filtered(headers: Pairs, drop: frozenset[bytes], lower_names: bool) -> Pairs:
+def _filtered(headers: Pairs, drop: frozenset[bytes]) -> Pairs:
     named = _connection_tokens(headers)
-    out = []
-    for name, value in headers:
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower in drop or lower in named or lower.startswith(b"proxy-"):
-            continue
-        out.append((lower if lower_names else name, value))
-    return out
+    return [(name, value) for name, value in headers
+            if not (name in HOP_BY_HOP or name in drop or name in named or name.startswith(b"proxy-"))]
 
 
 def upstream_request_headers(client: Pairs, client_ip: str, proto: bytes, rid: bytes, trusted_forwarded_for: bytes | None) -> Pairs:
@@ -74,7 +74,7 @@ def upstream_request_headers(client: Pairs, client_ip: str, proto: bytes, rid: b
     really sends. C{trusted_forwarded_for} is the client's X-Forwarded-For when
     its peer is a trusted proxy; otherwise the chain starts at the peer.
     """
-    out = _filtered(client, _REPLACED_UPSTREAM, False)
+    out = _filtered(client, _REPLACED_UPSTREAM)
     chain = client_ip.encode("ascii")
     if trusted_forwarded_for:
         chain = trusted_forwarded_for + b", " + chain
@@ -85,24 +85,23 @@ def upstream_request_headers(client: Pairs, client_ip: str, proto: bytes, rid: b
 
 
 def first_header(headers: Pairs, name: bytes) -> bytes | None:
-    """The first value of header C{name} (lower-case) among raw pairs, or None."""
+    """The first value of header C{name} (lower-case), or None."""
     for key, value in headers:
-        if key.lower() == name:
+        if key == name:
             return value
     return None
 
 
 def replace_header(headers: Pairs, name: bytes, value: bytes) -> Pairs:
     """C{headers} with every C{name} (lower-case) header replaced by one C{value}."""
-    out = [(k, v) for k, v in headers if k.lower() != name]
+    out = [(k, v) for k, v in headers if k != name]
     out.append((name, value))
     return out
 
 
 def client_response_headers(upstream: Pairs) -> Pairs:
-    """The upstream response's headers that may be relayed to the client, names lower-cased
-    (so the proxy's own headers replace, never duplicate, an upstream's)."""
-    return _filtered(upstream, _REPLACED_DOWNSTREAM, True)
+    """The upstream response's headers that may be relayed to the client."""
+    return _filtered(upstream, _REPLACED_DOWNSTREAM)
 
 
 def request_id(client_value: bytes | None) -> bytes:

@@ -101,7 +101,7 @@ class HTTPRequest:
         self.method = method
         self.uri = uri
         self.version = version
-        # Raw (name, value) pairs in arrival order; names as the client spelled them.
+        # (name, value) pairs in arrival order, names lower-cased.
         self.headers = headers
         self.body = body
         self.persistent = persistent
@@ -122,14 +122,14 @@ class HTTPRequest:
         return first_header(self.headers, name)
 
     def header_values(self, name: bytes) -> list[bytes]:
-        return [value for key, value in self.headers if key.lower() == name]
+        return [value for key, value in self.headers if key == name]
 
     def first_values(self) -> dict[str, str]:
         """Lower-cased header names to their first value, as text."""
         if self._first_values is None:
             values: dict[str, str] = {}
             for key, value in self.headers:
-                values.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
+                values.setdefault(key.decode("latin-1"), value.decode("latin-1"))
             self._first_values = values
         return self._first_values
 
@@ -330,13 +330,14 @@ class HTTPConnection(Protocol):
         parsing = self._parsing
         if parsing.rejected:
             return
+        name = name.lower()
         parsing.headers.append((name, value))
         parsing.size += len(name) + len(value) + 4
         if len(parsing.headers) > self.max_headers:
             self._reject(431, "Too many request headers.", "too_many_headers")
         elif parsing.size > self.max_head_size:
             self._reject(431, "Request headers too large.", "headers_too_large")
-        elif len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
+        elif name == b"expect" and value.lower() == b"100-continue":
             parsing.expect_continue = True
 
     def on_headers_complete(self) -> None:

@@ -184,7 +184,7 @@ class _UpstreamConnection(Protocol):
         self._status += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -199,10 +199,9 @@ class _UpstreamConnection(Protocol):
         length = None
         chunked = False
         for name, value in self._headers:
-            lower = name.lower()
-            if lower == b"content-length":
+            if name == b"content-length":
                 length = int(value)
-            elif lower == b"transfer-encoding":
+            elif name == b"transfer-encoding":
                 chunked = True
         if not parser.should_keep_alive():
             self._reusable = False
