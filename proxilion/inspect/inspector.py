@@ -12,7 +12,7 @@ from proxilion.inspect.policy import Policy
 from proxilion.inspect.redact import redact_text
 from proxilion.inspect.scanner import Scanner
 from proxilion.inspect.stream import StreamRedactor
-from proxilion.providers.body import Body
+from proxilion.providers.body import ANSWER_METADATA, Body
 from proxilion.providers.fields import TextField
 
 
@@ -57,7 +57,7 @@ class Inspector:
         """The decision, the body to pass on (the original unless redacted) and the parsed document."""
         if len(body) > self.policy.settings.max_scan_bytes:
             raise ValueError("body larger than max_scan_bytes")
-        parsed = Body(body)
+        parsed = Body(body, ANSWER_METADATA if direction == "response" else frozenset())
         hits = self.scanner.scan_many([f.text for f in parsed.fields], [f.key for f in parsed.fields])
         if not any(hits):
             return decide(self.policy, direction, provider, path, identity, ()), body, parsed.doc

@@ -31,6 +31,7 @@ from proxilion.inspect.decide import decide, describe
 from proxilion.inspect.findings import Finding
 from proxilion.inspect.redact import replacement
 from proxilion.providers import eventstream
+from proxilion.providers.body import ANSWER_METADATA
 from proxilion.providers.errors import stream_error_event
 from proxilion.providers.fields import dumps, format_path, rewrite, walk
 from proxilion.providers.sse import SSEFrame, split_lines, split_sse
@@ -293,7 +294,7 @@ class StreamRedactor:
         return judged
 
     def _scan_whole(self, frame: _Frame) -> None:
-        fields = walk(frame.doc)
+        fields = walk(frame.doc, skip=ANSWER_METADATA)
         hits = self.inspector.scanner.scan_many([f.text for f in fields], [f.key for f in fields])
         new, where = [], []
         for field, field_hits in zip(fields, hits):

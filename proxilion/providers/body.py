@@ -8,15 +8,26 @@ from typing import Any
 from proxilion.providers.fields import TextField, dumps, rewrite, walk
 
 RAW = "raw"
+# The provider's own metadata at the top of an answer: ids, timestamps, model
+# names, token counts and stop reasons. The provider writes them, not the model,
+# so they carry no prompt or answer text; scanning them only costs time (an
+# OpenAI answer's "created" timestamp alone ran the number detectors).
+ANSWER_METADATA = frozenset({
+    "id", "object", "created", "created_at", "model", "system_fingerprint", "service_tier", "usage",
+    "type", "role", "stop_reason", "finish_reason", "stopReason", "metrics",
+    "usageMetadata", "modelVersion", "responseId", "generation_id", "response_id", "meta",
+})
 _DECODER = json.JSONDecoder()  # what json.loads uses, without its per-call argument checks
 
 
 class Body:
     """A parsed body: its texts, and how to rebuild it with some texts replaced."""
 
-    __slots__ = ("doc", "is_json", "fields")
+    __slots__ = ("doc", "is_json", "fields", "_skip")
 
-    def __init__(self, body: bytes):
+    def __init__(self, body: bytes, skip: frozenset[str] = frozenset()):
+        """C{skip}: top-level keys of a JSON object left unread (L{ANSWER_METADATA} for answers)."""
+        self._skip = skip
         try:
             self.doc: Any = _DECODER.decode(_json_text(body)) if body else None
             self.is_json = body != b""
@@ -24,7 +35,7 @@ class Body:
             self.doc, self.is_json = None, False
         if self.is_json:
             # Paths are worked out again only when some text has findings (see located).
-            self.fields = walk(self.doc, paths=False)
+            self.fields = walk(self.doc, paths=False, skip=skip)
         elif body:
             # surrogateescape keeps bytes that are not UTF-8 exactly as they were on re-encoding.
             self.fields = [TextField((), body.decode("utf-8", "surrogateescape"), None)]
@@ -33,7 +44,7 @@ class Body:
 
     def located(self) -> list[TextField]:
         """L{fields} with their paths, in the same order."""
-        return walk(self.doc) if self.is_json else self.fields
+        return walk(self.doc, skip=self._skip) if self.is_json else self.fields
 
     def location(self, field: TextField) -> str:
         """Where a field of L{located} is, for a finding."""

@@ -93,13 +93,17 @@ def _string(text: str, path: tuple | None, key: str | None, out: list, depth: in
         out.append(TextField(path, text, key))
 
 
-def walk(doc: Any, paths: bool = True) -> list[TextField]:
+def walk(doc: Any, paths: bool = True, skip: frozenset[str] = frozenset()) -> list[TextField]:
     """Every scannable text in `doc` in document order, with its path unless `paths` is False.
+
+    Keys in `skip` are left out when `doc` is an object (its top level only).
 
     Without paths (each field's path is None) the walk is cheaper; a caller
     that needs the path of a few fields walks again with paths: the order is the same.
     """
     out: list[TextField] = []
+    if skip and isinstance(doc, dict):
+        doc = {key: value for key, value in doc.items() if key not in skip}
     _value(doc, () if paths else None, None, out, 0)
     return out
 

@@ -115,6 +115,26 @@ def test_response_side_uses_response_rules():
     assert not no_response_rules.response_inspection_enabled("openai", CHAT)
 
 
+def test_answer_metadata_is_not_scanned_but_everything_else_is():
+    # A phone-shaped "created", an id holding an email: provider metadata, not model text.
+    answer = {"id": "chatcmpl-jane@corp.com", "object": "chat.completion", "created": 4155550123, "model": "gpt-4o",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "use sk-proj-abcDEF123ghiJKL456mnoPQR789stu",
+                                                   "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                                                       "name": "send", "arguments": '{"to": "bob@corp.com"}'}}]}}],
+              "usage": {"prompt_tokens": 4155550123}, "extra": {"id": "x@corp.com"}}
+    v = DEFAULT.inspect_response("openai", CHAT, json.dumps(answer).encode())
+    assert [(f.type, f.location) for f in v.findings] == [
+        ("openai_api_key", "choices[0].message.content"),
+        ("email", "choices[0].message.tool_calls[0].function.arguments>to"),
+        ("email", "extra.id")]
+    redacted = json.loads(v.body)
+    assert redacted["id"] == answer["id"] and redacted["created"] == answer["created"]
+    assert redacted["choices"][0]["message"]["content"] == "use [REDACTED:OPENAI_API_KEY]"
+    # A request is read whole: the same keys are scanned there.
+    request = DEFAULT.inspect_request("openai", CHAT, json.dumps({"id": "jane@corp.com", "messages": []}).encode())
+    assert [(f.type, f.location) for f in request.findings] == [("email", "id")]
+
+
 def test_importing_the_core_does_not_import_twisted():
     code = ("import sys, proxilion.inspect, proxilion.providers, proxilion.inspect.inspector, "
             "proxilion.inspect.scan_command, proxilion.providers.errors; "
