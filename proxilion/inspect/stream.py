@@ -150,8 +150,14 @@ class StreamRedactor:
     # -- framing --------------------------------------------------------------------------------
     def _run(self, final: bool) -> bytes:
         out: list[bytes] = []
+        # Frames taken from the buffer but not queued yet: passed on as they came if the scanner fails.
+        unqueued: deque[Any] = deque()
         try:
-            for frame in self._frames(final):
+            items, to_frame = self._split(final)
+            unqueued.extend(items)
+            while unqueued:
+                frame = to_frame(unqueued[0])
+                unqueued.popleft()
                 self._accept(frame)
                 # Nothing else makes the queue's head ready, so most events skip the release.
                 if not self.blocked and (self._moved or len(self._queue) == 1 or self._held > self._limit):
@@ -173,31 +179,37 @@ class StreamRedactor:
                 self.blocked = True
                 return b"".join(out) + self._block_event("blocked: scanner error")
             self._passthrough = True
-            rest = b"".join(f.raw for f in self._queue) + bytes(self._buffer)
+            rest = (b"".join(f.raw for f in self._queue) + b"".join(self._raw(item) for item in unqueued)
+                    + bytes(self._buffer))
             self._queue.clear()
             self._buffer.clear()
             return b"".join(out) + rest
         return b"".join(out)
 
-    def _frames(self, final: bool) -> list[_Frame]:
+    def _split(self, final: bool) -> tuple[list[Any], Callable[[Any], _Frame]]:
+        """The complete frames taken from the buffer (all of it when C{final}), and what parses one."""
         if self.format == "bedrock":
-            return [self._bedrock_frame(h, p) for h, p in eventstream.split_frames(self._buffer)]
+            return list(eventstream.split_frames(self._buffer)), self._bedrock_frame
         if self._ndjson is None:
             head = bytes(self._buffer).lstrip()
             if not head:
-                return []
+                return [], self._line_frame
             self._ndjson = head.startswith(b"{")
         if self._ndjson:
             raws = split_lines(self._buffer, MAX_FRAME_BYTES)
             if final and self._buffer:
                 raws.append(bytes(self._buffer))
                 self._buffer.clear()
-            return [self._line_frame(r) for r in raws]
+            return raws, self._line_frame
         raws = split_sse(self._buffer, MAX_FRAME_BYTES)
         if final and self._buffer.strip():
             raws.append(bytes(self._buffer))
             self._buffer.clear()
-        return [self._sse_frame(r) for r in raws]
+        return raws, self._sse_frame
+
+    def _raw(self, item: Any) -> bytes:
+        """The bytes of a frame taken from the buffer (AWS event-stream frames come split)."""
+        return eventstream.encode(*item) if self.format == "bedrock" else item
 
     def _sse_frame(self, raw: bytes) -> _Frame:
         sse = SSEFrame(raw)
@@ -227,7 +239,8 @@ class StreamRedactor:
             return self._text_frame(raw, raw.decode("utf-8", "replace"), lambda text: text.encode("utf-8"))
         return self._json_frame(raw, None, doc, lambda d: dumps(d).encode("utf-8") + b"\n")
 
-    def _bedrock_frame(self, headers: dict[str, str], payload: bytes) -> _Frame:
+    def _bedrock_frame(self, item: tuple[dict[str, str], bytes]) -> _Frame:
+        headers, payload = item
         raw = eventstream.encode(headers, payload)
         if headers.get(":message-type") != "event":
             self._end([ALL])

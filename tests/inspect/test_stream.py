@@ -125,6 +125,27 @@ def test_scanner_error_in_stream_fails_closed(monkeypatch):
     assert redactor.blocked and redactor.error and b"scanner error" in out
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_scanner_error_with_allow_passes_every_byte_on(monkeypatch, fmt):
+    import proxilion.inspect.stream as stream_module
+    policy = parse_policy({"settings": {"on_scanner_error": "allow"},
+                           "rules": [{"id": "r", "direction": "response", "action": "redact"}]}, environ={})
+    real, calls = stream_module.text_slots, []
+
+    def failing_on_the_second_event(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeError("scanner broke")
+        return real(*args)
+
+    monkeypatch.setattr(stream_module, "text_slots", failing_on_the_second_event)
+    data = streams.BUILDERS[fmt](["one ", "two ", "three"])
+    # Every event in one chunk: the failure hits frames already taken from the buffer.
+    out, redactor = _run(Inspector(policy), fmt, data, [])
+    assert redactor.error and not redactor.blocked
+    assert out == data
+
+
 def test_tool_call_argument_deltas_are_redacted():
     def frame(args):
         return b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"tool_calls": [
