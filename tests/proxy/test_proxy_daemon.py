@@ -101,13 +101,14 @@ def _timed(items: Iterator[Any], text_of: Any) -> list[tuple[float, str]]:
 
 
 def _assert_arrived_over_time(arrivals: list[tuple[float, str]], expected: str, pieces: int, delay: float) -> None:
-    assert "".join(text for _, text in arrivals) == expected
-    assert len(arrivals) == pieces
-    # Relayed as produced: the pieces are spread over the upstream's pacing, not one lump at the end.
     times = [t for t, _ in arrivals]
-    assert times[-1] - times[0] >= (pieces - 2) * delay
+    seen = [(round(t - times[0], 3), text) for t, text in arrivals] if arrivals else []
+    assert "".join(text for _, text in arrivals) == expected, seen
+    assert len(arrivals) == pieces, seen
+    # Relayed as produced: the pieces are spread over the upstream's pacing, not one lump at the end.
+    assert times[-1] - times[0] >= (pieces - 2) * delay, seen
     gaps = [b - a for a, b in zip(times, times[1:])]
-    assert sum(gap >= delay / 2 for gap in gaps) >= pieces // 2
+    assert sum(gap >= delay / 2 for gap in gaps) >= pieces // 2, seen
 
 
 def test_openai_sdk_stream_arrives_in_chunks(oai: openai.OpenAI) -> None:
