@@ -25,11 +25,11 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import proxy_bench as pb  # noqa: E402
+from proxy_bench import metrics, sample  # noqa: E402
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -44,21 +45,6 @@ WRK = "/usr/bin/wrk"
 NGINX = "/usr/sbin/nginx"
 UNLIMITED = {"RATE_LIMIT_PER_MINUTE": "1000000000", "RATE_LIMIT_BURST": "1000000000"}
 EMPTY_POLICY = "version: 1\nrules: []\n"
-
-
-def metrics(admin_port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        head, _, value = line.rpartition(" ")
-        metric, _, label_text = head.partition("{")
-        if metric == name and all(f'{k}="{v}"' in label_text for k, v in labels.items()):
-            total += float(value)
-    return total
 
 
 def proxilion(procs: pb.Processes, workdir: Path, upstream_port: int, name: str,
@@ -141,7 +127,7 @@ def inspection_runs(procs, workdir, upstream, body4k, args) -> dict:
     for key, (more, less) in {"cpu_added_by_inspection_us": ("default_policy", "inspection_off"),
                               "cpu_added_by_rules_us": ("default_policy", "empty_policy")}.items():
         per_round = [round(a["cpu_us_per_request"] - b["cpu_us_per_request"], 1) for a, b in zip(rounds[more], rounds[less])]
-        out[key] = sorted(per_round)[(len(per_round) - 1) // 2]
+        out[key] = statistics.median_low(per_round)
         if len(per_round) > 1:
             out[key + "_rounds"] = per_round
     out["scanner_us_per_request_default"] = round(

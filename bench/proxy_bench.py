@@ -339,6 +339,23 @@ def ready_daemon(procs: Processes, twistd: str, source: Path, workdir: Path, ups
         procs.stop(proc)
 
 
+def metrics(admin_port: int) -> str:
+    """A daemon's /metrics page (admin port), as text."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of metric C{name} whose labels include C{labels}."""
+    total = 0.0
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        metric, _, label_text = head.partition("{")
+        if metric == name and all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
 def smoke(port: int, path: str, body: bytes) -> None:
     """One request, so a broken target fails loudly instead of benchmarking errors."""
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,

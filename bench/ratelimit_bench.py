@@ -41,7 +41,6 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -133,18 +132,6 @@ async def in_process(reactor: Any, redis_url: str, args: argparse.Namespace) -> 
 
 def daemon(procs: pb.Processes, source: Path, workdir: Path, upstream: int, name: str, env: dict) -> contextlib.AbstractContextManager[dict]:
     return pb.ready_daemon(procs, TWISTD, source, workdir, upstream, name, env)
-
-
-def metric(admin_port: int, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        head, _, value = line.rpartition(" ")
-        metric_name, _, label_text = head.partition("{")
-        if metric_name == name and all(f'{k}="{v}"' in label_text for k, v in labels.items()):
-            total += float(value)
-    return total
 
 
 class Client:
@@ -248,9 +235,10 @@ def through_daemon(source: Path, workdir: Path, procs: pb.Processes, redis_url: 
             )
         for client in clients.values():
             client.close()
-        count = metric(on["admin_port"], "proxilion_ratelimit_duration_seconds_count", store="redis")
-        total = metric(on["admin_port"], "proxilion_ratelimit_duration_seconds_sum", store="redis")
-        fallbacks = metric(on["admin_port"], "proxilion_ratelimit_fallback_total")
+        text = pb.metrics(on["admin_port"])
+        count = pb.sample(text, "proxilion_ratelimit_duration_seconds_count", store="redis")
+        total = pb.sample(text, "proxilion_ratelimit_duration_seconds_sum", store="redis")
+        fallbacks = pb.sample(text, "proxilion_ratelimit_fallback_total")
     summary = {
         "off_p50_ms": spread([r["off"]["p50_ms"] for r in rounds]),
         "off_p99_ms": spread([r["off"]["p99_ms"] for r in rounds]),
