@@ -71,7 +71,6 @@ def prompt_text(rng: random.Random, size: int) -> str:
 
 def chat_request(rng: random.Random, size: int = 4096) -> bytes:
     messages = [{"role": "system", "content": "You are a helpful assistant for ACME Corp employees."}]
-    body = b""
     while True:
         role = "user" if len(messages) % 2 else "assistant"
         messages.append({"role": role, "content": prompt_text(rng, rng.randint(300, 700))})
@@ -80,7 +79,6 @@ def chat_request(rng: random.Random, size: int = 4096) -> bytes:
             extra = len(candidate) - size
             messages[-1]["content"] = messages[-1]["content"][:-extra]
             return json.dumps({"model": "gpt-4o", "temperature": 0.3, "messages": messages}).encode()
-        body = candidate
 
 
 def _median_round(fn, rounds: int, calls: int) -> float:
