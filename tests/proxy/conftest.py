@@ -7,11 +7,12 @@ import time
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from proxilion.fakeprovider.testing import running_fake_provider
-from support.daemon import closed_port, http_json
+from support.daemon import Daemon, closed_port, http_json
 
 # Rate limiting is not under test here: the suite sends many requests from one identity.
 NO_LIMITS = {"RATE_LIMIT_PER_MINUTE": "0"}
@@ -46,6 +47,12 @@ def fake_stats(fake_url: str) -> dict[str, int]:
 
 
 
+
+
+def access_lines(daemon: Daemon, **fields: Any) -> list[dict[str, Any]]:
+    """The daemon's access log lines whose fields have these values."""
+    return [e for e in daemon.log_events()
+            if e.get("logger") == "proxilion.access" and all(e.get(k) == v for k, v in fields.items())]
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = 5.0, pause: float = 0.0) -> bytes:

@@ -23,6 +23,7 @@ from support.daemon import Daemon, clear_fake, eventually, fake_requests, http_j
 
 from .conftest import (
     NO_LIMITS,
+    access_lines,
     closed_port_url,
     fake_stats,
     raw_exchange,
@@ -72,10 +73,6 @@ def assert_still_serving(daemon: Daemon) -> None:
     status, _, body = request(daemon, "POST", "/proxy/openai/v1/chat/completions", headers={"x-fake-reply": "still here"})
     assert status == 200
     assert body["choices"][0]["message"]["content"] == "still here"
-
-
-def access_events(daemon: Daemon, rid: str) -> list[dict[str, Any]]:
-    return [e for e in daemon.log_events() if e.get("logger") == "proxilion.access" and e.get("request_id") == rid]
 
 
 # --- the official SDKs ------------------------------------------------------------
@@ -505,7 +502,7 @@ def test_one_json_access_line_per_request(daemon: Daemon) -> None:
     request(daemon, "GET", "/proxy/evil.example.com/x", body=None, headers={"X-Request-ID": ids[1]})
     request(daemon, "POST", f"/proxy/gemini/v1beta/models/g:generateContent?key={GOOGLE_KEY}&alt=json",
             body={"contents": [{"parts": [{"text": "hi"}]}]}, headers={"X-Request-ID": ids[2]})
-    lines = [eventually(lambda rid=rid: access_events(daemon, rid), what=f"access line {rid}") for rid in ids]
+    lines = [eventually(lambda rid=rid: access_lines(daemon, request_id=rid), what=f"access line {rid}") for rid in ids]
     assert all(len(found) == 1 for found in lines)
     ok, refused, keyed = (found[0] for found in lines)
     assert (ok["provider"], ok["method"], ok["path"], ok["status"]) == ("openai", "POST", "/v1/chat/completions", 200)
@@ -589,7 +586,7 @@ def test_requests_refused_before_they_are_complete_get_an_access_line_and_a_requ
         if expected != 431:
             # (Too many headers: the ID may be among those never read.)
             assert headers["x-request-id"] == rid
-            (line,) = eventually(lambda rid=rid: access_events(daemon, rid), what=f"access line {rid}")
+            (line,) = eventually(lambda rid=rid: access_lines(daemon, request_id=rid), what=f"access line {rid}")
             assert (line["status"], line["decision"], line["method"]) == (expected, "rejected", "POST")
             assert GOOGLE_KEY not in json.dumps(line)
     assert daemon.metric("proxilion_http_requests_total", provider="anthropic", method="POST", status="413") >= 1

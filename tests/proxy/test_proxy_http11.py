@@ -17,7 +17,7 @@ import pytest
 
 from support.daemon import Daemon, eventually, running
 
-from .conftest import NO_LIMITS, raw_exchange, request_rules_only_policy, split_response
+from .conftest import NO_LIMITS, access_lines, raw_exchange, request_rules_only_policy, split_response
 
 JSON_OK = b'{"id":"x","object":"chat.completion","choices":[]}'
 
@@ -155,9 +155,7 @@ def test_pipelined_request_refused_behind_an_answer_gets_its_refusal_after_it(
     assert headers["x-request-id"] == rid.decode()
     assert headers["connection"] == "close"
     assert b'"error"' in body
-    (line,) = eventually(lambda: [e for e in daemon.log_events()
-                                  if e.get("logger") == "proxilion.access" and e.get("request_id") == rid.decode()],
-                         what="access line of the refused pipelined request")
+    (line,) = eventually(lambda: access_lines(daemon, request_id=rid.decode()), what="access line of the refused pipelined request")
     assert (line["status"], line["error"]) == (status, code)
 
 
@@ -225,12 +223,7 @@ def test_upstream_cutting_the_body_short_cuts_the_client_connection(daemon: Daem
     # Fewer bytes than promised, then the connection ends: the client knows the body is incomplete.
     assert body == b"only ten b"
 
-    def logged() -> dict:
-        lines = [e for e in daemon.log_events() if e.get("logger") == "proxilion.access" and e.get("path") == "/v1/cut"]
-        assert lines
-        return lines[-1]
-
-    assert eventually(logged)["error"] == "upstream_disconnected"
+    assert eventually(lambda: access_lines(daemon, path="/v1/cut"), what="access line")[-1]["error"] == "upstream_disconnected"
 
 
 def test_upstream_connections_are_kept_alive_and_reused(daemon: Daemon, upstream: ScriptedUpstream) -> None:
@@ -271,12 +264,7 @@ def test_silent_upstream_stream_is_cut_after_the_idle_timeout(daemon: Daemon) ->
     assert 0.8 < elapsed < 3.0
     assert not body.endswith(b"0\r\n\r\n"), "the client must see an incomplete chunked body"
 
-    def logged() -> dict:
-        lines = [e for e in daemon.log_events() if e.get("logger") == "proxilion.access" and e.get("path") == "/v1/stall"]
-        assert lines
-        return lines[-1]
-
-    assert eventually(logged)["error"] == "upstream_idle_timeout"
+    assert eventually(lambda: access_lines(daemon, path="/v1/stall"), what="access line")[-1]["error"] == "upstream_idle_timeout"
 
 
 def test_absolute_form_request_to_a_provider_host_is_proxied(daemon: Daemon, upstream: ScriptedUpstream) -> None:
