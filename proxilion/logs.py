@@ -119,7 +119,6 @@ class LevelFilter:
 
     def __init__(self, observer: ILogObserver, level: LogLevel) -> None:
         self.observer = observer
-        self.level = level
         # A set lookup: comparing constants calls Python methods.
         self._passed = frozenset(known for known in LogLevel.iterconstants() if known >= level) | {None}
 
