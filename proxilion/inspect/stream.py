@@ -272,7 +272,7 @@ class StreamRedactor:
             channel = channels.get(channel_id)
             if channel is None:
                 channel = channels[channel_id] = _Channel(channel_id, path)
-            end = channel.base + len(channel.held)
+            end = channel.end
             append(_Slot(channel, path, end, end + len(text), text))
             if text:
                 channel.held += text
@@ -333,7 +333,7 @@ class StreamRedactor:
             frame.changed = True
 
     def _rescan(self, channel: _Channel) -> None:
-        end = channel.base + len(channel.held)
+        end = channel.end
         if end == channel.scanned:
             # Nothing arrived since the last scan (an event with empty text): nothing new to find.
             return
@@ -377,7 +377,7 @@ class StreamRedactor:
         self._queue.append(frame)
         for slot in frame.slots:
             channel = slot.channel
-            grown = channel.base + len(channel.held) - channel.scanned
+            grown = channel.end - channel.scanned
             # Rescanned once a step of new text has arrived and the held text is longer than the
             # holdback (so the scan lets something leave), or when the channel has ended.
             if grown and (channel.ended or (grown >= self.rescan_step
@@ -399,7 +399,7 @@ class StreamRedactor:
             channel = slot.channel
             scanned = channel.scanned
             if scanned - slot.end < self.holdback and not (
-                    channel.ended and scanned == channel.base + len(channel.held)):
+                    channel.ended and scanned == channel.end):
                 return False
         return True
 
