@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import io
 import json
 import sys
 import time
@@ -127,8 +129,31 @@ class LevelFilter:
             self.observer(event)
 
 
+def buffered_stdout() -> IO[str]:
+    """A buffered text stream on the process's standard output, flushed at exit.
+
+    Under C{PYTHONUNBUFFERED=1} (our Dockerfile and systemd units set it, so
+    that no traceback is ever held back) C{sys.stdout} makes one write call
+    per line, which defeats the observer's batched flushes: one system call
+    per access line. The observer decides when this stream is flushed.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.stdout
+    sys.stdout.flush()
+    stream = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(fd, "w", closefd=False), 1 << 16), encoding="utf-8", errors="backslashreplace"
+    )
+    atexit.register(stream.flush)
+    return stream
+
+
 def make_observer(log_format: str, log_level: str, out: IO[str] | None = None, clock: Any = None) -> LevelFilter:
-    """The process's log observer; pass the reactor as C{clock} to batch the flushes of info lines."""
-    out = out or sys.stdout
+    """The process's log observer; pass the reactor as C{clock} to batch the flushes of info lines.
+
+    Without C{out} it writes to L{buffered_stdout}.
+    """
+    out = out or buffered_stdout()
     observer = JsonLineObserver(out, clock) if log_format == "json" else textFileLogObserver(out)
     return LevelFilter(observer, _LEVELS[log_level])
