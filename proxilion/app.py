@@ -6,13 +6,13 @@ import time
 from typing import Any
 
 import attrs
-from twisted.logger import Logger
 
 from proxilion import __version__
 from proxilion.admin.site import Directory, build_admin_site, health_value
 from proxilion.analytics.admin import EventsResource, SummaryResource
 from proxilion.analytics.writer import AnalyticsWriter
 from proxilion.drain import DrainState
+from proxilion.logs import AccessLogger
 from proxilion.metrics import Metrics
 from proxilion.policy_service import PolicyService
 from proxilion.proxy.audit import audit_recorder, refusal_recorder
@@ -71,7 +71,7 @@ def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: 
     if log_observer is not None:
         # Straight to the process's observer: the global publisher's fan-out
         # costs more than the line itself, once per request.
-        ctx.access_log = Logger(namespace="proxilion.access", observer=log_observer)
+        ctx.access_log = AccessLogger(namespace="proxilion.access", observer=log_observer)
     proxy_service = ProxySiteService(reactor, settings, ProxyFactory(ctx), drain, metrics, upstream)
     started_at = time.time()
     components = {"policy": policy, "redis" if settings.rate_limit_store == "redis" else "ratelimit": limiter, "analytics": analytics}
