@@ -186,6 +186,8 @@ def main() -> int:
     reactor.callWhenRunning(begin)
     reactor.run()
     if profiler:
+        if os.environ.get("PROFILE_DUMP"):
+            profiler.dump_stats(os.environ["PROFILE_DUMP"])
         pstats.Stats(profiler).sort_stats(os.environ.get("PROFILE_SORT", "tottime")).print_stats(int(os.environ.get("PROFILE_LINES", "35")))
     sys.stdout.flush()
     # The analytics writer's threads are not stopped gracefully here; nothing needs to outlive the figures.
