@@ -9,6 +9,7 @@ import sys
 import time
 from typing import IO, Any
 
+import orjson
 from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent, textFileLogObserver
 from zope.interface import implementer
 
@@ -20,7 +21,7 @@ _SKIP = frozenset(
      "log_io", "log_system", "log_text", "log_failure", "failure", "message", "format", "isError", "system", "time",
      "log_legacy", "why", "log_observer"}
 )
-# json.dumps builds a new encoder per call when given separators.
+# For lines orjson refuses; json.dumps builds a new encoder per call when given separators.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _FLUSH_AT_ONCE = frozenset({LogLevel.warn, LogLevel.error, LogLevel.critical})
 _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
@@ -50,18 +51,27 @@ def _message(event: dict[str, Any]) -> str:
 
 
 class _Timestamps:
-    """ISO 8601 UTC times with milliseconds; the part up to the second is formatted once per second."""
+    """ISO 8601 UTC times with milliseconds, formatted once per millisecond (the date part once per second).
+
+    The reactor handles requests in batches, so consecutive lines often share a millisecond.
+    """
 
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        self._millisecond = -1
+        self._text = ""
 
     def __call__(self, when: float) -> str:
-        second = int(when)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return "%s.%03d+00:00" % (self._prefix, int((when - second) * 1000))
+        millisecond = int(when * 1000)
+        if millisecond != self._millisecond:
+            second = millisecond // 1000
+            if second != self._second:
+                self._second = second
+                self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._millisecond = millisecond
+            self._text = "%s.%03d+00:00" % (self._prefix, millisecond % 1000)
+        return self._text
 
 
 @implementer(ILogObserver)
@@ -99,9 +109,11 @@ class JsonLineObserver:
             record["error"] = failure.getErrorMessage()
             record["traceback"] = failure.getTraceback()
         try:
-            line = _ENCODER.encode(record)
-        except (TypeError, ValueError):
-            # Bytes, objects or odd keys: most lines hold plain values only, so convert on demand.
+            # orjson: the JSON encoding was a fifth of an access line's CPU in the daemon.
+            line = orjson.dumps(record).decode("utf-8")
+        except TypeError:
+            # Bytes, objects, odd keys, lone surrogates or integers beyond 64 bits: most lines
+            # hold plain values only, so convert on demand.
             line = _ENCODER.encode({key: _jsonable(value) for key, value in record.items()})
         self._out.write(line + "\n")
         if self._clock is None or level in _FLUSH_AT_ONCE:

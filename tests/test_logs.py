@@ -69,3 +69,29 @@ def test_warnings_are_written_at_once_and_debug_lines_are_filtered(tmp_path):
         written = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(e["level"], e["message"]) for e in written] == [("info", "held 1"), ("warn", "now x")]
     assert written[1]["what"] == "x"
+
+
+def test_lines_with_values_json_cannot_take_directly_are_still_one_valid_json_object_each(tmp_path):
+    """Bytes, huge integers, lone surrogates, non-string keys and objects are converted, never dropped or crashed on."""
+    path = tmp_path / "log"
+    with open(path, "w", encoding="utf-8") as out:
+        log = Logger(namespace="proxilion.test", observer=make_observer("json", "info", out=out))
+        log.info("plain {word}", word="café ✓")
+        log.info("odd", raw=b"\xffbytes", big=2**70, surrogate="x\udcffy", keyed={1: "one"}, thing=object())
+    first, second = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert first["message"] == "plain café ✓" and first["word"] == "café ✓"
+    assert second["raw"] == "\ufffdbytes"
+    assert second["big"] == 2**70
+    assert second["surrogate"] == "x\udcffy"
+    assert second["keyed"] == {"1": "one"}
+    assert second["thing"].startswith("<object object")
+
+
+def test_timestamps_are_utc_with_milliseconds():
+    from proxilion.logs import _Timestamps
+
+    stamp = _Timestamps()
+    assert stamp(1764420000.1234) == "2025-11-29T12:40:00.123+00:00"
+    assert stamp(1764420000.1239) == "2025-11-29T12:40:00.123+00:00"
+    assert stamp(1764420001.5) == "2025-11-29T12:40:01.500+00:00"
+    assert stamp(0.0) == "1970-01-01T00:00:00.000+00:00"
