@@ -6,6 +6,8 @@ import json
 from urllib.parse import unquote
 from typing import Any
 
+import orjson
+
 __all__ = ["usage_of", "model_of"]
 
 
@@ -42,9 +44,14 @@ def model_of(body: bytes | None, path: str) -> str | None:
     parsed = None
     if body and body.lstrip()[:1] == b"{":
         try:
-            parsed = json.loads(body)
+            # Only "model" is read, so orjson's one difference (integers beyond 64 bits
+            # become floats) cannot matter here; json decides what orjson refuses.
+            parsed = orjson.loads(body)
         except ValueError:
-            parsed = None
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
     return model_from(parsed, path)
 
 
