@@ -57,9 +57,10 @@ _POST_ROUTES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Route]]] = [
      lambda m: Route("gemini", "gemini", unquote(m[1]), m[2] == "streamGenerateContent")),
     (re.compile(r"/v2/chat"), lambda m: Route("cohere2", "cohere")),
     (re.compile(r"/v1/chat"), lambda m: Route("cohere1", "cohere")),
-    (re.compile(r"/model/([^/]+)/invoke"), lambda m: Route("invoke", "bedrock", unquote(m[1]))),
-    (re.compile(r"/model/([^/]+)/converse"),
-     lambda m: Route("converse", "bedrock", unquote(m[1]))),
+    (re.compile(r"/model/([^/]+)/invoke(-with-response-stream)?"),
+     lambda m: Route("invoke", "bedrock", unquote(m[1]), m[2] is not None)),
+    (re.compile(r"/model/([^/]+)/converse(-stream)?"),
+     lambda m: Route("converse", "bedrock", unquote(m[1]), m[2] is not None)),
 ]
 _GET_ROUTES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Route]]] = [
     (re.compile(r"/v1/models"), lambda m: Route("models", "openai")),
@@ -178,7 +179,9 @@ class FakeProvider(Resource):
     """A test double of the AI providers' HTTP APIs.
 
     Answers echo the last user text; streams (`"stream": true`, Gemini's
-    `:streamGenerateContent`) send it word by word, `chunk_delay` seconds apart.
+    `:streamGenerateContent`, Bedrock's `invoke-with-response-stream` and
+    `converse-stream` in AWS event-stream frames) send it word by word,
+    `chunk_delay` seconds apart.
     Request headers script an answer:
 
     - `x-fake-reply: <text>`: answer this text instead;
@@ -188,7 +191,8 @@ class FakeProvider(Resource):
     - `x-fake-delay: <seconds>`: wait before the response headers (3600 hangs);
     - `x-fake-chunks: <n>`, `x-fake-chunk-delay: <seconds>`: shape a stream;
     - `x-fake-stream-bytes: <n>`: stream at least n bytes of the provider's
-      frames, generated as the client reads (implies streaming).
+      frames, generated as the client reads (implies streaming, except on
+      Bedrock, whose streaming is chosen by the path).
 
     Every request except the control API's is kept in `requests` (the last
     `record_limit`); `GET /_fake/requests` lists them, `DELETE` clears them,
@@ -338,13 +342,18 @@ class FakeProvider(Resource):
         )
         if script.status is not None:
             _set_status(request, script.status)
-        streamable = found.kind not in ("invoke", "converse")
-        wanted = script.stream_bytes is not None or (
-            found.stream if found.kind == "gemini" else parsed.get("stream") is True)
-        if not (streamable and wanted):
+        if found.family == "bedrock":
+            # Bedrock streams by path (invoke-with-response-stream, converse-stream), never by body.
+            wanted = found.stream
+        else:
+            wanted = script.stream_bytes is not None or (
+                found.stream if found.kind == "gemini" else parsed.get("stream") is True)
+        if not wanted:
             return self._json(request, dialect.reply(ex, text))
         if found.kind == "gemini" and found.stream and request.args.get(b"alt") != [b"sse"]:
             stream = dialect.array_stream(ex)
+        elif found.kind == "invoke":
+            stream = _wire.bedrock_invoke_stream(parsed, ex)
         else:
             stream = dialect.stream(ex)
         self._stream(request, stream, text, script)

@@ -16,6 +16,8 @@ import struct
 
 import attrs
 
+from proxilion.providers import eventstream
+
 Json = dict
 
 
@@ -591,9 +593,79 @@ class BedrockTitan:
                                    "completionReason": "FINISH"}]})
 
 
+def _event_frame(event_type: str, payload: Json) -> bytes:
+    """One AWS event-stream frame, as Bedrock's streaming APIs send it."""
+    return eventstream.encode(
+        {":event-type": event_type, ":content-type": "application/json", ":message-type": "event"},
+        dumps(payload))
+
+
+def _chunk_frame(event: Json) -> bytes:
+    """An InvokeModelWithResponseStream chunk: the model's own event, base64 in "bytes"."""
+    return _event_frame("chunk", {"bytes": base64.b64encode(dumps(event)).decode("ascii")})
+
+
+class _EventStream(Stream):
+    content_type = b"application/vnd.amazon.eventstream"
+
+
+class _InvokeAnthropicStream(_EventStream):
+    """InvokeModelWithResponseStream for Claude: Anthropic's stream events, one per chunk."""
+
+    def head(self) -> bytes:
+        return b"".join(_chunk_frame(e) for e in (
+            {"type": "message_start", "message": AnthropicMessages().message(self.ex, None)},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}))
+
+    def frame(self, text: str) -> bytes:
+        return _chunk_frame({"type": "content_block_delta", "index": 0,
+                             "delta": {"type": "text_delta", "text": text}})
+
+    def tail(self) -> bytes:
+        return b"".join(_chunk_frame(e) for e in (
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+             "usage": {"output_tokens": self.output_tokens}},
+            {"type": "message_stop", "amazon-bedrock-invocationMetrics": {
+                "inputTokenCount": self.ex.prompt_tokens, "outputTokenCount": self.output_tokens,
+                "invocationLatency": 1, "firstByteLatency": 1}}))
+
+
+class _InvokeTitanStream(_EventStream):
+    def frame(self, text: str) -> bytes:
+        return _chunk_frame({"outputText": text, "index": 0, "totalOutputTextTokenCount": None,
+                             "completionReason": None, "inputTextTokenCount": self.ex.prompt_tokens})
+
+    def tail(self) -> bytes:
+        return _chunk_frame({"outputText": "", "index": 0, "totalOutputTextTokenCount": self.output_tokens,
+                             "completionReason": "FINISH", "inputTextTokenCount": self.ex.prompt_tokens})
+
+
+class _ConverseStream(_EventStream):
+    def head(self) -> bytes:
+        return _event_frame("messageStart", {"role": "assistant"})
+
+    def frame(self, text: str) -> bytes:
+        return _event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": text}})
+
+    def tail(self) -> bytes:
+        output = self.output_tokens
+        return (_event_frame("contentBlockStop", {"contentBlockIndex": 0})
+                + _event_frame("messageStop", {"stopReason": "end_turn"})
+                + _event_frame("metadata", {
+                    "usage": {"inputTokens": self.ex.prompt_tokens, "outputTokens": output,
+                              "totalTokens": self.ex.prompt_tokens + output},
+                    "metrics": {"latencyMs": 1}}))
+
+
 def bedrock_invoke_dialect(body: Json) -> BedrockTitan | AnthropicMessages:
     """InvokeModel answers in the model family's own format: Titan or Anthropic."""
     return BedrockTitan() if isinstance(body.get("inputText"), str) else AnthropicMessages()
+
+
+def bedrock_invoke_stream(body: Json, ex: Exchange) -> Stream:
+    """InvokeModelWithResponseStream: the family's stream events in event-stream chunks."""
+    return _InvokeTitanStream(ex) if isinstance(body.get("inputText"), str) else _InvokeAnthropicStream(ex)
 
 
 class BedrockConverse:
@@ -608,3 +680,6 @@ class BedrockConverse:
                       "usage": {"inputTokens": ex.prompt_tokens, "outputTokens": out,
                                 "totalTokens": ex.prompt_tokens + out},
                       "metrics": {"latencyMs": 1}})
+
+    def stream(self, ex: Exchange) -> Stream:
+        return _ConverseStream(ex)

@@ -96,6 +96,20 @@ def bedrock_error_type(status: int) -> str:
     return "InternalServerException" if status >= 500 else "ValidationException"
 
 
+def bedrock_stream_exception(status: int) -> str:
+    """The exception member of Bedrock's stream unions (ConverseStream, InvokeModelWithResponseStream).
+
+    In a stream, ":exception-type" names a member of the union, in lower camel
+    case; the SDKs find the error by that name, and an answer stopped part-way
+    by the policy is what modelStreamErrorException reports.
+    """
+    if status == 429:
+        return "throttlingException"
+    if status == 503:
+        return "serviceUnavailableException"
+    return "internalServerException" if status >= 500 else "modelStreamErrorException"
+
+
 def _openai_payload(status: int, message: str, code: str | None) -> dict:
     return {
         "error": {
@@ -157,7 +171,7 @@ def stream_error_event(
                 + b"\n\n")
     if provider == "bedrock":
         return eventstream.encode(
-            {":message-type": "exception", ":exception-type": bedrock_error_type(status),
+            {":message-type": "exception", ":exception-type": bedrock_stream_exception(status),
              ":content-type": "application/json"},
             _dumps({"message": message}),
         )

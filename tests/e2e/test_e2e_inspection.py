@@ -14,6 +14,9 @@ from importlib import resources
 from pathlib import Path
 
 import anthropic
+import boto3
+import botocore.config
+import botocore.exceptions
 import openai
 import pytest
 
@@ -52,7 +55,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, fake: str, policy_file: Pat
     workdir = tmp_path_factory.mktemp("inspection")
     # Limits high enough that nothing in this module is rate limited.
     env = {"RATE_LIMIT_PER_MINUTE": "100000", "RATE_LIMIT_BURST": "10000"}
-    with running(Daemon(workdir, [*upstream_args(fake), "--policy", str(policy_file), "--admin-token", "e2e-admin-token"], env)) as d:
+    with running(Daemon(workdir, [*upstream_args(fake), *upstream_args(fake, "bedrock"), "--policy", str(policy_file), "--admin-token", "e2e-admin-token"], env)) as d:
         yield d
 
 
@@ -193,6 +196,84 @@ def test_response_side_block_ends_stream_with_provider_error(oai: openai.OpenAI,
                                     messages=[{"role": "user", "content": "hi"}]) as stream:
             "".join(stream.text_stream)
     assert "ssn" in str(caught_a.value)
+
+
+# --- Bedrock, through boto3 (SigV4-signed, AWS event-stream answers) ---------
+
+
+@pytest.fixture(scope="module")
+def bedrock(daemon: Daemon):
+    client = boto3.client(
+        "bedrock-runtime", endpoint_url=daemon.url + "/proxy/bedrock", region_name="us-east-1",
+        aws_access_key_id="AKIAE2EBEDROCKNOTREAL", aws_secret_access_key="e2e-not-a-real-secret",
+        config=botocore.config.Config(retries={"max_attempts": 1}),
+    )
+    scripted: dict[str, str] = {}
+
+    def add_script_headers(request, **_kwargs) -> None:
+        for name, value in scripted.items():
+            request.headers[name] = value
+
+    client.meta.events.register("before-sign.bedrock-runtime.*", add_script_headers)
+    client.scripted = scripted
+    return client
+
+
+CLAUDE_ID = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+
+
+def test_bedrock_converse_stream_with_card_split_across_events_arrives_redacted(bedrock) -> None:
+    bedrock.scripted.update({"x-fake-reply": f"Card {CARD} is on file, thanks.", "x-fake-chunks": "14"})
+    try:
+        reply = bedrock.converse_stream(modelId=CLAUDE_ID, messages=[{"role": "user", "content": [{"text": "card?"}]}])
+        events = list(reply["stream"])
+    finally:
+        bedrock.scripted.clear()
+    deltas = [e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e]
+    assert "".join(deltas) == "Card [REDACTED:CREDIT_CARD] is on file, thanks."
+    assert len(deltas) > 2
+    assert events[-1]["metadata"]["usage"]["outputTokens"] > 0
+    assert reply["ResponseMetadata"]["HTTPHeaders"]["x-proxilion-decision"] == "allow"
+
+
+def test_bedrock_invoke_stream_redacts_inside_base64_chunks(bedrock) -> None:
+    bedrock.scripted.update({"x-fake-reply": f"Card {CARD_DIGITS} noted; call back.", "x-fake-chunks": "10"})
+    try:
+        reply = bedrock.invoke_model_with_response_stream(modelId=CLAUDE_ID, body=json.dumps({
+            "anthropic_version": "bedrock-2023-05-31", "max_tokens": 64,
+            "messages": [{"role": "user", "content": "who do I write to?"}]}))
+        events = [json.loads(e["chunk"]["bytes"]) for e in reply["body"]]
+    finally:
+        bedrock.scripted.clear()
+    text = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
+    assert text == "Card [REDACTED:CREDIT_CARD] noted; call back."
+    assert events[-1]["type"] == "message_stop"
+
+
+def test_bedrock_converse_block_raises_the_sdk_error(bedrock, fake: str) -> None:
+    clear_fake(fake)
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        bedrock.converse(modelId=CLAUDE_ID, messages=[{"role": "user", "content": [{"text": f"my card {CARD}"}]}])
+    error = caught.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert "credit_card" in error["Error"]["Message"]
+    _no_secret(json.dumps(error, default=str))
+    assert fake_requests(fake) == []
+
+
+def test_bedrock_converse_stream_block_ends_the_stream_with_an_sdk_error(bedrock) -> None:
+    bedrock.scripted.update({"x-fake-reply": f"Sure: the SSN is {SSN} and more text follows here.", "x-fake-chunks": "12"})
+    seen = []
+    try:
+        reply = bedrock.converse_stream(modelId=CLAUDE_ID, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+        with pytest.raises(botocore.exceptions.EventStreamError) as caught:
+            for event in reply["stream"]:
+                seen.append(json.dumps(event))
+    finally:
+        bedrock.scripted.clear()
+    assert caught.value.response["Error"]["Code"] == "modelStreamErrorException"
+    assert "ssn" in caught.value.response["Error"]["Message"]
+    _no_secret("".join(seen) + str(caught.value))
 
 
 # --- other providers, raw HTTP ------------------------------------------------

@@ -98,3 +98,32 @@ def test_bedrock_invoke_and_converse(fake_url: str) -> None:
                      headers={"x-fake-status": "429"})
     assert throttled.status == 429
     assert throttled.headers["x-amzn-errortype"] == "ThrottlingException"
+
+
+def test_bedrock_streams_are_aws_event_streams(fake_url: str) -> None:
+    from base64 import b64decode
+
+    from proxilion.providers import eventstream
+
+    reply = call(fake_url, "POST", "/model/m/converse-stream",
+                 {"messages": [{"role": "user", "content": [{"text": "stream me now"}]}]})
+    assert reply.headers["content-type"] == "application/vnd.amazon.eventstream"
+    frames = eventstream.split_frames(bytearray(reply.body))
+    kinds = [headers[":event-type"] for headers, _ in frames]
+    assert kinds[0] == "messageStart" and kinds[-3:] == ["contentBlockStop", "messageStop", "metadata"]
+    text = "".join(json.loads(p)["delta"]["text"] for h, p in frames if h[":event-type"] == "contentBlockDelta")
+    assert text == "stream me now"
+    assert len(reply.chunks) > 2
+
+    claude = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10,
+              "messages": [{"role": "user", "content": "invoke stream"}]}
+    reply = call(fake_url, "POST", "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke-with-response-stream", claude)
+    events = [json.loads(b64decode(json.loads(p)["bytes"])) for h, p in eventstream.split_frames(bytearray(reply.body))]
+    assert events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop"
+    assert "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta") == "invoke stream"
+
+    reply = call(fake_url, "POST", "/model/amazon.titan-text-express-v1/invoke-with-response-stream",
+                 {"inputText": "titan streams"})
+    chunks = [json.loads(b64decode(json.loads(p)["bytes"])) for h, p in eventstream.split_frames(bytearray(reply.body))]
+    assert "".join(c["outputText"] for c in chunks) == "titan streams"
+    assert chunks[-1]["completionReason"] == "FINISH"

@@ -79,9 +79,24 @@ def test_bedrock_stream_error_is_an_eventstream_exception():
     buf = bytearray(stream_error_event("bedrock", "m", 403))
     [(headers, payload)] = eventstream.split_frames(buf)
     assert headers[":message-type"] == "exception"
-    assert headers[":exception-type"] == "AccessDeniedException"
+    # A member of the stream's union, as the SDKs look it up (botocore: EventStreamError with this code).
+    assert headers[":exception-type"] == "modelStreamErrorException"
     assert json.loads(payload) == {"message": "m"}
     assert not buf
+
+
+@pytest.mark.parametrize("status, member", [(403, "modelStreamErrorException"), (400, "modelStreamErrorException"),
+                                            (429, "throttlingException"), (502, "internalServerException"),
+                                            (503, "serviceUnavailableException")])
+def test_bedrock_stream_exceptions_are_members_of_both_stream_unions(status, member):
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("bedrock-runtime")
+    for operation, field in (("ConverseStream", "stream"), ("InvokeModelWithResponseStream", "body")):
+        union = model.operation_model(operation).output_shape.members[field]
+        assert member in union.members
+    [(headers, _)] = eventstream.split_frames(bytearray(stream_error_event("bedrock", "m", status)))
+    assert headers[":exception-type"] == member
 
 
 def test_eventstream_round_trip_partial():
