@@ -9,6 +9,7 @@ metrics and one audit row.
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -48,6 +49,12 @@ def safe_path(path: str, query: str) -> str:
         return path
     pairs = [(k, "REDACTED" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in parse_qsl(query, keep_blank_values=True)]
     return path + "?" + urlencode(pairs)
+
+
+def _aws_signed(request: HTTPRequest, query: str) -> bool:
+    """True when AWS SigV4 signs the request (header or presigned query), and so its body."""
+    auth = request.header(b"authorization")
+    return (auth is not None and auth.lstrip()[:16].upper() == b"AWS4-HMAC-SHA256") or "X-Amz-Signature=" in query
 
 
 def _query_key(query: str) -> str | None:
@@ -227,19 +234,35 @@ class Exchange:
         verdict = inspector.inspect_request(route.provider, route.path, body, self.identity.key)
         if verdict.document is not None:
             self.model, self._model_known = model_from(verdict.document, route.path), True
+        action = verdict.action
+        # AWS SigV4 signs the body: a redacted body would fail AWS's signature check, so refuse it here, clearly.
+        signed = action == "redact" and _aws_signed(self.request, route.query)
+        if signed:
+            action = "block"
         ctx.metrics.scan_duration.labels("request").observe(verdict.scan_seconds)
-        ctx.metrics.policy_decisions.labels(verdict.action).inc()
+        ctx.metrics.policy_decisions.labels(action).inc()
         if verdict.error:
             ctx.metrics.scanner_errors.inc()
         self._count(verdict.findings, verdict.action)
-        self.decision = verdict.action
-        self.request.set_header(b"x-proxilion-decision", verdict.action.encode("ascii"))
-        if verdict.action == "block":
+        self.decision = action
+        self.request.set_header(b"x-proxilion-decision", action.encode("ascii"))
+        if signed:
+            self.error = "signed_request_needs_redaction"
+            counts = Counter(f.type for f in verdict.findings if f.action == "redact")
+            found = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
+            self.respond_error(
+                403,
+                f"Request blocked by Proxilion policy: it needs redacting ({found}), but it is signed with AWS "
+                "SigV4 and a changed body would fail AWS's signature check. Send it without those values.",
+                "blocked_by_policy",
+            )
+            return None
+        if action == "block":
             if verdict.error:
                 self.error = "scanner_error"
             self.respond_error(403, "Request blocked by Proxilion policy: " + verdict.message, "blocked_by_policy")
             return None
-        if verdict.action == "redact":
+        if action == "redact":
             return verdict.body
         return body
 

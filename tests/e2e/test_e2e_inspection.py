@@ -261,6 +261,27 @@ def test_bedrock_converse_block_raises_the_sdk_error(bedrock, fake: str) -> None
     assert fake_requests(fake) == []
 
 
+def test_bedrock_sigv4_request_that_needs_redacting_is_blocked_not_broken(bedrock, daemon: Daemon, fake: str) -> None:
+    """SigV4 signs the body: a redacted body would fail at AWS, so the SDK gets a clear 403 instead."""
+    clear_fake(fake)
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        bedrock.converse(modelId=CLAUDE_ID, messages=[{"role": "user", "content": [{"text": f"mail {EMAIL} today"}]}])
+    error = caught.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert error["ResponseMetadata"]["HTTPHeaders"]["x-proxilion-decision"] == "block"
+    assert "1 email" in error["Error"]["Message"] and "SigV4" in error["Error"]["Message"]
+    _no_secret(json.dumps(error, default=str))
+    assert fake_requests(fake) == []
+    # Without SigV4 (a Bedrock API key is a bearer token) the same request is redacted and forwarded.
+    status, headers, _ = http_json(
+        "POST", daemon.url + "/proxy/bedrock/model/" + CLAUDE_ID + "/converse",
+        {"messages": [{"role": "user", "content": [{"text": f"mail {EMAIL} today"}]}]},
+        {"authorization": "Bearer bedrock-api-key-e2e"})
+    assert status == 200 and headers["x-proxilion-decision"] == "redact"
+    sent = json.loads(fake_requests(fake)[0]["body"])
+    assert sent["messages"][0]["content"][0]["text"] == "mail [REDACTED:EMAIL] today"
+
+
 def test_bedrock_converse_stream_block_ends_the_stream_with_an_sdk_error(bedrock) -> None:
     bedrock.scripted.update({"x-fake-reply": f"Sure: the SSN is {SSN} and more text follows here.", "x-fake-chunks": "12"})
     seen = []
