@@ -28,7 +28,44 @@ def stream_format(provider: str, path: str) -> str:
 _OPENAI_CONTENT = tuple(("choices", i, "delta", "content") for i in range(8))
 
 
+# Responses API (/v1/responses) events whose "delta" is the next piece of a growing text.
+_RESPONSES_DELTAS = {
+    "response.output_text.delta": "text",
+    "response.refusal.delta": "refusal",
+    "response.function_call_arguments.delta": "arguments",
+    "response.custom_tool_call_input.delta": "tool_input",
+    "response.reasoning_text.delta": "reasoning",
+    "response.reasoning_summary_text.delta": "summary",
+    "response.code_interpreter_call_code.delta": "code",
+    "response.audio.transcript.delta": "transcript",
+}
+_RESPONSES_ENDS = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
+
+
+def _responses(kind: str, doc: dict) -> tuple[list, list]:
+    """A Responses API event: deltas grow a text per output item and part; done events end them.
+
+    Events that repeat a whole text (output_text.done, content_part.done,
+    output_item.done, completed) have no slot, so they are scanned whole.
+    """
+    output = doc.get("output_index", 0)
+    name = _RESPONSES_DELTAS.get(kind)
+    if name is not None:
+        if isinstance(doc.get("delta"), str):
+            part = doc.get("content_index", doc.get("summary_index", 0))
+            return [((output, part, name), ("delta",))], []
+        return [], []
+    if kind in _RESPONSES_ENDS:
+        return [], [ALL]
+    if kind.endswith(".done"):
+        return [], [output]
+    return [], []
+
+
 def _openai(doc: dict) -> tuple[list, list]:
+    kind = doc.get("type")
+    if isinstance(kind, str) and (kind.startswith("response.") or kind == "error"):
+        return _responses(kind, doc)
     slots, ends = [], []
     for i, choice in enumerate(doc.get("choices") or ()):
         if not isinstance(choice, dict):

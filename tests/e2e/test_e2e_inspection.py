@@ -161,6 +161,22 @@ def test_openai_stream_with_card_split_across_chunks_arrives_redacted(oai: opena
     assert len(deltas) > 2
 
 
+def test_openai_responses_api_answers_arrive_redacted_streamed_or_not(oai: openai.OpenAI) -> None:
+    headers = {"x-fake-reply": f"Your card {CARD} is on file.", "x-fake-chunks": "20"}
+    deltas, final = [], None
+    for event in oai.responses.create(model="gpt-4o", input="which card?", stream=True, extra_headers=headers):
+        if event.type == "response.output_text.delta":
+            deltas.append(event.delta)
+        elif event.type == "response.completed":
+            final = event.response
+    # The card spans several deltas; the closing events repeat the whole text, redacted the same way.
+    assert "".join(deltas) == "Your card [REDACTED:CREDIT_CARD] is on file."
+    assert len(deltas) > 2
+    assert final is not None and final.output_text == "".join(deltas)
+    whole = oai.responses.create(model="gpt-4o", input="which card?", extra_headers=headers)
+    assert whole.output_text == "Your card [REDACTED:CREDIT_CARD] is on file."
+
+
 def test_anthropic_stream_with_card_split_across_chunks_arrives_redacted(claude: anthropic.Anthropic) -> None:
     reply = f"Card {CARD_DIGITS} noted, thanks."
     with claude.messages.stream(model="claude-3-5-sonnet-latest", max_tokens=64,

@@ -22,6 +22,28 @@ def openai(pieces):
     return b"".join(out)
 
 
+def responses(pieces):
+    """The OpenAI Responses API: text deltas, then the whole text again in four closing events."""
+    text = "".join(pieces)
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+               "content": [{"type": "output_text", "annotations": [], "text": text}]}
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+
+    def event(kind, **fields):
+        return _sse({"type": kind, **fields}, kind)
+
+    out = [event("response.created", response={"id": "resp_1", "object": "response", "status": "in_progress", "output": []}),
+           event("response.output_item.added", output_index=0, item=dict(message, content=[], status="in_progress")),
+           event("response.content_part.added", part={"type": "output_text", "annotations": [], "text": ""}, **where)]
+    out += [event("response.output_text.delta", delta=p, logprobs=[], **where) for p in pieces]
+    out += [event("response.output_text.done", text=text, logprobs=[], **where),
+            event("response.content_part.done", part=message["content"][0], **where),
+            event("response.output_item.done", output_index=0, item=message),
+            event("response.completed", response={"id": "resp_1", "object": "response", "status": "completed",
+                                                  "output": [message]})]
+    return b"".join(out)
+
+
 def anthropic(pieces):
     out = [_sse({"type": "message_start", "message": {"id": "m", "role": "assistant", "content": []}}, "message_start"),
            _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -74,9 +96,10 @@ def bedrock(pieces):
     return b"".join(out)
 
 
-BUILDERS = {"openai": openai, "anthropic": anthropic, "gemini": gemini, "cohere": cohere,
+BUILDERS = {"openai": openai, "responses": responses, "anthropic": anthropic, "gemini": gemini, "cohere": cohere,
             "cohere_v1": cohere_v1, "bedrock": bedrock}
-PATHS = {"openai": ("openai", "/v1/chat/completions"), "anthropic": ("anthropic", "/v1/messages"),
+PATHS = {"openai": ("openai", "/v1/chat/completions"), "responses": ("openai", "/v1/responses"),
+         "anthropic": ("anthropic", "/v1/messages"),
          "gemini": ("gemini", "/v1beta/models/gemini-1.5-pro:streamGenerateContent"),
          "cohere": ("cohere", "/v2/chat"), "cohere_v1": ("cohere", "/v1/chat"),
          "bedrock": ("bedrock", "/model/anthropic.claude-3-5-sonnet-20240620-v1:0/invoke-with-response-stream")}
@@ -95,6 +118,16 @@ def text_of(fmt: str, data: bytes) -> str:
     """The answer text as an SDK would assemble it; raises if any frame is not valid."""
     if fmt == "openai":
         return "".join(d["choices"][0]["delta"].get("content") or "" for d in _sse_docs(data) if d.get("choices"))
+    if fmt == "responses":
+        docs = _sse_docs(data)
+        text = "".join(d["delta"] for d in docs if d["type"] == "response.output_text.delta")
+        # The closing events repeat the whole text: it must read the same as the deltas.
+        closing = {d["type"]: d for d in docs}
+        assert closing["response.output_text.done"]["text"] == text
+        assert closing["response.content_part.done"]["part"]["text"] == text
+        assert closing["response.output_item.done"]["item"]["content"][0]["text"] == text
+        assert closing["response.completed"]["response"]["output"][0]["content"][0]["text"] == text
+        return text
     if fmt == "anthropic":
         return "".join(d["delta"]["text"] for d in _sse_docs(data) if d["type"] == "content_block_delta")
     if fmt == "gemini":
