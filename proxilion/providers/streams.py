@@ -77,6 +77,10 @@ def _openai(doc: dict) -> tuple[list, list]:
                 slots.append(((index, "content"), _OPENAI_CONTENT[i] if i < 8 else ("choices", i, "delta", "content")))
             if isinstance(delta.get("refusal"), str):
                 slots.append(((index, "refusal"), ("choices", i, "delta", "refusal")))
+            legacy = delta.get("function_call")
+            if isinstance(legacy, dict) and isinstance(legacy.get("arguments"), str):
+                # The deprecated functions API streams one call's arguments per choice.
+                slots.append(((index, "function_call"), ("choices", i, "delta", "function_call", "arguments")))
             for k, call in enumerate(delta.get("tool_calls") or ()):
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict) and isinstance(function.get("arguments"), str):
@@ -112,22 +116,32 @@ def _anthropic(event: str | None, doc: dict) -> tuple[list, list]:
     return [], []
 
 
+# Keys of a Gemini part that holds only (growing) text.
+_GEMINI_TEXT_PART = frozenset({"text", "thought", "thoughtSignature"})
+
+
 def _gemini(doc: dict) -> tuple[list, list]:
     slots, ends = [], []
+    whole = False
     for i, candidate in enumerate(doc.get("candidates") or ()):
         if not isinstance(candidate, dict):
             continue
         index = candidate.get("index", i)
         parts = (candidate.get("content") or {}).get("parts") or ()
         for j, part in enumerate(parts):
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("text"), str) and part.keys() <= _GEMINI_TEXT_PART:
                 kind = "thought" if part.get("thought") else "text"
                 slots.append(((index, kind), ("candidates", i, "content", "parts", j, "text")))
+            elif part.keys() - _GEMINI_TEXT_PART:
+                whole = True
         if candidate.get("finishReason"):
             ends.append(index)
     if isinstance(doc.get("error"), dict):
         ends.append(ALL)
-    return slots, ends
+    # A function call (or code) beside the text: no slots, so the whole event is scanned.
+    return ([] if whole else slots), ends
 
 
 def _cohere(event: str | None, doc: dict) -> tuple[list, list]:

@@ -274,3 +274,34 @@ def test_memory_bound_scans_an_event_before_forcing_it_out():
     for _ in range(30):
         out += blocking.feed(event(1, "lorem ipsum "))
     assert blocking.blocked and b"4111" not in out and b"blocked: 1 credit_card" in out
+
+
+def test_gemini_function_call_beside_text_in_one_event_is_scanned():
+    """A part that is not text (a function call) makes the event be scanned whole: its arguments are read too."""
+    event = {"candidates": [{"index": 0, "content": {"role": "model", "parts": [
+        {"text": "Calling the tool. "},
+        {"functionCall": {"name": "charge", "args": {"card": CARD, "note": "ok"}}}]}}]}
+    data = (streams._sse({"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": "Hi. "}]}}]})
+            + streams._sse(event)
+            + streams._sse({"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": ""}]},
+                                            "finishReason": "STOP"}]}))
+    out, _ = _run(DEFAULT, "gemini", data, [])
+    docs = [json.loads(line[6:]) for line in out.split(b"\n") if line.startswith(b"data: ")]
+    parts = docs[1]["candidates"][0]["content"]["parts"]
+    assert parts[1]["functionCall"]["args"] == {"card": "[REDACTED:CREDIT_CARD]", "note": "ok"}
+    assert parts[0]["text"] == "Calling the tool. "
+    assert "".join(p.get("text", "") for d in docs for p in d["candidates"][0]["content"]["parts"]) == "Hi. Calling the tool. "
+
+
+def test_openai_legacy_function_call_arguments_split_across_events_are_redacted():
+    pieces = ['{"card": "4111 1111 ', '1111 1111", "n": 1}']
+    events = [{"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {
+        "role": "assistant", "content": None, "function_call": {"name": "pay", "arguments": ""}}, "finish_reason": None}]}]
+    events += [{"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {
+        "function_call": {"arguments": p}}, "finish_reason": None}]} for p in pieces]
+    events.append({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "function_call"}]})
+    data = b"".join(streams._sse(e) for e in events) + b"data: [DONE]\n\n"
+    out, _ = _run(DEFAULT, "openai", data, [])
+    docs = [json.loads(line[6:]) for line in out.split(b"\n") if line.startswith(b"data: {")]
+    arguments = "".join(d["choices"][0]["delta"].get("function_call", {}).get("arguments", "") for d in docs)
+    assert json.loads(arguments) == {"card": "[REDACTED:CREDIT_CARD]", "n": 1}
