@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import gzip
 import http
 import json
 import os
@@ -99,13 +100,14 @@ class Script:
     chunks: int | None = None
     chunk_delay: float | None = None
     stream_bytes: int | None = None
+    gzip: bool = False
 
     @classmethod
     def from_headers(cls, headers: Headers) -> Script:
         """Parse the scripting headers; a bad value raises ValueError naming the header."""
         found = {}
         for name in ("reply", "status", "error", "delay", "chunks", "chunk-delay",
-                     "stream-bytes"):
+                     "stream-bytes", "gzip"):
             raw = headers.getRawHeaders(b"x-fake-" + name.encode())
             if raw:
                 found[name] = _header_text(raw[-1])
@@ -120,6 +122,7 @@ class Script:
                 chunks=_bounded(int, found, "chunks", 1, 100000),
                 chunk_delay=_bounded(float, found, "chunk-delay", 0, 3600),
                 stream_bytes=_bounded(int, found, "stream-bytes", 0, 1 << 40),
+                gzip=found.get("gzip") == "1",
             )
         except ValueError as e:
             raise ValueError(f"bad x-fake-{e.args[0]} header") from None
@@ -190,6 +193,8 @@ class FakeProvider(Resource):
       the body when it is a JSON object);
     - `x-fake-delay: <seconds>`: wait before the response headers (3600 hangs);
     - `x-fake-chunks: <n>`, `x-fake-chunk-delay: <seconds>`: shape a stream;
+    - `x-fake-gzip: 1`: gzip a non-streamed answer whatever the request's
+      Accept-Encoding says;
     - `x-fake-stream-bytes: <n>`: stream at least n bytes of the provider's
       frames, generated as the client reads (implies streaming, except on
       Bedrock, whose streaming is chosen by the path).
@@ -349,7 +354,12 @@ class FakeProvider(Resource):
             wanted = script.stream_bytes is not None or (
                 found.stream if found.kind == "gemini" else parsed.get("stream") is True)
         if not wanted:
-            return self._json(request, dialect.reply(ex, text))
+            reply = dialect.reply(ex, text)
+            if script.gzip:
+                # Compressed whatever the client accepts, as a misbehaving gateway might.
+                request.setHeader(b"content-encoding", b"gzip")
+                reply = gzip.compress(reply)
+            return self._json(request, reply)
         if found.kind == "gemini" and found.stream and request.args.get(b"alt") != [b"sse"]:
             stream = dialect.array_stream(ex)
         elif found.kind == "invoke":

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from proxilion.providers.errors import error_body, error_headers
 from proxilion.providers.usage import model_from, model_of
+from proxilion.proxy import content_coding
 from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.headers import client_response_headers, replace_header, request_id, upstream_request_headers
 from proxilion.proxy.http11 import HTTPRequest
@@ -174,13 +175,24 @@ class Exchange:
         assert route is not None and self.identity is not None
         body = self.body
         inspector = ctx.policy.inspector if ctx.policy is not None else None
+        decoded = False
         if inspector is not None:
+            coding = request.header(b"content-encoding")
+            if coding is not None and body:
+                # Inspect what the provider would read; a compressed body must not pass unread.
+                body = self._decoded(body, coding)
+                if body is None:
+                    return
+                decoded = True
             forwarded = self._inspect_request(inspector, body)
             if forwarded is None:
                 return
             body = forwarded
         inspect_answer = inspector is not None and inspector.response_inspection_enabled(route.provider, route.path, self.identity.key)
         headers = upstream_request_headers(request.headers, self.identity.client_ip, b"http", self.rid, self._trusted_forwarded_for())
+        if decoded:
+            # Forwarded as inspected (and perhaps redacted): uncompressed.
+            headers = [(name, value) for name, value in headers if name != b"content-encoding"]
         if inspect_answer:
             # Answers are inspected as text: ask for them uncompressed.
             headers = replace_header(headers, b"accept-encoding", b"identity")
@@ -191,6 +203,26 @@ class Exchange:
         )
         d.addCallbacks(self._answered, self._upstream_failed, callbackArgs=(sent, inspector if inspect_answer else None))
         d.addErrback(self._unexpected)
+
+    def _decoded(self, body: bytes, coding: bytes) -> bytes | None:
+        """The request body with its Content-Encoding undone, or None once refused here."""
+        try:
+            return content_coding.decode(body, coding, self.ctx.settings.max_body_size)
+        except content_coding.UnsupportedCoding as e:
+            status, code = 415, "unsupported_content_encoding"
+            message = (f"Proxilion inspects request bodies and cannot read Content-Encoding '{e.coding[:32]}'; "
+                       "send the body uncompressed, gzip or deflate.")
+        except content_coding.DecodedTooLarge:
+            status, code = 413, "request_too_large"
+            message = f"The request body is larger than {self.ctx.settings.max_body_size} bytes once decompressed."
+        except content_coding.CodingError as e:
+            status, code = 400, "invalid_content_encoding"
+            message = f"The request body is not valid {e.coding[:32]} data."
+        self.decision = "rejected"
+        self.error = code
+        self.ctx.metrics.rejected_requests.labels(code).inc()
+        self.respond_error(status, message, code)
+        return None
 
     def _answered(self, response: UpstreamResponse, sent: float, inspector: Any) -> None:
         self._pending = None
@@ -270,6 +302,23 @@ class Exchange:
         request = self.request
         route = self.route
         assert route is not None and self.identity is not None
+        coding = response.header(b"content-encoding")
+        if inspector is not None and coding is not None and coding.strip().lower() not in (b"", b"identity"):
+            # Asked for identity and answered compressed: an answer we cannot read must not pass unread.
+            self.ctx.metrics.scanner_errors.inc()
+            if inspector.policy.settings.on_scanner_error != "allow":
+                response.deliver_body(_Discard())
+                self.decision = "block"
+                self.error = "compressed_answer"
+                self.respond_error(
+                    502,
+                    "The provider answered compressed (Content-Encoding: %s) although asked not to; "
+                    "Proxilion cannot inspect that answer." % coding.decode("latin-1")[:32],
+                    "uninspectable_answer",
+                )
+                return
+            self.error = "compressed_answer_uninspected"
+            inspector = None
         request.set_code(response.code, response.phrase or None)
         request.response_headers = client_response_headers(response.headers) + request.response_headers
         self._own_headers()

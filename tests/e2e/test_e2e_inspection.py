@@ -7,9 +7,11 @@ the response-side block can be exercised too.
 
 from __future__ import annotations
 
+import gzip
 import json
 import signal
 import subprocess
+import zlib
 from importlib import resources
 from pathlib import Path
 
@@ -311,6 +313,57 @@ def test_bedrock_converse_stream_block_ends_the_stream_with_an_sdk_error(bedrock
     assert caught.value.response["Error"]["Code"] == "modelStreamErrorException"
     assert "ssn" in caught.value.response["Error"]["Message"]
     _no_secret("".join(seen) + str(caught.value))
+
+
+# --- compressed request bodies -----------------------------------------------
+
+
+def _chat(text: str) -> bytes:
+    return json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}).encode()
+
+
+def test_compressed_request_bodies_are_inspected_not_waved_through(daemon: Daemon, fake: str) -> None:
+    url = daemon.url + "/proxy/openai/v1/chat/completions"
+    auth = {"authorization": "Bearer sk-e2e-gzip"}
+    clear_fake(fake)
+    status, headers, body = http_json("POST", url, gzip.compress(_chat(f"card {CARD}")), {**auth, "content-encoding": "gzip"})
+    assert status == 403 and headers["x-proxilion-decision"] == "block"
+    assert "credit_card" in body["error"]["message"]
+    assert fake_requests(fake) == []
+
+    # Redacted, it goes upstream uncompressed and without the Content-Encoding it no longer has.
+    status, headers, _ = http_json("POST", url, zlib.compress(_chat(f"mail {EMAIL}")), {**auth, "content-encoding": "deflate"})
+    assert status == 200 and headers["x-proxilion-decision"] == "redact"
+    [sent] = fake_requests(fake)
+    assert json.loads(sent["body"])["messages"][0]["content"] == "mail [REDACTED:EMAIL]"
+    assert "content-encoding" not in {name.lower() for name in sent["headers"]}
+
+
+@pytest.mark.parametrize(
+    "data, coding, status, code",
+    [
+        (b"\x1b\x00brotli-ish", "br", 415, "unsupported_content_encoding"),
+        (b"this is not gzip", "gzip", 400, "invalid_content_encoding"),
+        (gzip.compress(b" " * (11 << 20)), "gzip", 413, "request_too_large"),  # 10 MiB limit once decompressed
+    ],
+)
+def test_request_bodies_that_cannot_be_read_are_refused(daemon: Daemon, fake: str, data: bytes, coding: str, status: int, code: str) -> None:
+    clear_fake(fake)
+    got, _, body = http_json("POST", daemon.url + "/proxy/openai/v1/chat/completions", data,
+                             {"authorization": "Bearer sk-e2e-gzip", "content-encoding": coding})
+    assert got == status and body["error"]["code"] == code
+    assert fake_requests(fake) == []
+
+
+def test_an_answer_compressed_against_our_request_is_refused_not_passed_unread(oai: openai.OpenAI, fake: str) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+                                    extra_headers={"x-fake-reply": f"card {CARD}", "x-fake-gzip": "1"})
+    assert caught.value.status_code == 502
+    assert "Content-Encoding: gzip" in caught.value.message
+    _no_secret(caught.value.response.text)
+    # Proxilion asked for the answer uncompressed.
+    assert fake_requests(fake)[-1]["headers"]["accept-encoding"] == "identity"
 
 
 # --- other providers, raw HTTP ------------------------------------------------

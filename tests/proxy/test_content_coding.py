@@ -1,0 +1,52 @@
+"""Request bodies' Content-Encoding is undone before inspection, within the size limit."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+
+import pytest
+
+from proxilion.proxy.content_coding import CodingError, DecodedTooLarge, UnsupportedCoding, decode
+
+BODY = b'{"messages": [{"role": "user", "content": "card 4111 1111 1111 1111"}]}'
+
+
+@pytest.mark.parametrize(
+    "encoded, header",
+    [
+        (gzip.compress(BODY), b"gzip"),
+        (gzip.compress(BODY), b"x-gzip"),
+        (gzip.compress(BODY), b" GZIP "),
+        (zlib.compress(BODY), b"deflate"),
+        (zlib.compress(BODY)[2:-4], b"deflate"),  # raw deflate, as some clients send it
+        (gzip.compress(zlib.compress(BODY)), b"deflate, gzip"),  # applied in order: decoded in reverse
+        (BODY, b"identity"),
+        (gzip.compress(BODY[:20]) + gzip.compress(BODY[20:]), b"gzip"),  # two gzip members
+    ],
+)
+def test_decoded(encoded, header):
+    assert decode(encoded, header, 1 << 20) == BODY
+
+
+@pytest.mark.parametrize("header", [b"br", b"zstd", b"compress", b"gzip, br"])
+def test_codings_we_cannot_read_are_refused(header):
+    with pytest.raises(UnsupportedCoding):
+        decode(gzip.compress(BODY), header, 1 << 20)
+
+
+@pytest.mark.parametrize("data", [b"not gzip at all", gzip.compress(BODY)[:-12]])
+def test_corrupt_or_truncated_data_is_an_error(data):
+    with pytest.raises(CodingError) as caught:
+        decode(data, b"gzip", 1 << 20)
+    assert not isinstance(caught.value, (UnsupportedCoding, DecodedTooLarge))
+
+
+def test_a_small_body_may_not_expand_past_the_limit():
+    bomb = gzip.compress(b"\0" * (20 << 20))
+    assert len(bomb) < 100_000
+    with pytest.raises(DecodedTooLarge):
+        decode(bomb, b"gzip", 10 << 20)
+    assert decode(gzip.compress(b"x" * 1000), b"gzip", 1000) == b"x" * 1000
+    with pytest.raises(DecodedTooLarge):
+        decode(gzip.compress(b"x" * 1001), b"gzip", 1000)
