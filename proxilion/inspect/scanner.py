@@ -11,6 +11,7 @@ import attrs
 from proxilion.inspect import validators
 from proxilion.inspect.catalog import BUILTIN
 from proxilion.inspect.findings import SEVERITY_RANK
+from proxilion.inspect.fold import fold
 from proxilion.inspect import scan_codes, scan_context, scan_numbers, scan_tokens
 from proxilion.inspect.scan_context import find_keyed_secret, is_secret_name
 from proxilion.inspect.textview import Hit, TextView
@@ -75,7 +76,17 @@ class Scanner:
         return [self._resolve(h) if h else h for h in per_text]
 
     def _run(self, text: str, hits: list[Hit]) -> None:
-        view = TextView(text)
+        folded = fold(text)
+        if folded is None:
+            self._run_view(TextView(text), hits)
+        elif folded.same_offsets:
+            self._run_view(TextView(folded.text), hits)
+        else:
+            found: list[Hit] = []
+            self._run_view(TextView(folded.text), found)
+            hits.extend(Hit(h.type, *folded.span(h.start, h.end)) for h in found)
+
+    def _run_view(self, view: TextView, hits: list[Hit]) -> None:
         _BUILTIN.run(view, hits)
         for detector in self.custom:
             detector.find(view, hits)
