@@ -352,6 +352,13 @@ class Exchange:
             if findings:
                 self._count(findings, action)
                 self._escalate(action)
+            error_code = getattr(transform, "error_code", None)
+            if error_code is not None:
+                # An answer that could not be inspected: refused, or passed on as the policy allows.
+                self.error = self.error or error_code
+                self.ctx.metrics.scanner_errors.inc()
+                if getattr(transform, "blocked", False):
+                    self._escalate("block")
             self.tokens = getattr(transform, "tokens", (None, None))
         self._complete(self.request.code)
 

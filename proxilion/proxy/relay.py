@@ -30,9 +30,11 @@ class BodyTransform(TypingProtocol):
 class BufferedInspection:
     """Hold a JSON answer whole, inspect it, then release it (redacted or replaced by an error).
 
-    Answers larger than C{limit} are released uninspected as they come, and
-    C{uninspected} says so; buffering them would let one answer take the
-    process's memory.
+    An answer larger than C{limit} is not buffered: that would let one answer
+    take the process's memory. Like any answer that cannot be scanned it
+    follows the policy's C{on_scanner_error}: blocked (a 502 in the
+    provider's shape, the default), or released uninspected as it comes, and
+    C{uninspected} says so. Either way C{error_code} names what happened.
     """
 
     def __init__(self, inspector: Any, provider: str, path: str, identity: str | None, limit: int) -> None:
@@ -44,6 +46,7 @@ class BufferedInspection:
         self._parts: list[bytes] = []
         self._size = 0
         self.uninspected = False
+        self.error_code: str | None = None
         self.findings: tuple[Any, ...] = ()
         self.action: str | None = None
         self.blocked = False
@@ -52,18 +55,26 @@ class BufferedInspection:
         self.tokens: tuple[int | None, int | None] = (None, None)
 
     def feed(self, chunk: bytes) -> bytes:
-        if self.uninspected:
-            return chunk
+        if self.uninspected or self.blocked:
+            return chunk if self.uninspected else b""
         self._parts.append(chunk)
         self._size += len(chunk)
         if self._size > self._limit:
-            self.uninspected = True
             held, self._parts = b"".join(self._parts), []
-            return held
+            if self._inspector.policy.settings.on_scanner_error == "allow":
+                self.uninspected = True
+                self.error_code = "answer_too_large_uninspected"
+                return held
+            self.blocked = True
+            self.action = "block"
+            self.error_code = "answer_too_large"
+            self.status = 502
+            return error_body(self._provider, self.status, f"The answer is larger than {self._limit} bytes; "
+                              "Proxilion cannot inspect it, so it was not passed on.", "uninspectable_answer")
         return b""
 
     def finish(self) -> bytes:
-        if self.uninspected:
+        if self.uninspected or self.blocked:
             return b""
         body = b"".join(self._parts)
         self._parts = []
@@ -111,13 +122,21 @@ class Relay(Protocol):
         if self.transform is None:
             self._write(data)
             return
-        self._write(self.transform.feed(data))
+        out = self.transform.feed(data)
         if getattr(self.transform, "blocked", False):
-            # The redactor ended the stream with the provider's error event.
+            # The transform ended the answer: the stream redactor with the provider's error
+            # event, or an answer too large to inspect with an error body and its own status.
+            status = getattr(self.transform, "status", None)
+            if status is not None and not self._request.started_writing:
+                self._request.set_code(status)
+                self._request.set_header(b"content-length", b"%d" % len(out))
+            self._write(out)
             self._ended = True
             self._request.unregister_producer()
             self._request.finish()
             self.transport.stopProducing()
+            return
+        self._write(out)
 
     def client_gone(self) -> None:
         """The client disconnected: stop reading upstream, which closes that connection."""

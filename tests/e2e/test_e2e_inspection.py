@@ -366,6 +366,21 @@ def test_an_answer_compressed_against_our_request_is_refused_not_passed_unread(o
     assert fake_requests(fake)[-1]["headers"]["accept-encoding"] == "identity"
 
 
+def test_an_answer_too_large_to_inspect_is_refused_and_recorded(tmp_path: Path, fake: str) -> None:
+    with running(Daemon(tmp_path, [*upstream_args(fake, "openai"), "--max-body-size", "4096", "--admin-token", "e2e-admin-token"],
+                        {"RATE_LIMIT_PER_MINUTE": "0"})) as small:
+        client = openai.OpenAI(base_url=small.url + "/proxy/openai/v1", api_key="sk-e2e-large", max_retries=0)
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+                                           extra_headers={"x-fake-reply": f"card {CARD} " + " ".join(["word"] * 1200)})
+        assert caught.value.status_code == 502 and "larger than 4096 bytes" in caught.value.message
+        _no_secret(caught.value.response.text)
+        rid = caught.value.response.headers["x-request-id"]
+        row = eventually(lambda: next((e for e in admin(small, "GET", "/api/v1/events")[2]["events"] if e["request_id"] == rid), None),
+                         what="audit row")
+        assert row["decision"] == "block" and row["error"] == "answer_too_large" and row["status"] == 502
+
+
 # --- other providers, raw HTTP ------------------------------------------------
 
 
