@@ -177,10 +177,11 @@ class Exchange:
         inspector = ctx.policy.inspector if ctx.policy is not None else None
         decoded = False
         if inspector is not None:
-            coding = request.header(b"content-encoding")
-            if coding is not None and body:
+            codings = request.header_values(b"content-encoding")
+            if codings and body:
                 # Inspect what the provider would read; a compressed body must not pass unread.
-                body = self._decoded(body, coding)
+                # Every Content-Encoding line counts: one saying "identity" must not hide a second.
+                body = self._decoded(body, b", ".join(codings))
                 if body is None:
                     return
                 decoded = True
@@ -302,8 +303,8 @@ class Exchange:
         request = self.request
         route = self.route
         assert route is not None and self.identity is not None
-        coding = response.header(b"content-encoding")
-        if inspector is not None and coding is not None and coding.strip().lower() not in (b"", b"identity"):
+        coding = b", ".join(value for name, value in response.headers if name == b"content-encoding")
+        if inspector is not None and coding.lower().replace(b"identity", b"").strip(b" ,\t"):
             # Asked for identity and answered compressed: an answer we cannot read must not pass unread.
             self.ctx.metrics.scanner_errors.inc()
             if inspector.policy.settings.on_scanner_error != "allow":

@@ -8,6 +8,7 @@ the response-side block can be exercised too.
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import signal
 import subprocess
@@ -337,6 +338,21 @@ def test_compressed_request_bodies_are_inspected_not_waved_through(daemon: Daemo
     [sent] = fake_requests(fake)
     assert json.loads(sent["body"])["messages"][0]["content"] == "mail [REDACTED:EMAIL]"
     assert "content-encoding" not in {name.lower() for name in sent["headers"]}
+
+
+def test_a_second_content_encoding_line_cannot_hide_compression(daemon: Daemon, fake: str) -> None:
+    clear_fake(fake)
+    conn = http.client.HTTPConnection("127.0.0.1", int(daemon.url.rsplit(":", 1)[1]), timeout=10)
+    body = gzip.compress(_chat(f"card {CARD}"))
+    conn.putrequest("POST", "/proxy/openai/v1/chat/completions")
+    for name, value in (("content-type", "application/json"), ("authorization", "Bearer sk-e2e-gzip"),
+                        ("content-encoding", "identity"), ("content-encoding", "gzip"), ("content-length", str(len(body)))):
+        conn.putheader(name, value)
+    conn.endheaders(body)
+    response = conn.getresponse()
+    assert response.status == 403 and "credit_card" in json.loads(response.read())["error"]["message"]
+    conn.close()
+    assert fake_requests(fake) == []
 
 
 @pytest.mark.parametrize(
