@@ -4,12 +4,16 @@ All providers share one rule: every string value is scanned, wherever it is,
 so a field nobody listed cannot carry a value past the proxy. Strings that
 are themselves JSON (tool-call arguments, tool results) are opened and walked
 in turn so a redaction keeps them valid JSON. Large integers are scanned as
-their digits. Only base64 blobs (images, audio, files) are skipped: they hold
-no text to match and cost the most to scan.
+their digits. Base64 data (a data: URL, a long blob, or a "data"-like field)
+is decoded when it holds UTF-8 text, a text document the model will read,
+and that text is scanned; other blobs (images, audio, PDFs) hold no text to
+match and are skipped.
 """
 
 from __future__ import annotations
 
+import base64
+import codecs
 import json
 import re
 from typing import Any, NamedTuple
@@ -23,6 +27,22 @@ class Embedded:
 
 
 EMBEDDED = Embedded()
+
+
+class Encoded:
+    """Path marker, always last: the string at the path so far is base64 holding UTF-8 text."""
+
+    def __repr__(self) -> str:
+        return "BASE64"
+
+
+BASE64 = Encoded()
+# Fields that carry base64 documents however short: Anthropic's source.data, OpenAI's
+# file_data, Bedrock's bytes.
+_BASE64_KEYS = frozenset({"data", "file_data", "bytes"})
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]{8,}={0,2}\Z")
+# Enough of a blob to tell text from images and PDFs before decoding all of it.
+_SAMPLE = 4096
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _BASE64_BLOB = re.compile(r"[A-Za-z0-9+/]{256,}={0,2}\Z")
 # Integers this large may be card, account or phone numbers written without quotes.
@@ -51,6 +71,8 @@ def format_path(path: tuple) -> str:
     for part in path:
         if part is EMBEDDED:
             out.append(">")
+        elif part is BASE64:
+            out.append("<base64>")
         elif isinstance(part, int):
             out.append(f"[{part}]")
         elif _IDENT.match(part):
@@ -81,6 +103,24 @@ def _embedded(text: str) -> Any:
     return inner if isinstance(inner, (dict, list)) else None
 
 
+def decoded_text(text: str) -> str | None:
+    """The UTF-8 text a base64 string (bare or a data: URL) holds; None for anything else."""
+    data = text.partition(",")[2] if text.startswith("data:") else text
+    if len(data) % 4:
+        return None
+    try:
+        head = base64.b64decode(data[:_SAMPLE], validate=True)
+        if b"\0" in head:
+            return None
+        # Most blobs are images, PDFs or audio: their first bytes are not UTF-8, so stop there.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        raw = head if len(data) <= _SAMPLE else base64.b64decode(data, validate=True)
+        decoded = raw.decode("utf-8")
+    except ValueError:
+        return None
+    return decoded if "\0" not in decoded else None
+
+
 def _string(text: str, path: tuple | None, key: str | None, out: list, depth: int) -> None:
     # Cheap first-character tests keep the common case (plain prose) fast.
     first = text[:1]
@@ -89,8 +129,17 @@ def _string(text: str, path: tuple | None, key: str | None, out: list, depth: in
         if inner is not None:
             _value(inner, None if path is None else path + (EMBEDDED,), key, out, depth + 1)
             return
-    if text and not ((first == "d" or len(text) >= 256) and is_blob(text)):
-        out.append(TextField(path, text, key))
+    if not text:
+        return
+    blob = (first == "d" or len(text) >= 256) and is_blob(text)
+    if blob or (key in _BASE64_KEYS and _BASE64_TEXT.match(text)):
+        decoded = decoded_text(text)
+        if decoded:
+            out.append(TextField(None if path is None else path + (BASE64,), decoded, key))
+            return
+        if blob:
+            return
+    out.append(TextField(path, text, key))
 
 
 def walk(doc: Any, paths: bool = True, skip: frozenset[str] = frozenset()) -> list[TextField]:
@@ -129,7 +178,7 @@ def _container(doc: dict | list, path: tuple | None, key: str | None, out: list,
         kind = type(value)
         if kind is str:
             # Plain prose, the common case, can be neither embedded JSON nor a blob (see _string).
-            if value[:1] not in _SPECIAL_FIRST and (len(value) < 256 or " " in value):
+            if value[:1] not in _SPECIAL_FIRST and (len(value) < 256 or " " in value) and child_key not in _BASE64_KEYS:
                 out.append(_new_field(TextField, (child_path, value, child_key)))
             else:
                 _string(value, child_path, child_key, out, depth)
@@ -166,6 +215,11 @@ def rewrite(doc: Any, replacements: dict[tuple, str]) -> Any:
         if EMBEDDED in path:
             cut = path.index(EMBEDDED)
             nested.setdefault(path[:cut], {})[path[cut + 1:]] = value
+        elif path and path[-1] is BASE64:
+            outer = path[:-1]
+            original = _get(doc, outer)
+            prefix = original.partition(",")[0] + "," if original.startswith("data:") else ""
+            doc = _set(doc, outer, prefix + base64.b64encode(value.encode("utf-8")).decode("ascii"))
         else:
             doc = _set(doc, path, value)
     for outer, inner_replacements in nested.items():
