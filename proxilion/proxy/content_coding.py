@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 
-__all__ = ["CodingError", "UnsupportedCoding", "DecodedTooLarge", "decode"]
+__all__ = ["CodingError", "UnsupportedCoding", "DecodedTooLarge", "decode", "is_identity"]
 
 _IDENTITY = frozenset({"", "identity"})
 
@@ -31,12 +31,20 @@ class DecodedTooLarge(CodingError):
     """The decoded body would be larger than the limit."""
 
 
+def _codings(header: bytes) -> list[str]:
+    """The codings a Content-Encoding value names, in the order they were applied, identity left out."""
+    codings = (c.strip().lower() for c in header.decode("latin-1").split(","))
+    return [c for c in codings if c not in _IDENTITY]
+
+
+def is_identity(header: bytes) -> bool:
+    """True when a Content-Encoding value (several lines joined by commas) names no coding."""
+    return not _codings(header)
+
+
 def decode(body: bytes, header: bytes, limit: int) -> bytes:
     """C{body} with the codings in C{header} (a Content-Encoding value) undone, at most C{limit} bytes."""
-    codings = [c.strip().lower() for c in header.decode("latin-1").split(",")]
-    for coding in reversed(codings):
-        if coding in _IDENTITY:
-            continue
+    for coding in reversed(_codings(header)):
         if coding in ("gzip", "x-gzip"):
             body = _inflate(body, 16 + zlib.MAX_WBITS, limit, coding)
         elif coding == "deflate":

@@ -303,8 +303,9 @@ class Exchange:
         request = self.request
         route = self.route
         assert route is not None and self.identity is not None
-        coding = b", ".join(value for name, value in response.headers if name == b"content-encoding")
-        if inspector is not None and coding.lower().replace(b"identity", b"").strip(b" ,\t"):
+        # Only an inspected answer needs its coding read.
+        coding = b", ".join(value for name, value in response.headers if name == b"content-encoding") if inspector is not None else b""
+        if coding and not content_coding.is_identity(coding):
             # Asked for identity and answered compressed: an answer we cannot read must not pass unread.
             self.ctx.metrics.scanner_errors.inc()
             if inspector.policy.settings.on_scanner_error != "allow":

@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from proxilion.proxy.content_coding import CodingError, DecodedTooLarge, UnsupportedCoding, decode
+from proxilion.proxy.content_coding import CodingError, DecodedTooLarge, UnsupportedCoding, decode, is_identity
 
 BODY = b'{"messages": [{"role": "user", "content": "card 4111 1111 1111 1111"}]}'
 
@@ -50,3 +50,9 @@ def test_a_small_body_may_not_expand_past_the_limit():
     assert decode(gzip.compress(b"x" * 1000), b"gzip", 1000) == b"x" * 1000
     with pytest.raises(DecodedTooLarge):
         decode(gzip.compress(b"x" * 1001), b"gzip", 1000)
+
+
+@pytest.mark.parametrize("header, identity", [(b"", True), (b"identity", True), (b"Identity, identity", True), (b" , ", True),
+                                              (b"gzip", False), (b"identity, gzip", False), (b"br", False)])
+def test_is_identity(header, identity):
+    assert is_identity(header) is identity
