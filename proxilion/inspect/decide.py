@@ -32,12 +32,15 @@ class Decision:
 _ALLOWED = Decision("allow", None, (), "allowed: no findings")
 
 
+def counted(action: str, findings: Sequence[Finding]) -> str:
+    """The types and counts (never values) of the findings given C{action}: '1 credit_card, 2 email'."""
+    counts = Counter(f.type for f in findings if f.action == action)
+    return ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
+
+
 def describe(action: str, findings: Sequence[Finding]) -> str:
     """Human text naming finding types and counts (never values): 'blocked: 1 credit_card, 2 email'."""
-    counts = Counter(f.type for f in findings if f.action == action)
-    if not counts:
-        return f"{_VERBS[action]}: no findings"
-    return f"{_VERBS[action]}: " + ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
+    return f"{_VERBS[action]}: " + (counted(action, findings) or "no findings")
 
 
 def decide(policy: Policy, direction: str, provider: str, path: str, identity: str | None,

@@ -9,7 +9,6 @@ metrics and one audit row.
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -19,6 +18,7 @@ from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError as
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from proxilion.inspect.decide import counted
 from proxilion.providers.errors import error_body, error_headers
 from proxilion.providers.usage import model_from, model_of
 from proxilion.proxy import content_coding
@@ -281,12 +281,11 @@ class Exchange:
         self.request.set_header(b"x-proxilion-decision", action.encode("ascii"))
         if signed:
             self.error = "signed_request_needs_redaction"
-            counts = Counter(f.type for f in verdict.findings if f.action == "redact")
-            found = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
             self.respond_error(
                 403,
-                f"Request blocked by Proxilion policy: it needs redacting ({found}), but it is signed with AWS "
-                "SigV4 and a changed body would fail AWS's signature check. Send it without those values.",
+                f"Request blocked by Proxilion policy: it needs redacting ({counted('redact', verdict.findings)}), "
+                "but it is signed with AWS SigV4 and a changed body would fail AWS's signature check. "
+                "Send it without those values.",
                 "blocked_by_policy",
             )
             return None
