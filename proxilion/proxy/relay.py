@@ -55,8 +55,10 @@ class BufferedInspection:
         self.tokens: tuple[int | None, int | None] = (None, None)
 
     def feed(self, chunk: bytes) -> bytes:
-        if self.uninspected or self.blocked:
-            return chunk if self.uninspected else b""
+        if self.uninspected:
+            return chunk
+        if self.blocked:
+            return b""
         self._parts.append(chunk)
         self._size += len(chunk)
         if self._size > self._limit:
@@ -116,6 +118,16 @@ class Relay(Protocol):
             self.bytes_out += len(data)
             self._request.write(data)
 
+    def _write_last(self, data: bytes) -> None:
+        """The transform's last bytes; when nothing was written yet they are the whole body,
+        sent with the transform's status, if it set one, and their length."""
+        if not self._request.started_writing:
+            status = getattr(self.transform, "status", None)
+            if status is not None:
+                self._request.set_code(status)
+            self._request.set_header(b"content-length", b"%d" % len(data))
+        self._write(data)
+
     def dataReceived(self, data: bytes) -> None:
         if self._client_gone or self._ended:
             return
@@ -126,11 +138,7 @@ class Relay(Protocol):
         if getattr(self.transform, "blocked", False):
             # The transform ended the answer: the stream redactor with the provider's error
             # event, or an answer too large to inspect with an error body and its own status.
-            status = getattr(self.transform, "status", None)
-            if status is not None and not self._request.started_writing:
-                self._request.set_code(status)
-                self._request.set_header(b"content-length", b"%d" % len(out))
-            self._write(out)
+            self._write_last(out)
             self._ended = True
             self._request.unregister_producer()
             self._request.finish()
@@ -152,13 +160,7 @@ class Relay(Protocol):
         self._request.unregister_producer()
         if isinstance(reason, BodyDone) and self._error is None:
             if self.transform is not None:
-                tail = self.transform.finish()
-                status = getattr(self.transform, "status", None)
-                if status is not None and not self._request.started_writing:
-                    self._request.set_code(status)
-                if not self._request.started_writing:
-                    self._request.set_header(b"content-length", b"%d" % len(tail))
-                self._write(tail)
+                self._write_last(self.transform.finish())
             self._request.finish()
             self._on_done(None)
             return
