@@ -103,9 +103,17 @@ def _embedded(text: str) -> Any:
     return inner if isinstance(inner, (dict, list)) else None
 
 
+def _data_url(text: str) -> tuple[str, str]:
+    """(prefix, data): a data: URL's "data:<type>;base64," and what follows it; ("", text) for bare base64."""
+    if not text.startswith("data:"):
+        return "", text
+    head, _, data = text.partition(",")
+    return head + ",", data
+
+
 def decoded_text(text: str) -> str | None:
     """The UTF-8 text a base64 string (bare or a data: URL) holds; None for anything else."""
-    data = text.partition(",")[2] if text.startswith("data:") else text
+    data = _data_url(text)[1]
     if len(data) % 4:
         return None
     try:
@@ -217,8 +225,7 @@ def rewrite(doc: Any, replacements: dict[tuple, str]) -> Any:
             nested.setdefault(path[:cut], {})[path[cut + 1:]] = value
         elif path and path[-1] is BASE64:
             outer = path[:-1]
-            original = _get(doc, outer)
-            prefix = original.partition(",")[0] + "," if original.startswith("data:") else ""
+            prefix = _data_url(_get(doc, outer))[0]
             doc = _set(doc, outer, prefix + base64.b64encode(value.encode("utf-8")).decode("ascii"))
         else:
             doc = _set(doc, path, value)
