@@ -412,27 +412,36 @@ class AnthropicMessages:
 
 
 class _AnthropicStream(Stream):
+    """Anthropic's stream events as SSE; subclasses frame the same events otherwise."""
+
+    ping = True
+
     def __init__(self, ex: Exchange, dialect: AnthropicMessages) -> None:
         super().__init__(ex)
         self._dialect = dialect
 
+    def encode(self, event: Json) -> bytes:
+        return sse(event, event["type"])
+
     def head(self) -> bytes:
-        return (sse({"type": "message_start", "message": self._dialect.message(self.ex, None)},
-                    "message_start")
-                + sse({"type": "content_block_start", "index": 0,
-                       "content_block": {"type": "text", "text": ""}}, "content_block_start")
-                + sse({"type": "ping"}, "ping"))
+        events = [{"type": "message_start", "message": self._dialect.message(self.ex, None)},
+                  {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}]
+        if self.ping:
+            events.append({"type": "ping"})
+        return b"".join(map(self.encode, events))
 
     def frame(self, text: str) -> bytes:
-        return sse({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "text_delta", "text": text}}, "content_block_delta")
+        return self.encode({"type": "content_block_delta", "index": 0,
+                            "delta": {"type": "text_delta", "text": text}})
+
+    def closing(self) -> list[Json]:
+        return [{"type": "content_block_stop", "index": 0},
+                {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                 "usage": {"output_tokens": self.output_tokens}},
+                {"type": "message_stop"}]
 
     def tail(self) -> bytes:
-        return (sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
-                + sse({"type": "message_delta",
-                       "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                       "usage": {"output_tokens": self.output_tokens}}, "message_delta")
-                + sse({"type": "message_stop"}, "message_stop"))
+        return b"".join(map(self.encode, self.closing()))
 
 
 # --- Gemini -------------------------------------------------------------------
@@ -609,26 +618,24 @@ class _EventStream(Stream):
     content_type = b"application/vnd.amazon.eventstream"
 
 
-class _InvokeAnthropicStream(_EventStream):
-    """InvokeModelWithResponseStream for Claude: Anthropic's stream events, one per chunk."""
+class _InvokeAnthropicStream(_AnthropicStream):
+    """InvokeModelWithResponseStream for Claude: Anthropic's stream events, one per chunk, no ping."""
 
-    def head(self) -> bytes:
-        return b"".join(_chunk_frame(e) for e in (
-            {"type": "message_start", "message": AnthropicMessages().message(self.ex, None)},
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}))
+    content_type = _EventStream.content_type
+    ping = False
 
-    def frame(self, text: str) -> bytes:
-        return _chunk_frame({"type": "content_block_delta", "index": 0,
-                             "delta": {"type": "text_delta", "text": text}})
+    def __init__(self, ex: Exchange) -> None:
+        super().__init__(ex, AnthropicMessages())
 
-    def tail(self) -> bytes:
-        return b"".join(_chunk_frame(e) for e in (
-            {"type": "content_block_stop", "index": 0},
-            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-             "usage": {"output_tokens": self.output_tokens}},
-            {"type": "message_stop", "amazon-bedrock-invocationMetrics": {
-                "inputTokenCount": self.ex.prompt_tokens, "outputTokenCount": self.output_tokens,
-                "invocationLatency": 1, "firstByteLatency": 1}}))
+    def encode(self, event: Json) -> bytes:
+        return _chunk_frame(event)
+
+    def closing(self) -> list[Json]:
+        events = super().closing()
+        events[-1]["amazon-bedrock-invocationMetrics"] = {
+            "inputTokenCount": self.ex.prompt_tokens, "outputTokenCount": self.output_tokens,
+            "invocationLatency": 1, "firstByteLatency": 1}
+        return events
 
 
 class _InvokeTitanStream(_EventStream):
