@@ -89,6 +89,27 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> N
     raise RuntimeError(f"nothing listening on {port} after {timeout:.0f}s")
 
 
+# CPUs for the process under test (Proxilion or nginx as a proxy) once pin() has run;
+# the benchmark itself, its load generators and the upstreams keep the others.
+TESTED_CPUS: set[int] = set()
+
+
+def pin(enabled: bool) -> dict[str, Any]:
+    """Give the proxy under test a CPU of its own, and everything else the rest.
+
+    On a small machine the proxy otherwise shares its cores and caches with wrk
+    and the upstream, and its CPU per request moves with theirs: pinned, it
+    measures what the proxy costs, as on a host that gives it dedicated cores.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if not enabled or len(cpus) < 2:
+        return {"pinned": False}
+    TESTED_CPUS.clear()
+    TESTED_CPUS.add(cpus[-1])
+    os.sched_setaffinity(0, cpus[:-1])  # inherited by every child not started as tested
+    return {"pinned": True, "tested_cpus": sorted(TESTED_CPUS), "other_cpus": cpus[:-1]}
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, from /proc/<pid>/stat."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -104,10 +125,13 @@ class Processes:
         self._procs: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> subprocess.Popen:
+              cwd: Path | None = None, tested: bool = False) -> subprocess.Popen:
+        """Start a child; C{tested}: the proxy being measured, run on L{TESTED_CPUS} when pinned."""
         log = open(self.workdir / f"{name}.log", "wb")
+        cpus = set(TESTED_CPUS) if tested else None
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+                                env={**os.environ, **(env or {})}, start_new_session=True,
+                                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         log.close()
         self._procs.append((name, proc))
         return proc
@@ -156,12 +180,12 @@ http {{
     return conf
 
 
-def start_nginx(procs: Processes, nginx: str, name: str, conf: Path, port: int) -> None:
+def start_nginx(procs: Processes, nginx: str, name: str, conf: Path, port: int, tested: bool = False) -> None:
     check = subprocess.run([nginx, "-t", "-q", "-c", str(conf), "-e", str(conf.parent / "t.log")],
                            capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"nginx -t failed for {name}: {check.stderr.strip()}")
-    proc = procs.start(name, [nginx, "-c", str(conf), "-e", str(conf.parent / "startup.log")])
+    proc = procs.start(name, [nginx, "-c", str(conf), "-e", str(conf.parent / "startup.log")], tested=tested)
     wait_for_port(port, proc)
 
 
@@ -295,7 +319,7 @@ def start_proxilion(procs: Processes, source: Path, twistd: str, port: int, admi
         [twistd, "-n", "--pidfile=", "proxilion", "--port", str(port),
          "--admin-port", str(admin_port), "--bind", "127.0.0.1",
          "--upstream", f"openai=http://127.0.0.1:{upstream_port}"],
-        env={"RATE_LIMIT_PER_MINUTE": "0", "PYTHONPATH": str(source), **(env or {})}, cwd=home,
+        env={"RATE_LIMIT_PER_MINUTE": "0", "PYTHONPATH": str(source), **(env or {})}, cwd=home, tested=True,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -322,7 +346,7 @@ def ready_daemon(procs: Processes, twistd: str, source: Path, workdir: Path, ups
                               "--admin-port", str(admin_port), "--bind", "127.0.0.1",
                               "--upstream", f"openai=http://127.0.0.1:{upstream_port}", *args],
                        env={"PYTHONPATH": str(source), "PROXILION_DATA_DIR": str(home / "data"),
-                            "DRAIN_GRACE": "0", **env}, cwd=home)
+                            "DRAIN_GRACE": "0", **env}, cwd=home, tested=True)
     deadline = time.monotonic() + 30
     while True:
         with contextlib.suppress(OSError):
@@ -472,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure only these targets (repeatable)")
     parser.add_argument("--json", action="store_true",
                         help="also write the results to bench/results/proxy-<time>.json")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="let every process use every CPU (default: the proxy under test gets the "
+                             "last CPU to itself, the load generator and upstreams the others)")
     parser.add_argument("--worktree", action="store_true",
                         help="run the working tree's code instead of the HEAD commit's")
     parser.add_argument("--venv", default=str(REPO / ".venv"),
@@ -490,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {
         "config": {**{k: v for k, v in vars(args).items() if k not in ("only", "venv")},
                    "stream_duration": stream_duration, "targets": targets},
-        "environment": {"cpus": os.cpu_count(), "python": platform.python_version(),
+        "environment": {"cpus": os.cpu_count(), **pin(not args.no_pin), "python": platform.python_version(),
                         "kernel": platform.release(), "commit": git_commit(),
                         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "http": {}, "streams": {},
@@ -547,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
             proxy_buffering off;
         }}
     }}""")
-                start_nginx(procs, nginx, "nginx-reverse", conf, nginx_port)
+                start_nginx(procs, nginx, "nginx-reverse", conf, nginx_port, tested=True)
                 measure("nginx", nginx_port, CHAT_PATH)
             for variant, variant_env in (VARIANTS.items() if "proxilion" in targets else ()):
                 try:
