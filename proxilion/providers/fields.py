@@ -47,6 +47,8 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _BASE64_BLOB = re.compile(r"[A-Za-z0-9+/]{256,}={0,2}\Z")
 # Integers this large may be card, account or phone numbers written without quotes.
 _MIN_SCANNED_INT = 10**8
+# Floats from here on may be integers orjson could not hold (see walk).
+_INEXACT = float(2**63)
 _MAX_DEPTH = 64
 
 
@@ -150,19 +152,39 @@ def _string(text: str, path: tuple | None, key: str | None, out: list, depth: in
     out.append(TextField(path, text, key))
 
 
-def walk(doc: Any, paths: bool = True, skip: frozenset[str] = frozenset()) -> list[TextField]:
+class InexactNumber(ValueError):
+    """A document parsed by orjson holds a float that may have been an integer literal beyond 64 bits."""
+
+
+class _InexactFloats(list):
+    """The fields of a walk over an orjson document: a large float there raises L{InexactNumber}."""
+
+
+def walk(doc: Any, paths: bool = True, skip: frozenset[str] = frozenset(), orjson_doc: bool = False) -> list[TextField]:
     """Every scannable text in `doc` in document order, with its path unless `paths` is False.
 
     Keys in `skip` are left out when `doc` is an object (its top level only).
 
     Without paths (each field's path is None) the walk is cheaper; a caller
     that needs the path of a few fields walks again with paths: the order is the same.
+
+    With C{orjson_doc}, a float of 2**63 or more (either sign) raises
+    L{InexactNumber}: orjson reads integers beyond 64 bits as floats, whose
+    digits would be neither scanned nor written back exactly; the caller parses
+    again with the json module, which keeps them.
     """
-    out: list[TextField] = []
+    out: list[TextField] = _InexactFloats() if orjson_doc else []
     if skip and isinstance(doc, dict):
         doc = {key: value for key, value in doc.items() if key not in skip}
+    elif orjson_doc and type(doc) is float:
+        _float(doc, out)
     _value(doc, () if paths else None, None, out, 0)
     return out
+
+
+def _float(value: float, out: list) -> None:
+    if type(out) is _InexactFloats and not -_INEXACT < value < _INEXACT:
+        raise InexactNumber()
 
 
 def _value(doc: Any, path: tuple | None, key: str | None, out: list, depth: int) -> None:
@@ -196,6 +218,8 @@ def _container(doc: dict | list, path: tuple | None, key: str | None, out: list,
             # Counts, indexes and timestamps: only numbers long enough to be a value are scanned.
             if abs(value) >= _MIN_SCANNED_INT:
                 out.append(_new_field(TextField, (child_path, str(value), child_key)))
+        elif kind is float:
+            _float(value, out)
         elif isinstance(value, (dict, list, int)):
             _value(value, child_path, child_key, out, depth)
 

@@ -10,6 +10,7 @@ from proxilion.providers.body import Body
 from proxilion.providers.fields import EMBEDDED, format_path
 
 LOG_ALL = Inspector(parse_policy({"rules": [{"id": "log", "action": "log"}]}, environ={}))
+REDACT_EMAIL = Inspector(parse_policy({"rules": [{"id": "r", "match": {"types": ["email"]}, "action": "redact"}]}, environ={}))
 
 
 def m(n):
@@ -147,3 +148,31 @@ def test_format_path():
     assert format_path(("args", EMBEDDED, "to", 1)) == "args>to[1]"
     assert format_path(("a b",)) == '["a b"]'
     assert format_path(()) == "$"
+
+
+@pytest.mark.parametrize("raw", [
+    # Integers beyond 64 bits: orjson would read them as floats.
+    b'{"n": 123456789012345678901234567890, "t": "mail a@example.com"}',
+    b'{"n": [-18446744073709551617], "t": "mail a@example.com"}',
+    # What orjson refuses and the json module reads: NaN, a byte order mark.
+    b'{"n": NaN, "t": "mail a@example.com"}',
+    b'\xef\xbb\xbf{"t": "mail a@example.com"}',
+])
+def test_bodies_orjson_cannot_read_exactly_are_redacted_exactly(raw):
+    """A redaction rewrites the body: every value but the redacted one comes back as it was sent."""
+    verdict = REDACT_EMAIL.inspect_request("openai", "/v1/chat/completions", raw)
+    assert verdict.action == "redact"
+    expected = json.loads(raw.decode("utf-8-sig"))
+    expected["t"] = "mail [REDACTED:EMAIL]"
+    assert json.dumps(json.loads(verdict.body)) == json.dumps(expected)
+
+
+def test_integers_beyond_64_bits_are_scanned_as_their_digits():
+    raw = b'{"n": 123456789012345678901234567890}'
+    assert [f.text for f in Body(raw).fields] == ["123456789012345678901234567890"]
+
+
+def test_large_float_literals_are_kept():
+    raw = b'{"x": 1e300, "t": "mail a@example.com"}'
+    verdict = REDACT_EMAIL.inspect_request("openai", "/v1/chat/completions", raw)
+    assert json.loads(verdict.body) == {"x": 1e300, "t": "mail [REDACTED:EMAIL]"}
