@@ -187,11 +187,11 @@ def main() -> int:
     parser.add_argument("--only", choices=("ratelimit", "inspection", "analytics"), action="append")
     parser.add_argument("--rounds", type=int, default=1,
                         help="inspection: rounds in which each daemon gets one run in turn; the median per-round difference is reported")
-    parser.add_argument("--no-pin", action="store_true",
-                        help="let every process use every CPU (default: the Proxilion daemons get the last CPU, "
-                             "wrk, the upstream, Redis and PostgreSQL the others)")
+    parser.add_argument("--pin", action="store_true",
+                        help="give the Proxilion daemons the last CPU, and wrk, the upstream, Redis and PostgreSQL "
+                             "the others (default: every process may use every CPU)")
     args = parser.parse_args()
-    results: dict[str, Any] = {"environment": {"cpus": os.cpu_count(), **pb.pin(not args.no_pin), "commit": pb.git_commit(),
+    results: dict[str, Any] = {"environment": {"cpus": os.cpu_count(), **pb.pin(args.pin), "commit": pb.git_commit(),
                                                "duration": args.duration, "connections": args.connections}}
     with tempfile.TemporaryDirectory(prefix="e2e-bench-") as tmp:
         workdir = Path(tmp)
