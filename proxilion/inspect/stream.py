@@ -33,7 +33,7 @@ from proxilion.inspect.redact import replacement
 from proxilion.providers import eventstream
 from proxilion.providers.body import ANSWER_METADATA
 from proxilion.providers.errors import stream_error_event
-from proxilion.providers.fields import dumps, format_path, rewrite, walk
+from proxilion.providers.fields import encode, format_path, rewrite, walk
 from proxilion.providers.sse import SSEFrame, split_lines, split_sse
 from proxilion.providers.streams import ALL, stream_format, text_slots
 
@@ -228,7 +228,7 @@ class StreamRedactor:
         except ValueError:
             return self._text_frame(raw, sse.data.decode("utf-8", "replace"),
                                     lambda text: sse.with_data(text.encode("utf-8")))
-        return self._json_frame(raw, sse.event, doc, lambda d: sse.with_data(dumps(d).encode("utf-8")))
+        return self._json_frame(raw, sse.event, doc, lambda d: sse.with_data(encode(d)))
 
     def _line_frame(self, raw: bytes) -> _Frame:
         if not raw.strip():
@@ -237,7 +237,7 @@ class StreamRedactor:
             doc = json.loads(raw)
         except ValueError:
             return self._text_frame(raw, raw.decode("utf-8", "replace"), lambda text: text.encode("utf-8"))
-        return self._json_frame(raw, None, doc, lambda d: dumps(d).encode("utf-8") + b"\n")
+        return self._json_frame(raw, None, doc, lambda d: encode(d) + b"\n")
 
     def _bedrock_frame(self, item: tuple[dict[str, str], bytes]) -> _Frame:
         headers, payload = item
@@ -254,11 +254,11 @@ class StreamRedactor:
                 inner = None
             if inner is not None:
                 def rebuild(d: Any) -> bytes:
-                    wrapped = dict(doc, bytes=base64.b64encode(dumps(d).encode("utf-8")).decode("ascii"))
-                    return eventstream.encode(headers, dumps(wrapped).encode("utf-8"))
+                    wrapped = dict(doc, bytes=base64.b64encode(encode(d)).decode("ascii"))
+                    return eventstream.encode(headers, encode(wrapped))
                 return self._json_frame(raw, event, inner, rebuild)
         return self._json_frame(raw, event, doc,
-                                lambda d: eventstream.encode(headers, dumps(d).encode("utf-8")))
+                                lambda d: eventstream.encode(headers, encode(d)))
 
     def _json_frame(self, raw: bytes, event: str | None, doc: Any, rebuild) -> _Frame:
         frame = _Frame(raw, doc, rebuild)

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from proxilion.providers.fields import TextField, dumps, rewrite, walk
+from proxilion.providers.fields import TextField, encode, rewrite, walk
 
 RAW = "raw"
 # The provider's own metadata at the top of an answer: ids, timestamps, model
@@ -61,7 +61,7 @@ class Body:
     def rebuild(self, replacements: dict[tuple, str]) -> bytes:
         if not self.is_json:
             return replacements[()].encode("utf-8", "surrogateescape")
-        return dumps(rewrite(self.doc, replacements)).encode("utf-8")
+        return encode(rewrite(self.doc, replacements))
 
 
 def _json_text(body: bytes) -> str:

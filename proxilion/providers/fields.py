@@ -88,6 +88,14 @@ def dumps(doc: Any) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
+def encode(doc: Any) -> bytes:
+    """C{doc} as compact UTF-8 JSON; all escaped (ASCII) when it holds a lone surrogate, which has no UTF-8 form."""
+    try:
+        return dumps(doc).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(doc, separators=(",", ":")).encode("ascii")
+
+
 def is_blob(text: str) -> bool:
     if text.startswith("data:") and ";base64," in text[:100]:
         return True

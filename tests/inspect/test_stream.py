@@ -305,3 +305,12 @@ def test_openai_legacy_function_call_arguments_split_across_events_are_redacted(
     docs = [json.loads(line[6:]) for line in out.split(b"\n") if line.startswith(b"data: {")]
     arguments = "".join(d["choices"][0]["delta"].get("function_call", {}).get("arguments", "") for d in docs)
     assert json.loads(arguments) == {"card": "[REDACTED:CREDIT_CARD]", "n": 1}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_lone_surrogate_beside_a_redacted_value_keeps_the_stream_valid(fmt):
+    # JSON may carry a lone surrogate as a \ud800 escape; it has no UTF-8 form, so redacted events escape it.
+    data = streams.BUILDERS[fmt](["odd \ud800 mark, " + TEXT])
+    out, redactor = _run(DEFAULT, fmt, data, [])
+    assert not redactor.error
+    assert streams.text_of(fmt, out) == "odd \ud800 mark, " + EXPECTED

@@ -154,8 +154,9 @@ def test_format_path():
     # Integers beyond 64 bits: orjson would read them as floats.
     b'{"n": 123456789012345678901234567890, "t": "mail a@example.com"}',
     b'{"n": [-18446744073709551617], "t": "mail a@example.com"}',
-    # What orjson refuses and the json module reads: NaN, a byte order mark.
+    # What orjson refuses and the json module reads: NaN, a lone surrogate, a byte order mark.
     b'{"n": NaN, "t": "mail a@example.com"}',
+    b'{"s": "\\ud800", "t": "mail a@example.com"}',
     b'\xef\xbb\xbf{"t": "mail a@example.com"}',
 ])
 def test_bodies_orjson_cannot_read_exactly_are_redacted_exactly(raw):
