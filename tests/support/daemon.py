@@ -60,10 +60,13 @@ def http_json(method: str, url: str, body: Any = None, headers: dict[str, str] |
 class Daemon:
     """One `twistd -n proxilion` process on free loopback ports, with its own data dir."""
 
-    def __init__(self, workdir: Path, args: list[str] | tuple[str, ...] = (), env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, args: list[str] | tuple[str, ...] = (), env: dict[str, str] | None = None, port: int | None = None,
+                 twistd_args: list[str] | tuple[str, ...] = ()) -> None:
+        """C{args} follow C{proxilion}; C{twistd_args} (such as C{--reactor}) go before it, to twistd."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.args = list(args)
+        self.twistd_args = list(twistd_args)
         self.env = dict(env or {})
         self.port = port or free_port()
         self.admin_port = free_port()
@@ -87,7 +90,7 @@ class Daemon:
             "DRAIN_TIMEOUT": "10",
             **self.env,
         }
-        argv = [TWISTD, "-n", "--pidfile=", "proxilion", "--bind", "127.0.0.1",
+        argv = [TWISTD, "-n", "--pidfile=", *self.twistd_args, "proxilion", "--bind", "127.0.0.1",
                 "--port", str(self.port), "--admin-port", str(self.admin_port), *self.args]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT)

@@ -78,6 +78,9 @@ class ProxilionServiceMaker:
         return _options_class()
 
     def makeService(self, options: usage.Options):  # type: ignore[no-untyped-def]
+        from proxilion.reactor import install_unless_chosen
+
+        install_unless_chosen()
         from twisted.internet import reactor
 
         from proxilion.app import build
