@@ -20,15 +20,31 @@ import unicodedata
 __all__ = ["fold", "Folded"]
 
 
+# Unicode's Default_Ignorable_Code_Point characters outside the format category: shown as
+# nothing, so a model reads past them (variation selectors, the combining grapheme joiner,
+# Hangul fillers, Mongolian variation selectors).
+_IGNORABLE = frozenset(itertools.chain(
+    (0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0), range(0x180B, 0x1810), range(0xFE00, 0xFE10),
+    range(0xFFF0, 0xFFF9), range(0xE0100, 0xE01F0),
+))
+# Dashes a word processor puts in numbers ("078‑05‑1121" with non-breaking hyphens).
+_MINUS_SIGNS = frozenset({0x2212, 0x2043, 0x2E3A, 0x2E3B})
+
+
 def _table() -> dict[int, str]:
     """Each foldable character and what it folds to ("" for characters that are dropped)."""
     table: dict[int, str] = {}
-    for cp in itertools.chain(range(0x80, 0x10000), range(0x1D400, 0x1D800), range(0xE0000, 0xE0080)):
+    for cp in itertools.chain(range(0x80, 0x10000), range(0x1D400, 0x1D800), range(0xE0000, 0xE01F0)):
         ch = chr(cp)
+        category = unicodedata.category(ch)
         if 0xE0020 <= cp < 0xE007F:
             table[cp] = chr(cp - 0xE0000)  # tag characters spell ASCII invisibly
-        elif unicodedata.category(ch) == "Cf":
-            table[cp] = ""  # zero-width and other format characters: models read past them
+        elif category in ("Cf", "Mn", "Me") or cp in _IGNORABLE:
+            # Zero-width, format and ignorable characters, and combining marks left on their own
+            # (NFKC composes the ones that belong to a letter): models read past them.
+            table[cp] = ""
+        elif category == "Pd" or cp in _MINUS_SIGNS:
+            table[cp] = "-"
         else:
             folded = unicodedata.normalize("NFKC", ch)
             if len(folded) == 1 and folded.isascii() and (folded.isprintable() or folded.isspace()):
@@ -54,7 +70,7 @@ _TABLE = _table()
 # character. Astral characters get their own pattern: ranges outside the BMP make the
 # character class slow, and a text without astral characters is told apart cheaply.
 _FOLDABLE_BMP = _character_class(frozenset(cp for cp in _TABLE if cp < 0x10000))
-_FOLDABLE_ASTRAL = re.compile("[\U0001D400-\U0001D7FF\U000E0000-\U000E007F]")  # two ranges: fast to test
+_FOLDABLE_ASTRAL = re.compile("[\U0001D400-\U0001D7FF\U000E0000-\U000E01EF]")  # two ranges: fast to test
 
 
 class Folded:

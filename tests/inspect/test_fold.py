@@ -28,7 +28,17 @@ def _chat(text: str) -> bytes:
     return json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}).encode()
 
 
-@pytest.mark.parametrize("card", [FULL_WIDTH_CARD, ZERO_WIDTH_CARD, TAG_CARD, ARABIC_INDIC_CARD])
+# Invisible characters that are not format characters: variation selectors (as emoji use them),
+# the combining grapheme joiner, a Mongolian variation selector, a Hangul filler, an enclosing keycap.
+INVISIBLE_CARDS = ["\ufe0f".join("4111111111111111"), "\u034f".join("4111111111111111"),
+                   "4111\u180b1111\u180b1111\u180b1111", "4111\u31641111\u31641111\u31641111",
+                   "\u20e3".join("4111111111111111"), "\U000E0101".join("4111111111111111")]
+# Dashes from word processors and typesetting: non-breaking hyphen, en dash, minus sign.
+DASHED_CARDS = ["4111\u20111111\u20111111\u20111111", "4111\u20131111\u20131111\u20131111",
+                "4111\u22121111\u22121111\u22121111"]
+
+
+@pytest.mark.parametrize("card", [FULL_WIDTH_CARD, ZERO_WIDTH_CARD, TAG_CARD, ARABIC_INDIC_CARD, *INVISIBLE_CARDS, *DASHED_CARDS])
 def test_disguised_card_numbers_are_blocked(card):
     verdict = DEFAULT.inspect_request("openai", "/v1/chat/completions", _chat(f"my card is {card}, thanks"))
     assert verdict.action == "block"
@@ -66,3 +76,14 @@ def test_every_folded_character_maps_back_to_the_original_character_it_came_from
         start, end = folded.span(i, i + 1)
         assert end == start + 1
         assert fold(text[start]) is None and text[start] == ch or fold(text[start]).text == ch
+
+
+@pytest.mark.parametrize("ssn", ["078\u201105\u20111121", "078\u201305\u20131121", "078\u221205\u22121121"])
+def test_ssn_with_typographic_dashes_is_blocked(ssn):
+    verdict = DEFAULT.inspect_request("openai", "/v1/chat/completions", _chat(f"SSN {ssn} on the form"))
+    assert [f.type for f in verdict.findings] == ["ssn"]
+
+
+def test_email_with_a_variation_selector_is_redacted_whole():
+    verdict = REDACT_ALL.inspect_request("openai", "/v1/chat/completions", _chat("mail jane.doe@exa\ufe0fmple.com today"))
+    assert json.loads(verdict.body)["messages"][0]["content"] == "mail [REDACTED:EMAIL] today"
