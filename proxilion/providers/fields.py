@@ -40,11 +40,16 @@ BASE64 = Encoded()
 # Fields that carry base64 documents however short: Anthropic's source.data, OpenAI's
 # file_data, Bedrock's bytes.
 _BASE64_KEYS = frozenset({"data", "file_data", "bytes"})
-_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]{8,}={0,2}\Z")
+# Standard or URL-safe alphabet (google-genai sends URL-safe), padded or not.
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}\Z")
 # Enough of a blob to tell text from images and PDFs before decoding all of it.
 _SAMPLE = 4096
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_BASE64_BLOB = re.compile(r"[A-Za-z0-9+/]{256,}={0,2}\Z")
+# Long base64, also wrapped in lines (MIME style): decoded if it holds text, else skipped.
+_BASE64_BLOB = re.compile(r"[A-Za-z0-9+/\r\n]{256,}={0,2}\s*\Z")
+# The same in the URL-safe alphabet: decoded if it holds text, else scanned as it is, since
+# long identifiers and tokens are written with the same characters.
+_URLSAFE_BLOB = re.compile(r"[A-Za-z0-9_\r\n-]{256,}={0,2}\s*\Z")
 # Integers this large may be card, account or phone numbers written without quotes.
 _MIN_SCANNED_INT = 10**8
 # Floats from here on may be integers orjson could not hold (see walk).
@@ -121,11 +126,56 @@ def _data_url(text: str) -> tuple[str, str]:
     return head + ",", data
 
 
-def decoded_text(text: str) -> str | None:
-    """The UTF-8 text a base64 string (bare or a data: URL) holds; None for anything else."""
-    data = _data_url(text)[1]
-    if len(data) % 4:
+class _Base64Style(NamedTuple):
+    """How a base64 string was written, so a redacted text is encoded back the same way."""
+
+    urlsafe: bool
+    padded: bool
+    line: int  # characters per line; 0 when on one line
+    newline: str
+
+
+def _standard(data: str) -> tuple[str, _Base64Style] | None:
+    """C{data} as padded standard base64 on one line, and how it was written; None if it is not base64."""
+    newline = "\r\n" if "\r\n" in data else "\n"
+    lines = data.split(newline) if "\n" in data else [data]
+    if lines[-1] == "":
+        lines.pop()
+    compact = "".join(lines)
+    urlsafe = "-" in compact or "_" in compact
+    if urlsafe:
+        if "+" in compact or "/" in compact:
+            return None
+        compact = compact.translate(_FROM_URLSAFE)
+    padded = compact.endswith("=") or len(compact) % 4 == 0
+    if len(compact) % 4 == 1:
         return None
+    line = len(lines[0]) if len(lines) > 1 else 0
+    return compact + "=" * (-len(compact) % 4), _Base64Style(urlsafe, padded, line, newline)
+
+
+def _encode_like(raw: bytes, style: _Base64Style) -> str:
+    text = base64.b64encode(raw).decode("ascii")
+    if style.urlsafe:
+        text = text.translate(_TO_URLSAFE)
+    if not style.padded:
+        text = text.rstrip("=")
+    if style.line:
+        text = style.newline.join(text[i:i + style.line] for i in range(0, len(text), style.line)) + style.newline
+    return text
+
+
+_FROM_URLSAFE = str.maketrans("-_", "+/")
+_TO_URLSAFE = str.maketrans("+/", "-_")
+
+
+def decoded_text(text: str) -> str | None:
+    """The UTF-8 text a base64 string (bare or a data: URL; standard or URL-safe, padded or not,
+    on one line or wrapped) holds; None for anything else."""
+    standard = _standard(_data_url(text)[1])
+    if standard is None:
+        return None
+    data = standard[0]
     try:
         head = base64.b64decode(data[:_SAMPLE], validate=True)
         if b"\0" in head:
@@ -150,7 +200,7 @@ def _string(text: str, path: tuple | None, key: str | None, out: list, depth: in
     if not text:
         return
     blob = (first == "d" or len(text) >= 256) and is_blob(text)
-    if blob or (key in _BASE64_KEYS and _BASE64_TEXT.match(text)):
+    if blob or (key in _BASE64_KEYS and _BASE64_TEXT.match(text)) or (len(text) >= 256 and _URLSAFE_BLOB.match(text)):
         decoded = decoded_text(text)
         if decoded:
             out.append(TextField(None if path is None else path + (BASE64,), decoded, key))
@@ -257,8 +307,9 @@ def rewrite(doc: Any, replacements: dict[tuple, str]) -> Any:
             nested.setdefault(path[:cut], {})[path[cut + 1:]] = value
         elif path and path[-1] is BASE64:
             outer = path[:-1]
-            prefix = _data_url(_get(doc, outer))[0]
-            doc = _set(doc, outer, prefix + base64.b64encode(value.encode("utf-8")).decode("ascii"))
+            prefix, data = _data_url(_get(doc, outer))
+            style = _standard(data)[1]  # it decoded when walked, so it is base64
+            doc = _set(doc, outer, prefix + _encode_like(value.encode("utf-8"), style))
         else:
             doc = _set(doc, path, value)
     for outer, inner_replacements in nested.items():

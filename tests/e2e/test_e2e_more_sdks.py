@@ -41,6 +41,15 @@ def test_gemini_sdk(daemon: Daemon) -> None:
     assert scripted.models.generate_content(model="gemini-2.0-flash", contents="hi").text == streamed
 
 
+def test_gemini_sdk_text_file_bytes_are_read(daemon: Daemon) -> None:
+    # Part.from_bytes sends the file in URL-safe base64.
+    notes = genai_types.Part.from_bytes(data=f"Invoice notes >>> paid with card {CARD} ??? ok\n".encode(), mime_type="text/plain")
+    client = _gemini(daemon)  # held: a collected client closes its connections
+    with pytest.raises(genai_errors.ClientError) as caught:
+        client.models.generate_content(model="gemini-2.0-flash", contents=[notes, "summarise"])
+    assert caught.value.code == 403 and "credit_card" in caught.value.message
+
+
 def test_cohere_sdk_v2_and_v1(daemon: Daemon) -> None:
     v2 = cohere.ClientV2(api_key="co-e2e-sdk", base_url=daemon.url + "/proxy/cohere")
     reply = v2.chat(model="command-r", messages=[{"role": "user", "content": "hello cohere"}])

@@ -59,3 +59,64 @@ def test_a_data_field_that_is_not_base64_is_scanned_as_it_is():
     verdict = DEFAULT.inspect_request("anthropic", "/v1/messages", _anthropic_document(f"plain card {CARD}"))
     assert verdict.action == "block"
     assert verdict.findings[0].location == "messages[0].content[0].source.data"
+
+
+def _urlsafe(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii")
+
+
+# ">>>" and "???" put "+" and "/" (or "-" and "_") in the encoding.
+NOTES = f"Invoice notes >>> paid with card {CARD} ??? ok\n".encode()
+SPELLINGS = {
+    "url-safe": _urlsafe(NOTES),
+    "url-safe, unpadded": _urlsafe(NOTES).rstrip("="),
+    "unpadded": _b64(NOTES).rstrip("="),
+    "wrapped": "\n".join(_b64(NOTES * 8)[i:i + 76] for i in range(0, len(_b64(NOTES * 8)), 76)) + "\n",
+    "wrapped, CRLF": "\r\n".join(_b64(NOTES * 8)[i:i + 64] for i in range(0, len(_b64(NOTES * 8)), 64)),
+}
+
+
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+def test_every_base64_spelling_is_read(spelling):
+    data = SPELLINGS[spelling]
+    assert decoded_text(data) is not None and CARD in decoded_text(data)
+    verdict = DEFAULT.inspect_request("anthropic", "/v1/messages", _anthropic_document(data))
+    assert verdict.action == "block", spelling
+
+
+def test_gemini_inline_data_in_the_url_safe_alphabet_is_read():
+    # google-genai's Part.from_bytes sends URL-safe base64.
+    body = json.dumps({"contents": [{"role": "user", "parts": [
+        {"inlineData": {"mimeType": "text/plain", "data": _urlsafe(NOTES)}}, {"text": "summarise"}]}]}).encode()
+    verdict = DEFAULT.inspect_request("gemini", "/v1beta/models/gemini-2.0-flash:generateContent", body)
+    assert verdict.action == "block"
+    assert [f.location for f in verdict.findings] == ["contents[0].parts[0].inlineData.data<base64>"]
+
+
+def _spell(raw: bytes, spelling: str) -> str:
+    data = _urlsafe(raw) if "url-safe" in spelling else _b64(raw)
+    if "unpadded" in spelling:
+        data = data.rstrip("=")
+    if "wrapped" in spelling:
+        width, newline = (64, "\r\n") if "CRLF" in spelling else (76, "\n")
+        data = newline.join(data[i:i + width] for i in range(0, len(data), width)) + newline
+    return data
+
+
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+def test_a_redacted_document_is_encoded_back_in_its_own_spelling(spelling):
+    notes = (f"Invoice notes >>> mail {EMAIL} ??? ok\n" * (8 if "wrapped" in spelling else 1)).encode()
+    if len(notes) % 3 == 0:
+        # Unpadded base64 of a multiple of 3 bytes reads as padded: make the spelling unambiguous.
+        notes += b"!"
+    verdict = DEFAULT.inspect_request("anthropic", "/v1/messages", _anthropic_document(_spell(notes, spelling)))
+    assert verdict.action == "redact", spelling
+    out = json.loads(verdict.body)["messages"][0]["content"][0]["source"]["data"]
+    assert out == _spell(notes.replace(EMAIL.encode(), b"[REDACTED:EMAIL]"), spelling)
+
+
+def test_a_long_url_safe_token_that_is_not_text_is_still_scanned():
+    long_identifier = "session_" + "x" * 300 + "_AKIAZ3MVJQ5T4XW7PLQA_end"
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": long_identifier}]}).encode()
+    verdict = DEFAULT.inspect_request("openai", "/v1/chat/completions", body)
+    assert verdict.action == "block"
