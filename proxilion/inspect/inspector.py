@@ -13,7 +13,7 @@ from proxilion.inspect.redact import redact_text
 from proxilion.inspect.scanner import Scanner
 from proxilion.inspect.stream import StreamRedactor
 from proxilion.providers.body import ANSWER_METADATA, Body
-from proxilion.providers.fields import TextField
+from proxilion.providers.fields import RepeatedKey, TextField
 
 
 class Inspector:
@@ -45,6 +45,10 @@ class Inspector:
         started = time.perf_counter()
         try:
             decision, new_body, document = self._scan_and_decide(direction, provider, path, body, identity)
+        except RepeatedKey:
+            # Not a scanner failure: a body built so that the value scanned and the value read may differ.
+            return Verdict("block", (), body, None, "blocked: a JSON object in the body repeats a key",
+                           time.perf_counter() - started)
         except Exception:  # noqa: BLE001 - any scanner failure must fail closed, never pass unscanned
             action = self.policy.settings.on_scanner_error
             return Verdict(action, (), body, None, f"{'blocked' if action == 'block' else 'allowed'}: scanner error",

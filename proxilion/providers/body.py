@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from proxilion.providers.fields import TextField, encode, rewrite, walk
+from proxilion.providers.fields import TextField, check_keys_kept, encode, rewrite, walk
 
 RAW = "raw"
 # The provider's own metadata at the top of an answer: ids, timestamps, model
@@ -39,13 +39,16 @@ class Body:
                 self.doc, self.is_json = orjson.loads(body), True
                 # Paths are worked out again only when some text has findings (see located).
                 self.fields = walk(self.doc, paths=False, skip=skip, orjson_doc=True)
+                check_keys_kept(body, orjson.dumps(self.doc))
             except ValueError:  # orjson.JSONDecodeError and InexactNumber are ValueErrors
                 try:
-                    self.doc, self.is_json = _DECODER.decode(_json_text(body)), True
+                    text = _json_text(body)
+                    self.doc, self.is_json = _DECODER.decode(text), True
                 except (ValueError, UnicodeDecodeError):
                     self.doc, self.is_json = None, False
                 else:
                     self.fields = walk(self.doc, paths=False, skip=skip)
+                    check_keys_kept(text, json.dumps(self.doc, separators=(",", ":")))
         if not self.is_json:
             # surrogateescape keeps bytes that are not UTF-8 exactly as they were on re-encoding.
             self.fields = [TextField((), body.decode("utf-8", "surrogateescape"), None)] if body else []

@@ -107,6 +107,41 @@ def is_blob(text: str) -> bool:
     return len(text) >= 256 and _BASE64_BLOB.match(text) is not None
 
 
+class RepeatedKey(Exception):
+    """A JSON object repeats a key: parsers keep one of its values, and the provider may read the other."""
+
+
+def _colons(text: str | bytes) -> int:
+    """Colons in JSON text, counting escaped ones (and, harmlessly, escaped backslashes before "u003a")."""
+    if isinstance(text, str):
+        return text.count(":") + text.count("\\u003a") + text.count("\\u003A")
+    return text.count(b":") + text.count(b"\\u003a") + text.count(b"\\u003A")
+
+
+def check_keys_kept(source: str | bytes, dumped: str | bytes) -> None:
+    """Raise L{RepeatedKey} if parsing C{source} dropped an object member; C{dumped} is the parsed document re-encoded.
+
+    Each member puts a colon in both texts and colons inside strings appear in
+    both, so fewer in C{dumped} means a member was dropped. The count is
+    cheap; only a body it flags is parsed again to make sure.
+    """
+    if _colons(source) > _colons(dumped) and _repeats_a_key(source):
+        raise RepeatedKey()
+
+
+def _repeats_a_key(source: str | bytes) -> bool:
+    repeated = False
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeated
+        members = dict(pairs)
+        repeated = repeated or len(members) != len(pairs)
+        return members
+
+    json.loads(source, object_pairs_hook=pairs_hook)
+    return repeated
+
+
 def _embedded(text: str) -> Any:
     stripped = text.lstrip()
     if not stripped or stripped[0] not in "{[":
@@ -115,7 +150,10 @@ def _embedded(text: str) -> Any:
         inner = json.loads(text)
     except ValueError:
         return None
-    return inner if isinstance(inner, (dict, list)) else None
+    if not isinstance(inner, (dict, list)):
+        return None
+    check_keys_kept(text, dumps(inner))
+    return inner
 
 
 def _data_url(text: str) -> tuple[str, str]:

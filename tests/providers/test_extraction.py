@@ -5,7 +5,7 @@ import json
 import pytest
 
 from proxilion.inspect.inspector import Inspector
-from proxilion.inspect.policy import parse_policy
+from proxilion.inspect.policy import load_policy, parse_policy
 from proxilion.providers.body import Body
 from proxilion.providers.fields import EMBEDDED, format_path
 
@@ -177,3 +177,30 @@ def test_large_float_literals_are_kept():
     raw = b'{"x": 1e300, "t": "mail a@example.com"}'
     verdict = REDACT_EMAIL.inspect_request("openai", "/v1/chat/completions", raw)
     assert json.loads(verdict.body) == {"x": 1e300, "t": "mail [REDACTED:EMAIL]"}
+
+
+DEFAULT = Inspector(load_policy(None))
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"messages": [{"role": "user", "content": "card 4111111111111111", "content": "hi"}]}',
+    # An escaped colon in a string must not make up for the member the parser dropped.
+    b'{"messages": [{"role": "user", "content": "card 4111111111111111", "content": "\\u003a"}]}',
+    # JSON inside a string (tool-call arguments) that repeats a key.
+    b'{"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f",'
+    b' "arguments": "{\\"to\\": \\"4111111111111111\\", \\"to\\": \\"x\\"}"}}]}]}',
+    # The json module's path (NaN) checks too.
+    b'{"t": NaN, "content": "card 4111111111111111", "content": "hi"}',
+])
+def test_a_repeated_key_is_blocked_whatever_value_was_scanned(raw):
+    """Parsers keep one value of a repeated key; the provider may read the other, unscanned."""
+    verdict = DEFAULT.inspect_request("openai", "/v1/chat/completions", raw)
+    assert (verdict.action, verdict.message) == ("block", "blocked: a JSON object in the body repeats a key")
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"messages": [{"role": "user", "content": "what does \\\\u003a mean in JSON?"}]}',
+    b'{"a": "x:y", "b": "\\u003a", "c": {"d": "e"}}',
+])
+def test_colons_and_escapes_in_text_are_not_mistaken_for_a_repeated_key(raw):
+    assert DEFAULT.inspect_request("openai", "/v1/chat/completions", raw).action == "allow"
