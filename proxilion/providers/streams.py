@@ -38,6 +38,7 @@ _RESPONSES_DELTAS = {
     "response.reasoning_summary_text.delta": "summary",
     "response.code_interpreter_call_code.delta": "code",
     "response.audio.transcript.delta": "transcript",
+    "response.mcp_call_arguments.delta": "mcp_arguments",
 }
 _RESPONSES_ENDS = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
 
@@ -62,6 +63,31 @@ def _responses(kind: str, doc: dict) -> tuple[list, list]:
     return [], []
 
 
+# Reasoning text some OpenAI-compatible servers stream beside the content: DeepSeek and vLLM
+# (reasoning_content), OpenRouter, Groq and Ollama (reasoning).
+_OPENAI_REASONING = ("reasoning_content", "reasoning")
+
+
+def _openai_extra(index: Any, i: int, delta: dict, slots: list) -> None:
+    """The texts of a chat delta other than its content and refusal: reasoning, the audio transcript."""
+    for field in _OPENAI_REASONING:
+        if isinstance(delta.get(field), str):
+            slots.append(((index, field), ("choices", i, "delta", field)))
+    details = delta.get("reasoning_details")
+    if isinstance(details, list):
+        # OpenRouter: reasoning.text and reasoning.summary pieces (reasoning.encrypted data is not text).
+        for k, detail in enumerate(details):
+            if isinstance(detail, dict):
+                for field in ("text", "summary"):
+                    if isinstance(detail.get(field), str):
+                        slots.append(((index, "reasoning_details", detail.get("index", k), field),
+                                      ("choices", i, "delta", "reasoning_details", k, field)))
+    audio = delta.get("audio")
+    # Audio output: the transcript grows in pieces; data (base64 audio), id and expires_at are not text.
+    if isinstance(audio, dict) and isinstance(audio.get("transcript"), str):
+        slots.append(((index, "audio"), ("choices", i, "delta", "audio", "transcript")))
+
+
 def _openai(doc: dict) -> tuple[list, list]:
     kind = doc.get("type")
     if isinstance(kind, str) and (kind.startswith("response.") or kind == "error"):
@@ -77,6 +103,8 @@ def _openai(doc: dict) -> tuple[list, list]:
                 slots.append(((index, "content"), _OPENAI_CONTENT[i] if i < 8 else ("choices", i, "delta", "content")))
             if isinstance(delta.get("refusal"), str):
                 slots.append(((index, "refusal"), ("choices", i, "delta", "refusal")))
+            if len(delta) > 1 or "content" not in delta:
+                _openai_extra(index, i, delta, slots)
             legacy = delta.get("function_call")
             if isinstance(legacy, dict) and isinstance(legacy.get("arguments"), str):
                 # The deprecated functions API streams one call's arguments per choice.
@@ -150,8 +178,10 @@ def _cohere(event: str | None, doc: dict) -> tuple[list, list]:
     message = ((doc.get("delta") or {}).get("message") or {}) if isinstance(doc.get("delta"), dict) else {}
     if kind == "content-delta":
         content = message.get("content") or {}
-        if isinstance(content, dict) and isinstance(content.get("text"), str):
-            return [((index, "text"), ("delta", "message", "content", "text"))], []
+        if isinstance(content, dict):
+            # Reasoning models stream their thinking as content deltas too.
+            return [((index, field), ("delta", "message", "content", field))
+                    for field in ("text", "thinking") if isinstance(content.get(field), str)], []
     elif kind == "tool-plan-delta" and isinstance(message.get("tool_plan"), str):
         return [(("plan", 0), ("delta", "message", "tool_plan"))], []
     elif kind == "tool-call-delta":
@@ -169,6 +199,15 @@ def _cohere_v1(doc: dict) -> tuple[list, list]:
     kind = doc.get("event_type")
     if kind == "text-generation" and isinstance(doc.get("text"), str):
         return [((0, "text"), ("text",))], []
+    if kind == "tool-calls-chunk":
+        # The tool plan grows in "text"; each call's JSON parameters grow in tool_call_delta.
+        slots = [(("plan", 0), ("text",))] if isinstance(doc.get("text"), str) else []
+        call = doc.get("tool_call_delta")
+        if isinstance(call, dict):
+            for field in ("parameters", "text"):
+                if isinstance(call.get(field), str):
+                    slots.append(((call.get("index", 0), "tool", field), ("tool_call_delta", field)))
+        return slots, []
     if kind == "stream-end" or doc.get("is_finished"):
         return [], [ALL]
     return [], []
@@ -195,7 +234,17 @@ def _bedrock_chunk(doc: dict) -> tuple[list, list]:
         return slots, ends
     if "choices" in doc:
         return _openai(doc)
+    if "event_type" in doc:  # Cohere Command R
+        return _cohere_v1(doc)
+    for name in doc:  # Amazon Nova: a Converse stream event under its name (beside invocation metrics)
+        if name in _CONVERSE_EVENTS and isinstance(doc[name], dict):
+            slots, ends = _bedrock_converse(name, doc[name])
+            return [(channel, (name, *path)) for channel, path in slots], ends
     return [], []
+
+
+_CONVERSE_EVENTS = frozenset({"messageStart", "contentBlockStart", "contentBlockDelta", "contentBlockStop",
+                              "messageStop", "metadata"})
 
 
 def _bedrock_converse(event: str | None, doc: dict) -> tuple[list, list]:
@@ -207,6 +256,10 @@ def _bedrock_converse(event: str | None, doc: dict) -> tuple[list, list]:
         tool = delta.get("toolUse") or {}
         if isinstance(tool.get("input"), str):
             return [((index, "tool"), ("delta", "toolUse", "input"))], []
+        # Reasoning text grows like text; its signature and redactedContent (bytes) are not text.
+        reasoning = delta.get("reasoningContent") or {}
+        if isinstance(reasoning, dict) and isinstance(reasoning.get("text"), str):
+            return [((index, "reasoning"), ("delta", "reasoningContent", "text"))], []
     elif event == "contentBlockStop":
         return [], [index]
     elif event in ("messageStop", "metadata"):

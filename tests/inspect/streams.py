@@ -143,3 +143,217 @@ def text_of(fmt: str, data: bytes) -> str:
     docs = [json.loads(base64.b64decode(json.loads(p)["bytes"])) for _, p in eventstream.split_frames(buf)]
     assert not buf
     return "".join(d["delta"]["text"] for d in docs if d["type"] == "content_block_delta")
+
+
+# -- One streamed text field per builder: each puts the pieces in one field, beside what a real stream sends. ----
+# FIELDS[name] = (builder, reader, (provider, path)); the reader returns the field's text put back together
+# and every event's shape (its keys and value types) so a test can see the redacted stream kept it.
+
+def _shape(doc):
+    if isinstance(doc, dict):
+        return {k: _shape(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_shape(v) for v in doc]
+    return type(doc).__name__
+
+
+def _chunk(doc):
+    """A Bedrock InvokeModel stream chunk holding a native model event."""
+    payload = json.dumps({"bytes": base64.b64encode(json.dumps(doc).encode()).decode()}).encode()
+    return eventstream.encode({":event-type": "chunk", ":content-type": "application/json",
+                               ":message-type": "event"}, payload)
+
+
+def _converse(event, doc):
+    """A Bedrock ConverseStream event."""
+    return eventstream.encode({":event-type": event, ":content-type": "application/json",
+                               ":message-type": "event"}, json.dumps(doc).encode())
+
+
+def _docs(framing, data: bytes):
+    """The events' JSON documents; raises if any frame is not valid."""
+    if framing == "sse":
+        return _sse_docs(data)
+    if framing == "ndjson":
+        return [json.loads(x) for x in data.splitlines() if x.strip()]
+    buf = bytearray(data)
+    frames = eventstream.split_frames(buf)
+    assert not buf
+    if framing == "chunk":
+        return [json.loads(base64.b64decode(json.loads(p)["bytes"])) for _, p in frames]
+    return [dict(json.loads(p), event=h[":event-type"]) for h, p in frames]
+
+
+def _field(framing, opening, delta, closing, get):
+    """A builder and reader from the opening and closing events, the event of one piece and the field's getter."""
+    frame = {"sse": lambda d: _sse(d), "ndjson": lambda d: json.dumps(d).encode() + b"\n",
+             "chunk": _chunk, "converse": lambda d: _converse(d.pop("event"), d)}[framing]
+
+    def build(pieces):
+        docs = [dict(d) for d in opening] + [delta(p) for p in pieces] + [dict(d) for d in closing]
+        out = b"".join(frame(d) for d in docs)
+        return out + b"data: [DONE]\n\n" if framing == "sse" and "choices" in str(opening) else out
+
+    def read(data):
+        docs = _docs(framing, data)
+        return "".join(t for t in map(get, docs) if t is not None), [_shape(d) for d in docs]
+    return build, read
+
+
+def _chat_delta(fields):
+    return {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": fields, "finish_reason": None}]}
+
+
+_CHAT_OPEN = [_chat_delta({"role": "assistant", "content": ""})]
+_CHAT_CLOSE = [{"id": "c1", "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+
+
+def _chat_get(*path):
+    def get(doc):
+        value = doc["choices"][0]["delta"]
+        for part in path:
+            if not isinstance(value, (dict, list)) or (isinstance(value, dict) and part not in value):
+                return None
+            value = value[part]
+        return value if isinstance(value, str) else None
+    return get
+
+
+CHAT = ("openai", "/v1/chat/completions")
+AUDIO_BYTES = base64.b64encode(bytes(range(256)) * 3).decode()  # base64 audio: passes on untouched
+FIELDS = {
+    # OpenAI audio output: the transcript in pieces, base64 audio data beside it and in events of its own.
+    "openai_audio_transcript": (*_field(
+        "sse",
+        [_chat_delta({"role": "assistant", "content": None, "refusal": None,
+                      "audio": {"id": "audio_1", "transcript": "", "expires_at": 1730000000}})],
+        lambda p: _chat_delta({"audio": {"transcript": p, "data": AUDIO_BYTES[:64]}}),
+        [_chat_delta({"audio": {"data": AUDIO_BYTES}}), _chat_delta({"audio": {"id": "audio_1", "expires_at": 1730000000}})]
+        + _CHAT_CLOSE,
+        _chat_get("audio", "transcript")), CHAT),
+    # DeepSeek / vLLM reasoning, OpenRouter reasoning and reasoning_details.
+    "openai_reasoning_content": (*_field(
+        "sse", _CHAT_OPEN, lambda p: _chat_delta({"content": None, "reasoning_content": p}), _CHAT_CLOSE,
+        _chat_get("reasoning_content")), CHAT),
+    "openai_reasoning": (*_field(
+        "sse", _CHAT_OPEN, lambda p: _chat_delta({"role": "assistant", "content": "", "reasoning": p}), _CHAT_CLOSE,
+        _chat_get("reasoning")), CHAT),
+    "openai_reasoning_details": (*_field(
+        "sse", _CHAT_OPEN,
+        lambda p: _chat_delta({"content": "", "reasoning": p, "reasoning_details": [
+            {"type": "reasoning.text", "text": p, "format": "unknown", "index": 0}]}),
+        _CHAT_CLOSE, _chat_get("reasoning_details", 0, "text")), CHAT),
+    "openai_refusal": (*_field(
+        "sse", _CHAT_OPEN, lambda p: _chat_delta({"refusal": p}), _CHAT_CLOSE, _chat_get("refusal")), CHAT),
+    "responses_mcp_call_arguments": (*_field(
+        "sse",
+        [{"type": "response.output_item.added", "output_index": 0,
+          "item": {"id": "mcp_1", "type": "mcp_call", "name": "pay", "server_label": "s", "arguments": ""}}],
+        lambda p: {"type": "response.mcp_call_arguments.delta", "output_index": 0, "item_id": "mcp_1", "delta": p},
+        [{"type": "response.completed", "response": {"id": "resp_1", "status": "completed"}}],
+        lambda d: d.get("delta")), ("openai", "/v1/responses")),
+    # Bedrock ConverseStream: reasoning text, then its signature; tool input.
+    "bedrock_converse_reasoning": (*_field(
+        "converse",
+        [{"event": "messageStart", "role": "assistant"}],
+        lambda p: {"event": "contentBlockDelta", "contentBlockIndex": 0, "delta": {"reasoningContent": {"text": p}},
+                   "p": "abcd"},
+        [{"event": "contentBlockDelta", "contentBlockIndex": 0,
+          "delta": {"reasoningContent": {"signature": "ErcBCkgIBBABGAIiQFm0"}}},
+         {"event": "contentBlockStop", "contentBlockIndex": 0},
+         {"event": "messageStop", "stopReason": "end_turn"}],
+        lambda d: (d.get("delta") or {}).get("reasoningContent", {}).get("text")),
+        ("bedrock", "/model/anthropic.claude-3-7-sonnet-20250219-v1:0/converse-stream")),
+    "bedrock_converse_tool_input": (*_field(
+        "converse",
+        [{"event": "messageStart", "role": "assistant"},
+         {"event": "contentBlockStart", "contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "t1", "name": "pay"}}}],
+        lambda p: {"event": "contentBlockDelta", "contentBlockIndex": 0, "delta": {"toolUse": {"input": p}}},
+        [{"event": "contentBlockStop", "contentBlockIndex": 0}, {"event": "messageStop", "stopReason": "tool_use"}],
+        lambda d: (d.get("delta") or {}).get("toolUse", {}).get("input")),
+        ("bedrock", "/model/amazon.nova-pro-v1:0/converse-stream")),
+    # Bedrock InvokeModel streams of Amazon Nova (Converse events by name) and Cohere Command R (v1 events).
+    "bedrock_nova": (*_field(
+        "chunk",
+        [{"messageStart": {"role": "assistant"}}],
+        lambda p: {"contentBlockDelta": {"delta": {"text": p}, "contentBlockIndex": 0}},
+        [{"contentBlockStop": {"contentBlockIndex": 0}}, {"messageStop": {"stopReason": "end_turn"}},
+         {"metadata": {"usage": {"inputTokens": 5, "outputTokens": 9}},
+          "amazon-bedrock-invocationMetrics": {"inputTokenCount": 5, "outputTokenCount": 9}}],
+        lambda d: (d.get("contentBlockDelta") or {}).get("delta", {}).get("text")),
+        ("bedrock", "/model/amazon.nova-pro-v1:0/invoke-with-response-stream")),
+    "bedrock_cohere": (*_field(
+        "chunk",
+        [{"is_finished": False, "event_type": "stream-start", "generation_id": "g"}],
+        lambda p: {"is_finished": False, "event_type": "text-generation", "text": p},
+        [{"is_finished": True, "event_type": "stream-end", "finish_reason": "COMPLETE"}],
+        lambda d: d.get("text") if d["event_type"] == "text-generation" else None),
+        ("bedrock", "/model/cohere.command-r-plus-v1:0/invoke-with-response-stream")),
+    # Cohere v1 (NDJSON) tool calls: the tool plan in "text", the parameters' JSON in tool_call_delta.
+    "cohere_v1_tool_plan": (*_field(
+        "ndjson",
+        [{"is_finished": False, "event_type": "stream-start", "generation_id": "g"}],
+        lambda p: {"is_finished": False, "event_type": "tool-calls-chunk", "text": p},
+        [{"is_finished": False, "event_type": "tool-calls-chunk", "tool_call_delta": {"index": 0, "name": "pay"}},
+         {"is_finished": True, "event_type": "stream-end", "finish_reason": "COMPLETE"}],
+        lambda d: d.get("text") if d["event_type"] == "tool-calls-chunk" else None), ("cohere", "/v1/chat")),
+    "cohere_v1_tool_parameters": (*_field(
+        "ndjson",
+        [{"is_finished": False, "event_type": "stream-start", "generation_id": "g"},
+         {"is_finished": False, "event_type": "tool-calls-chunk", "tool_call_delta": {"index": 0, "name": "pay"}}],
+        lambda p: {"is_finished": False, "event_type": "tool-calls-chunk",
+                   "tool_call_delta": {"index": 0, "parameters": p}},
+        [{"is_finished": True, "event_type": "stream-end", "finish_reason": "COMPLETE"}],
+        lambda d: (d.get("tool_call_delta") or {}).get("parameters")), ("cohere", "/v1/chat")),
+    # Cohere v2: thinking content, the tool plan and tool-call arguments.
+    "cohere_thinking": (*_field(
+        "sse",
+        [{"type": "message-start", "id": "x", "delta": {"message": {"role": "assistant"}}},
+         {"type": "content-start", "index": 0, "delta": {"message": {"content": {"type": "thinking", "thinking": ""}}}}],
+        lambda p: {"type": "content-delta", "index": 0, "delta": {"message": {"content": {"thinking": p}}}},
+        [{"type": "content-end", "index": 0}, {"type": "message-end", "delta": {"finish_reason": "COMPLETE"}}],
+        lambda d: d["delta"]["message"]["content"]["thinking"] if d["type"] == "content-delta" else None),
+        ("cohere", "/v2/chat")),
+    "cohere_tool_plan": (*_field(
+        "sse",
+        [{"type": "message-start", "id": "x", "delta": {"message": {"role": "assistant"}}}],
+        lambda p: {"type": "tool-plan-delta", "delta": {"message": {"tool_plan": p}}},
+        [{"type": "message-end", "delta": {"finish_reason": "TOOL_CALL"}}],
+        lambda d: d["delta"]["message"]["tool_plan"] if d["type"] == "tool-plan-delta" else None),
+        ("cohere", "/v2/chat")),
+    "cohere_tool_arguments": (*_field(
+        "sse",
+        [{"type": "tool-call-start", "index": 0, "delta": {"message": {"tool_calls": {
+            "id": "t1", "type": "function", "function": {"name": "pay", "arguments": ""}}}}}],
+        lambda p: {"type": "tool-call-delta", "index": 0,
+                   "delta": {"message": {"tool_calls": {"function": {"arguments": p}}}}},
+        [{"type": "tool-call-end", "index": 0}, {"type": "message-end", "delta": {"finish_reason": "TOOL_CALL"}}],
+        lambda d: d["delta"]["message"]["tool_calls"]["function"]["arguments"]
+        if d["type"] == "tool-call-delta" else None), ("cohere", "/v2/chat")),
+    # Anthropic thinking and tool input (input_json_delta).
+    "anthropic_thinking": (*_field(
+        "sse",
+        [{"type": "message_start", "message": {"id": "m", "role": "assistant", "content": []}},
+         {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}],
+        lambda p: {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": p}},
+        [{"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQBCgIYAhIM"}},
+         {"type": "content_block_stop", "index": 0}, {"type": "message_stop"}],
+        lambda d: d["delta"].get("thinking") if d["type"] == "content_block_delta" else None),
+        ("anthropic", "/v1/messages")),
+    "anthropic_input_json": (*_field(
+        "sse",
+        [{"type": "content_block_start", "index": 1,
+          "content_block": {"type": "tool_use", "id": "t1", "name": "pay", "input": {}}}],
+        lambda p: {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": p}},
+        [{"type": "content_block_stop", "index": 1}, {"type": "message_stop"}],
+        lambda d: d["delta"].get("partial_json") if d["type"] == "content_block_delta" else None),
+        ("anthropic", "/v1/messages")),
+    # Gemini thought parts.
+    "gemini_thought": (*_field(
+        "sse", [],
+        lambda p: {"candidates": [{"content": {"parts": [{"text": p, "thought": True}], "role": "model"}, "index": 0}]},
+        [{"candidates": [{"content": {"parts": [{"text": ""}], "role": "model"}, "finishReason": "STOP", "index": 0}]}],
+        lambda d: d["candidates"][0]["content"]["parts"][0]["text"]),
+        ("gemini", "/v1beta/models/gemini-2.5-pro:streamGenerateContent")),
+}

@@ -314,3 +314,42 @@ def test_lone_surrogate_beside_a_redacted_value_keeps_the_stream_valid(fmt):
     out, redactor = _run(DEFAULT, fmt, data, [])
     assert not redactor.error
     assert streams.text_of(fmt, out) == "odd \ud800 mark, " + EXPECTED
+
+
+def _run_field(name, data, cuts):
+    build, read, (provider, path) = streams.FIELDS[name]
+    redactor = DEFAULT.stream_redactor(provider, path)
+    out, last = [], 0
+    for cut in cuts:
+        out.append(redactor.feed(data[last:cut]))
+        last = cut
+    out.append(redactor.feed(data[last:]) + redactor.finish())
+    return b"".join(out), redactor
+
+
+@pytest.mark.parametrize("name", sorted(streams.FIELDS))
+def test_value_split_between_two_events_of_every_streamed_text_field(name):
+    """Reasoning, transcripts, tool plans and tool arguments are channels too: a split card is still caught."""
+    build, read, _ = streams.FIELDS[name]
+    for split in range(len(PREFIX), len(PREFIX) + len(CARD) + 1):
+        data = build(_pieces(split))
+        out, redactor = _run_field(name, data, [])
+        text, shape = read(out)
+        assert text == EXPECTED, (name, split)
+        assert shape == read(data)[1], (name, split)  # every event still valid JSON of the same shape
+        assert {f.type for f in redactor.findings} == {"credit_card"} and not redactor.blocked, name
+    # Cut inside the events too, and a clean stream passes byte-identical.
+    data = build(_pieces(len(PREFIX) + 9))
+    for cut in range(1, len(data), 7):
+        assert read(_run_field(name, data, [cut])[0])[0] == EXPECTED, (name, cut)
+    clean = build(["Hello ", "world, ", "nothing to see."])
+    assert _run_field(name, clean, [5, 17, 40])[0] == clean, name
+
+
+def test_openai_audio_data_is_not_a_text_channel():
+    build, read, _ = streams.FIELDS["openai_audio_transcript"]
+    out, _ = _run_field("openai_audio_transcript", build(_pieces(len(PREFIX) + 4)), [])
+    docs = streams._sse_docs(out)
+    assert [d["choices"][0]["delta"]["audio"].get("data") for d in docs if "audio" in d["choices"][0]["delta"]] == \
+        [None, streams.AUDIO_BYTES[:64], streams.AUDIO_BYTES[:64], streams.AUDIO_BYTES, None]
+    assert docs[0]["choices"][0]["delta"]["audio"] == {"id": "audio_1", "transcript": "", "expires_at": 1730000000}
