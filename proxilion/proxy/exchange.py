@@ -34,9 +34,11 @@ __all__ = ["Exchange", "safe_path", "ACTION_ORDER", "bounded_method", "log_refus
 
 errlog = Logger(namespace="proxilion.proxy")
 
-_SECRET_QUERY_KEYS = frozenset(
-    {"key", "api_key", "apikey", "api-key", "token", "access_token", "sig", "signature",
-     "x-amz-signature", "x-amz-credential", "x-amz-security-token"}
+# Query parameters of the providers' APIs whose values are logged; any other value may be a
+# credential under a name nobody listed (?k=sk-...), so logs and audit rows show REDACTED.
+_PLAIN_QUERY_KEYS = frozenset(
+    {"alt", "api-version", "beta", "limit", "order", "after", "before", "after_id", "before_id", "include",
+     "include[]", "pagesize", "pagetoken", "page_size", "page_token", "stream", "version", "format", "purpose"}
 )
 _JSON = b"application/json"
 _STREAM_TYPES = (b"text/event-stream", b"application/vnd.amazon.eventstream", b"application/x-ndjson", b"application/stream+json")
@@ -45,10 +47,10 @@ _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"
 
 
 def safe_path(path: str, query: str) -> str:
-    """The path with credential-carrying query values masked, fit for logs and audit rows."""
+    """The path with every query value masked but those of known harmless parameters, fit for logs and audit rows."""
     if not query:
         return path
-    pairs = [(k, "REDACTED" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in parse_qsl(query, keep_blank_values=True)]
+    pairs = [(k, v if k.lower() in _PLAIN_QUERY_KEYS or not v else "REDACTED") for k, v in parse_qsl(query, keep_blank_values=True)]
     return path + "?" + urlencode(pairs)
 
 

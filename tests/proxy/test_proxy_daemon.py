@@ -390,15 +390,23 @@ def test_credentials_go_upstream_untouched_and_never_into_the_log(daemon: Daemon
     creds = {"Authorization": f"Bearer {OPENAI_KEY}", "x-api-key": ANTHROPIC_KEY, "api-key": AZURE_KEY, "x-goog-api-key": GOOGLE_KEY}
     status, _, _ = request(daemon, "POST", f"/proxy/openai/v1/chat/completions?key={GOOGLE_KEY}", headers=creds)
     assert status == 200
+    # A credential under a query parameter name nobody lists.
+    status, _, _ = request(daemon, "POST", f"/proxy/openai/v1/chat/completions?api-version=1&k={OPENAI_KEY}", headers=creds)
+    assert status == 200
     request(daemon, "POST", f"/proxy/evil.example.com/v1?key={GOOGLE_KEY}", headers=creds)
     request(daemon, "POST", "/proxy/openai/v1/chat/completions", headers={**creds, "x-fake-status": "401"})
-    (seen, _) = fake_requests(fake_provider)
+    (seen, _, _) = fake_requests(fake_provider)
     for name, value in creds.items():
         assert seen["headers"][name.lower()] == value
-    log = daemon.log()
-    assert log
+    # Access lines are written in batches: wait for the last request's.
+    def written() -> str | None:
+        text = daemon.log()
+        return text if '"status":401' in text else None
+
+    log = eventually(written, what="the last access line")
     for secret in CREDENTIALS:
         assert secret not in log
+    assert "?api-version=1&k=REDACTED" in log
 
 
 # --- streams the client abandons -------------------------------------------------------

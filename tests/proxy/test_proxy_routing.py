@@ -175,3 +175,11 @@ def test_provider_for_host() -> None:
     assert provider_for_host("x-1.openai.azure.com") == "azure"
     assert provider_for_host("-x.openai.azure.com") is None
     assert provider_for_host("example.com") is None
+
+
+def test_logged_paths_keep_only_the_values_of_known_harmless_query_parameters():
+    from proxilion.proxy.exchange import safe_path
+
+    assert safe_path("/v1/x", "") == "/v1/x"
+    assert safe_path("/v1beta/m:streamGenerateContent", "alt=sse&key=AIzaSecret") == "/v1beta/m:streamGenerateContent?alt=sse&key=REDACTED"
+    assert safe_path("/d/chat", "api-version=2024-06-01&k=sk-proj-secret&flag") == "/d/chat?api-version=2024-06-01&k=REDACTED&flag="
