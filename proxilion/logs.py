@@ -6,6 +6,7 @@ import atexit
 import io
 import json
 import sys
+import threading
 import time
 from typing import IO, Any
 
@@ -90,10 +91,15 @@ class JsonLineObserver:
         self._flush_delay = flush_delay
         self._flush_call: Any = None
         self._time = _Timestamps()
+        # Lines also come from worker threads (database calls); only the thread that built the
+        # observer (the reactor's) may schedule a flush, and writes take turns.
+        self._thread = threading.get_ident()
+        self._lock = threading.Lock()
 
     def _flush(self) -> None:
-        self._flush_call = None
-        self._out.flush()
+        with self._lock:
+            self._flush_call = None
+            self._out.flush()
 
     def __call__(self, event: dict[str, Any]) -> None:
         level = event.get("log_level")
@@ -115,11 +121,12 @@ class JsonLineObserver:
             # Bytes, objects, odd keys, lone surrogates or integers beyond 64 bits: most lines
             # hold plain values only, so convert on demand.
             line = _ENCODER.encode({key: _jsonable(value) for key, value in record.items()})
-        self._out.write(line + "\n")
-        if self._clock is None or level in _FLUSH_AT_ONCE:
-            self._out.flush()
-        elif self._flush_call is None:
-            self._flush_call = self._clock.callLater(self._flush_delay, self._flush)
+        with self._lock:
+            self._out.write(line + "\n")
+            if self._clock is None or level in _FLUSH_AT_ONCE or threading.get_ident() != self._thread:
+                self._out.flush()
+            elif self._flush_call is None:
+                self._flush_call = self._clock.callLater(self._flush_delay, self._flush)
 
 
 class AccessLogger(Logger):

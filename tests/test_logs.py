@@ -95,3 +95,30 @@ def test_timestamps_are_utc_with_milliseconds():
     assert stamp(1764420000.1239) == "2025-11-29T12:40:00.123+00:00"
     assert stamp(1764420001.5) == "2025-11-29T12:40:01.500+00:00"
     assert stamp(0.0) == "1970-01-01T00:00:00.000+00:00"
+
+
+class _Out:
+    def __init__(self) -> None:
+        self.written: list[str] = []
+        self.flushed: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.written.append(text)
+
+    def flush(self) -> None:
+        self.flushed += self.written
+        self.written = []
+
+
+def test_a_line_from_a_worker_thread_is_flushed_at_once_without_touching_the_clock():
+    """Only the reactor's thread may call callLater; a database thread's line is written out on the spot."""
+    import threading
+
+    out, clock = _Out(), Clock()
+    log = Logger(namespace="proxilion.analytics", observer=make_observer("json", "info", out=out, clock=clock))
+    log.info("from the reactor thread")
+    worker = threading.Thread(target=lambda: log.info("from a worker thread"))
+    worker.start()
+    worker.join()
+    assert [json.loads(line)["message"] for line in out.flushed] == ["from the reactor thread", "from a worker thread"]
+    assert len(clock.getDelayedCalls()) == 1  # the reactor thread's one pending flush, now a no-op
