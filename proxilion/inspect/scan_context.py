@@ -107,18 +107,61 @@ def is_secret_name(name: str) -> bool:
 _SUFFIXES_BYTES = tuple(n.encode() for n in SECRET_NAME_SUFFIXES)
 
 
+# An unquoted value that is code rather than a literal: `secret = os.getenv("X")`. Names in
+# code are words (snake_case, camelCase, an acronym before a word: HTTPBasicAuth), digits
+# after a word (boto3, b64encode); a random value mixes cases inside its "words".
+# Each word starts where the case turns up, or after digits, so a name splits one way only
+# (no nested repeats that could backtrack).
+_WORD_TAIL = r"[a-z]+(?:[0-9]+[a-z]*)?"
+_PART = rf"(?:[A-Z]+[0-9]*|(?:[A-Z]{{2,}}(?=[A-Z][a-z]))?[A-Z]?{_WORD_TAIL}(?:[A-Z]{_WORD_TAIL})*)"
+_NAME = rf"\$?_*{_PART}(?:_+{_PART})*_*"
+_SEP = r"\.|::|\?\."
+_CHAIN = rf"{_NAME}(?:(?:{_SEP}){_NAME})*"
+_ARG = rf"(?:\*{{0,2}}(?:{_CHAIN}|[0-9]+)(?:[=:](?:{_CHAIN}|[0-9]+))?)"
+# A chain of names (os.environ, request.headers.get, std::env::var), then maybe calls or
+# subscripts whose argument is a name or a number ("tokenizer.encode(text", "config[",
+# "create_token(identity=user.id", "b64encode(os.urandom(32").
+_CODE_REF = re.compile(rf"({_CHAIN})((?:[(\[]{_ARG}?)+)?", _A)
+_CODE_SEP = re.compile(_SEP, _A)
+_DIGIT_RUN = re.compile(r"[0-9]+", _A)
+_INNER_DIGIT = re.compile(r"[0-9][^0-9]", _A)
+# One name without digits (user_password, SECRET_KEY, csrfToken).
+_CODE_NAME = re.compile(rf"\$?_*[A-Za-z]+(?:_+[A-Za-z]+)*_*", _A)
+
+
+def _is_code(value: str) -> bool:
+    """An unquoted value that is a call, a subscript, an attribute chain or a plain name.
+
+    A call or subscript may have one run of digits in each name (base64.b64encode), an
+    attribute chain only at the end of a name (boto3.session), so "P4ss.w0rd" is a value.
+    """
+    m = _CODE_REF.fullmatch(value)
+    if not m:
+        return False
+    if m.group(2):
+        return all(len(_DIGIT_RUN.findall(name)) <= 1 for name in _CODE_SEP.split(m.group(1)))
+    if _CODE_NAME.fullmatch(value):
+        return True
+    names = _CODE_SEP.split(value)
+    return len(names) > 1 and not any(_INNER_DIGIT.search(name) for name in names)
+
+
 def _assignment(view: TextView, op: int, hits: list[Hit]) -> None:
     raw = view.raw
+    if raw[op] == 61 and op + 1 < len(raw) and raw[op + 1] == 61:
+        return  # "token == expected": a comparison
     i = op
     while i > 0 and op - i < 3 and raw[i - 1] in b"\"' ":
         i -= 1
     if not raw[max(0, i - 16):i].lower().endswith(_SUFFIXES_BYTES):
         return
     k = op + 1
+    quoted = False
     while k < len(raw) and k - op < 4 and raw[k] in b"\"' =":
+        quoted = quoted or raw[k] != 32 and raw[k] != 61
         k += 1
     m = _VALUE.match(view.text, k)
-    if m and v.high_entropy_secret(m.group(1)):
+    if m and v.high_entropy_secret(m.group(1)) and (quoted or not _is_code(m.group(1))):
         hits.append(Hit("generic_secret", m.start(1), m.end(1)))
 
 

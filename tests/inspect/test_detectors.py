@@ -132,3 +132,62 @@ def test_non_ascii_text_keeps_offsets():
     text = "Zoë’s card — 4111 1111 1111 1111 — and émilie@exämple.com, jean@example.fr"
     hits = SCANNER.scan(text)
     assert [text[h.start:h.end] for h in hits] == ["4111 1111 1111 1111", "jean@example.fr"]
+
+
+# --- generic_secret: code on the right-hand side is not a secret --------------------------------
+@pytest.mark.parametrize("text", [
+    'secret = os.getenv("APP_SECRET")',
+    'token = request.headers.get("Authorization")',
+    "self.token = tokenizer.encode(text)",
+    "csrf_token = generate_csrf()",
+    "SECRET_KEY = settings.SECRET_KEY",
+    "secret_key=settings.SECRET_KEY",
+    'password = document.getElementById("password").value',
+    "token = create_access_token(identity=user.id)",
+    "token: create_access_token(identity=user.id)",
+    "token = next(token_iterator)",
+    'api_key = os.environ["API_KEY"]',
+    "auth_token = self._token_cache[key]",
+    "secret_key = secrets.token_hex(32)",
+    "token = base64.b64encode(os.urandom(32))",
+    'token := os.Getenv("GITHUB_TOKEN")',
+    'let token = std::env::var("GITHUB_TOKEN")?;',
+    "auth = HTTPBasicAuth(user, pw)",
+    "password = user_password",
+    "if password == confirm_password:",
+    "tokenizer = AutoTokenizer.from_pretrained(model_id)\ntokenizer.pad_token = tokenizer.eos_token",
+])
+def test_generic_secret_ignores_code_values(text):
+    # Only generic_secret is asserted: "std::env" is a separate ip_address look-alike ("d::e").
+    assert [h.type for h in SCANNER.scan(text) if h.type == "generic_secret"] == [], text
+
+
+@pytest.mark.parametrize("text,value", [
+    ('password = "hunter2-Xk9#mQ2v"', "hunter2-Xk9#mQ2v"),
+    ("api_key: 'Zk8sJ2mQ9xV4nB7c'", "Zk8sJ2mQ9xV4nB7c"),
+    ('SECRET_KEY="django-insecure-8f$k2x!q9z@w3e"', "django-insecure-8f$k2x!q9z@w3e"),
+    ("token=ghx_aB3dE5fG7hJ9kL1mZxQ", "ghx_aB3dE5fG7hJ9kL1mZxQ"),
+    ('{"client_secret": "aB3dE5fG7hJ9kL1m"}', "aB3dE5fG7hJ9kL1m"),
+    ("DB_PASSWORD=S3cr3t!Pa55w0rd", "S3cr3t!Pa55w0rd"),
+    ("password: Tr0ub4dor&3xyz", "Tr0ub4dor&3xyz"),
+    ("SMTP_PASSWORD=P4ss.w0rd.2024", "P4ss.w0rd.2024"),  # dotted, but digits inside the names
+    ("API_KEY=Xk9mQ2v(abc)", "Xk9mQ2v(abc"),  # "(" after a random name is not a call
+    # A quoted literal is judged on its content, even when it reads like code.
+    ('password = "settings.SECRET_KEY"', "settings.SECRET_KEY"),
+])
+def test_generic_secret_still_finds_literals(text, value):
+    assert _found(text, value, "generic_secret"), text
+
+
+def test_quoted_code_like_literal_is_judged_as_a_value():
+    # "os.getenv" is too plain to be a secret, quoted or not; quoting does not make code a secret.
+    assert SCANNER.scan('password = "os.getenv"') == []
+
+
+def test_generic_secret_code_check_does_not_backtrack():
+    import time
+    texts = [f"password={s}!" for s in ("a" * 250, "aA" * 125, "a1" * 125, "a(" * 125, "a_" * 125)]
+    start = time.perf_counter()
+    for text in texts:
+        SCANNER.scan(text)
+    assert time.perf_counter() - start < 0.5
