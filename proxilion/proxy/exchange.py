@@ -363,6 +363,14 @@ class Exchange:
                 if getattr(transform, "blocked", False):
                     self._escalate("block")
             self.tokens = getattr(transform, "tokens", (None, None))
+        if error is not None and error != "client_disconnected" and not self.request.started_writing and not self.request.finished:
+            # The answer broke off while held for inspection: the client still gets an answer.
+            self.request.response_headers = []
+            if error == "upstream_idle_timeout":
+                self.respond_error(504, "The upstream provider stopped sending its answer.", error)
+            else:
+                self.respond_error(502, "The upstream provider closed the connection before its answer was complete.", error)
+            return
         self._complete(self.request.code)
 
     def _own_headers(self) -> None:

@@ -94,7 +94,11 @@ class BufferedInspection:
 
 
 class Relay(Protocol):
-    """Copy a response body to C{request}; C{on_done(error)} fires once, error None on success."""
+    """Copy a response body to C{request}; C{on_done(error)} fires once, error None on success.
+
+    When the body fails before anything was written to the client, C{on_done}
+    gets the error with the response unsent, and must answer the client.
+    """
 
     def __init__(
         self,
@@ -164,7 +168,12 @@ class Relay(Protocol):
             self._request.finish()
             self._on_done(None)
             return
+        error = self._error or ("upstream_idle_timeout" if isinstance(reason, BodyIdle) else "upstream_disconnected")
+        if not self._request.started_writing:
+            # Nothing reached the client (an answer held for inspection): C{on_done} answers with an error.
+            self._on_done(error)
+            return
         # Headers are gone already: cutting the connection is the only honest
         # way to tell the client the body is incomplete.
         self._request.abort()
-        self._on_done(self._error or ("upstream_idle_timeout" if isinstance(reason, BodyIdle) else "upstream_disconnected"))
+        self._on_done(error)
