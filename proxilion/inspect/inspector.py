@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from proxilion.inspect.catalog import BUILTIN
-from proxilion.inspect.decide import Decision, decide
-from proxilion.inspect.findings import Finding, Verdict
+from proxilion.inspect.decide import Decision, decide, describe
+from proxilion.inspect.findings import ACTION_RANK, Finding, Verdict
 from proxilion.inspect.policy import Policy
 from proxilion.inspect.redact import redact_text
 from proxilion.inspect.scanner import Scanner
 from proxilion.inspect.stream import StreamRedactor
 from proxilion.providers.body import ANSWER_METADATA, Body
-from proxilion.providers.fields import RepeatedKey, TextField
+from proxilion.providers.fields import RepeatedKey, TextField, encode
 
 
 class Inspector:
@@ -28,7 +29,42 @@ class Inspector:
 
     def inspect_response(self, provider: str, path: str, body: bytes, identity: str | None = None) -> Verdict:
         """For non-streaming JSON answers (any body is accepted; non-JSON is scanned as text)."""
+        if provider == "gemini" and body.lstrip()[:1] == b"[":
+            verdict = self._inspect_chunk_array(provider, path, body, identity)
+            if verdict is not None:
+                return verdict
         return self._inspect("response", provider, path, body, identity)
+
+    def _inspect_chunk_array(self, provider: str, path: str, body: bytes, identity: str | None) -> Verdict | None:
+        """Gemini's streamGenerateContent without alt=sse: the stream's chunks as one JSON array.
+
+        Its texts continue from chunk to chunk like a stream's events, so the
+        stream redactor reads them (a value split between two chunks is seen
+        whole); None when the body is not an array of objects.
+        """
+        started = time.perf_counter()
+        try:
+            chunks = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(chunks, list) or not all(isinstance(c, dict) for c in chunks):
+            return None
+        events = b"".join(b"data: " + encode(chunk) + b"\n\n" for chunk in chunks)
+        redactor = self.stream_redactor(provider, path, identity)
+        out = redactor.feed(events) + redactor.finish()
+        elapsed = time.perf_counter() - started
+        findings = tuple(redactor.findings)
+        if redactor.error:
+            action = self.policy.settings.on_scanner_error
+            return Verdict(action, (), body, None, f"{'blocked' if action == 'block' else 'allowed'}: scanner error",
+                           elapsed, error=True)
+        if redactor.blocked:
+            return Verdict("block", findings, body, None, redactor.message, elapsed)
+        action = max((f.action for f in findings), key=ACTION_RANK.__getitem__, default="allow")
+        if out == events:
+            return Verdict(action, findings, body, None, describe(action, findings), elapsed, document=chunks)
+        redacted = [json.loads(event[len(b"data: "):]) for event in out.split(b"\n\n") if event.startswith(b"data: ")]
+        return Verdict("redact", findings, encode(redacted), None, describe("redact", findings), elapsed, document=redacted)
 
     def response_inspection_enabled(self, provider: str, path: str, identity: str | None = None) -> bool:
         return any(r.action != "allow" for r in self.policy.rules_for("response", provider, path, identity))

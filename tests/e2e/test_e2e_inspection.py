@@ -418,6 +418,17 @@ def test_gemini_block_and_redact(daemon: Daemon, fake: str) -> None:
                     "generationConfig": {"temperature": 0.1}}
 
 
+def test_gemini_stream_as_one_json_array_is_redacted_across_its_chunks(daemon: Daemon) -> None:
+    """streamGenerateContent without alt=sse answers one JSON array of chunks; a card split between them is still found."""
+    url = daemon.url + "/proxy/gemini/v1beta/models/gemini-1.5-pro:streamGenerateContent"
+    status, _, chunks = http_json("POST", url, {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+                                  {"x-goog-api-key": "g-e2e", "x-fake-reply": f"card {CARD} ok", "x-fake-chunks": "6"})
+    assert status == 200 and isinstance(chunks, list) and len(chunks) > 2
+    text = "".join(part.get("text", "") for chunk in chunks for c in chunk.get("candidates", [])
+                   for part in c.get("content", {}).get("parts", []))
+    assert text == "card [REDACTED:CREDIT_CARD] ok"
+
+
 def test_cohere_v1_and_v2_block_and_redact(daemon: Daemon, fake: str) -> None:
     auth = {"authorization": "Bearer co-e2e"}
     status, headers, body = http_json("POST", daemon.url + "/proxy/cohere/v2/chat", {

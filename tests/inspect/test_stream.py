@@ -353,3 +353,18 @@ def test_openai_audio_data_is_not_a_text_channel():
     assert [d["choices"][0]["delta"]["audio"].get("data") for d in docs if "audio" in d["choices"][0]["delta"]] == \
         [None, streams.AUDIO_BYTES[:64], streams.AUDIO_BYTES[:64], streams.AUDIO_BYTES, None]
     assert docs[0]["choices"][0]["delta"]["audio"] == {"id": "audio_1", "transcript": "", "expires_at": 1730000000}
+
+
+def test_gemini_chunk_array_answer_is_redacted_across_chunks_at_every_split():
+    """Gemini's streamGenerateContent without alt=sse: the stream's chunks as one JSON array."""
+    path = "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+    for split in range(len(PREFIX), len(PREFIX) + len(CARD) + 1):
+        chunks = [{"candidates": [{"content": {"role": "model", "parts": [{"text": piece}]}, "index": 0}]}
+                  for piece in (TEXT[:split], TEXT[split:])]
+        verdict = DEFAULT.inspect_response("gemini", path, json.dumps(chunks, indent=2).encode())
+        assert verdict.action == "redact", split
+        out = json.loads(verdict.body)
+        assert len(out) == 2
+        assert "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in out) == EXPECTED
+    clean = json.dumps([{"candidates": [{"content": {"parts": [{"text": "hello"}]}}]}]).encode()
+    assert DEFAULT.inspect_response("gemini", path, clean).body == clean
