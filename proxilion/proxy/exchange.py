@@ -41,6 +41,8 @@ _PLAIN_QUERY_KEYS = frozenset(
      "include[]", "pagesize", "pagetoken", "page_size", "page_token", "stream", "version", "format", "purpose"}
 )
 _JSON = b"application/json"
+# Whole answers inspected before they are passed on (streams are inspected as they come).
+_HELD_TYPES = (_JSON, b"text/plain")
 _STREAM_TYPES = (b"text/event-stream", b"application/vnd.amazon.eventstream", b"application/x-ndjson", b"application/stream+json")
 ACTION_ORDER = {"allow": 0, "log": 1, "alert": 2, "redact": 3, "block": 4}
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -335,7 +337,8 @@ class Exchange:
             length = None
         elif inspector is not None and self.streamed:
             transform = inspector.stream_redactor(route.provider, route.path, self.identity.key)
-        elif inspector is not None and content_type.startswith(_JSON) and 200 <= response.code < 300:
+        elif inspector is not None and content_type.startswith(_HELD_TYPES):
+            # Error answers too: a provider's error message may quote the prompt.
             transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size)
         if transform is None and length is not None:
             request.set_header(b"content-length", b"%d" % length)

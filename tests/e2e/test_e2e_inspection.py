@@ -429,6 +429,14 @@ def test_gemini_stream_as_one_json_array_is_redacted_across_its_chunks(daemon: D
     assert text == "card [REDACTED:CREDIT_CARD] ok"
 
 
+def test_an_error_answer_quoting_the_prompt_is_inspected_too(daemon: Daemon) -> None:
+    url = daemon.url + "/proxy/openai/v1/chat/completions"
+    status, _, body = http_json("POST", url, {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+                                {"x-fake-status": "400", "x-fake-error": f"Invalid value near '{CARD}'"})
+    assert status == 400
+    assert body["error"]["message"] == "Invalid value near '[REDACTED:CREDIT_CARD]'"
+
+
 def test_cohere_v1_and_v2_block_and_redact(daemon: Daemon, fake: str) -> None:
     auth = {"authorization": "Bearer co-e2e"}
     status, headers, body = http_json("POST", daemon.url + "/proxy/cohere/v2/chat", {
