@@ -52,7 +52,8 @@ def audit_recorder(instance_id: str, record: Callable[[AuditEvent], None]) -> Ca
 def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callable[[AuditEvent], None]) -> Callable[..., None]:
     """A C{ProxyContext.record_refused} callback: the audit row of a request refused before it was complete."""
 
-    def on_refused(request: Any, rid: bytes, provider: str, method: str, uri: bytes | None, status: int, code: str, bytes_out: int) -> None:
+    def on_refused(request: Any, rid: bytes, provider: str, method: str, uri: bytes | None, status: int, code: str, bytes_out: int,
+                   bytes_in: int = 0) -> None:
         identity = identify(request.first_values(), request.peer_ip, settings)
         now = clock.seconds()
         path, _, query = (uri or b"").decode("latin-1").partition("?")
@@ -70,7 +71,7 @@ def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callab
                 status=status,
                 decision="rejected",
                 findings={},
-                bytes_in=0,
+                bytes_in=bytes_in,
                 bytes_out=bytes_out,
                 streamed=False,
                 duration_total=0.0,

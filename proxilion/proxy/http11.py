@@ -247,8 +247,9 @@ class _Parsing:
 class HTTPConnection(Protocol):
     """An HTTP/1.1 connection: parses requests, answers them one at a time, in order.
 
-    Subclasses implement L{dispatch} (a complete request) and L{refuse}
-    (answer before the request is complete: 400, 408, 413, 431).
+    Subclasses implement L{dispatch} (a complete request), L{refuse}
+    (answer before the request is complete: 400, 408, 413, 431) and
+    L{abandoned} (the client left before its request was dispatched).
     """
 
     def __init__(self, clock: Any, max_body: int, max_headers: int, max_head_size: int, idle_timeout: float) -> None:
@@ -306,12 +307,20 @@ class HTTPConnection(Protocol):
     def connectionLost(self, reason: Any = None) -> None:
         self.lost = True
         self._deadline.stop()
-        requests = ([self.current] if self.current is not None else []) + list(self._queue)
+        current, queued = self.current, list(self._queue)
         self.current = None
         self._queue.clear()
-        for request in requests:
-            if not request.finished and request.on_lost is not None:
-                request.on_lost()
+        if current is not None and not current.finished and current.on_lost is not None:
+            current.on_lost()
+        for request in queued:
+            # Complete, but waiting behind another request: never dispatched.
+            self.abandoned(request.method, request.uri, request.headers, len(request.body))
+        parsing, self._parsing = self._parsing, None
+        if parsing is not None and not parsing.rejected and not self._closing:
+            # The client left halfway through a request (part of its head or
+            # body): it is still a request, and gets its row. A close between
+            # requests (no byte of a next one) leaves C{_parsing} unset.
+            self.abandoned(self.parsed_method(parsing), parsing.url, parsing.headers, parsing.body_size)
         self._refuse_pending()
 
     # llhttp callbacks
@@ -391,6 +400,22 @@ class HTTPConnection(Protocol):
 
     def refuse(self, status: int, message: str, code: str, parsing: _Parsing | None) -> None:
         raise NotImplementedError
+
+    def abandoned(self, method: bytes, uri: bytes, headers: list[tuple[bytes, bytes]], bytes_in: int) -> None:
+        """The connection was lost with this request received but never dispatched (partial, or queued)."""
+
+    def parsed_method(self, parsing: _Parsing | None) -> bytes:
+        """The method of the request being parsed, or b"" while it is not known.
+
+        llhttp reports a method only once the request line reached the URL;
+        before that C{get_method} answers whatever its zeroed state maps to.
+        """
+        if parsing is None or not parsing.url:
+            return b""
+        try:
+            return self._parser.get_method()
+        except Exception:
+            return b""
 
     def request_done(self, request: HTTPRequest) -> None:
         """The response to C{request} is complete: close, or go on with the next request."""

@@ -78,16 +78,10 @@ class ProxyConnection(HTTPConnection):
 
     def refuse(self, status: int, message: str, code: str, parsing: Any) -> None:
         """Answer a request that is malformed, too large or too slow, then close."""
-        ctx = self.ctx
         headers = parsing.headers if parsing is not None else []
         uri = parsing.url if parsing is not None else None
-        try:
-            method_bytes = self._parser.get_method()
-        except Exception:
-            method_bytes = b""
-        partial = HTTPRequest(self, method_bytes, uri or b"", b"1.1", headers, b"", False)
+        partial = HTTPRequest(self, self.parsed_method(parsing), uri or b"", b"1.1", headers, b"", False)
         provider = _guess_provider(uri, partial.header(b"host"))
-        method = bounded_method(method_bytes.decode("latin-1"))
         rid = request_id(partial.header(b"x-request-id"))
         body = error_body(provider, status, message, code)
         if self.transport is not None and not self.lost:
@@ -96,11 +90,31 @@ class ProxyConnection(HTTPConnection):
                 % (status, reason_phrase(status), len(body), rid, body)
             )
             self.transport.loseConnection()
-        ctx.metrics.rejected_requests.labels(code).inc()
+        self.ctx.metrics.rejected_requests.labels(code).inc()
+        self._account(partial, provider, rid, uri, status, code, len(body), 0)
+
+    def abandoned(self, method: bytes, uri: bytes, headers: list[tuple[bytes, bytes]], bytes_in: int) -> None:
+        """The client closed before its request was dispatched: its 499 row, as L{Exchange} records a later leave."""
+        if method in (b"GET", b"HEAD") and uri.split(b"?", 1)[0] in (b"/health", b"/ready"):
+            # Health checks are answered without a row; an abandoned one gets none either.
+            return
+        partial = HTTPRequest(self, method, uri, b"1.1", headers, b"", False)
+        provider = _guess_provider(uri or None, partial.header(b"host"))
+        rid = request_id(partial.header(b"x-request-id"))
+        self._account(partial, provider, rid, uri or None, 499, "client_disconnected", 0, bytes_in)
+
+    def _account(self, partial: HTTPRequest, provider: str, rid: bytes, uri: bytes | None, status: int, code: str,
+                 bytes_out: int, bytes_in: int) -> None:
+        """Metrics, access line and audit row of a request that never became an exchange."""
+        ctx = self.ctx
+        method = bounded_method(partial.method.decode("latin-1"))
         ctx.metrics.http_requests.labels(provider, method, str(status)).inc()
         log_refused(ctx.access_log, rid, provider, method, uri, status, code)
         if ctx.record_refused is not None:
-            ctx.record_refused(partial, rid, provider, method, uri, status, code, len(body))
+            if bytes_in:
+                ctx.record_refused(partial, rid, provider, method, uri, status, code, bytes_out, bytes_in=bytes_in)
+            else:
+                ctx.record_refused(partial, rid, provider, method, uri, status, code, bytes_out)
 
 
 class ProxyFactory(Factory):
