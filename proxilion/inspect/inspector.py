@@ -97,7 +97,11 @@ class Inspector:
         """The decision, the body to pass on (the original unless redacted) and the parsed document."""
         if len(body) > self.policy.settings.max_scan_bytes:
             raise ValueError("body larger than max_scan_bytes")
-        parsed = Body(body, ANSWER_METADATA if direction == "response" else frozenset())
+        if direction == "response":
+            # An SDK reading an answer keeps a repeated key's last value, the one scanned.
+            parsed = Body(body, ANSWER_METADATA, check_repeated_keys=False)
+        else:
+            parsed = Body(body)
         hits = self.scanner.scan_many([f.text for f in parsed.fields], [f.key for f in parsed.fields])
         if not any(hits):
             return decide(self.policy, direction, provider, path, identity, ()), body, parsed.doc

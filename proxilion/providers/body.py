@@ -27,8 +27,12 @@ class Body:
 
     __slots__ = ("doc", "is_json", "fields", "_skip")
 
-    def __init__(self, body: bytes, skip: frozenset[str] = frozenset()):
-        """C{skip}: top-level keys of a JSON object left unread (L{ANSWER_METADATA} for answers)."""
+    def __init__(self, body: bytes, skip: frozenset[str] = frozenset(), check_repeated_keys: bool = True):
+        """C{skip}: top-level keys of a JSON object left unread (L{ANSWER_METADATA} for answers).
+
+        C{check_repeated_keys}: raise C{RepeatedKey} for a document that repeats a
+        key. Requests need it: the provider's parser may keep the value we did not scan.
+        """
         self._skip = skip
         self.doc: Any = None
         self.is_json = False
@@ -39,7 +43,8 @@ class Body:
                 self.doc, self.is_json = orjson.loads(body), True
                 # Paths are worked out again only when some text has findings (see located).
                 self.fields = walk(self.doc, paths=False, skip=skip, orjson_doc=True)
-                check_keys_kept(body, orjson.dumps(self.doc))
+                if check_repeated_keys:
+                    check_keys_kept(body, orjson.dumps(self.doc))
             except ValueError:  # orjson.JSONDecodeError and InexactNumber are ValueErrors
                 try:
                     text = _json_text(body)
@@ -48,7 +53,8 @@ class Body:
                     self.doc, self.is_json = None, False
                 else:
                     self.fields = walk(self.doc, paths=False, skip=skip)
-                    check_keys_kept(text, json.dumps(self.doc, separators=(",", ":")))
+                    if check_repeated_keys:
+                        check_keys_kept(text, json.dumps(self.doc, separators=(",", ":")))
         if not self.is_json:
             # surrogateescape keeps bytes that are not UTF-8 exactly as they were on re-encoding.
             self.fields = [TextField((), body.decode("utf-8", "surrogateescape"), None)] if body else []

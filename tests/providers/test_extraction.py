@@ -204,3 +204,11 @@ def test_a_repeated_key_is_blocked_whatever_value_was_scanned(raw):
 ])
 def test_colons_and_escapes_in_text_are_not_mistaken_for_a_repeated_key(raw):
     assert DEFAULT.inspect_request("openai", "/v1/chat/completions", raw).action == "allow"
+
+
+def test_an_answer_that_repeats_a_key_is_read_as_its_sdk_reads_it():
+    """SDKs keep a repeated key's last value, the one scanned: the answer is not refused for it."""
+    raw = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi", "content": "card 4111111111111111"}}]}'
+    verdict = DEFAULT.inspect_response("openai", "/v1/chat/completions", raw)
+    assert verdict.action == "redact"
+    assert json.loads(verdict.body)["choices"][0]["message"]["content"] == "card [REDACTED:CREDIT_CARD]"
