@@ -55,9 +55,7 @@ class Inspector:
         elapsed = time.perf_counter() - started
         findings = tuple(redactor.findings)
         if redactor.error:
-            action = self.policy.settings.on_scanner_error
-            return Verdict(action, (), body, None, f"{'blocked' if action == 'block' else 'allowed'}: scanner error",
-                           elapsed, error=True)
+            return self._scanner_error(body, elapsed)
         if redactor.blocked:
             return Verdict("block", findings, body, None, redactor.message, elapsed)
         action = max((f.action for f in findings), key=ACTION_RANK.__getitem__, default="allow")
@@ -86,11 +84,15 @@ class Inspector:
             return Verdict("block", (), body, None, "blocked: a JSON object in the body repeats a key",
                            time.perf_counter() - started)
         except Exception:  # noqa: BLE001 - any scanner failure must fail closed, never pass unscanned
-            action = self.policy.settings.on_scanner_error
-            return Verdict(action, (), body, None, f"{'blocked' if action == 'block' else 'allowed'}: scanner error",
-                           time.perf_counter() - started, error=True)
+            return self._scanner_error(body, time.perf_counter() - started)
         return Verdict(decision.action, decision.findings, new_body, decision.rule, decision.message,
                        time.perf_counter() - started, document=document)
+
+    def _scanner_error(self, body: bytes, elapsed: float) -> Verdict:
+        """The verdict when the scan failed: the policy's C{on_scanner_error} (block by default)."""
+        action = self.policy.settings.on_scanner_error
+        return Verdict(action, (), body, None, f"{'blocked' if action == 'block' else 'allowed'}: scanner error",
+                       elapsed, error=True)
 
     def _scan_and_decide(self, direction: str, provider: str, path: str, body: bytes,
                          identity: str | None) -> tuple[Decision, bytes, Any]:

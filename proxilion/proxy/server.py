@@ -78,11 +78,8 @@ class ProxyConnection(HTTPConnection):
 
     def refuse(self, status: int, message: str, code: str, parsing: Any) -> None:
         """Answer a request that is malformed, too large or too slow, then close."""
-        headers = parsing.headers if parsing is not None else []
         uri = parsing.url if parsing is not None else None
-        partial = HTTPRequest(self, self.parsed_method(parsing), uri or b"", b"1.1", headers, b"", False)
-        provider = _guess_provider(uri, partial.header(b"host"))
-        rid = request_id(partial.header(b"x-request-id"))
+        partial, provider, rid = self._unfinished(self.parsed_method(parsing), uri, parsing.headers if parsing is not None else [])
         body = error_body(provider, status, message, code)
         if self.transport is not None and not self.lost:
             self.transport.write(
@@ -98,10 +95,13 @@ class ProxyConnection(HTTPConnection):
         if method in (b"GET", b"HEAD") and uri.split(b"?", 1)[0] in (b"/health", b"/ready"):
             # Health checks are answered without a row; an abandoned one gets none either.
             return
-        partial = HTTPRequest(self, method, uri, b"1.1", headers, b"", False)
-        provider = _guess_provider(uri or None, partial.header(b"host"))
-        rid = request_id(partial.header(b"x-request-id"))
+        partial, provider, rid = self._unfinished(method, uri or None, headers)
         self._account(partial, provider, rid, uri or None, 499, "client_disconnected", 0, bytes_in)
+
+    def _unfinished(self, method: bytes, uri: bytes | None, headers: list[tuple[bytes, bytes]]) -> tuple[HTTPRequest, str, bytes]:
+        """A request that never became an exchange, its provider as far as it can be told, and its request id."""
+        partial = HTTPRequest(self, method, uri or b"", b"1.1", headers, b"", False)
+        return partial, _guess_provider(uri, partial.header(b"host")), request_id(partial.header(b"x-request-id"))
 
     def _account(self, partial: HTTPRequest, provider: str, rid: bytes, uri: bytes | None, status: int, code: str,
                  bytes_out: int, bytes_in: int) -> None:
@@ -111,10 +111,7 @@ class ProxyConnection(HTTPConnection):
         ctx.metrics.http_requests.labels(provider, method, str(status)).inc()
         log_refused(ctx.access_log, rid, provider, method, uri, status, code)
         if ctx.record_refused is not None:
-            if bytes_in:
-                ctx.record_refused(partial, rid, provider, method, uri, status, code, bytes_out, bytes_in=bytes_in)
-            else:
-                ctx.record_refused(partial, rid, provider, method, uri, status, code, bytes_out)
+            ctx.record_refused(partial, rid, provider, method, uri, status, code, bytes_out, bytes_in=bytes_in)
 
 
 class ProxyFactory(Factory):
