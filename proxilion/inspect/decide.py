@@ -40,6 +40,8 @@ def counted(action: str, findings: Sequence[Finding]) -> str:
 
 def describe(action: str, findings: Sequence[Finding]) -> str:
     """Human text naming finding types and counts (never values): 'blocked: 1 credit_card, 2 email'."""
+    if not findings:  # most bodies
+        return f"{_VERBS[action]}: no findings"
     return f"{_VERBS[action]}: " + (counted(action, findings) or "no findings")
 
 

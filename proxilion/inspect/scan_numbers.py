@@ -29,13 +29,17 @@ _QUAD_TRIGGER = Trigger(rb"[0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]")
 _QUAD_BACK = 14
 
 _A = re.ASCII
+# A value starts a word: no letter or digit before it, nor a dash joining it to one ("ID-4111...",
+# "2021-078-05-1120"); a dash after a space or a colon is a minus sign or a bullet, which a
+# model reads past ("card:-4111...").
+_NOT_INSIDE = r"(?<![0-9A-Za-z])(?<![0-9A-Za-z]-)"
 _CARD = re.compile(
-    r"(?<![0-9A-Za-z-])(?:[0-9]{4}(?P<s>[ -]?)[0-9]{4}(?P=s)[0-9]{4}(?P=s)[0-9]{1,4}(?:(?P=s)[0-9]{1,3})?"
+    _NOT_INSIDE + r"(?:[0-9]{4}(?P<s>[ -]?)[0-9]{4}(?P=s)[0-9]{4}(?P=s)[0-9]{1,4}(?:(?P=s)[0-9]{1,3})?"
     r"|3[0-9]{3}(?P<t>[ -]?)[0-9]{6}(?P=t)[0-9]{4,5})(?![0-9A-Za-z])", _A)
-_SSN = re.compile(r"(?<![0-9A-Za-z-])[0-9]{3}([- ])[0-9]{2}\1[0-9]{4}(?![0-9A-Za-z]|-[0-9])", _A)
-_NINE = re.compile(r"(?<![0-9A-Za-z-])[0-9]{9}(?![0-9A-Za-z]|-[0-9])", _A)
-_TEN = re.compile(r"(?<![0-9A-Za-z-])[0-9]{10}(?![0-9A-Za-z]|-[0-9])", _A)
-_EIN = re.compile(r"(?<![0-9A-Za-z-])[0-9]{2}-[0-9]{7}(?![0-9A-Za-z]|-[0-9])", _A)
+_SSN = re.compile(_NOT_INSIDE + r"[0-9]{3}([- ])[0-9]{2}\1[0-9]{4}(?![0-9A-Za-z]|-[0-9])", _A)
+_NINE = re.compile(_NOT_INSIDE + r"[0-9]{9}(?![0-9A-Za-z]|-[0-9])", _A)
+_TEN = re.compile(_NOT_INSIDE + r"[0-9]{10}(?![0-9A-Za-z]|-[0-9])", _A)
+_EIN = re.compile(_NOT_INSIDE + r"[0-9]{2}-[0-9]{7}(?![0-9A-Za-z]|-[0-9])", _A)
 # Dashes, dots or "(415) 555-2671"; plain spaces only after +1 (or with a phone word, see below).
 _NANP = re.compile(
     r"(?<![0-9+])(?:\+1[ .-]?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-]"

@@ -120,10 +120,11 @@ def check_keys_kept(source: str | bytes, dumped: str | bytes) -> None:
     make up for it. The counts are cheap; only a body they do not clear is
     parsed again to make sure.
     """
+    # Most bodies hold no backslash, found at memchr speed; the five-character search is slower.
     if isinstance(source, str):
-        same = source.count(":") == dumped.count(":") and "\\u003" not in source
+        same = source.count(":") == dumped.count(":") and ("\\" not in source or "\\u003" not in source)
     else:
-        same = source.count(b":") == dumped.count(b":") and b"\\u003" not in source
+        same = source.count(b":") == dumped.count(b":") and (b"\\" not in source or b"\\u003" not in source)
     if not same and _repeats_a_key(source):
         raise RepeatedKey()
 

@@ -191,3 +191,22 @@ def test_generic_secret_code_check_does_not_backtrack():
     for text in texts:
         SCANNER.scan(text)
     assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("text,value,kind", [
+    ("-4111111111111111", "4111111111111111", "credit_card"),
+    ("card:-4111 1111 1111 1111 thanks", "4111 1111 1111 1111", "credit_card"),
+    ("balance moved to =-5555555555554444", "5555555555554444", "credit_card"),
+    ("ssn:-123-45-6789", "123-45-6789", "ssn"),
+])
+def test_a_minus_sign_or_bullet_does_not_hide_a_value(text, value, kind):
+    assert _found(text, value, kind), text
+
+
+@pytest.mark.parametrize("text", [
+    "order ID-4111111111111111 shipped",
+    "range 1-4111111111111111",
+    "case 2021-078-05-1120 closed",
+])
+def test_a_dash_joining_a_number_to_a_word_or_number_is_not_a_value(text):
+    assert SCANNER.scan(text) == [], text
