@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from proxilion.providers.fields import TextField, check_keys_kept, encode, rewrite, walk
+from proxilion.providers.fields import TextField, check_keys_kept, dumps, encode, loads, rewrite, walk
 
 RAW = "raw"
 # The provider's own metadata at the top of an answer: ids, timestamps, model
@@ -19,7 +19,6 @@ ANSWER_METADATA = frozenset({
     "type", "role", "stop_reason", "finish_reason", "stopReason", "metrics",
     "usageMetadata", "modelVersion", "responseId", "generation_id", "response_id", "meta",
 })
-_DECODER = json.JSONDecoder()  # what json.loads uses, without its per-call argument checks
 
 
 class Body:
@@ -48,13 +47,13 @@ class Body:
             except ValueError:  # orjson.JSONDecodeError and InexactNumber are ValueErrors
                 try:
                     text = _json_text(body)
-                    self.doc, self.is_json = _DECODER.decode(text), True
+                    self.doc, self.is_json = loads(text), True
                 except (ValueError, UnicodeDecodeError):
                     self.doc, self.is_json = None, False
                 else:
                     self.fields = walk(self.doc, paths=False, skip=skip)
                     if check_repeated_keys:
-                        check_keys_kept(text, json.dumps(self.doc, separators=(",", ":")))
+                        check_keys_kept(text, dumps(self.doc))
         if not self.is_json:
             # surrogateescape keeps bytes that are not UTF-8 exactly as they were on re-encoding.
             self.fields = [TextField((), body.decode("utf-8", "surrogateescape"), None)] if body else []

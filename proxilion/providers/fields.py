@@ -15,7 +15,9 @@ from __future__ import annotations
 import base64
 import codecs
 import json
+import math
 import re
+import secrets
 from typing import Any, NamedTuple
 
 
@@ -89,8 +91,48 @@ def format_path(path: tuple) -> str:
     return "".join(out) or "$"
 
 
-def dumps(doc: Any) -> str:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+class LiteralNumber:
+    """A JSON number beyond a double's range (1e400), kept as written.
+
+    As a float it would be infinity, written back as "Infinity", which no
+    provider accepts; a redacted body must change nothing but the redacted texts.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"LiteralNumber({self.text!r})"
+
+
+def _parse_float(text: str) -> float | LiteralNumber:
+    value = float(text)
+    return value if math.isfinite(value) else LiteralNumber(text)
+
+
+# json.loads for documents that may be written back: numbers out of a double's range are kept.
+loads = json.JSONDecoder(parse_float=_parse_float).decode
+
+
+def dumps(doc: Any, ensure_ascii: bool = False) -> str:
+    literals: list[str] = []
+    marker = ""
+
+    def literal(value: Any) -> str:
+        nonlocal marker
+        if not isinstance(value, LiteralNumber):
+            raise TypeError(f"{type(value).__name__} is not JSON serializable")
+        # A string holding a fresh random marker stands in for the number, then gives way to it.
+        marker = marker or f"proxilion-number-{secrets.token_hex(16)}-"
+        literals.append(value.text)
+        return f"{marker}{len(literals) - 1}"
+
+    out = json.dumps(doc, ensure_ascii=ensure_ascii, separators=(",", ":"), default=literal)
+    if literals:
+        out = re.sub(f'"{marker}([0-9]+)"', lambda m: literals[int(m[1])], out)
+    return out
 
 
 def encode(doc: Any) -> bytes:
@@ -98,7 +140,7 @@ def encode(doc: Any) -> bytes:
     try:
         return dumps(doc).encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(doc, separators=(",", ":")).encode("ascii")
+        return dumps(doc, ensure_ascii=True).encode("ascii")
 
 
 def is_blob(text: str) -> bool:
@@ -147,7 +189,7 @@ def _embedded(text: str) -> Any:
     if not stripped or stripped[0] not in "{[":
         return None
     try:
-        inner = json.loads(text)
+        inner = loads(text)
     except ValueError:
         return None
     if not isinstance(inner, (dict, list)):
@@ -290,6 +332,8 @@ def _value(doc: Any, path: tuple | None, key: str | None, out: list, depth: int)
         _container(doc, path, key, out, depth)
     elif isinstance(doc, int) and not isinstance(doc, bool) and abs(doc) >= _MIN_SCANNED_INT:
         out.append(TextField(path, str(doc), key))
+    elif isinstance(doc, LiteralNumber):
+        out.append(TextField(path, doc.text, key))
 
 
 def _container(doc: dict | list, path: tuple | None, key: str | None, out: list, depth: int) -> None:
@@ -316,7 +360,7 @@ def _container(doc: dict | list, path: tuple | None, key: str | None, out: list,
                 out.append(_new_field(TextField, (child_path, str(value), child_key)))
         elif kind is float:
             _float(value, out)
-        elif isinstance(value, (dict, list, int)):
+        elif isinstance(value, (dict, list, int, LiteralNumber)):
             _value(value, child_path, child_key, out, depth)
 
 
@@ -351,6 +395,6 @@ def rewrite(doc: Any, replacements: dict[tuple, str]) -> Any:
         else:
             doc = _set(doc, path, value)
     for outer, inner_replacements in nested.items():
-        inner = rewrite(json.loads(_get(doc, outer)), inner_replacements)
+        inner = rewrite(loads(_get(doc, outer)), inner_replacements)
         doc = _set(doc, outer, dumps(inner))
     return doc

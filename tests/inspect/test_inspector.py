@@ -143,3 +143,18 @@ def test_importing_the_core_does_not_import_twisted():
             "Inspector(load_policy(None)).inspect_request('openai', '/', b'{}'); "
             "assert 'twisted' not in sys.modules, 'twisted imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_redaction_writes_numbers_beyond_a_double_as_they_were():
+    # As floats they would be infinity, written back as "Infinity", which no provider accepts.
+    body = (b'{"messages":[{"role":"user","content":"mail a@example.com"}],"x":1e400,"y":-2E+999,'
+            b'"z":[1.5,7],"t":"{\\"a\\":1e400,\\"m\\":\\"b@example.com\\"}"}')
+    v = DEFAULT.inspect_request("openai", CHAT, body)
+    assert v.action == "redact"
+    assert v.body == (b'{"messages":[{"role":"user","content":"mail [REDACTED:EMAIL]"}],"x":1e400,"y":-2E+999,'
+                      b'"z":[1.5,7],"t":"{\\"a\\":1e400,\\"m\\":\\"[REDACTED:EMAIL]\\"}"}')
+
+
+def test_digits_of_a_number_beyond_a_double_are_scanned():
+    v = DEFAULT.inspect_request("openai", CHAT, b'{"messages":[],"n":4111111111111111e300}')
+    assert v.action == "block" and [(f.type, f.location) for f in v.findings] == [("credit_card", "n")]
