@@ -213,13 +213,15 @@ class _Base64Style(NamedTuple):
     padded: bool
     line: int  # characters per line; 0 when on one line
     newline: str
+    ends_with_newline: bool
 
 
 def _standard(data: str) -> tuple[str, _Base64Style] | None:
     """C{data} as padded standard base64 on one line, and how it was written; None if it is not base64."""
     newline = "\r\n" if "\r\n" in data else "\n"
     lines = data.split(newline) if "\n" in data else [data]
-    if lines[-1] == "":
+    ends_with_newline = len(lines) > 1 and lines[-1] == ""
+    if ends_with_newline:
         lines.pop()
     compact = "".join(lines)
     urlsafe = "-" in compact or "_" in compact
@@ -231,7 +233,7 @@ def _standard(data: str) -> tuple[str, _Base64Style] | None:
     if len(compact) % 4 == 1:
         return None
     line = len(lines[0]) if len(lines) > 1 else 0
-    return compact + "=" * (-len(compact) % 4), _Base64Style(urlsafe, padded, line, newline)
+    return compact + "=" * (-len(compact) % 4), _Base64Style(urlsafe, padded, line, newline, ends_with_newline)
 
 
 def _encode_like(raw: bytes, style: _Base64Style) -> str:
@@ -241,8 +243,8 @@ def _encode_like(raw: bytes, style: _Base64Style) -> str:
     if not style.padded:
         text = text.rstrip("=")
     if style.line:
-        text = style.newline.join(text[i:i + style.line] for i in range(0, len(text), style.line)) + style.newline
-    return text
+        text = style.newline.join(text[i:i + style.line] for i in range(0, len(text), style.line))
+    return text + style.newline if style.ends_with_newline else text
 
 
 _FROM_URLSAFE = str.maketrans("-_", "+/")

@@ -73,6 +73,7 @@ SPELLINGS = {
     "unpadded": _b64(NOTES).rstrip("="),
     "wrapped": "\n".join(_b64(NOTES * 8)[i:i + 76] for i in range(0, len(_b64(NOTES * 8)), 76)) + "\n",
     "wrapped, CRLF": "\r\n".join(_b64(NOTES * 8)[i:i + 64] for i in range(0, len(_b64(NOTES * 8)), 64)),
+    "wrapped, no final newline": "\n".join(_b64(NOTES * 8)[i:i + 76] for i in range(0, len(_b64(NOTES * 8)), 76)),
 }
 
 
@@ -99,7 +100,8 @@ def _spell(raw: bytes, spelling: str) -> str:
         data = data.rstrip("=")
     if "wrapped" in spelling:
         width, newline = (64, "\r\n") if "CRLF" in spelling else (76, "\n")
-        data = newline.join(data[i:i + width] for i in range(0, len(data), width)) + newline
+        data = newline.join(data[i:i + width] for i in range(0, len(data), width))
+        data += "" if "no final newline" in spelling else newline
     return data
 
 
