@@ -27,6 +27,8 @@ import json
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
+import orjson
+
 from proxilion.inspect.decide import decide, describe
 from proxilion.inspect.findings import Finding
 from proxilion.inspect.redact import replacement
@@ -45,6 +47,11 @@ MAX_FRAME_BYTES = 4 * 1024 * 1024
 # word ("DOB:") sent earlier still qualifies a value held now.
 _TAIL = 64
 _SSE_FIELDS = (b"event:", b"id:", b"retry:", b":")
+# Bounds of a stream's memory of what it scanned clean (see _scan_beside).
+_CLEAN_SHAPES = 32
+_CLEAN_SHAPE_BYTES = 4096
+_CLEAN_TEXTS = 256
+_CLEAN_TEXT_CHARS = 64
 _decoder = json.JSONDecoder()
 _loads, _raw_decode = _decoder.decode, _decoder.raw_decode
 
@@ -119,6 +126,9 @@ class StreamRedactor:
         self._queue: deque[_Frame] = deque()
         self._channels: dict[Any, _Channel] = {}
         self._seen: dict[tuple, str] = {}
+        # What beside the text slots was already scanned clean (see _scan_beside).
+        self._clean_shapes: set[bytes] = set()
+        self._clean_texts: set[str] = set()
         self._ndjson: bool | None = None if self.format.startswith("cohere") else False
         self._passthrough = False
         self._held = 0  # characters held over all channels
@@ -265,10 +275,14 @@ class StreamRedactor:
         slots, ends = text_slots(self.format, event, doc)
         channels = self._channels
         append = frame.slots.append
+        # Where each slot's text sits, so the strings beside the slots can be scanned without them.
+        places = []
         for channel_id, path in slots:
-            text = doc
-            for part in path:
-                text = text[part]
+            parent = doc
+            for part in path[:-1]:
+                parent = parent[part]
+            text = parent[path[-1]]
+            places.append((parent, path[-1], text))
             channel = channels.get(channel_id)
             if channel is None:
                 channel = channels[channel_id] = _Channel(channel_id, path)
@@ -279,6 +293,8 @@ class StreamRedactor:
                 self._held += len(text)
         if not slots:
             self._scan_whole(frame)
+        else:
+            self._scan_beside(frame, places)
         if ends:
             self._end(ends)
         return frame
@@ -331,6 +347,35 @@ class StreamRedactor:
                 new_texts[path] = text
             frame.doc = rewrite(frame.doc, new_texts)
             frame.changed = True
+
+    def _scan_beside(self, frame: _Frame, places: list[tuple[Any, Any, str]]) -> None:
+        """Scan an event's strings beside its text slots (a refusal, a tool name, a field nobody
+        listed): none passes unscanned. The slots are blanked meanwhile: their channels scan them."""
+        for parent, key, _ in places:
+            parent[key] = ""
+        try:
+            try:
+                # Most events differ only in their slots' text: one seen clean before is clean again.
+                shape = orjson.dumps(frame.doc)
+            except (TypeError, orjson.JSONEncodeError):  # lone surrogates, integers beyond 64 bits
+                shape = None
+            if shape is not None and shape in self._clean_shapes:
+                return
+            clean = self._clean_texts
+            fields = [f for f in walk(frame.doc, paths=False, skip=ANSWER_METADATA) if f.text not in clean]
+            texts = [f.text for f in fields]
+            if texts and any(self.inspector.scanner.scan_many(texts, [f.key for f in fields])):
+                self._scan_whole(frame)
+                return
+            # Bounded: a stream whose events all differ (a counter, random padding) stops adding.
+            if shape is not None and len(self._clean_shapes) < _CLEAN_SHAPES and len(shape) <= _CLEAN_SHAPE_BYTES:
+                self._clean_shapes.add(shape)
+            if len(clean) < _CLEAN_TEXTS:
+                # Small strings recur in events of changing shapes ("text_delta", "assistant").
+                clean.update(text for text in texts if len(text) <= _CLEAN_TEXT_CHARS)
+        finally:
+            for parent, key, text in places:
+                parent[key] = text
 
     def _rescan(self, channel: _Channel) -> None:
         end = channel.end

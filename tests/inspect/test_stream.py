@@ -368,3 +368,38 @@ def test_gemini_chunk_array_answer_is_redacted_across_chunks_at_every_split():
         assert "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in out) == EXPECTED
     clean = json.dumps([{"candidates": [{"content": {"parts": [{"text": "hello"}]}}]}]).encode()
     assert DEFAULT.inspect_response("gemini", path, clean).body == clean
+
+
+BESIDE_EVENTS = {
+    # A field the slot extractor does not list, in an event that also carries streamed text.
+    "openai": streams._sse({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {
+        "content": "Done. ", "refusal": None, "x_note": f"card {CARD}"}, "finish_reason": None}]}),
+    "anthropic": streams._sse({"type": "content_block_delta", "index": 0, "delta": {
+        "type": "text_delta", "text": "Done. ", "citation": {"cited_text": f"card {CARD}"}}}, "content_block_delta"),
+    "gemini": streams._sse({"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": "Done. "}]},
+                                            "groundingMetadata": {"snippet": f"card {CARD}"}}]}),
+    "cohere": streams._sse({"type": "content-delta", "index": 0, "delta": {"message": {
+        "content": {"text": "Done. "}, "citations": [{"text": f"card {CARD}"}]}}}, "content-delta"),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(BESIDE_EVENTS))
+def test_strings_beside_the_streamed_text_in_one_event_are_scanned(fmt):
+    """Only the text slots are followed across events; every other string of the event is scanned whole."""
+    data = streams.BUILDERS[fmt](["Hello. "])
+    # Put the event after the builder's first text event.
+    head, sep, tail = data.partition(b"Hello. ")
+    cut = tail.index(b"\n\n") + 2 if fmt != "gemini" else tail.index(b"\r\n\r\n") + 4
+    data = head + sep + tail[:cut] + BESIDE_EVENTS[fmt] + tail[cut:]
+    out, redactor = _run(DEFAULT, fmt, data, [])
+    assert CARD.encode() not in out and b"[REDACTED:CREDIT_CARD]" in out
+    assert [f.type for f in redactor.findings] == ["credit_card"]
+    assert streams.text_of(fmt, out) == "Hello. Done. "
+
+
+def test_small_strings_beside_the_text_are_scanned_once_per_stream(monkeypatch):
+    calls = []
+    scan_many = DEFAULT.scanner.scan_many
+    monkeypatch.setattr(DEFAULT.scanner, "scan_many", lambda texts, keys: calls.append(list(texts)) or scan_many(texts, keys))
+    _run(DEFAULT, "anthropic", streams.anthropic(["a", "b", "c", "d"]), [])
+    assert sum(texts == ["text_delta"] for texts in calls) == 1
