@@ -50,7 +50,7 @@ def model_of(body: bytes | None, path: str) -> str | None:
         except ValueError:
             try:
                 parsed = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
                 parsed = None
     return model_from(parsed, path)
 

@@ -53,3 +53,23 @@ def test_refused_requests_have_audit_rows(tmp_path: Path, fake: str) -> None:
             assert found[rid]["status"] == status
             assert found[rid]["decision"] == "rejected"
             assert "planted-secret" not in str(found[rid])
+
+
+def test_a_body_nested_deeper_than_python_recurses_is_refused_and_audited(tmp_path: Path, fake: str) -> None:
+    args = [*upstream_args(fake), "--admin-token", TOKEN, "--analytics-flush-interval", "0.1"]
+    with running(Daemon(tmp_path, args, {"RATE_LIMIT_PER_MINUTE": "0"})) as daemon:
+        body = b'{"a":' * 50000 + b"1" + b"}" * 50000
+        reply = _raw(daemon.port, b"POST /proxy/openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert reply.startswith(b"HTTP/1.1 403"), reply[:200]
+        assert b'"error"' in reply and b"Traceback" not in reply
+        rid = _request_id(reply)
+
+        def row() -> dict | None:
+            status, _, found = admin(daemon, "GET", "/api/v1/events?decision=block&limit=10")
+            if status != 200:
+                return None
+            return next((event for event in found["events"] if event["request_id"] == rid), None)
+
+        assert eventually(row, what="the audit row")["status"] == 403
+        assert not [e for e in daemon.log_events() if e.get("level") in ("critical", "error")]
