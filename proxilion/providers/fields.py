@@ -252,23 +252,81 @@ _TO_URLSAFE = str.maketrans("+/", "-_")
 
 
 def decoded_text(text: str) -> str | None:
-    """The UTF-8 text a base64 string (bare or a data: URL; standard or URL-safe, padded or not,
-    on one line or wrapped) holds; None for anything else."""
+    """The text a base64 string (bare or a data: URL; standard or URL-safe, padded or not,
+    on one line or wrapped) holds, in UTF-8, UTF-16 with a byte order mark or a single-byte
+    Windows/Latin-1 encoding; None for anything else."""
+    decoded = _decoded(text)
+    return decoded[0] if decoded is not None else None
+
+
+def _decoded(text: str) -> tuple[str, str] | None:
+    """(text, encoding) of a base64 text document, else None."""
     standard = _standard(_data_url(text)[1])
     if standard is None:
         return None
     data = standard[0]
     try:
         head = base64.b64decode(data[:_SAMPLE], validate=True)
-        if b"\0" in head:
+        encoding = _text_encoding(head)
+        if encoding is None:
             return None
-        # Most blobs are images, PDFs or audio: their first bytes are not UTF-8, so stop there.
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
         raw = head if len(data) <= _SAMPLE else base64.b64decode(data, validate=True)
-        decoded = raw.decode("utf-8")
+        decoded = raw.decode(encoding)
     except ValueError:
         return None
-    return decoded if "\0" not in decoded else None
+    return (decoded, encoding) if "\0" not in decoded else None
+
+
+# Bytes that only binary data holds (text has none but tab, newline and carriage return).
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+_NON_ASCII = bytes(range(128, 256))
+
+
+def _text_encoding(head: bytes) -> str | None:
+    """The encoding of the first bytes of a document that is text, else None (images, PDFs, audio)."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    if _CONTROL.search(head):
+        return None
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    # Text saved by Windows or older tools is mostly ASCII, which decoded noise is not;
+    # cp1252 leaves five bytes undefined, Latin-1 none.
+    if len(head.translate(None, _NON_ASCII)) < 0.8 * len(head):
+        return None
+    try:
+        head.decode("cp1252")
+        return "cp1252"
+    except UnicodeDecodeError:
+        return "latin-1"
+
+
+def _binary(text: str) -> bool:
+    """Whether a base64 string that holds no text is binary data (an image, a PDF): it opens
+    with a file format's signature, or its letters run over the whole alphabet. A list of card
+    numbers or keys, one per line, is base64 too, but written with few letters: it is scanned as it is."""
+    standard = _standard(_data_url(text)[1])
+    if standard is None:
+        return False
+    data = standard[0][:_SAMPLE]
+    try:
+        head = base64.b64decode(data[:64], validate=True)
+    except ValueError:
+        return False
+    return head.startswith(_SIGNATURES) or head[4:8] == b"ftyp" or len(set(data)) >= _BINARY_ALPHABET
+
+
+# The first bytes of common binary formats: PNG, JPEG, GIF, PDF, ZIP (and Office files), gzip,
+# RIFF (WAV, WebP, AVI), Ogg, FLAC, MP3, Matroska/WebM, TIFF, BMP, 7z, xz, bzip2, WebAssembly, ELF.
+_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"PK\x03\x04", b"\x1f\x8b", b"RIFF", b"OggS",
+               b"fLaC", b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2", b"\x1a\x45\xdf\xa3", b"II*\x00",
+               b"MM\x00*", b"BM", b"7z\xbc\xaf", b"\xfd7zXZ", b"BZh", b"\x00asm", b"\x7fELF")
+_BINARY_ALPHABET = 48
 
 
 def _string(text: str, path: tuple | None, key: str | None, out: list, depth: int) -> None:
@@ -287,7 +345,7 @@ def _string(text: str, path: tuple | None, key: str | None, out: list, depth: in
         if decoded:
             out.append(TextField(None if path is None else path + (BASE64,), decoded, key))
             return
-        if blob:
+        if blob and _binary(text):
             return
     out.append(TextField(path, text, key))
 
@@ -391,9 +449,11 @@ def rewrite(doc: Any, replacements: dict[tuple, str]) -> Any:
             nested.setdefault(path[:cut], {})[path[cut + 1:]] = value
         elif path and path[-1] is BASE64:
             outer = path[:-1]
-            prefix, data = _data_url(_get(doc, outer))
+            original = _get(doc, outer)
+            prefix, data = _data_url(original)
             style = _standard(data)[1]  # it decoded when walked, so it is base64
-            doc = _set(doc, outer, prefix + _encode_like(value.encode("utf-8"), style))
+            encoding = _decoded(original)[1]
+            doc = _set(doc, outer, prefix + _encode_like(value.encode(encoding), style))
         else:
             doc = _set(doc, path, value)
     for outer, inner_replacements in nested.items():

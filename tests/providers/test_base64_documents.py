@@ -122,3 +122,38 @@ def test_a_long_url_safe_token_that_is_not_text_is_still_scanned():
     body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": long_identifier}]}).encode()
     verdict = DEFAULT.inspect_request("openai", "/v1/chat/completions", body)
     assert verdict.action == "block"
+
+
+def _chat(content) -> bytes:
+    return json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": content}]}).encode()
+
+
+@pytest.mark.parametrize("content", [
+    # Looks like a data: URL but is not base64: read as the text it is.
+    f"data:x;base64, card {CARD}, thanks",
+    "data:text/plain;base64,not base64 at all " + CARD,
+    # Digits or upper-case keys one per line use the base64 alphabet but are no binary data.
+    "\n".join(["4111111111111111"] * 16),
+    "\n".join(["AKIAZ3MVJQ5T4XW7PLQA"] * 15),
+])
+def test_text_that_only_looks_like_base64_is_scanned(content):
+    verdict = DEFAULT.inspect_request("openai", "/v1/chat/completions", _chat(content))
+    assert verdict.action == "block", content[:40]
+
+
+def test_random_binary_data_without_a_known_signature_is_still_skipped():
+    import random
+    data = _b64(random.Random(7).randbytes(3000))
+    verdict = DEFAULT.inspect_request("anthropic", "/v1/messages", _anthropic_document(data, "application/octet-stream"))
+    assert verdict.action == "allow" and verdict.findings == ()
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1", "utf-16"])
+def test_text_documents_in_other_encodings_are_read_and_redacted_in_their_encoding(encoding):
+    text = f"name,mail,card\nJosé García,{EMAIL},ok\n"
+    verdict = DEFAULT.inspect_request("anthropic", "/v1/messages", _anthropic_document(_b64(text.encode(encoding)), "text/csv"))
+    assert verdict.action == "redact"
+    data = json.loads(verdict.body)["messages"][0]["content"][0]["source"]["data"]
+    assert base64.b64decode(data).decode(encoding) == text.replace(EMAIL, "[REDACTED:EMAIL]")
+    carded = f"name,card\nJosé García,{CARD}\n".encode(encoding)
+    assert DEFAULT.inspect_request("anthropic", "/v1/messages", _anthropic_document(_b64(carded), "text/csv")).action == "block"
