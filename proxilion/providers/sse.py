@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 
-_SSE_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+# An event ends at a blank line: two line ends in a row, each CRLF, LF or CR (so "\n\r\n" too);
+# a CR before LF is half of one CRLF, not a line end of its own.
+_SSE_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
 _LINE_END = re.compile(rb"\r\n|\n|\r")
 
 

@@ -403,3 +403,18 @@ def test_small_strings_beside_the_text_are_scanned_once_per_stream(monkeypatch):
     monkeypatch.setattr(DEFAULT.scanner, "scan_many", lambda texts, keys: calls.append(list(texts)) or scan_many(texts, keys))
     _run(DEFAULT, "anthropic", streams.anthropic(["a", "b", "c", "d"]), [])
     assert sum(texts == ["text_delta"] for texts in calls) == 1
+
+
+@pytest.mark.parametrize("end", [b"\n\r\n", b"\r\n\n", b"\n\r", b"\r\n\r", b"\r\n\r\n", b"\n\n", b"\r\r"])
+def test_an_event_ends_at_any_blank_line_the_sse_spec_allows(end):
+    """Each line ends in CRLF, LF or CR, so a blank line may be spelled several ways: the SDKs split there."""
+    pieces = [PREFIX, CARD[:6], CARD[6:12], CARD[12:], " is on file, thanks!"]
+    data = b"".join(b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": p}}]}).encode() + end
+                    for p in pieces)
+    for cut in range(1, len(data)):
+        redactor = DEFAULT.stream_redactor("openai", "/v1/chat/completions")
+        out = redactor.feed(data[:cut]) + redactor.feed(data[cut:]) + redactor.finish()
+        assert CARD.encode() not in out and CARD[6:12].encode() not in out.replace(b"[REDACTED:CREDIT_CARD]", b""), (end, cut)
+        texts = [json.loads(line[6:])["choices"][0]["delta"]["content"]
+                 for line in out.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n") if line.startswith(b"data: ")]
+        assert "".join(texts) == EXPECTED, (end, cut)
