@@ -48,6 +48,9 @@ class Route:
 
 _POST_ROUTES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Route]]] = [
     (re.compile(r"/v1/chat/completions"), lambda m: Route("chat", "openai")),
+    # The OpenAI-compatible endpoints of Gemini, Cohere and Bedrock speak OpenAI's chat format.
+    (re.compile(r"/v1beta/openai/chat/completions|/compatibility/v1/chat/completions|/openai/v1/chat/completions"),
+     lambda m: Route("chat", "openai")),
     (re.compile(r"/v1/completions"), lambda m: Route("completions", "openai")),
     (re.compile(r"/v1/embeddings"), lambda m: Route("embeddings", "openai")),
     (re.compile(r"/v1/responses"), lambda m: Route("responses", "openai")),

@@ -14,6 +14,7 @@ from proxilion.inspect.redact import redact_text
 from proxilion.inspect.scanner import Scanner
 from proxilion.inspect.stream import StreamRedactor
 from proxilion.providers.body import ANSWER_METADATA, Body
+from proxilion.providers.errors import wire_dialect
 from proxilion.providers.fields import RepeatedKey, TextField, encode
 
 
@@ -29,7 +30,7 @@ class Inspector:
 
     def inspect_response(self, provider: str, path: str, body: bytes, identity: str | None = None) -> Verdict:
         """For non-streaming JSON answers (any body is accepted; non-JSON is scanned as text)."""
-        if provider == "gemini" and body.lstrip()[:1] == b"[":
+        if provider == "gemini" and body.lstrip()[:1] == b"[" and wire_dialect(provider, path) == "gemini":
             verdict = self._inspect_chunk_array(provider, path, body, identity)
             if verdict is not None:
                 return verdict

@@ -34,7 +34,7 @@ from proxilion.inspect.findings import Finding
 from proxilion.inspect.redact import replacement
 from proxilion.providers import eventstream
 from proxilion.providers.body import ANSWER_METADATA
-from proxilion.providers.errors import stream_error_event
+from proxilion.providers.errors import stream_error_event, wire_dialect
 from proxilion.providers.fields import encode, format_path, rewrite, walk
 from proxilion.providers.sse import SSEFrame, split_lines, split_sse
 from proxilion.providers.streams import ALL, stream_format, text_slots
@@ -516,5 +516,5 @@ class StreamRedactor:
         self.blocked = True
         self._queue.clear()
         self._buffer.clear()
-        return stream_error_event(self.provider if self.provider != "unknown" else "openai",
+        return stream_error_event(wire_dialect(self.provider, self.path) if self.provider != "unknown" else "openai",
                                   message or self.message, 400, cohere_v1=self.format == "cohere_v1")

@@ -129,6 +129,16 @@ def _gemini_payload(status: int, message: str) -> dict:
     return {"error": {"code": status, "message": message, "status": gemini_status(status)}}
 
 
+def wire_dialect(provider: str, path: str) -> str:
+    """Whose wire format a request speaks: a provider's OpenAI-compatible endpoint (Gemini's
+    /v1beta/openai/..., Anthropic's /v1/chat/completions, Cohere's /compatibility/...,
+    Bedrock's /openai/...) speaks OpenAI's, streams and errors included."""
+    if provider not in ("openai", "azure") and (path.endswith(("/chat/completions", "/completions", "/embeddings"))
+                                                or "/openai/" in path or path.startswith("/compatibility/")):
+        return "openai"
+    return provider
+
+
 def error_body(provider: str, status: int, message: str, code: str | None = None) -> bytes:
     """The JSON body of an error response in `provider`'s shape (unknown -> OpenAI shape)."""
     if provider == "anthropic":

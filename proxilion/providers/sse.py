@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 
 # An event ends at a blank line: two line ends in a row, each CRLF, LF or CR (so "\n\r\n" too);
-# a CR before LF is half of one CRLF, not a line end of its own.
-_SSE_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
+# a CR before LF is half of one CRLF, not a line end of its own, and a CR last in the buffer
+# waits for the next byte, so a CRLF is never cut in two (the stream's end takes what is left).
+_SSE_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?=[^\n]))")
 _LINE_END = re.compile(rb"\r\n|\n|\r")
 
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxilion.providers.errors import wire_dialect
+
 ALL = "all"
 
 
 def stream_format(provider: str, path: str) -> str:
     """The stream dialect: openai, anthropic, gemini, cohere (v2 SSE), cohere_v1 (NDJSON), bedrock."""
+    if wire_dialect(provider, path) == "openai":
+        return "openai"
     if provider == "bedrock":
         return "bedrock"
     if provider == "cohere":

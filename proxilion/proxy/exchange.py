@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from proxilion.inspect.decide import counted
-from proxilion.providers.errors import error_body, error_headers
+from proxilion.providers.errors import error_body, error_headers, wire_dialect
 from proxilion.providers.usage import model_from, model_of
 from proxilion.proxy import content_coding
 from proxilion.proxy.context import ProxyContext
@@ -97,6 +97,7 @@ class Exchange:
         self.request = request
         self.started = ctx.clock.seconds()
         self.provider = "unknown"
+        self.dialect = "unknown"  # whose error shapes the client reads (see wire_dialect)
         self.route: Route | None = None
         self.identity: Identity | None = None
         self.decision = "allow"
@@ -135,6 +136,7 @@ class Exchange:
             self.respond_error(e.status, e.message, e.code)
             return
         self.provider = self.route.provider
+        self.dialect = wire_dialect(self.provider, self.route.path)
         # Plain callbacks rather than a coroutine: the inlineCallbacks machinery
         # was a measurable share of a small request's CPU.
         try:
@@ -339,7 +341,8 @@ class Exchange:
             transform = inspector.stream_redactor(route.provider, route.path, self.identity.key)
         elif inspector is not None and content_type.startswith(_HELD_TYPES):
             # Error answers too: a provider's error message may quote the prompt.
-            transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size)
+            transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size,
+                                           self.dialect)
         if transform is None and length is not None:
             request.set_header(b"content-length", b"%d" % length)
         self.relay = Relay(request, self._relay_done, transform)
@@ -441,10 +444,10 @@ class Exchange:
         if self._done:
             return
         request = self.request
-        body = error_body(self.provider, status, message, code)
+        body = error_body(self.dialect, status, message, code)
         request.set_code(status)
         request.set_header(b"content-type", _JSON)
-        for name, value in error_headers(self.provider, status).items():
+        for name, value in error_headers(self.dialect, status).items():
             request.set_header(name.lower().encode("ascii"), value.encode("ascii"))
         request.set_header(b"content-length", b"%d" % len(body))
         self._own_headers()

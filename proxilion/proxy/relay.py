@@ -37,9 +37,11 @@ class BufferedInspection:
     C{uninspected} says so. Either way C{error_code} names what happened.
     """
 
-    def __init__(self, inspector: Any, provider: str, path: str, identity: str | None, limit: int) -> None:
+    def __init__(self, inspector: Any, provider: str, path: str, identity: str | None, limit: int,
+                 dialect: str | None = None) -> None:
         self._inspector = inspector
         self._provider = provider
+        self._dialect = dialect or provider  # whose error shape the client reads
         self._path = path
         self._identity = identity
         self._limit = limit
@@ -71,7 +73,7 @@ class BufferedInspection:
             self.action = "block"
             self.error_code = "answer_too_large"
             self.status = 502
-            return error_body(self._provider, self.status, f"The answer is larger than {self._limit} bytes; "
+            return error_body(self._dialect, self.status, f"The answer is larger than {self._limit} bytes; "
                               "Proxilion cannot inspect it, so it was not passed on.", "uninspectable_answer")
         return b""
 
@@ -89,7 +91,7 @@ class BufferedInspection:
         if verdict.action == "block":
             self.blocked = True
             self.status = 403 if not verdict.error else 502
-            return error_body(self._provider, self.status, "Answer blocked by Proxilion policy: " + verdict.message, "blocked_by_policy")
+            return error_body(self._dialect, self.status, "Answer blocked by Proxilion policy: " + verdict.message, "blocked_by_policy")
         return verdict.body
 
 

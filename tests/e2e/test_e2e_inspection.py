@@ -521,3 +521,22 @@ def test_invalid_policy_stops_startup_with_a_clear_message(tmp_path: Path, fake:
     log = d.log()
     assert "configuration error" in log and "no-action-here" in log and "action" in log
     assert "Traceback" not in log
+
+
+# --- providers' OpenAI-compatible endpoints ----------------------------------
+
+COMPATIBLE = {"gemini": "/v1beta/openai", "anthropic": "/v1", "cohere": "/compatibility/v1", "bedrock": "/openai/v1"}
+
+
+@pytest.mark.parametrize("provider", sorted(COMPATIBLE))
+def test_openai_compatible_endpoints_of_other_providers_speak_openai(daemon: Daemon, provider: str) -> None:
+    """The OpenAI SDK pointed at Gemini's (Anthropic's, ...) OpenAI-compatible endpoint: streams are
+    read as OpenAI streams, so a split card is redacted, and errors come in OpenAI's shape."""
+    client = openai.OpenAI(base_url=daemon.url + f"/proxy/{provider}" + COMPATIBLE[provider], api_key="k", max_retries=0)
+    chunks = client.chat.completions.create(
+        model="m", stream=True, messages=[{"role": "user", "content": "which card?"}],
+        extra_headers={"x-fake-reply": f"Your card {CARD} is on file.", "x-fake-chunks": "20"})
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Your card [REDACTED:CREDIT_CARD] is on file."
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": f"card {CARD}"}])
+    assert caught.value.body["code"] == "blocked_by_policy" and CARD not in str(caught.value)
