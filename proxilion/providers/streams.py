@@ -154,7 +154,6 @@ _GEMINI_TEXT_PART = frozenset({"text", "thought", "thoughtSignature"})
 
 def _gemini(doc: dict) -> tuple[list, list]:
     slots, ends = [], []
-    whole = False
     for i, candidate in enumerate(doc.get("candidates") or ()):
         if not isinstance(candidate, dict):
             continue
@@ -166,14 +165,12 @@ def _gemini(doc: dict) -> tuple[list, list]:
             if isinstance(part.get("text"), str) and part.keys() <= _GEMINI_TEXT_PART:
                 kind = "thought" if part.get("thought") else "text"
                 slots.append(((index, kind), ("candidates", i, "content", "parts", j, "text")))
-            elif part.keys() - _GEMINI_TEXT_PART:
-                whole = True
         if candidate.get("finishReason"):
             ends.append(index)
     if isinstance(doc.get("error"), dict):
         ends.append(ALL)
-    # A function call (or code) beside the text: no slots, so the whole event is scanned.
-    return ([] if whole else slots), ends
+    # A function call (or code) beside the text is scanned with the event's other strings.
+    return slots, ends
 
 
 def _cohere(event: str | None, doc: dict) -> tuple[list, list]:

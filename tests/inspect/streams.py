@@ -131,7 +131,7 @@ def text_of(fmt: str, data: bytes) -> str:
     if fmt == "anthropic":
         return "".join(d["delta"]["text"] for d in _sse_docs(data) if d["type"] == "content_block_delta")
     if fmt == "gemini":
-        return "".join(p["text"] for d in _sse_docs(data) for p in d["candidates"][0]["content"]["parts"])
+        return "".join(p.get("text", "") for d in _sse_docs(data) for p in d["candidates"][0]["content"]["parts"])
     if fmt == "cohere":
         return "".join(d["delta"]["message"]["content"]["text"] for d in _sse_docs(data) if d["type"] == "content-delta")
     if fmt == "cohere_v1":

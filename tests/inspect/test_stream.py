@@ -418,3 +418,15 @@ def test_an_event_ends_at_any_blank_line_the_sse_spec_allows(end):
         texts = [json.loads(line[6:])["choices"][0]["delta"]["content"]
                  for line in out.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n") if line.startswith(b"data: ")]
         assert "".join(texts) == EXPECTED, (end, cut)
+
+
+def test_gemini_text_split_into_an_event_that_also_calls_a_function_is_followed():
+    def event(parts):
+        return streams._sse({"candidates": [{"index": 0, "content": {"role": "model", "parts": parts}}]})
+    data = (event([{"text": "Your card is 4111 1111"}])
+            + event([{"text": " 1111 1111, calling the tool"}, {"functionCall": {"name": "lookup", "args": {"q": "x"}}}])
+            + streams._sse({"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": ""}]},
+                                            "finishReason": "STOP"}]}))
+    out, _ = _run(DEFAULT, "gemini", data, [])
+    assert streams.text_of("gemini", out) == "Your card is [REDACTED:CREDIT_CARD], calling the tool"
+    assert b'"functionCall"' in out
