@@ -42,7 +42,9 @@ _PLAIN_QUERY_KEYS = frozenset(
 )
 _JSON = b"application/json"
 # Whole answers inspected before they are passed on (streams are inspected as they come).
-_HELD_TYPES = (_JSON, b"text/plain")
+# Whole answers passed on uninspected: media, which hold no text a detector reads. Every
+# other answer (JSON by any name, text, HTML, a file's bytes, no type at all) is held and read.
+_MEDIA_TYPES = (b"image/", b"audio/", b"video/", b"font/")
 _STREAM_TYPES = (b"text/event-stream", b"application/vnd.amazon.eventstream", b"application/x-ndjson", b"application/stream+json")
 ACTION_ORDER = {"allow": 0, "log": 1, "alert": 2, "redact": 3, "block": 4}
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -339,7 +341,7 @@ class Exchange:
             length = None
         elif inspector is not None and self.streamed:
             transform = inspector.stream_redactor(route.provider, route.path, self.identity.key)
-        elif inspector is not None and content_type.startswith(_HELD_TYPES):
+        elif inspector is not None and not content_type.startswith(_MEDIA_TYPES):
             # Error answers too: a provider's error message may quote the prompt.
             transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size,
                                            self.dialect)

@@ -12,6 +12,7 @@ import socketserver
 import threading
 import time
 from typing import Iterator
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -20,6 +21,7 @@ from support.daemon import Daemon, eventually, running
 from .conftest import NO_LIMITS, access_lines, raw_exchange, request_rules_only_policy, split_response
 
 JSON_OK = b'{"id":"x","object":"chat.completion","choices":[]}'
+CARD_ANSWER = b'{"choices":[{"index":0,"message":{"role":"assistant","content":"card 4111 1111 1111 1111 ok"}}]}'
 
 
 def _response(path: str) -> list[bytes | float | None]:
@@ -36,6 +38,11 @@ def _response(path: str) -> list[bytes | float | None]:
     if path == "/stall":
         return [b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
                 b"f\r\ndata: {\"a\":1}\n\n\r\n", 4.0, None]
+    if path.startswith("/typed-"):
+        # An answer quoting a card, with the content type the path names ("-" for none).
+        content_type = unquote(path[len("/typed-"):])
+        head = b"HTTP/1.1 200 OK\r\n" + (b"content-type: %s\r\n" % content_type.encode() if content_type != "-" else b"")
+        return [head + b"content-length: %d\r\n\r\n%s" % (len(CARD_ANSWER), CARD_ANSWER)]
     if path.startswith("/cut"):
         return [b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\n", b"only ten b", None]
     if path.startswith("/close-after"):
@@ -273,3 +280,26 @@ def test_absolute_form_request_to_a_provider_host_is_proxied(daemon: Daemon, ups
                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body), timeout=5)
     assert split_response(raw)[0] == 200
     assert upstream.requests[-1][0].split(b" ")[1] == b"/v1/absolute"
+
+
+@pytest.fixture(scope="module")
+def inspecting(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedUpstream) -> Iterator[Daemon]:
+    workdir = tmp_path_factory.mktemp("proxy-http11-inspecting")
+    with running(Daemon(workdir, ["--upstream", f"openai={upstream.url}"], NO_LIMITS)) as d:
+        yield d
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json", "application/problem+json", "application/vnd.api+json", "text/json", "application/x-json",
+    "text/plain; charset=utf-8", "text/html", "text/markdown", "application/octet-stream", "-"])
+def test_answers_of_every_non_media_type_are_inspected(inspecting: Daemon, content_type: str) -> None:
+    """SDKs read any *json type as JSON, and people read text: only images, audio, video and fonts pass unread."""
+    status, headers, body = split_response(raw_exchange(inspecting.port, _post("/typed-" + quote(content_type, safe=""), extra=b"Connection: close\r\n")))
+    assert status == 200
+    assert b"4111" not in body and b"[REDACTED:CREDIT_CARD]" in body
+    assert int(headers["content-length"]) == len(body)
+
+
+def test_media_answers_pass_unread(inspecting: Daemon) -> None:
+    status, _, body = split_response(raw_exchange(inspecting.port, _post("/typed-" + quote("audio/mpeg", safe=""), extra=b"Connection: close\r\n")))
+    assert status == 200 and body == CARD_ANSWER
