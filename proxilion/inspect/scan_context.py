@@ -64,7 +64,7 @@ _DB_SCHEMES = frozenset({
     "mysql+pymysql", "mysql+mysqldb",
 })
 _SCHEME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
-_USERINFO = re.compile(r"[^\s:/@'\"<>]{0,128}:([^\s@/'\"<>]{1,256})@[A-Za-z0-9.\-_\[\]]", _A)
+_USERINFO = re.compile(r"([^\s:/@'\"<>]{0,128}):([^\s@/'\"<>]{1,256})@[A-Za-z0-9.\-_\[\]]", _A)
 
 
 def find_url_passwords(view: TextView, ends: list[int], hits: list[Hit]) -> None:
@@ -72,7 +72,8 @@ def find_url_passwords(view: TextView, ends: list[int], hits: list[Hit]) -> None
     for end in ends:
         pos = end - 3
         m = _USERINFO.match(view.text, end)
-        if m and not v.is_placeholder(m.group(1)) and m.group(1).strip("*x"):
+        # A password that repeats the user name is a development default (postgres:postgres@localhost).
+        if m and not v.is_placeholder(m.group(2)) and m.group(2).strip("*x") and m.group(2).lower() != m.group(1).lower():
             start = pos
             while start > 0 and raw[start - 1] in _SCHEME_CHARS:
                 start -= 1
@@ -80,7 +81,7 @@ def find_url_passwords(view: TextView, ends: list[int], hits: list[Hit]) -> None
             if scheme.startswith("jdbc:"):
                 scheme = scheme[5:]
             kind = "database_url" if scheme in _DB_SCHEMES else "url_credentials"
-            hits.append(Hit(kind, m.start(1), m.end(1)))
+            hits.append(Hit(kind, m.start(2), m.end(2)))
 
 
 # --- name = value secrets, and IPv6 -------------------------------------------------------------

@@ -210,3 +210,27 @@ def test_a_minus_sign_or_bullet_does_not_hide_a_value(text, value, kind):
 ])
 def test_a_dash_joining_a_number_to_a_word_or_number_is_not_a_value(text):
     assert SCANNER.scan(text) == [], text
+
+
+@pytest.mark.parametrize("text", [
+    "SNMP OID 1.3.6.1.4.1.2011.212.555.1234",
+    "Cisco IOS 15.212.555.1234",
+    "pkg version 2024.212.555.1234",
+    "Coordinates: 40.712.776.4123",
+    "ticket JIRA-212-555-1234",
+    "Run ID 617-555-0123-7",
+    "local dev: postgres://postgres:postgres@localhost:5432/test_db",
+    "broker amqp://guest:guest@localhost:5672",
+])
+def test_tails_of_number_chains_and_default_credentials_are_not_findings(text):
+    assert SCANNER.scan(text) == [], text
+
+
+@pytest.mark.parametrize("text,kind", [
+    ("call 212-555-1234.", "phone"),
+    ("call me at 1-212-555-1234 today", "phone"),
+    ("phone: (212) 555-1234", "phone"),
+    ("db postgres://app:S3cr3t-Pa55@db.internal/prod", "database_url"),
+])
+def test_phones_and_url_passwords_beside_the_rejected_forms_are_still_found(text, kind):
+    assert [h.type for h in SCANNER.scan(text)] == [kind], text
