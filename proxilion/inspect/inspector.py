@@ -15,7 +15,7 @@ from proxilion.inspect.scanner import Scanner
 from proxilion.inspect.stream import StreamRedactor
 from proxilion.providers.body import ANSWER_METADATA, Body
 from proxilion.providers.errors import wire_dialect
-from proxilion.providers.fields import RepeatedKey, TextField, encode
+from proxilion.providers.fields import RepeatedKey, TextField, encode, secret_keys
 
 
 class Inspector:
@@ -109,7 +109,8 @@ class Inspector:
         if not any(hits):
             return decide(self.policy, direction, provider, path, identity, ()), body, parsed.doc
         fields = parsed.located()
-        findings = [self.finding(h.type, parsed.location(field), h.start, h.end)
+        hidden = secret_keys(fields, hits)
+        findings = [self.finding(h.type, parsed.location(field, hidden), h.start, h.end)
                     for field, field_hits in zip(fields, hits) for h in field_hits]
         decision = decide(self.policy, direction, provider, path, identity, findings)
         if decision.action == "redact":

@@ -35,7 +35,7 @@ from proxilion.inspect.redact import replacement
 from proxilion.providers import eventstream
 from proxilion.providers.body import ANSWER_METADATA
 from proxilion.providers.errors import stream_error_event, wire_dialect
-from proxilion.providers.fields import encode, format_path, rewrite, walk
+from proxilion.providers.fields import encode, format_path, rewrite, secret_keys, walk
 from proxilion.providers.sse import SSEFrame, split_lines, split_sse
 from proxilion.providers.streams import ALL, stream_format, text_slots
 
@@ -326,9 +326,10 @@ class StreamRedactor:
         fields = walk(frame.doc, skip=ANSWER_METADATA)
         hits = self.inspector.scanner.scan_many([f.text for f in fields], [f.key for f in fields])
         new, where = [], []
+        hidden = secret_keys(fields, hits)
         for field, field_hits in zip(fields, hits):
             for h in field_hits:
-                new.append(self.inspector.finding(h.type, "stream:" + field.location, h.start, h.end))
+                new.append(self.inspector.finding(h.type, "stream:" + format_path(field.path, hidden), h.start, h.end))
                 where.append(field)
         if not new:
             return

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from proxilion.providers.fields import TextField, check_keys_kept, dumps, encode, loads, rewrite, walk
+from proxilion.providers.fields import TextField, check_keys_kept, dumps, encode, format_path, loads, rewrite, walk
 
 RAW = "raw"
 # The provider's own metadata at the top of an answer: ids, timestamps, model
@@ -62,9 +62,9 @@ class Body:
         """L{fields} with their paths, in the same order."""
         return walk(self.doc, skip=self._skip) if self.is_json else self.fields
 
-    def location(self, field: TextField) -> str:
-        """Where a field of L{located} is, for a finding."""
-        return field.location if self.is_json else RAW
+    def location(self, field: TextField, hidden: set[str] | frozenset[str] = frozenset()) -> str:
+        """Where a field of L{located} is, for a finding; keys in C{hidden} are not written out."""
+        return format_path(field.path, hidden) if self.is_json else RAW
 
     def rebuild(self, replacements: dict[tuple, str]) -> bytes:
         if not self.is_json:

@@ -39,6 +39,23 @@ class Encoded:
 
 
 BASE64 = Encoded()
+
+
+class ObjectKey:
+    """Path marker, always last: the text is the key at the path so far, not its value."""
+
+    def __repr__(self) -> str:
+        return "KEY"
+
+
+KEY = ObjectKey()
+# Object keys a model reads like any text: scanned unless plainly a word of a schema: a
+# lower-case start, letters and underscores only ("role", "max_tokens", "inlineData"). Every
+# value a detector finds has a digit, a symbol, a capital first letter or more length.
+_PLAIN_KEY = re.compile(r"[a-z][A-Za-z_]{0,23}\Z")
+# Plain keys seen so far (schema words, the same in every request); bounded, never values.
+_PLAIN_KEYS: set[str] = set()
+_PLAIN_KEYS_MAX = 4096
 # Fields that carry base64 documents however short: Anthropic's source.data, OpenAI's
 # file_data, Bedrock's bytes.
 _BASE64_KEYS = frozenset({"data", "file_data", "bytes"})
@@ -68,6 +85,10 @@ class TextField(NamedTuple):
     def location(self) -> str:
         return format_path(self.path)
 
+    @property
+    def is_key(self) -> bool:
+        return bool(self.path) and self.path[-1] is KEY
+
 
 # TextField's generated __new__ is a Python function; the tuple constructor skips it.
 _new_field = tuple.__new__
@@ -75,20 +96,31 @@ _new_field = tuple.__new__
 _SPECIAL_FIRST = "{[ \n\td"
 
 
-def format_path(path: tuple) -> str:
+def format_path(path: tuple, hidden: frozenset[str] | set[str] = frozenset()) -> str:
+    """A path as people write it: C{messages[0].content}; keys in C{hidden} (keys that hold a
+    finding) are written C{[…]}, so a location never repeats a value."""
     out = []
     for part in path:
         if part is EMBEDDED:
             out.append(">")
         elif part is BASE64:
             out.append("<base64>")
+        elif part is KEY:
+            out.append("<key>")
         elif isinstance(part, int):
             out.append(f"[{part}]")
+        elif part in hidden:
+            out.append("[…]")
         elif _IDENT.match(part):
             out.append(part if not out or out[-1] == ">" else "." + part)
         else:
             out.append(f"[{json.dumps(part, ensure_ascii=False)}]")
     return "".join(out) or "$"
+
+
+def secret_keys(fields: list[TextField], hits: list[list]) -> set[str]:
+    """The object keys among C{fields} (walked with paths) that hold a finding: not written in locations."""
+    return {field.path[-2] for field, found in zip(fields, hits) if found and field.is_key}
 
 
 class LiteralNumber:
@@ -405,6 +437,11 @@ def _container(doc: dict | list, path: tuple | None, key: str | None, out: list,
     for k, value in (doc.items() if is_dict else enumerate(doc)):
         child_key = k if is_dict else key
         child_path = None if path is None else path + (k,)
+        if is_dict and k not in _PLAIN_KEYS:
+            if _PLAIN_KEY.match(k) is None:
+                out.append(_new_field(TextField, (None if path is None else child_path + (KEY,), k, None)))
+            elif len(_PLAIN_KEYS) < _PLAIN_KEYS_MAX:
+                _PLAIN_KEYS.add(k)
         kind = type(value)
         if kind is str:
             # Plain prose, the common case, can be neither embedded JSON nor a blob (see _string).
@@ -443,6 +480,7 @@ def _get(doc: Any, path: tuple) -> Any:
 def rewrite(doc: Any, replacements: dict[tuple, str]) -> Any:
     """Put new texts at their paths (re-encoding embedded JSON strings); returns the new root."""
     nested: dict[tuple, dict[tuple, str]] = {}
+    renamed: list[tuple[tuple, str]] = []
     for path, value in replacements.items():
         if EMBEDDED in path:
             cut = path.index(EMBEDDED)
@@ -454,9 +492,25 @@ def rewrite(doc: Any, replacements: dict[tuple, str]) -> Any:
             style = _standard(data)[1]  # it decoded when walked, so it is base64
             encoding = _decoded(original)[1]
             doc = _set(doc, outer, prefix + _encode_like(value.encode(encoding), style))
+        elif path and path[-1] is KEY:
+            renamed.append((path[:-1], value))
         else:
             doc = _set(doc, path, value)
     for outer, inner_replacements in nested.items():
         inner = rewrite(loads(_get(doc, outer)), inner_replacements)
         doc = _set(doc, outer, dumps(inner))
+    # Keys last, the deepest first: every other path was written with the keys as they were.
+    for path, value in sorted(renamed, key=lambda item: -len(item[0])):
+        _rename(_get(doc, path[:-1]), path[-1], value)
     return doc
+
+
+def _rename(members: dict, old: str, new: str) -> None:
+    """Rename a key in place, keeping the members' order; a name taken already gets a "#n" suffix
+    (two keys redacted alike must not become one)."""
+    unique, n = new, 2
+    while unique in members and unique != old:
+        unique, n = f"{new}#{n}", n + 1
+    items = [(unique if k == old else k, v) for k, v in members.items()]
+    members.clear()
+    members.update(items)

@@ -158,3 +158,41 @@ def test_redaction_writes_numbers_beyond_a_double_as_they_were():
 def test_digits_of_a_number_beyond_a_double_are_scanned():
     v = DEFAULT.inspect_request("openai", CHAT, b'{"messages":[],"n":4111111111111111e300}')
     assert v.action == "block" and [(f.type, f.location) for f in v.findings] == [("credit_card", "n")]
+
+
+def test_object_keys_are_scanned_and_a_location_never_repeats_the_value():
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "tool", "tool_call_id": "t", "content": json.dumps(
+        {"jane.doe@corp.com": {"balance": 10}, "4111111111111111": "declined"})}]}).encode()
+    v = DEFAULT.inspect_request("openai", CHAT, body)
+    assert v.action == "block" and v.message == "blocked: 1 credit_card"
+    assert sorted(f.location for f in v.findings) == ["messages[0].content>[…]<key>", "messages[0].content>[…]<key>"]
+    assert "4111" not in repr(v.findings) and "jane" not in repr(v.findings)
+
+
+def test_redacted_keys_keep_the_object_and_its_order():
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "metadata": {
+        "a@example.com": {"b@example.com": 1, "note": "ok"}, "keep": 2, "c@example.com": 3}}).encode()
+    v = DEFAULT.inspect_request("openai", CHAT, body)
+    assert v.action == "redact"
+    metadata = json.loads(v.body)["metadata"]
+    # Two keys redacted alike in one object stay two members.
+    assert list(metadata) == ["[REDACTED:EMAIL]", "keep", "[REDACTED:EMAIL]#2"]
+    assert metadata["[REDACTED:EMAIL]"] == {"[REDACTED:EMAIL]": 1, "note": "ok"}
+    assert metadata["[REDACTED:EMAIL]#2"] == 3
+    assert json.loads(v.body)["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def test_schema_word_keys_are_not_scanned_but_other_keys_are():
+    from proxilion.providers.fields import walk
+    fields = walk({"role": "x", "max_completion_tokens": 1, "inlineData": 1, "AKIAZ3MVJQ5T4XW7PLQA": 1, "a b": 1, "número": 1})
+    assert [f.text for f in fields if f.is_key] == ["AKIAZ3MVJQ5T4XW7PLQA", "a b", "número"]
+
+
+def test_a_secret_in_an_answer_key_is_redacted():
+    answer = json.dumps({"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": None,
+        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f",
+                                                                   "arguments": json.dumps({"4111111111111111": "x"})}}]}}]}).encode()
+    v = DEFAULT.inspect_response("openai", CHAT, answer)
+    assert v.action == "redact" and b"4111" not in v.body
+    arguments = json.loads(json.loads(v.body)["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
+    assert arguments == {"[REDACTED:CREDIT_CARD]": "x"}
