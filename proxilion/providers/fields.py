@@ -49,6 +49,17 @@ class ObjectKey:
 
 
 KEY = ObjectKey()
+
+
+class Flattened:
+    """Path marker, always last: the text is the JSON of the container at the path so far, nested
+    too deep to walk; a redacted text is parsed back into its place."""
+
+    def __repr__(self) -> str:
+        return "DEEP"
+
+
+DEEP = Flattened()
 # Object keys a model reads like any text: scanned unless plainly a word of a schema: a
 # lower-case start, letters and underscores only ("role", "max_tokens", "inlineData"). Every
 # value a detector finds has a digit, a symbol, a capital first letter or more length.
@@ -107,6 +118,8 @@ def format_path(path: tuple, hidden: frozenset[str] | set[str] = frozenset()) ->
             out.append("<base64>")
         elif part is KEY:
             out.append("<key>")
+        elif part is DEEP:
+            out.append("<json>")
         elif isinstance(part, int):
             out.append(f"[{part}]")
         elif part in hidden:
@@ -430,7 +443,7 @@ def _value(doc: Any, path: tuple | None, key: str | None, out: list, depth: int)
 
 def _container(doc: dict | list, path: tuple | None, key: str | None, out: list, depth: int) -> None:
     if depth >= _MAX_DEPTH:
-        out.append(TextField(path, dumps(doc), key))
+        out.append(TextField(None if path is None else path + (DEEP,), dumps(doc), key))
         return
     is_dict = isinstance(doc, dict)
     depth += 1
@@ -494,6 +507,12 @@ def rewrite(doc: Any, replacements: dict[tuple, str]) -> Any:
             doc = _set(doc, outer, prefix + _encode_like(value.encode(encoding), style))
         elif path and path[-1] is KEY:
             renamed.append((path[:-1], value))
+        elif path and path[-1] is DEEP:
+            # Placeholders land inside its strings; text that no longer parses, or whose keys
+            # were redacted alike, fails the scan closed.
+            if _repeats_a_key(value):
+                raise ValueError("redacted keys collide in a flattened container")
+            doc = _set(doc, path[:-1], loads(value))
         else:
             doc = _set(doc, path, value)
     for outer, inner_replacements in nested.items():

@@ -196,3 +196,23 @@ def test_a_secret_in_an_answer_key_is_redacted():
     assert v.action == "redact" and b"4111" not in v.body
     arguments = json.loads(json.loads(v.body)["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
     assert arguments == {"[REDACTED:CREDIT_CARD]": "x"}
+
+
+def _nested(inner, levels=70):
+    for _ in range(levels):
+        inner = {"a": inner}
+    return inner
+
+
+def test_redaction_deeper_than_the_walk_keeps_the_structure():
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                       "metadata": _nested({"email": "jane@corp.com", "k": 1})}).encode()
+    v = DEFAULT.inspect_request("openai", CHAT, body)
+    assert v.action == "redact"
+    assert json.loads(v.body)["metadata"] == _nested({"email": "[REDACTED:EMAIL]", "k": 1})
+
+
+def test_redaction_deeper_than_the_walk_that_would_merge_keys_fails_closed():
+    body = json.dumps({"model": "m", "messages": [], "metadata": _nested({"a@corp.com": 1, "b@corp.com": 2})}).encode()
+    v = DEFAULT.inspect_request("openai", CHAT, body)
+    assert v.action == "block" and v.error
