@@ -33,10 +33,14 @@ _A = re.ASCII
 # "2021-078-05-1120"); a dash after a space or a colon is a minus sign or a bullet, which a
 # model reads past ("card:-4111...").
 _NOT_INSIDE = r"(?<![0-9A-Za-z])(?<![0-9A-Za-z]-)"
+# A card's groups are apart by one separator, the same each time: nothing, one or two spaces, a
+# dash, a dot, a slash, or a dash between spaces (as PDFs and spreadsheets print them); never a
+# link in a longer dotted or dashed chain of numbers.
+_CARD_SEP = r"(?: {1,2}|[-./]| - |)"
 _CARD = re.compile(
-    _NOT_INSIDE + r"(?:[0-9]{4}(?P<s>[ -]?)[0-9]{4}(?P=s)[0-9]{4}(?P=s)[0-9]{1,4}(?:(?P=s)[0-9]{1,3})?"
-    r"|3[0-9]{3}(?P<t>[ -]?)[0-9]{6}(?P=t)[0-9]{4,5})(?![0-9A-Za-z])", _A)
-_SSN = re.compile(_NOT_INSIDE + r"[0-9]{3}([- ])[0-9]{2}\1[0-9]{4}(?![0-9A-Za-z]|-[0-9])", _A)
+    _NOT_INSIDE + r"(?<![0-9][./])(?:[0-9]{4}(?P<s>" + _CARD_SEP + r")[0-9]{4}(?P=s)[0-9]{4}(?P=s)[0-9]{1,4}"
+    r"(?:(?P=s)[0-9]{1,3})?|3[0-9]{3}(?P<t>" + _CARD_SEP + r")[0-9]{6}(?P=t)[0-9]{4,5})(?![0-9A-Za-z]|[-./][0-9])", _A)
+_SSN = re.compile(_NOT_INSIDE + r"(?<![0-9][.])[0-9]{3}([- .])[0-9]{2}\1[0-9]{4}(?![0-9A-Za-z]|[-.][0-9])", _A)
 _NINE = re.compile(_NOT_INSIDE + r"[0-9]{9}(?![0-9A-Za-z]|-[0-9])", _A)
 _TEN = re.compile(_NOT_INSIDE + r"[0-9]{10}(?![0-9A-Za-z]|-[0-9])", _A)
 _EIN = re.compile(_NOT_INSIDE + r"[0-9]{2}-[0-9]{7}(?![0-9A-Za-z]|-[0-9])", _A)
@@ -92,9 +96,11 @@ def _scan_cluster(view: TextView, start: int, we: int, hits: list[Hit]) -> None:
         for m in _CARD.finditer(text, ws, we):
             if v.credit_card(m.group()):
                 hits.append(Hit("credit_card", m.start(), m.end()))
-    separated = b"-" in cluster or b" " in cluster
+    separated = b"-" in cluster or b" " in cluster or b"." in cluster
     if separated:
         for m in _SSN.finditer(text, ws, we):
+            if m.group(1) == "." and not view.has_context(m.start(), _SSN_WORDS):
+                continue  # dotted, it may be a version or a measurement: only after an SSN word
             if v.ssn(m.group()):
                 hits.append(Hit("ssn", m.start(), m.end()))
             elif v.itin(m.group()):

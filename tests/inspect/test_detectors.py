@@ -234,3 +234,24 @@ def test_tails_of_number_chains_and_default_credentials_are_not_findings(text):
 ])
 def test_phones_and_url_passwords_beside_the_rejected_forms_are_still_found(text, kind):
     assert [h.type for h in SCANNER.scan(text)] == [kind], text
+
+
+@pytest.mark.parametrize("text,value,kind", [
+    ("card 4111.1111.1111.1111 ok", "4111.1111.1111.1111", "credit_card"),
+    ("card 4111  1111  1111  1111 ok", "4111  1111  1111  1111", "credit_card"),
+    ("card 4111 - 1111 - 1111 - 1111 ok", "4111 - 1111 - 1111 - 1111", "credit_card"),
+    ("card 4111/1111/1111/1111 ok", "4111/1111/1111/1111", "credit_card"),
+    ("amex 3782.822463.10005 ok", "3782.822463.10005", "credit_card"),
+    ("SSN 123.45.6789 on file", "123.45.6789", "ssn"),
+])
+def test_cards_and_ssns_printed_with_other_separators_are_found(text, value, kind):
+    assert _found(text, value, kind), text
+
+
+@pytest.mark.parametrize("text", [
+    "build 1.4111.1111.1111.1111",
+    "range 4111.1111.1111.1111.5",
+    "version 110.12.2345",
+])
+def test_dotted_numbers_in_chains_or_without_context_are_not_cards_or_ssns(text):
+    assert SCANNER.scan(text) == [], text
