@@ -82,6 +82,8 @@ _BASE64_BLOB = re.compile(r"[A-Za-z0-9+/\r\n]{256,}={0,2}\s*\Z")
 _URLSAFE_BLOB = re.compile(r"[A-Za-z0-9_\r\n-]{256,}={0,2}\s*\Z")
 # Integers this large may be card, account or phone numbers written without quotes.
 _MIN_SCANNED_INT = 10**8
+# Whole floats up to here are scanned as their digits (the longest card has 19).
+_MAX_SCANNED_FLOAT = 1e20
 # Floats from here on may be integers orjson could not hold (see walk).
 _INEXACT = float(2**63)
 _MAX_DEPTH = 64
@@ -419,15 +421,16 @@ def walk(doc: Any, paths: bool = True, skip: frozenset[str] = frozenset(), orjso
     out: list[TextField] = _InexactFloats() if orjson_doc else []
     if skip and isinstance(doc, dict):
         doc = {key: value for key, value in doc.items() if key not in skip}
-    elif orjson_doc and type(doc) is float:
-        _float(doc, out)
     _value(doc, () if paths else None, None, out, 0)
     return out
 
 
-def _float(value: float, out: list) -> None:
+def _float(value: float, path: tuple | None, key: str | None, out: list) -> None:
     if type(out) is _InexactFloats and not -_INEXACT < value < _INEXACT:
         raise InexactNumber()
+    if _MIN_SCANNED_INT <= abs(value) < _MAX_SCANNED_FLOAT and value.is_integer():
+        # "seed": 4111111111111111.0 holds a card number's digits as surely as an integer does.
+        out.append(_new_field(TextField, (path, str(int(value)), key)))
 
 
 def _value(doc: Any, path: tuple | None, key: str | None, out: list, depth: int) -> None:
@@ -439,6 +442,8 @@ def _value(doc: Any, path: tuple | None, key: str | None, out: list, depth: int)
         out.append(TextField(path, str(doc), key))
     elif isinstance(doc, LiteralNumber):
         out.append(TextField(path, doc.text, key))
+    elif isinstance(doc, float):
+        _float(doc, path, key, out)
 
 
 def _container(doc: dict | list, path: tuple | None, key: str | None, out: list, depth: int) -> None:
@@ -469,7 +474,7 @@ def _container(doc: dict | list, path: tuple | None, key: str | None, out: list,
             if abs(value) >= _MIN_SCANNED_INT:
                 out.append(_new_field(TextField, (child_path, str(value), child_key)))
         elif kind is float:
-            _float(value, out)
+            _float(value, child_path, child_key, out)
         elif isinstance(value, (dict, list, int, LiteralNumber)):
             _value(value, child_path, child_key, out, depth)
 

@@ -216,3 +216,8 @@ def test_redaction_deeper_than_the_walk_that_would_merge_keys_fails_closed():
     body = json.dumps({"model": "m", "messages": [], "metadata": _nested({"a@corp.com": 1, "b@corp.com": 2})}).encode()
     v = DEFAULT.inspect_request("openai", CHAT, body)
     assert v.action == "block" and v.error
+
+
+def test_a_whole_float_is_scanned_as_its_digits():
+    v = DEFAULT.inspect_request("openai", CHAT, b'{"model":"m","messages":[],"seed":4111111111111111.0,"t":0.7,"n":1e9}')
+    assert v.action == "block" and [(f.type, f.location) for f in v.findings] == [("credit_card", "seed")]
