@@ -225,6 +225,18 @@ def find_assignments(view: TextView, ends: list[int], hits: list[Hit]) -> None:
             _assignment(view, op, hits)
 
 
+# "my password is Tr0ub4dor&3": a secret named in prose rather than assigned.
+_PROSE_TRIGGER = Trigger(rb"(?:password|passphrase|passwd|passcode)s? (?:is|was|would be) ", caseless=True)
+
+
+def find_prose_passwords(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    for end in ends:
+        m = _VALUE.match(view.text, end)
+        if m and v.high_entropy_secret(m.group(1).rstrip(".,;:!?")) and not _is_code(m.group(1)):
+            value = m.group(1).rstrip(".,;:!?")
+            hits.append(Hit("generic_secret", m.start(1), m.start(1) + len(value)))
+
+
 def find_keyed_secret(text: str, key: str | None, hits: list[Hit]) -> None:
     """A JSON string whose key names a secret ({"password": "..."}) is judged as an assignment."""
     if key and is_secret_name(key):
@@ -293,6 +305,7 @@ PASSES = (
     Pass((Trigger(rb"-----BEGIN"),), find_private_keys),
     Pass((Trigger(rb"://"),), find_url_passwords),
     Pass((_ASSIGN_TRIGGER, _IPV6_TRIGGER), find_assignments),
+    Pass((_PROSE_TRIGGER,), find_prose_passwords),
     Pass((Trigger(b"|".join(re.escape(w) for w in _BIC_WORDS + _DOB_WORDS), caseless=True),),
          find_context_words),
 )
