@@ -44,9 +44,9 @@ class _BreakingUpstream:
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Daemon]]:
     held = _BreakingUpstream(b"application/json")
-    relayed = _BreakingUpstream(b"application/octet-stream")
+    relayed = _BreakingUpstream(b"audio/mpeg")
     workdir = tmp_path_factory.mktemp("breaks-off")
-    # The shipped policy holds JSON answers for inspection; an octet-stream answer is relayed as it comes.
+    # The shipped policy holds answers for inspection; a media answer (audio) is relayed as it comes.
     with running(Daemon(workdir / "a", ["--upstream", f"openai=http://127.0.0.1:{held.port}", "--rate-limit-per-minute", "0"])) as a, \
             running(Daemon(workdir / "b", ["--upstream", f"openai=http://127.0.0.1:{relayed.port}", "--rate-limit-per-minute", "0"])) as b:
         yield a, b
