@@ -128,7 +128,7 @@ class StreamRedactor:
         self._seen: dict[tuple, str] = {}
         # What beside the text slots was already scanned clean (see _scan_beside).
         self._clean_shapes: set[bytes] = set()
-        self._clean_texts: set[str] = set()
+        self._clean_texts: set[tuple[str, str | None]] = set()
         self._ndjson: bool | None = None if self.format.startswith("cohere") else False
         self._passthrough = False
         self._held = 0  # characters held over all channels
@@ -363,7 +363,8 @@ class StreamRedactor:
             if shape is not None and shape in self._clean_shapes:
                 return
             clean = self._clean_texts
-            fields = [f for f in walk(frame.doc, paths=False, skip=ANSWER_METADATA) if f.text not in clean]
+            # With its key: "s3cr3tV4lue9" is clean under "name" and a secret under "password".
+            fields = [f for f in walk(frame.doc, paths=False, skip=ANSWER_METADATA) if (f.text, f.key) not in clean]
             texts = [f.text for f in fields]
             if texts and any(self.inspector.scanner.scan_many(texts, [f.key for f in fields])):
                 self._scan_whole(frame)
@@ -373,7 +374,7 @@ class StreamRedactor:
                 self._clean_shapes.add(shape)
             if len(clean) < _CLEAN_TEXTS:
                 # Small strings recur in events of changing shapes ("text_delta", "assistant").
-                clean.update(text for text in texts if len(text) <= _CLEAN_TEXT_CHARS)
+                clean.update((f.text, f.key) for f in fields if len(f.text) <= _CLEAN_TEXT_CHARS)
         finally:
             for parent, key, text in places:
                 parent[key] = text

@@ -430,3 +430,13 @@ def test_gemini_text_split_into_an_event_that_also_calls_a_function_is_followed(
     out, _ = _run(DEFAULT, "gemini", data, [])
     assert streams.text_of("gemini", out) == "Your card is [REDACTED:CREDIT_CARD], calling the tool"
     assert b'"functionCall"' in out
+
+
+def test_a_string_scanned_clean_under_one_key_is_scanned_again_under_a_secret_name():
+    value = "Zq8vR2mXk4Lp9Tw"
+    def event(extra):
+        return streams._sse({"choices": [{"index": 0, "delta": {"content": "ok ", **extra}}]})
+    data = event({"label": value}) + event({"password": value}) + b"data: [DONE]\n\n"
+    out, redactor = _run(DEFAULT, "openai", data, [])
+    assert [f.type for f in redactor.findings] == ["generic_secret"]
+    assert out.count(value.encode()) == 1
