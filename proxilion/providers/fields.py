@@ -318,7 +318,17 @@ def _decoded(text: str) -> tuple[str, str] | None:
         if encoding is None:
             return None
         raw = head if len(data) <= _SAMPLE else base64.b64decode(data, validate=True)
-        decoded = raw.decode(encoding)
+        if encoding == "utf-8":
+            # A stray byte that is not UTF-8 past the sample stays a byte (and is written back as one).
+            decoded = raw.decode(encoding, "surrogateescape")
+        else:
+            try:
+                decoded = raw.decode(encoding)
+            except UnicodeDecodeError:
+                if encoding != "cp1252":
+                    return None
+                encoding = "latin-1"
+                decoded = raw.decode(encoding)
     except ValueError:
         return None
     return (decoded, encoding) if "\0" not in decoded else None
@@ -509,7 +519,7 @@ def rewrite(doc: Any, replacements: dict[tuple, str]) -> Any:
             prefix, data = _data_url(original)
             style = _standard(data)[1]  # it decoded when walked, so it is base64
             encoding = _decoded(original)[1]
-            doc = _set(doc, outer, prefix + _encode_like(value.encode(encoding), style))
+            doc = _set(doc, outer, prefix + _encode_like(value.encode(encoding, "surrogateescape"), style))
         elif path and path[-1] is KEY:
             renamed.append((path[:-1], value))
         elif path and path[-1] is DEEP:

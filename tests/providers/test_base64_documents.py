@@ -157,3 +157,13 @@ def test_text_documents_in_other_encodings_are_read_and_redacted_in_their_encodi
     assert base64.b64decode(data).decode(encoding) == text.replace(EMAIL, "[REDACTED:EMAIL]")
     carded = f"name,card\nJosé García,{CARD}\n".encode(encoding)
     assert DEFAULT.inspect_request("anthropic", "/v1/messages", _anthropic_document(_b64(carded), "text/csv")).action == "block"
+
+
+def test_a_long_utf8_document_with_a_stray_latin1_byte_is_read_and_written_back_exactly():
+    raw = ("Customer notes.\n" * 400).encode() + f"mail {EMAIL} caf".encode() + b"\xe9\n"
+    verdict = DEFAULT.inspect_request("anthropic", "/v1/messages", _anthropic_document(_b64(raw)))
+    assert verdict.action == "redact"
+    data = json.loads(verdict.body)["messages"][0]["content"][0]["source"]["data"]
+    assert base64.b64decode(data) == raw.replace(EMAIL.encode(), b"[REDACTED:EMAIL]")
+    carded = ("Customer notes.\n" * 400).encode() + f"card {CARD} caf".encode() + b"\xe9\n"
+    assert DEFAULT.inspect_request("anthropic", "/v1/messages", _anthropic_document(_b64(carded))).action == "block"
