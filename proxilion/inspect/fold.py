@@ -29,6 +29,12 @@ _IGNORABLE = frozenset(itertools.chain(
 ))
 # Dashes a word processor puts in numbers ("078‑05‑1121" with non-breaking hyphens).
 _MINUS_SIGNS = frozenset({0x2212, 0x2043, 0x2E3A, 0x2E3B})
+# Cyrillic and Greek letters drawn exactly like Latin ones: "AKIA…EXAMPLЕ" with a Cyrillic Е
+# reads as the key to a model and to people. (Unicode's confusables, the unambiguous part.)
+_LOOKALIKES = dict(zip(
+    "АВЕКМНОРСТХУЅІЈаеорсухѕіјԁԛԝΑΒΕΖΗΙΚΜΝΟΡΤΥΧοϲϳ",
+    "ABEKMHOPCTXYSIJaeopcyxsijdqwABEZHIKMNOPTYXocj",
+))
 
 
 def _table() -> dict[int, str]:
@@ -37,7 +43,9 @@ def _table() -> dict[int, str]:
     for cp in itertools.chain(range(0x80, 0x10000), range(0x1D400, 0x1D800), range(0xE0000, 0xE01F0)):
         ch = chr(cp)
         category = unicodedata.category(ch)
-        if 0xE0020 <= cp < 0xE007F:
+        if ch in _LOOKALIKES:
+            table[cp] = _LOOKALIKES[ch]
+        elif 0xE0020 <= cp < 0xE007F:
             table[cp] = chr(cp - 0xE0000)  # tag characters spell ASCII invisibly
         elif category in ("Cf", "Mn", "Me") or cp in _IGNORABLE:
             # Zero-width, format and ignorable characters, and combining marks left on their own

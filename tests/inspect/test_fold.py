@@ -87,3 +87,18 @@ def test_ssn_with_typographic_dashes_is_blocked(ssn):
 def test_email_with_a_variation_selector_is_redacted_whole():
     verdict = REDACT_ALL.inspect_request("openai", "/v1/chat/completions", _chat("mail jane.doe@exa\ufe0fmple.com today"))
     assert json.loads(verdict.body)["messages"][0]["content"] == "mail [REDACTED:EMAIL] today"
+
+
+def test_cyrillic_and_greek_letters_drawn_like_latin_ones_do_not_hide_a_key():
+    from proxilion.inspect.scanner import Scanner
+    text = "key AKIAZ3MVJQ5T4XW7PLQ\u0410 and AKIAZ3MV\u0399Q5T4XW7PLQA here"  # Cyrillic А, Greek Ι
+    hits = Scanner().scan(text)
+    assert [h.type for h in hits] == ["aws_access_key_id", "aws_access_key_id"]
+    assert [text[h.start:h.end] for h in hits] == ["AKIAZ3MVJQ5T4XW7PLQ\u0410", "AKIAZ3MV\u0399Q5T4XW7PLQA"]
+
+
+def test_russian_and_greek_prose_raise_no_findings():
+    from proxilion.inspect.scanner import Scanner
+    text = ("Привет! Отчёт о продажах за третий квартал готов, проверьте раздел о рисках. "
+            "Καλημέρα, η αναφορά για τον ΠΡΟΫΠΟΛΟΓΙΣΜΟ είναι έτοιμη. ") * 20
+    assert Scanner().scan(text) == []
