@@ -331,31 +331,36 @@ def _decoded(text: str) -> tuple[str, str] | None:
                 decoded = raw.decode(encoding)
     except ValueError:
         return None
-    return (decoded, encoding) if "\0" not in decoded else None
+    return decoded, encoding
 
 
-# Bytes that only binary data holds (text has none but tab, newline and carriage return).
-_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-_NON_ASCII = bytes(range(128, 256))
+_UNPRINTABLE = bytes(b for b in range(256) if not (32 <= b < 127 or b in b"\t\n\r"))
 
 
 def _text_encoding(head: bytes) -> str | None:
-    """The encoding of the first bytes of a document that is text, else None (images, PDFs, audio)."""
+    """The encoding of the first bytes of a document that is text, else None (images, PDFs, audio).
+
+    Text is UTF-8, UTF-16 (every other byte zero when mostly ASCII), or mostly printable ASCII in
+    a single-byte encoding. A file signature, a stray control byte or a NUL before the text does
+    not make it binary: compressed and encoded data is about a third printable.
+    """
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "utf-16"
-    if _CONTROL.search(head):
-        return None
+    half = len(head) // 2
+    if half >= 8:
+        odd, even = head[1::2].count(0), head[0::2].count(0)
+        if odd >= 0.6 * half and even < 0.1 * half:
+            return "utf-16-le"
+        if even >= 0.6 * half and odd < 0.1 * half:
+            return "utf-16-be"
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
         return "utf-8"
     except UnicodeDecodeError:
         pass
-    # Text saved by Windows or older tools is mostly ASCII, which decoded noise is not;
-    # cp1252 leaves five bytes undefined, Latin-1 none.
-    if len(head.translate(None, _NON_ASCII)) < 0.8 * len(head):
+    if len(head.translate(None, _UNPRINTABLE)) < 0.75 * len(head):
         return None
+    # cp1252 leaves five bytes undefined, Latin-1 none.
     try:
         head.decode("cp1252")
         return "cp1252"

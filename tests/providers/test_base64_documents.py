@@ -167,3 +167,20 @@ def test_a_long_utf8_document_with_a_stray_latin1_byte_is_read_and_written_back_
     assert base64.b64decode(data) == raw.replace(EMAIL.encode(), b"[REDACTED:EMAIL]")
     carded = ("Customer notes.\n" * 400).encode() + f"card {CARD} caf".encode() + b"\xe9\n"
     assert DEFAULT.inspect_request("anthropic", "/v1/messages", _anthropic_document(_b64(carded))).action == "block"
+
+
+SMUGGLED = (f"card {CARD} on file. " * 10).encode()
+
+
+@pytest.mark.parametrize("raw", [
+    b"\x89PNG\r\n\x1a\n" + SMUGGLED,  # a file signature before text
+    b"\x0c" + SMUGGLED,
+    b"\x1b" + SMUGGLED,
+    SMUGGLED + b"\x00",
+    SMUGGLED.decode().encode("utf-16-le"),  # no byte order mark
+    SMUGGLED.decode().encode("utf-16-be"),
+])
+def test_text_behind_a_signature_a_control_byte_or_in_utf16_without_a_bom_is_read(raw):
+    for body in (_chat(_b64(raw)), _anthropic_document(_b64(raw))):
+        verdict = DEFAULT.inspect_request("anthropic", "/v1/messages", body)
+        assert verdict.action == "block", raw[:12]
