@@ -18,6 +18,12 @@ from proxilion.providers.errors import wire_dialect
 from proxilion.providers.fields import RepeatedKey, TextField, encode, secret_keys
 
 
+class TooLargeToScan(ValueError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body larger than {limit} bytes")
+        self.limit = limit
+
+
 class Inspector:
     def __init__(self, policy: Policy):
         self.policy = policy
@@ -84,22 +90,24 @@ class Inspector:
             # Not a scanner failure: a body built so that the value scanned and the value read may differ.
             return Verdict("block", (), body, None, "blocked: a JSON object in the body repeats a key",
                            time.perf_counter() - started)
+        except TooLargeToScan as e:
+            return self._scanner_error(body, time.perf_counter() - started, f"larger than the {e.limit} bytes Proxilion scans")
         except Exception:  # noqa: BLE001 - any scanner failure must fail closed, never pass unscanned
             return self._scanner_error(body, time.perf_counter() - started)
         return Verdict(decision.action, decision.findings, new_body, decision.rule, decision.message,
                        time.perf_counter() - started, document=document)
 
-    def _scanner_error(self, body: bytes, elapsed: float) -> Verdict:
+    def _scanner_error(self, body: bytes, elapsed: float, reason: str = "scanner error") -> Verdict:
         """The verdict when the scan failed: the policy's C{on_scanner_error} (block by default)."""
         action = self.policy.settings.on_scanner_error
-        return Verdict(action, (), body, None, f"{'blocked' if action == 'block' else 'allowed'}: scanner error",
+        return Verdict(action, (), body, None, f"{'blocked' if action == 'block' else 'allowed'}: {reason}",
                        elapsed, error=True)
 
     def _scan_and_decide(self, direction: str, provider: str, path: str, body: bytes,
                          identity: str | None) -> tuple[Decision, bytes, Any]:
         """The decision, the body to pass on (the original unless redacted) and the parsed document."""
         if len(body) > self.policy.settings.max_scan_bytes:
-            raise ValueError("body larger than max_scan_bytes")
+            raise TooLargeToScan(self.policy.settings.max_scan_bytes)
         if direction == "response":
             # An SDK reading an answer keeps a repeated key's last value, the one scanned.
             parsed = Body(body, ANSWER_METADATA, check_repeated_keys=False)

@@ -362,6 +362,7 @@ class Exchange:
             action = getattr(transform, "action", None) or ("block" if getattr(transform, "blocked", False) else ("redact" if findings else "allow"))
             if findings:
                 self._count(findings, action)
+            if findings or action == "block":
                 self._escalate(action)
             error_code = getattr(transform, "error_code", None)
             if error_code is not None:

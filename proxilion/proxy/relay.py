@@ -88,6 +88,8 @@ class BufferedInspection:
         self.findings = verdict.findings
         self.action = verdict.action
         self.scan_seconds = verdict.scan_seconds
+        if verdict.error:
+            self.error_code = "scanner_error"
         if verdict.action == "block":
             self.blocked = True
             self.status = 403 if not verdict.error else 502

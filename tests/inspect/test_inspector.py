@@ -102,6 +102,7 @@ def test_oversized_body_fails_closed():
     policy = parse_policy({"settings": {"max_scan_bytes": 1024}, "rules": []}, environ={})
     v = Inspector(policy).inspect_request("openai", CHAT, b"x" * 2000)
     assert v.action == "block" and v.error
+    assert v.message == "blocked: larger than the 1024 bytes Proxilion scans"
 
 
 def test_response_side_uses_response_rules():

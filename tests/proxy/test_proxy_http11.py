@@ -38,6 +38,9 @@ def _response(path: str) -> list[bytes | float | None]:
     if path == "/stall":
         return [b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
                 b"f\r\ndata: {\"a\":1}\n\n\r\n", 4.0, None]
+    if path.startswith("/big"):
+        big = CARD_ANSWER[:-2] + b',"padding":"' + b"x" * 2000 + b'"}'
+        return [b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(big), big)]
     if path.startswith("/typed-"):
         # An answer quoting a card, with the content type the path names ("-" for none).
         content_type = unquote(path[len("/typed-"):])
@@ -303,3 +306,15 @@ def test_answers_of_every_non_media_type_are_inspected(inspecting: Daemon, conte
 def test_media_answers_pass_unread(inspecting: Daemon) -> None:
     status, _, body = split_response(raw_exchange(inspecting.port, _post("/typed-" + quote("audio/mpeg", safe=""), extra=b"Connection: close\r\n")))
     assert status == 200 and body == CARD_ANSWER
+
+
+def test_an_answer_too_large_to_scan_is_refused_and_recorded_as_a_block(tmp_path, upstream: ScriptedUpstream) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nsettings: {max_scan_bytes: 1024}\nrules:\n"
+                      "  - {id: log-answers, direction: response, action: log}\n")
+    with running(Daemon(tmp_path, ["--upstream", f"openai={upstream.url}", "--policy", str(policy)], NO_LIMITS)) as d:
+        status, _, body = split_response(raw_exchange(d.port, _post("/big", extra=b"Connection: close\r\n")))
+        assert status == 502 and b"larger than the 1024 bytes Proxilion scans" in body and b"4111" not in body
+        line = eventually(lambda: next((e for e in d.log_events() if e.get("path", "").endswith("/big")), None),
+                          what="the access line")
+        assert (line["status"], line["decision"], line["error"]) == (502, "block", "scanner_error")
