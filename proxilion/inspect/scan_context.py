@@ -226,15 +226,27 @@ def find_assignments(view: TextView, ends: list[int], hits: list[Hit]) -> None:
 
 
 # "my password is Tr0ub4dor&3": a secret named in prose rather than assigned.
-_PROSE_TRIGGER = Trigger(rb"(?:password|passphrase|passwd|passcode)s? (?:is|was|would be) ", caseless=True)
+_PROSE_TRIGGER = Trigger(rb"(?:password|passphrase|passwd|passcode|pass|pw)s? (?:is|was|would be):? ", caseless=True)
 
 
 def find_prose_passwords(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    text = view.text
     for end in ends:
-        m = _VALUE.match(view.text, end)
-        if m and v.high_entropy_secret(m.group(1).rstrip(".,;:!?")) and not _is_code(m.group(1)):
-            value = m.group(1).rstrip(".,;:!?")
+        if end < len(text) and text[end] in "'\"`":
+            end += 1  # the password is 'Qz8#kLm2pW'
+        m = _VALUE.match(text, end)
+        if m is None:
+            continue
+        value = m.group(1).rstrip(".,;:!?")
+        # Prose is full of words after "is": only a value mixing three kinds of characters
+        # ("Qz8kLm2pW9x", not "expired123") is taken for a password.
+        if v.high_entropy_secret(value) and _kinds(value) >= 3 and not _is_code(value):
             hits.append(Hit("generic_secret", m.start(1), m.start(1) + len(value)))
+
+
+def _kinds(value: str) -> int:
+    return (any(c.islower() for c in value) + any(c.isupper() for c in value) + any(c.isdigit() for c in value)
+            + any(not c.isalnum() for c in value))
 
 
 def find_keyed_secret(text: str, key: str | None, hits: list[Hit]) -> None:

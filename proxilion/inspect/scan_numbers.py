@@ -16,13 +16,13 @@ from proxilion.inspect import validators as v
 from proxilion.inspect.textview import Hit, TextView, context_words
 from proxilion.inspect.triggers import Pass, Trigger
 
-_SEPARATORS = b" .-/()"
+_SEPARATORS = b" .-/()\t"
 _CLUSTER_CHARS = frozenset(b"0123456789" + _SEPARATORS)
 # A run of digits and separators, reported once: at its ninth digit (its eighth after "+",
 # where an international number may have only eight).
-_CLUSTER_TRIGGERS = (Trigger(rb"(?:^|[^0-9 .\-/()])[ .\-/()]*[0-9](?:[ .\-/()]*[0-9]){8}"),
-                     Trigger(rb"\+[0-9](?:[ .\-/()]*[0-9]){7}"))
-_RUN_REST = re.compile(rb"[0-9 .\-/()]*")
+_CLUSTER_TRIGGERS = (Trigger(rb"(?:^|[^0-9 .\-/()\t])[ .\-/()\t]*[0-9](?:[ .\-/()\t]*[0-9]){8}"),
+                     Trigger(rb"\+[0-9](?:[ .\-/()\t]*[0-9]){7}"))
+_RUN_REST = re.compile(rb"[0-9 .\-/()\t]*")
 # A dotted quad, reported after the first digit of its last part.
 _QUAD_TRIGGER = Trigger(rb"[0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]")
 # From that end back to where a dotted quad's "(?<![0-9.])" can start, and the lookbehind.
@@ -34,9 +34,9 @@ _A = re.ASCII
 # model reads past ("card:-4111...").
 _NOT_INSIDE = r"(?<![0-9A-Za-z])(?<![0-9A-Za-z]-)"
 # A card's groups are apart by one separator, the same each time: nothing, one or two spaces, a
-# dash, a dot, a slash, or a dash between spaces (as PDFs and spreadsheets print them); never a
+# dash, a dot, a slash, a tab, or a dash between spaces (as PDFs and spreadsheets print them); never a
 # link in a longer dotted or dashed chain of numbers.
-_CARD_SEP = r"(?: {1,2}|[-./]| - |)"
+_CARD_SEP = r"(?: {1,2}|[-./\t]| - |)"
 _CARD = re.compile(
     _NOT_INSIDE + r"(?<![0-9][./])(?:[0-9]{4}(?P<s>" + _CARD_SEP + r")[0-9]{4}(?P=s)[0-9]{4}(?P=s)[0-9]{1,4}"
     r"(?:(?P=s)[0-9]{1,3})?|3[0-9]{3}(?P<t>" + _CARD_SEP + r")[0-9]{6}(?P=t)[0-9]{4,5})(?![0-9A-Za-z]|[-./][0-9])", _A)
