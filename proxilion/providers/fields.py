@@ -109,9 +109,14 @@ _new_field = tuple.__new__
 _SPECIAL_FIRST = "{[ \n\td"
 
 
+# Keys written out in locations: no digit, "@" or odd character, which values have and schema
+# words do not; others (and keys that hold a finding) are written "[…]".
+_SHOWN_KEY = re.compile(r"[A-Za-z_][A-Za-z_ .$-]{0,39}\Z")
+
+
 def format_path(path: tuple, hidden: frozenset[str] | set[str] = frozenset()) -> str:
     """A path as people write it: C{messages[0].content}; keys in C{hidden} (keys that hold a
-    finding) are written C{[…]}, so a location never repeats a value."""
+    finding) or shaped like values are written C{[…]}, so a location never repeats a value."""
     out = []
     for part in path:
         if part is EMBEDDED:
@@ -124,7 +129,7 @@ def format_path(path: tuple, hidden: frozenset[str] | set[str] = frozenset()) ->
             out.append("<json>")
         elif isinstance(part, int):
             out.append(f"[{part}]")
-        elif part in hidden:
+        elif part in hidden or not _SHOWN_KEY.match(part):
             out.append("[…]")
         elif _IDENT.match(part):
             out.append(part if not out or out[-1] == ">" else "." + part)

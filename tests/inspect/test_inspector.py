@@ -222,3 +222,9 @@ def test_redaction_deeper_than_the_walk_that_would_merge_keys_fails_closed():
 def test_a_whole_float_is_scanned_as_its_digits():
     v = DEFAULT.inspect_request("openai", CHAT, b'{"model":"m","messages":[],"seed":4111111111111111.0,"t":0.7,"n":1e9}')
     assert v.action == "block" and [(f.type, f.location) for f in v.findings] == [("credit_card", "seed")]
+
+
+def test_keys_shaped_like_values_are_never_written_in_locations():
+    body = json.dumps({"model": "m", "messages": [], "metadata": {"4111111111111111.0": {"note": "mail a@corp.com"}}}).encode()
+    v = DEFAULT.inspect_request("openai", CHAT, body)
+    assert [(f.type, f.location) for f in v.findings] == [("email", "metadata[…].note")]
