@@ -42,8 +42,9 @@ _PLAIN_QUERY_KEYS = frozenset(
 )
 _JSON = b"application/json"
 # Whole answers inspected before they are passed on (streams are inspected as they come).
-# Whole answers passed on uninspected: media, which hold no text a detector reads. Every
-# other answer (JSON by any name, text, HTML, a file's bytes, no type at all) is held and read.
+# Whole answers passed on uninspected: media, which hold no text a detector reads (but SVG,
+# which is XML text). Every other answer (JSON by any name, text, HTML, a file's bytes, no type
+# at all) is held and read.
 _MEDIA_TYPES = (b"image/", b"audio/", b"video/", b"font/")
 _STREAM_TYPES = (b"text/event-stream", b"application/vnd.amazon.eventstream", b"application/x-ndjson", b"application/stream+json")
 ACTION_ORDER = {"allow": 0, "log": 1, "alert": 2, "redact": 3, "block": 4}
@@ -341,7 +342,7 @@ class Exchange:
             length = None
         elif inspector is not None and self.streamed:
             transform = inspector.stream_redactor(route.provider, route.path, self.identity.key)
-        elif inspector is not None and not content_type.startswith(_MEDIA_TYPES):
+        elif inspector is not None and (not content_type.startswith(_MEDIA_TYPES) or content_type.startswith(b"image/svg")):
             # Error answers too: a provider's error message may quote the prompt.
             transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size,
                                            self.dialect)

@@ -294,7 +294,7 @@ def inspecting(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedUpstr
 
 @pytest.mark.parametrize("content_type", [
     "application/json", "application/problem+json", "application/vnd.api+json", "text/json", "application/x-json",
-    "text/plain; charset=utf-8", "text/html", "text/markdown", "application/octet-stream", "-"])
+    "text/plain; charset=utf-8", "text/html", "text/markdown", "application/octet-stream", "image/svg+xml", "-"])
 def test_answers_of_every_non_media_type_are_inspected(inspecting: Daemon, content_type: str) -> None:
     """SDKs read any *json type as JSON, and people read text: only images, audio, video and fonts pass unread."""
     status, headers, body = split_response(raw_exchange(inspecting.port, _post("/typed-" + quote(content_type, safe=""), extra=b"Connection: close\r\n")))
