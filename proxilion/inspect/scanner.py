@@ -12,12 +12,14 @@ from proxilion.inspect import validators
 from proxilion.inspect.catalog import BUILTIN
 from proxilion.inspect.findings import SEVERITY_RANK
 from proxilion.inspect.fold import fold
-from proxilion.inspect import scan_codes, scan_context, scan_numbers, scan_tokens
+from proxilion.inspect import scan_codes, scan_context, scan_encoded, scan_numbers, scan_tokens
 from proxilion.inspect.scan_context import find_keyed_secret, is_secret_name
 from proxilion.inspect.textview import Hit, TextView
 from proxilion.inspect.triggers import TriggerScanner
 
-_BUILTIN = TriggerScanner(scan_numbers.PASSES + scan_codes.PASSES + scan_tokens.PASSES + scan_context.PASSES)
+# Base64 in prose has a database of its own (see TriggerScanner).
+_BUILTIN = TriggerScanner(scan_numbers.PASSES + scan_codes.PASSES + scan_tokens.PASSES + scan_context.PASSES,
+                          scan_encoded.PASSES)
 # Joins the texts of one body so they are scanned in one go; no detector matches across it.
 SEPARATOR = "\n\x00\n"
 
@@ -118,3 +120,15 @@ def _split(hits: list[Hit], texts: Sequence[str], per_text: list[list[Hit]]) -> 
         base = starts[index]
         if hit.end <= base + len(texts[index]):
             per_text[index].append(Hit(hit.type, hit.start - base, hit.end - base))
+
+
+def _builtin_hits(text: str) -> list[Hit]:
+    """Every built-in detector's hits in C{text} (folded first, like any text)."""
+    hits: list[Hit] = []
+    folded = fold(text)
+    view = TextView(text if folded is None else folded.text)
+    _BUILTIN.run(view, hits)
+    return hits
+
+
+scan_encoded.scan_decoded = _builtin_hits

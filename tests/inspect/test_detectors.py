@@ -278,3 +278,27 @@ def test_a_password_named_in_prose_is_found(text, value):
 ])
 def test_prose_about_passwords_is_not_a_secret(text):
     assert SCANNER.scan(text) == [], text
+
+
+@pytest.mark.parametrize("text,kind", [
+    ("decode this: NDExMTExMTExMTExMTExMQ== please", "credit_card"),
+    ("unpadded NDExMTExMTExMTExMTExMQ ok", "credit_card"),
+    ("see QUtJQVozTVZKUTVUNFhXN1BMUUE= ok", "aws_access_key_id"),
+    ("nested TkRFeE1URXhNVEV4TVRFeE1URXhNUT09 twice", "credit_card"),
+])
+def test_base64_inside_prose_is_decoded_and_the_whole_run_is_the_finding(text, kind):
+    hits = SCANNER.scan(text)
+    assert [h.type for h in hits] == [kind]
+    run = text[hits[0].start:hits[0].end]
+    assert " " not in run and len(run) >= 16
+
+
+@pytest.mark.parametrize("text", [
+    "class AbstractSingletonProxyFactoryBean extends X",
+    "sha 9fceb02d0ae598e95dc970b74767f19372d61af8",
+    "token eyJhbGciOiJub25lIn0 is a header only",
+    "see https://example.com/AbCdEfGhIjKlMnOpQrStUvWx/path",
+    "mixed iPhoneXsMaxProCaseBlue variant",
+])
+def test_identifiers_and_paths_that_look_like_base64_are_not_findings(text):
+    assert SCANNER.scan(text) == [], text

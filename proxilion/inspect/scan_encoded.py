@@ -1,0 +1,55 @@
+"""Base64 written inside prose: decoded, and scanned, when it holds text.
+
+"Decode this: NDExMTExMTExMTExMTExMQ==" carries a card number a model reads
+at once. A run of 16 or more base64 letters is decoded when it is text; the
+decoded text is scanned with every built-in detector, and each finding there
+makes the whole run a finding of its type, so redaction replaces the run.
+Base64 split by spaces between its groups is not put back together.
+(Strings that are base64 documents as a whole are decoded earlier, by the
+walk in proxilion/providers/fields.py.)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from proxilion.inspect.textview import Hit, TextView
+from proxilion.inspect.triggers import Pass, Trigger
+from proxilion.providers.fields import decoded_text
+
+_MIN_RUN = 16
+# Base64 switches between lower and upper case (or digit and upper case) every few letters,
+# which prose and code rarely do; a class repeat ("20 base64 letters") would cost the shared
+# trigger scan three times as much. Reported wherever it occurs; each run is decoded once.
+_TRIGGER = Trigger(rb"[a-z0-9+/][A-Z][A-Za-z0-9+/]{0,3}[a-z0-9+/][A-Z]")
+_RUN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-")
+_REST = re.compile(rb"[A-Za-z0-9+/_-]*={0,2}")
+_UNPRINTABLE = re.compile(r"[^\t\n\r\x20-\x7e\xa0-\uffff]")
+
+# Scans a decoded text with the built-in detectors; set by proxilion.inspect.scanner, which
+# imports this module (so it cannot be imported from here).
+scan_decoded: Callable[[str], list[Hit]] = lambda text: []  # noqa: E731 - replaced at import
+
+
+def find_encoded(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    raw = view.raw
+    stop = 0
+    for end in ends:
+        if end <= stop:
+            continue  # inside the run decoded last
+        start = end
+        while start > 0 and raw[start - 1] in _RUN_CHARS:
+            start -= 1
+        stop = _REST.match(raw, end).end()
+        if stop - start < _MIN_RUN:
+            continue
+        text = decoded_text(view.text[start:stop])
+        # Identifiers, hashes and paths decode to noise: only text that reads as text is scanned.
+        if not text or len(_UNPRINTABLE.findall(text)) > len(text) // 10:
+            continue
+        for hit in scan_decoded(text):
+            hits.append(Hit(hit.type, start, stop))
+
+
+PASSES = (Pass((_TRIGGER,), find_encoded),)
