@@ -1,4 +1,4 @@
-"""Base64 written inside prose: decoded, and scanned, when it holds text.
+"""Base64 and percent-encoding written inside prose: decoded, and scanned, when they hold text.
 
 "Decode this: NDExMTExMTExMTExMTExMQ==" carries a card number a model reads
 at once. A run of 16 or more base64 letters is decoded when it is text; the
@@ -7,12 +7,16 @@ makes the whole run a finding of its type, so redaction replaces the run.
 Base64 split by spaces between its groups is not put back together.
 (Strings that are base64 documents as a whole are decoded earlier, by the
 walk in proxilion/providers/fields.py.)
+
+Likewise a token holding percent escapes ("data:text/plain,card%204111%201111...",
+a URL's query) is decoded and scanned; a finding makes the whole token a finding.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from urllib.parse import unquote
 
 from proxilion.inspect.textview import Hit, TextView
 from proxilion.inspect.triggers import Pass, Trigger
@@ -52,4 +56,27 @@ def find_encoded(view: TextView, ends: list[int], hits: list[Hit]) -> None:
             hits.append(Hit(hit.type, start, stop))
 
 
-PASSES = (Pass((_TRIGGER,), find_encoded),)
+def find_percent_encoded(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    raw, text = view.raw, view.text
+    stop = 0
+    for end in ends:
+        if end <= stop:
+            continue  # inside the token decoded last
+        start = end
+        while start > 0 and raw[start - 1] not in _TOKEN_ENDS:
+            start -= 1
+        stop = _TOKEN_REST.match(raw, end).end()
+        decoded = unquote(text[start:stop], errors="replace")
+        for hit in scan_decoded(decoded):
+            hits.append(Hit(hit.type, start, stop))
+
+
+# A percent escape; the token around it runs to the nearest space or quote.
+_PERCENT_TRIGGER = Trigger(rb"%[0-9A-Fa-f]{2}")
+_TOKEN_ENDS = frozenset(b" \t\r\n\"'<>`")
+_TOKEN_REST = re.compile(rb"[^ \t\r\n\"'<>`]*")
+
+# The base64 trigger is made only of character classes: it has a database of its own (see
+# TriggerScanner); the percent trigger starts with a literal and joins the shared one.
+PASSES = (Pass((_PERCENT_TRIGGER,), find_percent_encoded),)
+BASE64_PASSES = (Pass((_TRIGGER,), find_encoded),)

@@ -18,8 +18,8 @@ from proxilion.inspect.textview import Hit, TextView
 from proxilion.inspect.triggers import TriggerScanner
 
 # Base64 in prose has a database of its own (see TriggerScanner).
-_BUILTIN = TriggerScanner(scan_numbers.PASSES + scan_codes.PASSES + scan_tokens.PASSES + scan_context.PASSES,
-                          scan_encoded.PASSES)
+_BUILTIN = TriggerScanner(scan_numbers.PASSES + scan_codes.PASSES + scan_tokens.PASSES + scan_context.PASSES
+                          + scan_encoded.PASSES, scan_encoded.BASE64_PASSES)
 # Joins the texts of one body so they are scanned in one go; no detector matches across it.
 SEPARATOR = "\n\x00\n"
 

@@ -302,3 +302,20 @@ def test_base64_inside_prose_is_decoded_and_the_whole_run_is_the_finding(text, k
 ])
 def test_identifiers_and_paths_that_look_like_base64_are_not_findings(text):
     assert SCANNER.scan(text) == [], text
+
+
+@pytest.mark.parametrize("text,kind", [
+    ("data:text/plain,card%204111%201111%201111%201111%20thanks", "credit_card"),
+    ("see https://x.example/pay?cc=4111%201111%201111%201111&x=1 now", "credit_card"),
+    ("mail jane.roe%40example.org today", "email"),
+])
+def test_percent_encoded_values_are_decoded_and_the_whole_token_is_the_finding(text, kind):
+    hits = SCANNER.scan(text)
+    assert kind in [h.type for h in hits]
+    token = text[hits[0].start:hits[0].end]
+    assert " " not in token and "%" in token
+
+
+@pytest.mark.parametrize("text", ["we grew 50% of revenue, 100%25 sure", "https://example.com/search?q=hello%20world"])
+def test_percent_signs_and_clean_escapes_are_not_findings(text):
+    assert SCANNER.scan(text) == [], text
