@@ -440,3 +440,4 @@ def test_a_string_scanned_clean_under_one_key_is_scanned_again_under_a_secret_na
     out, redactor = _run(DEFAULT, "openai", data, [])
     assert [f.type for f in redactor.findings] == ["generic_secret"]
     assert out.count(value.encode()) == 1
+

@@ -131,3 +131,17 @@ def test_a_blocked_value_split_at_every_character_never_leaves(holdback, step):
             text_sent = streams.text_of(fmt.split("-")[0], out[:out.rindex(b"data: ")])
             assert text.startswith(text_sent) and len(text_sent) <= len(before), (fmt, split)
     check()
+
+
+def test_a_value_still_arriving_is_judged_whole_not_by_the_part_that_looks_like_another():
+    """"IT86 E744 3023 3328 8391 9984" of an IBAN still arriving ends in a valid card number
+    (a case hypothesis found): the stream must label it as the whole text does."""
+    before, value, after = '}n.faki}pg\\.{gc"ap,aonb\\jfc[n\n\\}i\u2014\nn ', "IT86 E744 3023 3328 8391 9984 468", " "
+    text = before + value + after
+    for holdback, step in ((64, 1), (64, 16)):
+        expected = _redacted_whole(_inspector(holdback, "redact"), text)
+        for split in range(len(before), len(before) + len(value) + 1):
+            data = BUILDERS["openai"](_cut(text[:split], [1]) + _cut(text[split:], [1]))
+            out, redactor = _stream(holdback, step, "redact", "openai", data, False)
+            assert streams.text_of("openai", out) == expected, (holdback, step, split)
+            assert [f.type for f in redactor.findings] == ["iban"]
