@@ -24,7 +24,7 @@ ANSWER_METADATA = frozenset({
 class Body:
     """A parsed body: its texts, and how to rebuild it with some texts replaced."""
 
-    __slots__ = ("doc", "is_json", "fields", "_skip")
+    __slots__ = ("doc", "is_json", "fields", "_skip", "_encoding")
 
     def __init__(self, body: bytes, skip: frozenset[str] = frozenset(), check_repeated_keys: bool = True):
         """C{skip}: top-level keys of a JSON object left unread (L{ANSWER_METADATA} for answers).
@@ -33,6 +33,7 @@ class Body:
         key. Requests need it: the provider's parser may keep the value we did not scan.
         """
         self._skip = skip
+        self._encoding = "utf-8"
         self.doc: Any = None
         self.is_json = False
         if body:
@@ -46,7 +47,8 @@ class Body:
                     check_keys_kept(body, orjson.dumps(self.doc))
             except ValueError:  # orjson.JSONDecodeError and InexactNumber are ValueErrors
                 try:
-                    text = _json_text(body)
+                    self._encoding = _json_encoding(body)
+                    text = body.decode(self._encoding, "surrogatepass")
                     self.doc, self.is_json = loads(text), True
                 except (ValueError, UnicodeDecodeError):
                     self.doc, self.is_json = None, False
@@ -69,12 +71,15 @@ class Body:
     def rebuild(self, replacements: dict[tuple, str]) -> bytes:
         if not self.is_json:
             return replacements[()].encode("utf-8", "surrogateescape")
-        return encode(rewrite(self.doc, replacements))
+        rebuilt = encode(rewrite(self.doc, replacements))
+        if self._encoding != "utf-8":
+            # Written back in the body's own encoding (UTF-16, a BOM): its Content-Type may say so.
+            rebuilt = rebuilt.decode("utf-8", "surrogatepass").encode(self._encoding, "surrogatepass")
+        return rebuilt
 
 
-def _json_text(body: bytes) -> str:
-    """The body decoded as json.loads decodes bytes: UTF-8 unless a BOM or zero bytes say UTF-16/32."""
+def _json_encoding(body: bytes) -> str:
+    """The encoding json.loads reads bytes in: UTF-8 unless a BOM or zero bytes say UTF-16/32."""
     # A body opening with "{" and no zero byte after it is UTF-8 (see json.detect_encoding), which
     # spares most bodies the detection.
-    encoding = "utf-8" if body[:1] == b"{" and body[1:2] != b"\x00" else json.detect_encoding(body)
-    return body.decode(encoding, "surrogatepass")
+    return "utf-8" if body[:1] == b"{" and body[1:2] != b"\x00" else json.detect_encoding(body)

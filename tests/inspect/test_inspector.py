@@ -228,3 +228,11 @@ def test_keys_shaped_like_values_are_never_written_in_locations():
     body = json.dumps({"model": "m", "messages": [], "metadata": {"4111111111111111.0": {"note": "mail a@corp.com"}}}).encode()
     v = DEFAULT.inspect_request("openai", CHAT, body)
     assert [(f.type, f.location) for f in v.findings] == [("email", "metadata[…].note")]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-8-sig"])
+def test_a_redacted_body_keeps_its_encoding(encoding):
+    answer = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "card 4111 1111 1111 1111 ok"}}]})
+    v = DEFAULT.inspect_response("openai", CHAT, answer.encode(encoding))
+    assert v.action == "redact"
+    assert json.loads(v.body.decode(encoding))["choices"][0]["message"]["content"] == "card [REDACTED:CREDIT_CARD] ok"
