@@ -340,6 +340,7 @@ def _decoded(text: str) -> tuple[str, str] | None:
 
 
 _UNPRINTABLE = bytes(b for b in range(256) if not (32 <= b < 127 or b in b"\t\n\r"))
+_CONTROL_BYTES = bytes(b for b in range(128) if b < 32 and b not in b"\t\n\r" or b == 127)
 
 
 def _text_encoding(head: bytes) -> str | None:
@@ -360,9 +361,11 @@ def _text_encoding(head: bytes) -> str | None:
             return "utf-16-be"
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-        return "utf-8"
     except UnicodeDecodeError:
         pass
+    else:
+        # Valid UTF-8 of mostly control bytes (zeros, small integers) is binary data.
+        return "utf-8" if len(head.translate(None, _CONTROL_BYTES)) >= 0.75 * len(head) else None
     if len(head.translate(None, _UNPRINTABLE)) < 0.75 * len(head):
         return None
     # cp1252 leaves five bytes undefined, Latin-1 none.
