@@ -39,7 +39,7 @@ _NOT_INSIDE = r"(?<![0-9A-Za-z])(?<![0-9A-Za-z]-)"
 _CARD_SEP = r"(?: {1,2}|[-./\t]| - |)"
 _CARD = re.compile(
     _NOT_INSIDE + r"(?<![0-9][./])(?:[0-9]{4}(?P<s>" + _CARD_SEP + r")[0-9]{4}(?P=s)[0-9]{4}(?P=s)[0-9]{1,4}"
-    r"(?:(?P=s)[0-9]{1,3})?|3[0-9]{3}(?P<t>" + _CARD_SEP + r")[0-9]{6}(?P=t)[0-9]{4,5})(?![0-9A-Za-z]|[-./][0-9])", _A)
+    r"(?:(?P=s)[0-9]{1,3})?|3[0-9]{3}(?P<t>" + _CARD_SEP + r")[0-9]{6}(?P=t)[0-9]{4,5})(?![0-9A-Za-z]|[-./][0-9A-Za-z])", _A)
 _SSN = re.compile(_NOT_INSIDE + r"(?<![0-9][.])[0-9]{3}([- .])[0-9]{2}\1[0-9]{4}(?![0-9A-Za-z]|[-.][0-9])", _A)
 _NINE = re.compile(_NOT_INSIDE + r"[0-9]{9}(?![0-9A-Za-z]|-[0-9])", _A)
 _TEN = re.compile(_NOT_INSIDE + r"[0-9]{10}(?![0-9A-Za-z]|-[0-9])", _A)
@@ -88,17 +88,19 @@ def _public_ip(view: TextView, m: re.Match) -> bool:
 def _scan_cluster(view: TextView, start: int, we: int, hits: list[Hit]) -> None:
     """Run only the patterns the cluster's shape allows (digit count, separators) over it."""
     text = view.text
-    # A few characters back so "+1 (", "(" and lookbehinds see their context.
+    # A few characters back so "+1 (", "(" and lookbehinds see their context, and two on
+    # so lookaheads see what follows ("4111111111111111A" is an identifier, not a card).
     ws = max(0, start - 4)
+    see = min(len(text), we + 2)
     cluster = view.raw[ws:we]
     digits = len(cluster) - len(cluster.translate(None, b"0123456789"))
     if digits >= 13:
-        for m in _CARD.finditer(text, ws, we):
+        for m in _CARD.finditer(text, ws, see):
             if v.credit_card(m.group()):
                 hits.append(Hit("credit_card", m.start(), m.end()))
     separated = b"-" in cluster or b" " in cluster or b"." in cluster
     if separated:
-        for m in _SSN.finditer(text, ws, we):
+        for m in _SSN.finditer(text, ws, see):
             if m.group(1) == "." and not view.has_context(m.start(), _SSN_WORDS):
                 continue  # dotted, it may be a version or a measurement: only after an SSN word
             if v.ssn(m.group()):
@@ -108,11 +110,11 @@ def _scan_cluster(view: TextView, start: int, we: int, hits: list[Hit]) -> None:
     if view.has_context(start, _ANY_ID_WORDS):
         _context_ids(view, ws, we, hits)
     if digits >= 10 and (separated or b"(" in cluster or b"." in cluster):
-        for m in _NANP.finditer(text, ws, we):
+        for m in _NANP.finditer(text, ws, see):
             if _phone(m.group(), "US"):
                 hits.append(Hit("phone", m.start(), m.end()))
     if b"+" in cluster:
-        for m in _INTL.finditer(text, ws, we):
+        for m in _INTL.finditer(text, ws, see):
             if 8 <= len(v.digits_of(m.group())) <= 15 and _phone(m.group(), None):
                 hits.append(Hit("phone", m.start(), m.end()))
 
@@ -120,7 +122,8 @@ def _scan_cluster(view: TextView, start: int, we: int, hits: list[Hit]) -> None:
 def _context_ids(view: TextView, ws: int, we: int, hits: list[Hit]) -> None:
     """Numbers that are only told apart from order numbers by a word before them."""
     text = view.text
-    for m in _NINE.finditer(text, ws, we):
+    see = min(len(text), we + 2)
+    for m in _NINE.finditer(text, ws, see):
         value, pos = m.group(), m.start()
         if view.has_context(pos, _SSN_WORDS) and v.ssn(value):
             hits.append(Hit("ssn", pos, m.end()))
@@ -128,16 +131,16 @@ def _context_ids(view: TextView, ws: int, we: int, hits: list[Hit]) -> None:
             hits.append(Hit("aba_routing", pos, m.end()))
         elif view.has_context(pos, _PASSPORT_WORDS):
             hits.append(Hit("passport", pos, m.end()))
-    for m in _TEN.finditer(text, ws, we):
+    for m in _TEN.finditer(text, ws, see):
         value, pos = m.group(), m.start()
         if view.has_context(pos, _NPI_WORDS) and v.npi(value):
             hits.append(Hit("npi", pos, m.end()))
         elif view.has_context(pos, _PHONE_WORDS) and _phone(value, "US"):
             hits.append(Hit("phone", pos, m.end()))
-    for m in _NANP_SPACED.finditer(text, ws, we):
+    for m in _NANP_SPACED.finditer(text, ws, see):
         if view.has_context(m.start(), _PHONE_WORDS) and _phone(m.group(), "US"):
             hits.append(Hit("phone", m.start(), m.end()))
-    for m in _EIN.finditer(text, ws, we):
+    for m in _EIN.finditer(text, ws, see):
         if view.has_context(m.start(), _EIN_WORDS) and v.ein(m.group()):
             hits.append(Hit("ein", m.start(), m.end()))
 

@@ -33,7 +33,9 @@ def card_brand(digits: str) -> str | None:
     """The card network whose IIN range and length fit, or None."""
     n = len(digits)
     p2, p3, p4, p6 = int(digits[:2]), int(digits[:3]), int(digits[:4]), int(digits[:6])
-    if digits[0] == "4" and n in (13, 16, 19):
+    # Visa's 13-digit numbers are long retired, and 13 digits starting with 4 are mostly
+    # German and Austrian EAN barcodes (400-440): only 16 and 19 count.
+    if digits[0] == "4" and n in (16, 19):
         return "visa"
     if (51 <= p2 <= 55 or 2221 <= p4 <= 2720) and n == 16:
         return "mastercard"

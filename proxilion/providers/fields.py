@@ -82,6 +82,7 @@ _BASE64_BLOB = re.compile(r"[A-Za-z0-9+/\r\n]{256,}={0,2}\s*\Z")
 _URLSAFE_BLOB = re.compile(r"[A-Za-z0-9_\r\n-]{256,}={0,2}\s*\Z")
 # Integers this large may be card, account or phone numbers written without quotes.
 _MIN_SCANNED_INT = 10**8
+_INTEGER_DIGITS = re.compile(r"-?[0-9]*")
 # Whole floats up to here are scanned as their digits (the longest card has 19).
 _MAX_SCANNED_FLOAT = 1e20
 # Floats from here on may be integers orjson could not hold (see walk).
@@ -464,7 +465,8 @@ def _value(doc: Any, path: tuple | None, key: str | None, out: list, depth: int)
     elif isinstance(doc, int) and not isinstance(doc, bool) and abs(doc) >= _MIN_SCANNED_INT:
         out.append(TextField(path, str(doc), key))
     elif isinstance(doc, LiteralNumber):
-        out.append(TextField(path, doc.text, key))
+        # Its integer digits, as for any long number ("4111111111111111e300" holds a card's).
+        out.append(TextField(path, _INTEGER_DIGITS.match(doc.text).group(), key))
     elif isinstance(doc, float):
         _float(doc, path, key, out)
 

@@ -319,3 +319,14 @@ def test_percent_encoded_values_are_decoded_and_the_whole_token_is_the_finding(t
 @pytest.mark.parametrize("text", ["we grew 50% of revenue, 100%25 sure", "https://example.com/search?q=hello%20world"])
 def test_percent_signs_and_clean_escapes_are_not_findings(text):
     assert SCANNER.scan(text) == [], text
+
+
+@pytest.mark.parametrize("text", [
+    "order 4111111111111111A shipped",
+    "id 4111111111111111-b",
+    "etag 2647042135703194fd7bfcc531ce9da3",
+    "EAN 4262527601894",  # a German barcode: 13 digits from 4, Luhn-valid
+    "ssn 123-45-6789x",
+])
+def test_numbers_glued_to_letters_and_13_digit_barcodes_are_not_cards(text):
+    assert SCANNER.scan(text) == [], text
