@@ -20,6 +20,11 @@ _LOCAL_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+([A-Za-z]{2,24})(?![A-Za-z0-9-])", _A)
 # "icon@2x.png" and friends are file names, not addresses.
 _FILE_SUFFIXES = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "tif", "tiff"})
+# Image names ("icon@2x.png") and names inside networks, which no mail reaches (kube contexts
+# such as admin@prod.k8s.local, hosts such as ec2-user@ip-10-0-0-1.ec2.internal).
+_NOT_MAIL_SUFFIXES = _FILE_SUFFIXES | {"local", "internal", "localhost", "lan", "localdomain", "cluster", "svc"}
+# Login names of machines and services: git@github.com is an SSH user, no person.
+_MACHINE_USERS = frozenset({"git", "ec2-user", "ubuntu", "centos", "debian", "root", "ssh", "deploy", "hg", "svn"})
 
 
 def find_emails(view: TextView, ends: list[int], hits: list[Hit]) -> None:
@@ -32,8 +37,15 @@ def find_emails(view: TextView, ends: list[int], hits: list[Hit]) -> None:
         while start < pos and raw[start] in b".-":
             start += 1
         m = _DOMAIN.match(view.text, pos + 1) if start < pos else None
-        if m and m.group(1).lower() not in _FILE_SUFFIXES:
+        if m and m.group(1).lower() not in _NOT_MAIL_SUFFIXES and not _machine_address(view.text[start:pos], m.group()):
             hits.append(Hit("email", start, m.end()))
+
+
+def _machine_address(local: str, domain: str) -> bool:
+    """SSH logins and bot addresses, not people's: git@github.com:acme/repo.git,
+    ec2-user@host.compute.amazonaws.com, noreply@github.com, 123+bot@users.noreply.github.com."""
+    local = local.lower()
+    return local in _MACHINE_USERS or domain.lower().endswith(".noreply.github.com") or local.startswith(("noreply", "no-reply"))
 
 
 # --- PEM private keys --------------------------------------------------------------------------
@@ -98,14 +110,24 @@ _ASSIGN_TRIGGER = Trigger(b"(?:" + b"|".join(re.escape(n).encode() for n in SECR
 _IPV6_TRIGGER = Trigger(rb":[0-9A-Fa-f.]*:")
 _IPV6_REST = re.compile(rb"[0-9A-Fa-f:.]*")
 _IPV6_CHARS = frozenset(b"0123456789abcdefABCDEF:.")
+_WORD_CHARS = frozenset(b"ghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ_")
+
+
+# Tokens that are no credentials: pagination cursors (nextPageToken), idempotency keys and
+# anti-forgery tokens. Agents' tool results are full of the first.
+NOT_SECRET_TOKENS = tuple(p + s + "token" for p in (
+    "page", "next", "continuation", "cursor", "sync", "resume", "idempotency", "client", "csrf", "xsrf")
+    for s in ("", "_", "-"))
 
 
 @functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
-    return name.lower().endswith(SECRET_NAME_SUFFIXES)
+    low = name.lower()
+    return low.endswith(SECRET_NAME_SUFFIXES) and not low.endswith(NOT_SECRET_TOKENS)
 
 
 _SUFFIXES_BYTES = tuple(n.encode() for n in SECRET_NAME_SUFFIXES)
+_NOT_SECRET_BYTES = tuple(n.encode() for n in NOT_SECRET_TOKENS)
 
 
 # An unquoted value that is code rather than a literal: `secret = os.getenv("X")`. Names in
@@ -154,7 +176,8 @@ def _assignment(view: TextView, op: int, hits: list[Hit]) -> None:
     i = op
     while i > 0 and op - i < 3 and raw[i - 1] in b"\"' ":
         i -= 1
-    if not raw[max(0, i - 16):i].lower().endswith(_SUFFIXES_BYTES):
+    name = raw[max(0, i - 24):i].lower()
+    if not name.endswith(_SUFFIXES_BYTES) or name.endswith(_NOT_SECRET_BYTES):
         return
     k = op + 1
     quoted = False
@@ -177,6 +200,11 @@ def _ipv6(view: TextView, op: int, hits: list[Hit]) -> int:
     candidate = view.text[start:end].rstrip(".:")
     if candidate.count(":") < 2:
         return 0
+    if (start > 0 and raw[start - 1] in _WORD_CHARS) or (end < len(raw) and raw[end] in _WORD_CHARS):
+        return end  # a path in code: std::fs, boost::asio, crate::db::pool
+    groups = [g for g in candidate.split(":") if g]
+    if len(groups) < 3 and all(len(g) <= 2 for g in groups):
+        return end  # a::b, C::D, arr[::2]: too short for an address anyone writes
     try:
         address = ipaddress.IPv6Address(candidate)
     except ValueError:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections import Counter
 
 from stdnum import bic as _bic
@@ -156,12 +157,23 @@ def is_placeholder(value: str) -> bool:
     low = value.lower()
     if low in _PLACEHOLDER_WORDS or low.startswith(("${", "{{", "<", "$(", "%(", "[redacted", "process.env", "os.environ")):
         return True
+    if "..." in low or "your" in low or "xxxx" in low or "here" in low:
+        return True  # documentation: "sk-...your-key-here...", "sk-proj-xxxx"
     return len(set(low)) <= 2
+
+
+# Words joined by hyphens, slashes, dots or "#" ("oauth2-pkce", "text-embedding-3-small",
+# "kv/data/app#v3"): names and descriptions in configs, not generated values.
+_WORDS = re.compile(r"[A-Za-z]?[a-z0-9]*(?:[-/.#][a-z0-9]+)+")
+# A digit inside a word ("P4ss.w0rd") is a password's, not a name's ("oauth2", "rs256", "90d").
+_LEET = re.compile(r"[A-Za-z][0-9]+[A-Za-z]")
 
 
 def high_entropy_secret(value: str) -> bool:
     """A value that looks generated rather than a word, a sentence or a placeholder."""
     if len(value) < 8 or len(value) > 256 or is_placeholder(value):
+        return False
+    if _WORDS.fullmatch(value) and not _LEET.search(value):
         return False
     classes = (any(c.islower() for c in value) + any(c.isupper() for c in value)
                + any(c.isdigit() for c in value) + any(not c.isalnum() for c in value))

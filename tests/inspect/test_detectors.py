@@ -330,3 +330,28 @@ def test_percent_signs_and_clean_escapes_are_not_findings(text):
 ])
 def test_numbers_glued_to_letters_and_13_digit_barcodes_are_not_cards(text):
     assert SCANNER.scan(text) == [], text
+
+
+@pytest.mark.parametrize("text", [
+    "pageToken: eyJvZmZzZXQiOjEwMH0=",
+    "idempotency_token: 3f2b1c4e-8d7a-4b6c-9e1f-2a3b4c5d6e7f",
+    "auth: oauth2-pkce",
+    "token: text-embedding-3-small",
+    "password: must-be-rotated-90d",
+    "secret: kv/data/app#v3",
+    "export OPENAI_API_KEY=sk-...your-key-here...",
+    "git clone git@github.com:acme/repo.git",
+    "ssh ec2-user@ip-10-0-0-1.ec2.internal",
+    "kubectl --context=admin@prod-cluster.k8s.local get pods",
+    "Author: ci <ci@users.noreply.github.com>",
+    "use std::fs; let v = std::env::var(\"X\"); boost::asio; arr[::2]; a::b",
+])
+def test_engineering_text_that_looked_like_secrets_emails_or_addresses_is_not(text):
+    assert SCANNER.scan(text) == [], text
+
+
+def test_pagination_cursors_in_tool_results_are_not_secrets():
+    from proxilion.inspect.scan_context import is_secret_name
+    assert not any(is_secret_name(n) for n in ("nextPageToken", "page_token", "next_token", "continuationToken",
+                                                "idempotency_token", "csrf_token", "ClientToken"))
+    assert all(is_secret_name(n) for n in ("api_token", "accessToken", "refresh_token", "password", "AWS_SECRET"))
