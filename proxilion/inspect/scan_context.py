@@ -268,13 +268,8 @@ def find_prose_passwords(view: TextView, ends: list[int], hits: list[Hit]) -> No
         value = m.group(1).rstrip(".,;:!?")
         # Prose is full of words after "is": only a value mixing three kinds of characters
         # ("Qz8kLm2pW9x", not "expired123") is taken for a password.
-        if v.high_entropy_secret(value) and _kinds(value) >= 3 and not _is_code(value):
+        if v.high_entropy_secret(value) and v.character_kinds(value) >= 3 and not _is_code(value):
             hits.append(Hit("generic_secret", m.start(1), m.start(1) + len(value)))
-
-
-def _kinds(value: str) -> int:
-    return (any(c.islower() for c in value) + any(c.isupper() for c in value) + any(c.isdigit() for c in value)
-            + any(not c.isalnum() for c in value))
 
 
 def find_keyed_secret(text: str, key: str | None, hits: list[Hit]) -> None:

@@ -108,7 +108,7 @@ def _scan_cluster(view: TextView, start: int, we: int, hits: list[Hit]) -> None:
             elif v.itin(m.group()):
                 hits.append(Hit("itin", m.start(), m.end()))
     if view.has_context(start, _ANY_ID_WORDS):
-        _context_ids(view, ws, we, hits)
+        _context_ids(view, ws, see, hits)
     if digits >= 10 and (separated or b"(" in cluster or b"." in cluster):
         for m in _NANP.finditer(text, ws, see):
             if _phone(m.group(), "US"):
@@ -119,10 +119,9 @@ def _scan_cluster(view: TextView, start: int, we: int, hits: list[Hit]) -> None:
                 hits.append(Hit("phone", m.start(), m.end()))
 
 
-def _context_ids(view: TextView, ws: int, we: int, hits: list[Hit]) -> None:
-    """Numbers that are only told apart from order numbers by a word before them."""
+def _context_ids(view: TextView, ws: int, see: int, hits: list[Hit]) -> None:
+    """Numbers that are only told apart from order numbers by a word before them (in text[ws:see])."""
     text = view.text
-    see = min(len(text), we + 2)
     for m in _NINE.finditer(text, ws, see):
         value, pos = m.group(), m.start()
         if view.has_context(pos, _SSN_WORDS) and v.ssn(value):

@@ -122,13 +122,5 @@ def _split(hits: list[Hit], texts: Sequence[str], per_text: list[list[Hit]]) -> 
             per_text[index].append(Hit(hit.type, hit.start - base, hit.end - base))
 
 
-def _builtin_hits(text: str) -> list[Hit]:
-    """Every built-in detector's hits in C{text} (folded first, like any text)."""
-    hits: list[Hit] = []
-    folded = fold(text)
-    view = TextView(text if folded is None else folded.text)
-    _BUILTIN.run(view, hits)
-    return hits
-
-
-scan_encoded.scan_decoded = _builtin_hits
+# Decoded base64 and percent-encoded text is scanned by the built-in detectors.
+scan_encoded.scan_decoded = Scanner().scan

@@ -175,9 +175,13 @@ def high_entropy_secret(value: str) -> bool:
         return False
     if _WORDS.fullmatch(value) and not _LEET.search(value):
         return False
-    classes = (any(c.islower() for c in value) + any(c.isupper() for c in value)
-               + any(c.isdigit() for c in value) + any(not c.isalnum() for c in value))
-    return classes >= 2 and any(not c.isalpha() for c in value) and entropy(value) >= 3.0
+    return character_kinds(value) >= 2 and any(not c.isalpha() for c in value) and entropy(value) >= 3.0
+
+
+def character_kinds(value: str) -> int:
+    """How many of lower case, upper case, digits and symbols C{value} mixes."""
+    return (any(c.islower() for c in value) + any(c.isupper() for c in value)
+            + any(c.isdigit() for c in value) + any(not c.isalnum() for c in value))
 
 
 VALIDATORS = {

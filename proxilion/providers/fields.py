@@ -308,13 +308,12 @@ def decoded_text(text: str) -> str | None:
     """The text a base64 string (bare or a data: URL; standard or URL-safe, padded or not,
     on one line or wrapped) holds, in UTF-8, UTF-16 with a byte order mark or a single-byte
     Windows/Latin-1 encoding; None for anything else."""
-    decoded = _decoded(text)
+    decoded = _decoded(_standard(_data_url(text)[1]))
     return decoded[0] if decoded is not None else None
 
 
-def _decoded(text: str) -> tuple[str, str] | None:
-    """(text, encoding) of a base64 text document, else None."""
-    standard = _standard(_data_url(text)[1])
+def _decoded(standard: tuple[str, _Base64Style] | None) -> tuple[str, str] | None:
+    """(text, encoding) of a base64 text document (given by L{_standard}), else None."""
     if standard is None:
         return None
     data = standard[0]
@@ -377,11 +376,11 @@ def _text_encoding(head: bytes) -> str | None:
         return "latin-1"
 
 
-def _binary(text: str) -> bool:
-    """Whether a base64 string that holds no text is binary data (an image, a PDF): it opens
-    with a file format's signature, or its letters run over the whole alphabet. A list of card
-    numbers or keys, one per line, is base64 too, but written with few letters: it is scanned as it is."""
-    standard = _standard(_data_url(text)[1])
+def _binary(standard: tuple[str, _Base64Style] | None) -> bool:
+    """Whether a base64 string (given by L{_standard}) that holds no text is binary data (an
+    image, a PDF): it opens with a file format's signature, or its letters run over the whole
+    alphabet. A list of card numbers or keys, one per line, is base64 too, but written with few
+    letters: it is scanned as it is."""
     if standard is None:
         return False
     data = standard[0][:_SAMPLE]
@@ -412,11 +411,12 @@ def _string(text: str, path: tuple | None, key: str | None, out: list, depth: in
         return
     blob = (first == "d" or len(text) >= 256) and is_blob(text)
     if blob or (key in _BASE64_KEYS and _BASE64_TEXT.match(text)) or (len(text) >= 256 and _URLSAFE_BLOB.match(text)):
-        decoded = decoded_text(text)
-        if decoded:
-            out.append(TextField(None if path is None else path + (BASE64,), decoded, key))
+        standard = _standard(_data_url(text)[1])
+        decoded = _decoded(standard)
+        if decoded and decoded[0]:
+            out.append(TextField(None if path is None else path + (BASE64,), decoded[0], key))
             return
-        if blob and _binary(text):
+        if blob and _binary(standard):
             return
     out.append(TextField(path, text, key))
 
@@ -530,11 +530,10 @@ def rewrite(doc: Any, replacements: dict[tuple, str]) -> Any:
             nested.setdefault(path[:cut], {})[path[cut + 1:]] = value
         elif path and path[-1] is BASE64:
             outer = path[:-1]
-            original = _get(doc, outer)
-            prefix, data = _data_url(original)
-            style = _standard(data)[1]  # it decoded when walked, so it is base64
-            encoding = _decoded(original)[1]
-            doc = _set(doc, outer, prefix + _encode_like(value.encode(encoding, "surrogateescape"), style))
+            prefix, data = _data_url(_get(doc, outer))
+            standard = _standard(data)  # it decoded when walked, so it is base64 text
+            encoding = _decoded(standard)[1]
+            doc = _set(doc, outer, prefix + _encode_like(value.encode(encoding, "surrogateescape"), standard[1]))
         elif path and path[-1] is KEY:
             renamed.append((path[:-1], value))
         elif path and path[-1] is DEEP:

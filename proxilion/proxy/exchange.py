@@ -344,8 +344,7 @@ class Exchange:
             transform = inspector.stream_redactor(route.provider, route.path, self.identity.key)
         elif inspector is not None and (not content_type.startswith(_MEDIA_TYPES) or content_type.startswith(b"image/svg")):
             # Error answers too: a provider's error message may quote the prompt.
-            transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size,
-                                           self.dialect)
+            transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size)
         if transform is None and length is not None:
             request.set_header(b"content-length", b"%d" % length)
         self.relay = Relay(request, self._relay_done, transform)

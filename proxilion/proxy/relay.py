@@ -11,7 +11,7 @@ from typing import Any, Callable, Protocol as TypingProtocol
 
 from twisted.internet.protocol import Protocol
 
-from proxilion.providers.errors import error_body
+from proxilion.providers.errors import error_body, wire_dialect
 from proxilion.providers.usage import usage_of
 from proxilion.proxy.http11 import HTTPRequest
 from proxilion.proxy.upstream import BodyDone, BodyIdle
@@ -37,11 +37,10 @@ class BufferedInspection:
     C{uninspected} says so. Either way C{error_code} names what happened.
     """
 
-    def __init__(self, inspector: Any, provider: str, path: str, identity: str | None, limit: int,
-                 dialect: str | None = None) -> None:
+    def __init__(self, inspector: Any, provider: str, path: str, identity: str | None, limit: int) -> None:
         self._inspector = inspector
         self._provider = provider
-        self._dialect = dialect or provider  # whose error shape the client reads
+        self._dialect = wire_dialect(provider, path)  # whose error shape the client reads
         self._path = path
         self._identity = identity
         self._limit = limit
