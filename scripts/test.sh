@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian/Ubuntu machine, then run it.
 # Installs missing system packages (Redis, PostgreSQL, HAProxy, nginx, validators) with apt,
-# creates .venv with Python 3.11, installs Proxilion with its test extras, and runs pytest.
+# creates .venv with Python 3.11 or newer (PYTHON=... to choose), installs Proxilion with its test extras, and runs pytest.
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/proxy -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,9 +21,11 @@ have shellcheck || need+=(shellcheck)
 have promtool || need+=(prometheus)
 have systemd-analyze || need+=(systemd)
 if ! have initdb && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need+=(postgresql); fi
-PYTHON=${PYTHON:-python3.11}
-have "$PYTHON" || need+=(python3.11)
-if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then need+=(python3.11-venv); fi
+# shellcheck source=scripts/python.sh
+. scripts/python.sh
+pick_python
+# shellcheck disable=SC2206
+[ -z "$VENV_PKG" ] || need+=($VENV_PKG)
 
 if [ "${#need[@]}" -gt 0 ]; then
     echo "test.sh: installing ${need[*]}"
