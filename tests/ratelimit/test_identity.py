@@ -7,7 +7,13 @@ import hashlib
 import pytest
 
 from proxilion.config import load_settings
-from proxilion.proxy.identity import client_ip, identify, sanitise
+from proxilion.proxy.identity import client_ip, identify as identify_pairs, sanitise
+
+
+def identify(headers: dict[str, str], peer: str, settings, query_key: str | None = None):
+    """L{identify_pairs} from a mapping of header names to one value each."""
+    pairs = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    return identify_pairs(pairs, peer, settings, query="key=" + query_key if query_key else "")
 
 
 @pytest.fixture
