@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 from urllib.parse import parse_qsl, quote
 
 import attrs
