@@ -54,7 +54,7 @@ def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callab
 
     def on_refused(request: Any, rid: bytes, provider: str, method: str, uri: bytes | None, status: int, code: str, bytes_out: int,
                    bytes_in: int = 0) -> None:
-        identity = identify(request.first_values(), request.peer_ip, settings)
+        identity = identify(request.headers, request.peer_ip, settings, strict=False)
         now = clock.seconds()
         path, _, query = (uri or b"").decode("latin-1").partition("?")
         record(

@@ -8,7 +8,6 @@ metrics and one audit row.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -25,7 +24,7 @@ from proxilion.proxy import content_coding
 from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.headers import client_response_headers, replace_header, request_id, upstream_request_headers
 from proxilion.proxy.http11 import HTTPRequest
-from proxilion.proxy.identity import Identity, identify
+from proxilion.proxy.identity import Identity, IdentityConflict, identify
 from proxilion.proxy.relay import BufferedInspection, Relay
 from proxilion.proxy.routing import Route, RouteError
 from proxilion.proxy.upstream import UpstreamDisconnected, UpstreamResponse, UpstreamTimeout
@@ -63,15 +62,6 @@ def _aws_signed(request: HTTPRequest, query: str) -> bool:
     """True when AWS SigV4 signs the request (header or presigned query), and so its body."""
     auth = request.header(b"authorization")
     return (auth is not None and auth.lstrip()[:16].upper() == b"AWS4-HMAC-SHA256") or "X-Amz-Signature=" in query
-
-
-def _query_key(query: str) -> str | None:
-    if "key=" not in query:
-        return None
-    for name, value in parse_qsl(query):
-        if name == "key":
-            return value
-    return None
 
 
 def bounded_method(method: str) -> str:
@@ -132,14 +122,14 @@ class Exchange:
                 raise RouteError(405, "CONNECT tunnelling is not supported; send requests to /proxy/<provider>/...", "method_not_allowed")
             self.route = ctx.router.route(self.request.uri, self.request.header(b"host"))
         except RouteError as e:
-            self.decision = "rejected"
-            self.error = e.code
-            ctx.metrics.rejected_requests.labels(e.code).inc()
-            self.identity = identify(self.request.first_values(), self.request.peer_ip, ctx.settings)
-            self.respond_error(e.status, e.message, e.code)
+            self._refuse(e.status, e.message, e.code)
             return
         self.provider = self.route.provider
         self.dialect = wire_dialect(self.provider, self.route.path)
+        if len(self.request.header_values(b"host")) > 1:
+            # Routed by the first; a server behind us might read the other.
+            self._refuse(400, "The request has more than one Host header.", "duplicate_host")
+            return
         # Plain callbacks rather than a coroutine: the inlineCallbacks machinery
         # was a measurable share of a small request's CPU.
         try:
@@ -152,13 +142,25 @@ class Exchange:
         route = self.route
         assert route is not None
         request = self.request
-        self.identity = identify(request.first_values(), request.peer_ip, ctx.settings, query_key=_query_key(route.query))
+        try:
+            self.identity = identify(request.headers, request.peer_ip, ctx.settings, provider=route.provider, query=route.query)
+        except IdentityConflict as e:
+            self._refuse(400, e.message, e.code)
+            return
         if ctx.limiter is None:
             self._admitted(None)
             return
         d = self._pending = ctx.limiter.take(self.identity, route.provider, max(1, len(self.body) // 4))
         d.addCallback(self._admitted)
         d.addErrback(self._unexpected)
+
+    def _refuse(self, status: int, message: str, code: str) -> None:
+        """Answer a request refused before admission; it counts against its IP whatever it claims."""
+        self.decision = "rejected"
+        self.error = code
+        self.ctx.metrics.rejected_requests.labels(code).inc()
+        self.identity = identify(self.request.headers, self.request.peer_ip, self.ctx.settings, strict=False)
+        self.respond_error(status, message, code)
 
     def _admitted(self, decision: Any) -> None:
         self._pending = None
@@ -199,7 +201,8 @@ class Exchange:
                 return
             body = forwarded
         inspect_answer = inspector is not None and inspector.response_inspection_enabled(route.provider, route.path, self.identity.key)
-        headers = upstream_request_headers(request.headers, self.identity.client_ip, b"http", self.rid, self._trusted_forwarded_for())
+        chain = ", ".join(self.identity.forwarded_chain).encode("ascii") or None
+        headers = upstream_request_headers(request.headers, request.peer_ip, b"http", self.rid, chain)
         if decoded:
             # Forwarded as inspected (and perhaps redacted): uncompressed.
             headers = [(name, value) for name, value in headers if name != b"content-encoding"]
@@ -243,20 +246,6 @@ class Exchange:
         self.upstream_seconds = self.ctx.clock.seconds() - sent
         self.ctx.metrics.upstream_request_duration.labels(self.provider).observe(self.upstream_seconds)
         self._relay(response, inspector)
-
-    def _trusted_forwarded_for(self) -> bytes | None:
-        """The client's X-Forwarded-For chain, kept only when our peer is a trusted proxy."""
-        networks = self.ctx.settings.trusted_proxies
-        if not networks:
-            return None
-        try:
-            peer = ipaddress.ip_address(self.request.peer_ip)
-        except ValueError:
-            return None
-        if not any(peer in net for net in networks if peer.version == net.version):
-            return None
-        values = self.request.header_values(b"x-forwarded-for")
-        return b", ".join(values) if values else None
 
     def _count(self, findings: Any, action: str) -> None:
         metrics = self.ctx.metrics

@@ -67,15 +67,16 @@ def _filtered(headers: Pairs, drop: frozenset[bytes]) -> Pairs:
             if not (name in HOP_BY_HOP or name in drop or name in named or name.startswith(b"proxy-"))]
 
 
-def upstream_request_headers(client: Pairs, client_ip: str, proto: bytes, rid: bytes, trusted_forwarded_for: bytes | None) -> Pairs:
+def upstream_request_headers(client: Pairs, peer_ip: str, proto: bytes, rid: bytes, trusted_forwarded_for: bytes | None) -> Pairs:
     """Headers to send upstream: the client's minus hop-by-hop, plus forwarding headers.
 
     Host and Content-Length are written by the client for the request it
-    really sends. C{trusted_forwarded_for} is the client's X-Forwarded-For when
-    its peer is a trusted proxy; otherwise the chain starts at the peer.
+    really sends. C{trusted_forwarded_for} is the part of the forwarding chain
+    trusted proxies vouch for (L{proxilion.proxy.identity.ClientAddress.chain});
+    our peer is appended to it, as every proxy appends its own.
     """
     out = _filtered(client, _REPLACED_UPSTREAM)
-    chain = client_ip.encode("ascii")
+    chain = peer_ip.encode("ascii")
     if trusted_forwarded_for:
         chain = trusted_forwarded_for + b", " + chain
     out.append((b"x-forwarded-for", chain))

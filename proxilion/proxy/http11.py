@@ -92,7 +92,7 @@ class HTTPRequest:
 
     __slots__ = (
         "connection", "method", "uri", "version", "headers", "body", "persistent", "code", "phrase",
-        "response_headers", "started_writing", "finished", "on_lost", "_chunked", "_no_body", "_first_values",
+        "response_headers", "started_writing", "finished", "on_lost", "_chunked", "_no_body",
     )
 
     def __init__(self, connection: "HTTPConnection", method: bytes, uri: bytes, version: bytes,
@@ -114,7 +114,6 @@ class HTTPRequest:
         self.on_lost: Callable[[], None] | None = None
         self._chunked = False
         self._no_body = False
-        self._first_values: dict[str, str] | None = None
 
     # The request
     def header(self, name: bytes) -> bytes | None:
@@ -123,15 +122,6 @@ class HTTPRequest:
 
     def header_values(self, name: bytes) -> list[bytes]:
         return [value for key, value in self.headers if key == name]
-
-    def first_values(self) -> dict[str, str]:
-        """Lower-cased header names to their first value, as text."""
-        if self._first_values is None:
-            values: dict[str, str] = {}
-            for key, value in self.headers:
-                values.setdefault(key.decode("latin-1"), value.decode("latin-1"))
-            self._first_values = values
-        return self._first_values
 
     @property
     def peer_ip(self) -> str:

@@ -12,10 +12,12 @@ from typing import Any
 from twisted.internet.protocol import Factory
 
 from proxilion.providers.errors import error_body
+from proxilion.proxy import proxy_protocol
 from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.exchange import Exchange, bounded_method, log_refused
 from proxilion.proxy.headers import request_id
 from proxilion.proxy.http11 import HTTPConnection, HTTPRequest, reason_phrase
+from proxilion.proxy.identity import is_trusted
 from proxilion.proxy.routing import provider_for_host
 
 __all__ = ["ProxyFactory", "ProxyConnection", "health_body"]
@@ -44,10 +46,42 @@ class ProxyConnection(HTTPConnection):
         settings = ctx.settings
         super().__init__(ctx.clock, settings.max_body_size, settings.max_headers, settings.max_header_size, settings.client_timeout)
         self.ctx = ctx
+        # Bytes of a PROXY protocol header still being read, or None once past it
+        # (or when it is not expected: off, or a peer that is not a trusted proxy,
+        # whose PROXY line is then malformed HTTP).
+        self._proxy_header: bytes | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        settings = self.ctx.settings
+        if settings.proxy_protocol and is_trusted(self.peer_ip, settings.trusted_proxies):
+            self._proxy_header = b""
         self.ctx.drain.channel_opened(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._proxy_header is None:
+            super().dataReceived(data)
+            return
+        buffered = self._proxy_header + data
+        try:
+            parsed = proxy_protocol.parse(buffered)
+        except proxy_protocol.ProxyHeaderError:
+            # A trusted proxy that does not speak it is misconfigured: nothing it sends can be attributed.
+            self._proxy_header = None
+            self._closing = True
+            self.ctx.metrics.rejected_requests.labels("invalid_proxy_header").inc()
+            self.transport.loseConnection()
+            return
+        if parsed is None:
+            self._proxy_header = buffered
+            return
+        source, length = parsed
+        self._proxy_header = None
+        if source is not None:
+            self.peer_ip = source
+        rest = buffered[length:]
+        if rest:
+            super().dataReceived(rest)
 
     def connectionLost(self, reason: Any = None) -> None:
         super().connectionLost(reason)

@@ -388,15 +388,18 @@ def test_request_id_is_kept_when_well_formed_and_made_otherwise(daemon: Daemon, 
 def test_credentials_go_upstream_untouched_and_never_into_the_log(daemon: Daemon, fake_provider: str) -> None:
     clear_fake(fake_provider)
     creds = {"Authorization": f"Bearer {OPENAI_KEY}", "x-api-key": ANTHROPIC_KEY, "api-key": AZURE_KEY, "x-goog-api-key": GOOGLE_KEY}
-    status, _, _ = request(daemon, "POST", f"/proxy/openai/v1/chat/completions?key={GOOGLE_KEY}", headers=creds)
-    assert status == 200
-    # A credential under a query parameter name nobody lists.
-    status, _, _ = request(daemon, "POST", f"/proxy/openai/v1/chat/completions?api-version=1&k={OPENAI_KEY}", headers=creds)
-    assert status == 200
-    request(daemon, "POST", f"/proxy/evil.example.com/v1?key={GOOGLE_KEY}", headers=creds)
-    request(daemon, "POST", "/proxy/openai/v1/chat/completions", headers={**creds, "x-fake-status": "401"})
-    (seen, _, _) = fake_requests(fake_provider)
+    # One credential a request: more than one is refused (tests/hostile/test_identity_spoofing.py).
     for name, value in creds.items():
+        status, _, _ = request(daemon, "POST", f"/proxy/openai/v1/chat/completions?key={GOOGLE_KEY}", headers={name: value})
+        assert status == 200
+    # A credential under a query parameter name nobody lists.
+    status, _, _ = request(daemon, "POST", f"/proxy/openai/v1/chat/completions?api-version=1&k={OPENAI_KEY}", headers={"x-api-key": ANTHROPIC_KEY})
+    assert status == 200
+    status, _, _ = request(daemon, "POST", "/proxy/openai/v1/chat/completions", headers=creds)
+    assert status == 400
+    request(daemon, "POST", f"/proxy/evil.example.com/v1?key={GOOGLE_KEY}", headers=creds)
+    request(daemon, "POST", "/proxy/openai/v1/chat/completions", headers={"Authorization": creds["Authorization"], "x-fake-status": "401"})
+    for seen, (name, value) in zip(fake_requests(fake_provider), creds.items()):
         assert seen["headers"][name.lower()] == value
     # Access lines are written in batches: wait for the last request's.
     def written() -> str | None:
