@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 import attrs
 
+from proxilion.proxy.safe_target import has_finding
+
 __all__ = ["Identity", "identify", "client_ip", "fingerprint", "sanitise"]
 
 _MAX_NAME = 128
@@ -29,8 +31,9 @@ _KEY_HEADERS = ("x-api-key", "api-key", "x-goog-api-key")
 class Identity:
     """The bucket owner of one request.
 
-    C{key} is C{"key:<16 hex>"}, C{"user:<name>"} or C{"ip:<address>"}; it never
-    contains a provider key, only a truncated SHA-256 of one.
+    C{key} is C{"key:<16 hex>"}, C{"user:<name>"} (C{"user:#<16 hex>"} when the name holds
+    a secret or personal data) or C{"ip:<address>"}; it never contains a provider key,
+    only a truncated SHA-256 of one.
     """
 
     key: str
@@ -53,6 +56,19 @@ def fingerprint(secret: str) -> str:
 def sanitise(value: str) -> str:
     """A header value made safe for bucket keys, URLs and logs, at most 128 characters."""
     return quote(value.strip(), safe=_SAFE)[:_MAX_NAME]
+
+
+@functools.lru_cache(maxsize=1024)
+def _name(value: str) -> str | None:
+    """An identity header's value as kept in bucket keys and rows; one holding a finding, only as its fingerprint.
+
+    Cached like L{fingerprint}: the same few names come back on every request.
+    """
+    value = value.strip()
+    if value and has_finding(value):
+        # "#" never survives sanitise(), so a fingerprint cannot pass for a name a client sent.
+        return "#" + fingerprint(value)
+    return sanitise(value) or None
 
 
 def _provider_key(headers: Mapping[str, str], query_key: str | None) -> str | None:
@@ -139,13 +155,12 @@ def identify(headers: Mapping[str, str], peer_ip: str, settings: Any, *, query_k
     ip = client_ip(headers.get("x-forwarded-for"), peer_ip, settings.trusted_proxies)
     tenant = None
     if settings.tenant_header:
-        raw_tenant = (headers.get(settings.tenant_header.lower()) or "").strip()
-        tenant = sanitise(raw_tenant) or None
+        tenant = _name(headers.get(settings.tenant_header.lower()) or "")
     secret = _provider_key(headers, query_key)
     if secret is not None:
         return Identity(key=f"key:{fingerprint(secret)}", kind="key", tenant=tenant, client_ip=ip)
     if settings.identity_header:
-        user = sanitise(headers.get(settings.identity_header.lower()) or "")
+        user = _name(headers.get(settings.identity_header.lower()) or "")
         if user:
             return Identity(key=f"user:{user}", kind="user", tenant=tenant, client_ip=ip)
     return Identity(key=f"ip:{ip}", kind="ip", tenant=tenant, client_ip=ip)
