@@ -29,7 +29,7 @@ from proxilion.proxy.identity import Identity, identify
 from proxilion.proxy.relay import BufferedInspection, Relay
 from proxilion.proxy.routing import Route, RouteError
 from proxilion.proxy.safe_target import safe_target, safe_uri
-from proxilion.proxy.upstream import UpstreamDisconnected, UpstreamResponse, UpstreamTimeout
+from proxilion.proxy.upstream import UpstreamDisconnected, UpstreamResponse, UpstreamTimeout, UpstreamTLSError
 
 __all__ = ["Exchange", "ACTION_ORDER", "bounded_method", "log_refused"]
 
@@ -385,6 +385,10 @@ class Exchange:
             return
         if failure.check(UpstreamTimeout):
             kind, status, msg = "upstream_timeout", 504, "The upstream provider did not answer in time."
+        elif failure.check(UpstreamTLSError):
+            kind, status = "upstream_tls_error", 502
+            msg = ("The upstream provider's TLS certificate could not be verified." if failure.value.certificate
+                   else "The TLS handshake with the upstream provider failed.")
         elif failure.check(ConnectTimeoutError):
             kind, status, msg = "upstream_connect_timeout", 504, "Timed out connecting to the upstream provider."
         elif failure.check(ConnectError, DNSLookupError, UpstreamDisconnected):
