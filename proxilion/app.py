@@ -88,15 +88,17 @@ def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: 
 
     def status() -> dict[str, Any]:
         states = component_states()
+        # Shared-service trouble (Redis, the analytics database) degrades a component, never /health.
+        degraded = sorted(name for name, state in states.items() if state not in ("ok", "healthy") and name != "proxy")
+        serving = drain.status()
         return {
-            "status": drain.status(),
+            "status": "degraded" if serving == "healthy" and degraded else serving,
             "version": __version__,
             "instance_id": settings.instance_id,
             "uptime_seconds": round(time.time() - started_at, 3),
             "inflight": drain.inflight,
             "open_connections": drain.open_connections,
-            # Shared-service trouble (Redis, the analytics database) degrades a component, never /health.
-            "degraded": sorted(name for name, state in states.items() if state not in ("ok", "healthy") and name != "proxy"),
+            "degraded": degraded,
             "components": {
                 "proxy": {"state": states["proxy"]},
                 **{name: component.status() for name, component in components.items()},

@@ -8,8 +8,9 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request, Site, UnsupportedMethod
 
 from proxilion.drain import DrainState
 from proxilion.metrics import CONTENT_TYPE_LATEST, HEALTH_DEGRADED, HEALTH_DOWN, HEALTH_OK, Metrics
@@ -47,6 +48,9 @@ class JsonResource(Resource):
     def render(self, request: Request) -> bytes | int:
         try:
             return super().render(request)
+        except UnsupportedMethod:
+            request.setHeader(b"allow", b", ".join(self.allowed_methods()))
+            return json_response(request, 405, {"error": {"message": "method not allowed", "status": 405}})
         except JsonError as e:
             return json_response(request, e.status, {"error": {"message": e.message, "status": e.status}})
         except Exception:
@@ -54,7 +58,17 @@ class JsonResource(Resource):
             return json_response(request, 500, {"error": {"message": "internal error", "status": 500}})
 
     def render_HEAD(self, request: Request) -> bytes | int:
-        return self.render_GET(request)  # type: ignore[attr-defined]
+        render_get = getattr(self, "render_GET", None)
+        if render_get is None:
+            raise UnsupportedMethod(self.allowed_methods())
+        return render_get(request)
+
+    def allowed_methods(self) -> list[bytes]:
+        """The methods this resource answers: HEAD only where GET is."""
+        names = {name[len("render_"):] for name in dir(self) if name.startswith("render_")}
+        if "GET" not in names:
+            names.discard("HEAD")
+        return sorted(name.encode("ascii") for name in names)
 
 
 class _NotFound(JsonResource):
@@ -164,11 +178,42 @@ class _Refusal(JsonResource):
         return json_response(request, self._status, {"error": {"message": self._message, "status": self._status}})
 
 
+_TOO_LARGE = json.dumps({"error": {"message": "Request header fields too large.", "status": 431}}).encode("ascii")
+
+
+class _AdminChannel(HTTPChannel):
+    """twisted.web's channel, answering 431 where it would close silently (a head line over C{MAX_LENGTH})
+    or answer a bare 400 (more than C{totalHeadersSize} bytes or C{maxHeaders} headers)."""
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._headers_too_large()
+
+    def lineReceived(self, line: bytes) -> Any:
+        # The same sum twisted.web checks next, checked first so that the answer can be 431.
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._headers_too_large()
+            return None
+        return super().lineReceived(line)
+
+    def headerReceived(self, line: bytes) -> bool:
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self._headers_too_large()
+            return False
+        return super().headerReceived(line)
+
+    def _headers_too_large(self) -> None:
+        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_LARGE), _TOO_LARGE))
+        self.loseConnection()
+
+
 class AdminSite(Site):
     """No tracebacks on the admin port either."""
 
     displayTracebacks = False
     noisy = False
+    # HTTP/1.1 only (no HTTP/2 negotiation on the admin port), with 431 for oversized heads.
+    protocol = _AdminChannel
 
     def log(self, request: Request) -> None:
         """Probes every few seconds would drown the access log; nothing is logged per admin request."""

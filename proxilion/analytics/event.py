@@ -12,9 +12,10 @@ import ipaddress
 import json
 import types
 from typing import Any, Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import attrs
+
+from proxilion.proxy.safe_target import safe_path
 
 __all__ = [
     "AuditEvent",
@@ -25,35 +26,11 @@ __all__ = [
     "event_row",
     "row_from_json",
     "row_json",
-    "sanitize_path",
     "truncate_ip",
 ]
 
 DECISIONS = ("allow", "log", "alert", "redact", "block", "ratelimited", "rejected", "error")
 PROVIDERS = ("openai", "anthropic", "gemini", "cohere", "azure", "bedrock", "unknown")
-
-# Query parameter names that may carry credentials, matched on the lower-cased
-# name with "-" and "_" removed. The proxy already strips the ones it knows;
-# this is the second line of defence for anything it forwarded untouched.
-_SECRET_PARAM_WORDS = ("key", "token", "secret", "password", "passwd", "auth", "signature", "sig", "credential", "session", "code")
-_MAX_PATH = 2048
-
-
-def _is_secret_param(name: str) -> bool:
-    folded = name.lower().replace("-", "").replace("_", "")
-    return any(word in folded for word in _SECRET_PARAM_WORDS)
-
-
-def sanitize_path(path: str) -> str:
-    """C{path} without credential-like query parameters or a fragment, at most 2 KiB."""
-    path = str(path)
-    if "?" not in path and "#" not in path:
-        return path[:_MAX_PATH]
-    parts = urlsplit(path)
-    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_secret_param(k)]
-    clean = parts.path + ("?" + urlencode(kept) if kept else "")
-    return clean[:_MAX_PATH]
-
 
 def truncate_ip(ip: str | None) -> str | None:
     """C{ip} reduced to its /24 (IPv4) or /48 (IPv6) network; unparseable values become None."""
@@ -91,7 +68,8 @@ class AuditEvent:
     provider: str
     model: str | None
     method: str
-    path: str = attrs.field(converter=sanitize_path)
+    # The proxy hands in paths made safe already; made safe again here (cheap: cached) for any other writer.
+    path: str = attrs.field(converter=safe_path)
     status: int = attrs.field(converter=int)
     decision: str
     findings: Mapping[str, int] = attrs.field(converter=_findings)

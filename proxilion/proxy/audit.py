@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from proxilion.analytics.event import AuditEvent
-from proxilion.proxy.exchange import safe_path
 from proxilion.proxy.identity import identify
+from proxilion.proxy.safe_target import safe_label, safe_uri
 
 __all__ = ["audit_recorder", "refusal_recorder"]
 
@@ -26,7 +26,7 @@ def audit_recorder(instance_id: str, record: Callable[[AuditEvent], None]) -> Ca
                 identity=identity.key if identity is not None else "unknown",
                 tenant=identity.tenant if identity is not None else None,
                 provider=exchange.provider,
-                model=exchange.model,
+                model=safe_label(exchange.model) if exchange.model else None,
                 method=exchange.request.method.decode("latin-1")[:16],
                 path=path,
                 status=status,
@@ -56,7 +56,6 @@ def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callab
                    bytes_in: int = 0) -> None:
         identity = identify(request.headers, request.peer_ip, settings, strict=False)
         now = clock.seconds()
-        path, _, query = (uri or b"").decode("latin-1").partition("?")
         record(
             AuditEvent(
                 time=now,
@@ -67,7 +66,7 @@ def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callab
                 provider=provider,
                 model=None,
                 method=method,
-                path=safe_path(path, query),
+                path=safe_uri(uri or b""),
                 status=status,
                 decision="rejected",
                 findings={},

@@ -9,7 +9,7 @@ metrics and one audit row.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
@@ -27,18 +27,13 @@ from proxilion.proxy.http11 import HTTPRequest
 from proxilion.proxy.identity import Identity, IdentityConflict, identify
 from proxilion.proxy.relay import BufferedInspection, Relay
 from proxilion.proxy.routing import Route, RouteError
-from proxilion.proxy.upstream import UpstreamDisconnected, UpstreamResponse, UpstreamTimeout
+from proxilion.proxy.safe_target import safe_target, safe_uri
+from proxilion.proxy.upstream import UpstreamDisconnected, UpstreamResponse, UpstreamTimeout, UpstreamTLSError
 
-__all__ = ["Exchange", "safe_path", "ACTION_ORDER", "bounded_method", "log_refused"]
+__all__ = ["Exchange", "ACTION_ORDER", "bounded_method", "log_refused"]
 
 errlog = Logger(namespace="proxilion.proxy")
 
-# Query parameters of the providers' APIs whose values are logged; any other value may be a
-# credential under a name nobody listed (?k=sk-...), so logs and audit rows show REDACTED.
-_PLAIN_QUERY_KEYS = frozenset(
-    {"alt", "api-version", "beta", "limit", "order", "after", "before", "after_id", "before_id", "include",
-     "include[]", "pagesize", "pagetoken", "page_size", "page_token", "stream", "version", "format", "purpose"}
-)
 _JSON = b"application/json"
 # Whole answers inspected before they are passed on (streams are inspected as they come).
 # Whole answers passed on uninspected: media, which hold no text a detector reads (but SVG,
@@ -48,14 +43,6 @@ _MEDIA_TYPES = (b"image/", b"audio/", b"video/", b"font/")
 _STREAM_TYPES = (b"text/event-stream", b"application/vnd.amazon.eventstream", b"application/x-ndjson", b"application/stream+json")
 ACTION_ORDER = {"allow": 0, "log": 1, "alert": 2, "redact": 3, "block": 4}
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
-
-
-def safe_path(path: str, query: str) -> str:
-    """The path with every query value masked but those of known harmless parameters, fit for logs and audit rows."""
-    if not query:
-        return path
-    pairs = [(k, v if k.lower() in _PLAIN_QUERY_KEYS or not v else "REDACTED") for k, v in parse_qsl(query, keep_blank_values=True)]
-    return path + "?" + urlencode(pairs)
 
 
 def _aws_signed(request: HTTPRequest, query: str) -> bool:
@@ -75,7 +62,7 @@ def log_refused(log: Logger, rid: bytes, provider: str, method: str, uri: bytes 
         request_id=rid.decode("ascii"),
         provider=provider,
         method=method,
-        path=safe_path(*_split(uri)) if uri else None,
+        path=safe_uri(uri) if uri else None,
         status=status,
         decision="rejected",
         error=code,
@@ -387,6 +374,10 @@ class Exchange:
             return
         if failure.check(UpstreamTimeout):
             kind, status, msg = "upstream_timeout", 504, "The upstream provider did not answer in time."
+        elif failure.check(UpstreamTLSError):
+            kind, status = "upstream_tls_error", 502
+            msg = ("The upstream provider's TLS certificate could not be verified." if failure.value.certificate
+                   else "The TLS handshake with the upstream provider failed.")
         elif failure.check(ConnectTimeoutError):
             kind, status, msg = "upstream_connect_timeout", 504, "Timed out connecting to the upstream provider."
         elif failure.check(ConnectError, DNSLookupError, UpstreamDisconnected):
@@ -463,7 +454,7 @@ class Exchange:
         if route is not None and not self._model_known:
             # Parsed here, once, unless inspection already parsed the body.
             self.model = model_of(self.body, route.path)
-        path = safe_path(route.path, route.query) if route else safe_path(*_split(self.request.uri))
+        path = safe_target(route.path, route.query) if route else safe_uri(self.request.uri)
         bytes_out = self.relay.bytes_out if self.relay is not None else self.error_bytes
         ctx.access_log.info(
             "{method} {path} {status}",
@@ -496,7 +487,3 @@ class _Discard(Protocol):
     def connectionMade(self) -> None:
         self.transport.stopProducing()
 
-
-def _split(uri: bytes) -> tuple[str, str]:
-    path, _, query = uri.decode("latin-1").partition("?")
-    return path, query

@@ -11,6 +11,8 @@ import itertools
 import os
 import re
 
+from proxilion.proxy.safe_target import has_finding
+
 __all__ = ["HOP_BY_HOP", "upstream_request_headers", "client_response_headers", "first_header", "replace_header", "request_id", "CREDENTIAL_HEADERS"]
 
 HOP_BY_HOP = frozenset(
@@ -44,7 +46,7 @@ _REPLACED_DOWNSTREAM = frozenset({b"content-length", b"date", b"server", b"x-req
 _ID_PREFIX = os.urandom(8).hex().encode("ascii")
 _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{8,128}$")
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{8,64}$")
 
 
 Pairs = list[tuple[bytes, bytes]]
@@ -106,7 +108,7 @@ def client_response_headers(upstream: Pairs) -> Pairs:
 
 
 def request_id(client_value: bytes | None) -> bytes:
-    """Keep a well-formed client X-Request-ID, else make a new one."""
-    if client_value and _REQUEST_ID.match(client_value):
+    """Keep a client X-Request-ID that is well-formed and holds no finding (it is logged and stored), else make a new one."""
+    if client_value and _REQUEST_ID.match(client_value) and not has_finding(client_value.decode("ascii")):
         return client_value
     return b"%s%016x" % (_ID_PREFIX, next(_ID_COUNTER))

@@ -30,7 +30,7 @@ _REASONS = {
     408: b"Request Timeout", 409: b"Conflict", 413: b"Content Too Large", 415: b"Unsupported Media Type",
     422: b"Unprocessable Content", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
     499: b"Client Closed Request", 500: b"Internal Server Error", 502: b"Bad Gateway",
-    503: b"Service Unavailable", 504: b"Gateway Timeout", 529: b"Overloaded",
+    503: b"Service Unavailable", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported", 529: b"Overloaded",
 }
 _NO_BODY_CODES = frozenset({204, 304})
 # Complete requests waiting behind the one being answered (HTTP/1.1 pipelining);
@@ -345,6 +345,14 @@ class HTTPConnection(Protocol):
             return
         # The head is complete: from here on, bytes are body.
         parsing.head_size = -1
+        version = self._parser.get_http_version()
+        if version not in ("1.0", "1.1"):
+            self._reject(505, "HTTP version %s is not supported; send HTTP/1.1." % version[:8], "http_version_not_supported")
+            return
+        if version == "1.0" and first_header(parsing.headers, b"transfer-encoding") is not None:
+            # HTTP/1.0 has no Transfer-Encoding (RFC 9112 section 6.1): its framing cannot be trusted.
+            self._reject(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request.", "bad_request")
+            return
         # llhttp has rejected malformed and conflicting lengths already.
         length = first_header(parsing.headers, b"content-length")
         if length is not None and int(length) > self.max_body:
@@ -445,6 +453,9 @@ class HTTPConnection(Protocol):
     # Refusals and timers
     def _reject(self, status: int, message: str, code: str, parsing: _Parsing | None = None) -> None:
         parsing = parsing or self._parsing
+        if parsing is not None and parsing.rejected:
+            # Refused already (the parser may still fail on what follows): one answer per request.
+            return
         if parsing is not None:
             parsing.rejected = True
         self._closing = True

@@ -21,6 +21,7 @@ import attrs
 # names) is refused whatever the route: the proxy cannot know which one the
 # provider (or a gateway behind an --upstream override) will believe.
 from proxilion.proxy.headers import CREDENTIAL_HEADERS
+from proxilion.proxy.safe_target import has_finding
 
 __all__ = [
     "Identity", "IdentityConflict", "identify", "client_ip", "resolve_client", "ClientAddress", "forwarded_for_hops",
@@ -78,9 +79,10 @@ class ClientAddress:
 class Identity:
     """The bucket owner of one request.
 
-    C{key} is C{"key:<16 hex>"}, C{"user:<name>"} or C{"ip:<address>"}; it never
-    contains a provider key, only a truncated SHA-256 of one. C{forwarded_chain}
-    is L{ClientAddress.chain}, for the X-Forwarded-For sent upstream.
+    C{key} is C{"key:<16 hex>"}, C{"user:<name>"} (C{"user:#<16 hex>"} when the name holds
+    a secret or personal data) or C{"ip:<address>"}; it never contains a provider key,
+    only a truncated SHA-256 of one. C{forwarded_chain} is L{ClientAddress.chain}, for the
+    X-Forwarded-For sent upstream.
     """
 
     key: str
@@ -104,6 +106,19 @@ def fingerprint(secret: str) -> str:
 def sanitise(value: str) -> str:
     """A header value made safe for bucket keys, URLs and logs, at most 128 characters."""
     return quote(value.strip(), safe=_SAFE)[:_MAX_NAME]
+
+
+@functools.lru_cache(maxsize=1024)
+def _name(value: str) -> str | None:
+    """An identity header's value as kept in bucket keys and rows; one holding a finding, only as its fingerprint.
+
+    Cached like L{fingerprint}: the same few names come back on every request.
+    """
+    value = value.strip()
+    if value and has_finding(value):
+        # "#" never survives sanitise(), so a fingerprint cannot pass for a name a client sent.
+        return "#" + fingerprint(value)
+    return sanitise(value) or None
 
 
 # Client addresses
@@ -295,10 +310,10 @@ def identify(headers: Pairs, peer_ip: str, settings: Any, *, provider: str | Non
         if strict:
             raise
         return by_ip(None)
-    tenant = (sanitise(tenants[0]) or None) if tenants else None
+    tenant = _name(tenants[0]) if tenants else None
     if secret is not None:
         return Identity(key=f"key:{fingerprint(secret)}", kind="key", tenant=tenant, client_ip=address.ip, forwarded_chain=address.chain)
-    user = sanitise(users[0]) if users else ""
+    user = _name(users[0]) if users else None
     if user:
         return Identity(key=f"user:{user}", kind="user", tenant=tenant, client_ip=address.ip, forwarded_chain=address.chain)
     return by_ip(tenant)

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
+from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
@@ -23,7 +24,7 @@ from proxilion.proxy.deadline import Deadline
 from proxilion.proxy.headers import first_header
 from proxilion.proxy.http11 import write_now
 
-__all__ = ["UpstreamClient", "UpstreamResponse", "UpstreamTimeout", "UpstreamDisconnected", "BodyDone", "BodyIncomplete", "BodyIdle"]
+__all__ = ["UpstreamClient", "UpstreamResponse", "UpstreamTimeout", "UpstreamDisconnected", "UpstreamTLSError", "BodyDone", "BodyIncomplete", "BodyIdle"]
 
 _MAX_TARGETS = 1024
 
@@ -34,6 +35,20 @@ class UpstreamTimeout(Exception):
 
 class UpstreamDisconnected(Exception):
     """The upstream closed the connection, or sent a malformed answer, before its response headers."""
+
+
+class UpstreamTLSError(UpstreamDisconnected):
+    """The TLS handshake with the upstream failed; C{certificate} when its certificate did not verify."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"TLS handshake with the upstream failed: {reason}")
+        self.certificate = "certificate" in reason.lower()
+
+
+def _tls_reason(error: SSL.Error) -> str:
+    """OpenSSL's reasons ("certificate verify failed"), without the library and function names."""
+    reasons = [entry[-1] for entry in (error.args[0] if error.args and isinstance(error.args[0], list) else ()) if entry]
+    return "; ".join(str(r) for r in reasons)[:200] or str(error)[:200]
 
 
 class BodyDone(Exception):
@@ -264,7 +279,10 @@ class _UpstreamConnection(Protocol):
         self._reusable = False
         self.pool.forget(self)
         if self._waiting is not None:
-            self._fail(UpstreamDisconnected("connection closed before the response"))
+            if reason is not None and reason.check(SSL.Error):
+                self._fail(UpstreamTLSError(_tls_reason(reason.value)))
+            else:
+                self._fail(UpstreamDisconnected("connection closed before the response"))
         elif self._in_body and not self._complete and self._body_protocol is not None:
             self._end_body(BodyDone() if self._close_delimited else BodyIncomplete())
         lost, self._lost = self._lost, []

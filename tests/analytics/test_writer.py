@@ -137,13 +137,13 @@ async def test_planted_secrets_never_stored(new_writer, settings_for, metrics, s
 
     rows = await read_rows(settings)
     assert [row["path"] for row in rows] == [
-        "/v1/chat/completions",
-        "/v1beta/models/gemini-pro:generateContent?alt=sse",
-        "/openai/deployments/x/chat/completions?api-version=2024-02-01",
-        "/v1/messages?beta=true",
-        "/model/x/invoke",
-        "/v1/chat",
-        "/v1/chat",
+        "/v1/chat/completions?key=REDACTED",
+        "/v1beta/models/gemini-pro:generateContent?alt=sse&key=REDACTED",
+        "/openai/deployments/x/chat/completions?api-version=2024-02-01&api-key=REDACTED",
+        "/v1/messages?access_token=REDACTED&beta=true",
+        "/model/x/invoke?X-Amz-Signature=REDACTED&X-Amz-Security-Token=REDACTED",
+        "/v1/chat?password=REDACTED",
+        "/v1/chat?x-goog-api-key=REDACTED&Token=REDACTED",
     ]
     dump = repr(rows)
     if store_kind == "sqlite":

@@ -99,12 +99,12 @@ def test_upstream_response_identity_headers_are_replaced_by_ours() -> None:
     assert relayed == {"openai-processing-ms"}
 
 
-@pytest.mark.parametrize("value", [b"abcdefgh", b"0f0e-11aa-22bb", b"req_ABC.def:123", b"a" * 128])
+@pytest.mark.parametrize("value", [b"abcdefgh", b"0f0e-11aa-22bb", b"req_ABC.def:123", b"a" * 64])
 def test_well_formed_client_request_id_is_kept(value: bytes) -> None:
     assert request_id(value) == value
 
 
-@pytest.mark.parametrize("value", [None, b"", b"short", b"a" * 129, b"has space in it", b"semi;colon12", b"\xff" * 10, b"new\nline123"])
+@pytest.mark.parametrize("value", [None, b"", b"short", b"a" * 65, b"has space in it", b"semi;colon12", b"\xff" * 10, b"new\nline123"])
 def test_malformed_client_request_id_is_replaced(value: bytes | None) -> None:
     generated = request_id(value)
     assert generated != value

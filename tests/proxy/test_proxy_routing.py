@@ -178,8 +178,8 @@ def test_provider_for_host() -> None:
 
 
 def test_logged_paths_keep_only_the_values_of_known_harmless_query_parameters():
-    from proxilion.proxy.exchange import safe_path
+    from proxilion.proxy.safe_target import safe_target
 
-    assert safe_path("/v1/x", "") == "/v1/x"
-    assert safe_path("/v1beta/m:streamGenerateContent", "alt=sse&key=AIzaSecret") == "/v1beta/m:streamGenerateContent?alt=sse&key=REDACTED"
-    assert safe_path("/d/chat", "api-version=2024-06-01&k=sk-proj-secret&flag") == "/d/chat?api-version=2024-06-01&k=REDACTED&flag="
+    assert safe_target("/v1/x", "") == "/v1/x"
+    assert safe_target("/v1beta/m:streamGenerateContent", "alt=sse&key=AIzaSecret") == "/v1beta/m:streamGenerateContent?alt=sse&key=REDACTED"
+    assert safe_target("/d/chat", "api-version=2024-06-01&k=sk-proj-secret&flag") == "/d/chat?api-version=2024-06-01&k=REDACTED&flag"
