@@ -61,20 +61,24 @@ def test_ordinary_request_ids_are_kept() -> None:
     assert request_id(b"x" * 65) != b"x" * 65
 
 
+def _lines(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode(), value.encode()) for name, value in headers.items()]
+
+
 def _settings() -> SimpleNamespace:
-    return SimpleNamespace(trusted_proxies=(), identity_header="x-user-id", tenant_header="x-tenant")
+    return SimpleNamespace(trusted_proxies=(), identity_header="x-user-id", tenant_header="x-tenant", client_ip_header="x-forwarded-for")
 
 
 @pytest.mark.parametrize("secret", [KEY, CARD, EMAIL, f"team {CARD}"])
 def test_identity_headers_holding_findings_are_fingerprinted(secret: str) -> None:
-    identity = identify({"x-user-id": secret, "x-tenant": secret}, "10.0.0.1", _settings())
+    identity = identify(_lines({"x-user-id": secret, "x-tenant": secret}), "10.0.0.1", _settings())
     assert identity.key.startswith("user:#") and len(identity.key) == len("user:#") + 16
     assert identity.tenant is not None and identity.tenant.startswith("#")
     assert secret not in identity.key + identity.tenant
-    other = identify({"x-user-id": secret + "0"}, "10.0.0.1", _settings())
+    other = identify(_lines({"x-user-id": secret + "0"}), "10.0.0.1", _settings())
     assert other.key != identity.key
 
 
 def test_ordinary_identity_headers_are_kept() -> None:
-    identity = identify({"x-user-id": "alice", "x-tenant": "acme"}, "10.0.0.1", _settings())
+    identity = identify(_lines({"x-user-id": "alice", "x-tenant": "acme"}), "10.0.0.1", _settings())
     assert (identity.key, identity.tenant) == ("user:alice", "acme")
