@@ -10,10 +10,12 @@ import subprocess
 import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support.daemon import Daemon, running, http_json
-from proxilion.fakeprovider.testing import running_fake_provider
+from support.daemon import Daemon, running  # noqa: E402
+from proxilion.fakeprovider.testing import running_fake_provider  # noqa: E402
 env = {"RATE_LIMIT_PER_MINUTE": "60000000", "RATE_LIMIT_BURST": "10000000"}
-def wrk(d):
+
+
+def wrk(d: Daemon) -> float:
     out = subprocess.run(["wrk","-t1","-c16","-d6s","-s",str(Path(__file__).resolve().parent / "lib" / "chat_post.lua"), d.url+"/proxy/openai/v1/chat/completions"],capture_output=True,text=True).stdout
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 with running_fake_provider(chunk_delay=0.0) as fake:
