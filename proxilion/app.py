@@ -67,6 +67,7 @@ def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: 
         policy=policy if settings.inspection else None,
         record=audit_recorder(settings.instance_id, analytics.record),
         record_refused=refusal_recorder(settings.instance_id, settings, reactor, analytics.record),
+        audit_available=analytics.can_keep if settings.audit_fail_closed else None,
     )
     if log_observer is not None:
         # Straight to the process's observer: the global publisher's fan-out

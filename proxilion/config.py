@@ -282,6 +282,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("analytics_batch_size", "ANALYTICS_BATCH_SIZE", _int_range(1, 100000), 500, "Rows per analytics insert batch."),
     Spec("analytics_queue_size", "ANALYTICS_QUEUE_SIZE", _int_range(100, 10**7), 100000, "Rows held in memory before spilling to the spool."),
     Spec("analytics_spool_max_bytes", "ANALYTICS_SPOOL_MAX_BYTES", _size, 1024**3, "Largest spool file while the database is down."),
+    Spec("analytics_journal_max_bytes", "ANALYTICS_JOURNAL_MAX_BYTES", _size, 256 * 1024**2, "Largest audit journal (rows not yet committed or spooled); beyond it rows are not crash-safe (counted)."),
+    Spec("audit_fail_closed", "AUDIT_FAIL_CLOSED", _bool, False, "Answer 503 while audit rows can be neither journaled, stored nor spooled."),
     Spec("analytics_retention_days", "ANALYTICS_RETENTION_DAYS", _int_range(0, 36500), 90, "Days audit rows are kept (0 keeps them forever)."),
     Spec("analytics_truncate_ip", "ANALYTICS_TRUNCATE_IP", _bool, False, "Store client IPs truncated to /24 (IPv4) or /48 (IPv6)."),
     Spec("drain_grace", "DRAIN_GRACE", _non_negative_float, 5.0, "Seconds /health reports draining before the port closes."),

@@ -123,6 +123,14 @@ class Metrics:
         self.analytics_rows_dropped = Counter(
             "proxilion_analytics_rows_dropped", "Audit rows lost (queue and spool both full).", registry=r
         )
+        self.analytics_rows_deferred = Counter(
+            "proxilion_analytics_rows_deferred",
+            "Audit rows dropped from memory (queue and spool full) but kept in the journal: written after the next start.",
+            registry=r,
+        )
+        self.analytics_journal_skipped = Counter(
+            "proxilion_analytics_journal_skipped", "Audit rows not journaled (journal full or failing): not crash-safe.", ["reason"], registry=r
+        )
         self.analytics_flush_duration = Histogram(
             "proxilion_analytics_flush_duration_seconds", "Time to write one batch.", buckets=_LATENCY_BUCKETS, registry=r
         )

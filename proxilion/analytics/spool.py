@@ -86,6 +86,25 @@ class Spool:
         self._rejected_bytes = os.path.getsize(rejected) if os.path.exists(rejected) else 0
         return self.size
 
+    def adopt(self, paths: Sequence[str]) -> int:
+        """Take files of spool lines (a previous run's journal) as sealed segments, in order; returns their bytes.
+
+        A rename: the files must be on the same filesystem as the spool.
+        """
+        taken = 0
+        for path in paths:
+            size = os.path.getsize(path)
+            if not size:
+                os.remove(path)
+                continue
+            os.rename(path, self._path(f"seg-{self._next:012d}.jsonl"))
+            self._next += 1
+            self.size += size
+            taken += size
+        if taken:
+            self._sync_directory()
+        return taken
+
     def _seal(self) -> None:
         if self._active_fd is not None:
             os.close(self._active_fd)

@@ -1,15 +1,21 @@
 """The analytics writer: audit rows off the request path, batched, and never silently lost.
 
-C{record()} appends to a bounded in-memory queue. A timer (every
+C{record()} first appends the row to the journal (L{proxilion.analytics.journal}:
+one C{write(2)} on the reactor thread, so a killed process loses no row of an
+answered request), then to a bounded in-memory queue. A timer (every
 C{analytics_flush_interval}) or a full batch (C{analytics_batch_size} rows)
 sends the queue to the store in batches, one database write in flight at a
 time. While the database is down, slow past C{stall_timeout}, or the queue is
 full, rows go to the disk spool instead; once the database answers again the
 spool is replayed. Rows are dropped only when the spool is full or the disk
 refuses them and the memory queue is full too; that is counted and logged at
-critical level.
+critical level. A spool that fails (a full disk) is not tried again before a
+backoff, so a full disk costs no work per request.
 
-All file and database work happens in threads; nothing here waits on them.
+Rows committed or spooled are settled in the journal, whose files are then
+truncated or removed; a previous run's journal is handed to the spool at start.
+Apart from the journal's one write per row, file and database work happens in
+threads; nothing here waits on them.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from proxilion.analytics.event import AuditEvent, event_row
+from proxilion.analytics.event import AuditEvent, event_row, row_json
+from proxilion.analytics.journal import Journal
 from proxilion.analytics.spool import Segment, Spool
 from proxilion.analytics.store import EventStore, open_store
 from proxilion.metrics import HEALTH_DEGRADED, HEALTH_OK
@@ -90,6 +97,7 @@ class AnalyticsWriter(Service):
         retention_interval: float = 3600.0,
         retention_first: float = 60.0,
         retention_batch: int = 5000,
+        journal_write: Callable[[int, bytes], int] = os.write,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -98,6 +106,14 @@ class AnalyticsWriter(Service):
         self._io = io
         self._io_pool: ThreadPool | None = None
         self._spool = Spool(os.path.join(settings.data_dir, "spool"), settings.analytics_spool_max_bytes)
+        self._journal = Journal(
+            os.path.join(settings.data_dir, "journal"), settings.analytics_journal_max_bytes, reactor, journal_write
+        )
+        # id(event) -> its journal generation, while its fate is open. An id is
+        # unique among live objects, and a pending event is alive.
+        self._journaled: dict[int, int] = {}
+        self._journal_leftovers: list[str] = []
+        self._journal_logged_at: float | None = None
         self._batch_size = settings.analytics_batch_size
         self._queue_size = settings.analytics_queue_size
         self._interval = settings.analytics_flush_interval
@@ -124,6 +140,12 @@ class AnalyticsWriter(Service):
         # Halves of a batch that hit a data error, tried before anything else.
         self._split: deque[list[Any]] = deque()
         self._spool_writes = 0
+        # Spool backoff after a failed or full spool write: no spill before this time.
+        self._spool_retry_at: float | None = None
+        self._spool_attempt = 0
+        # Set from the first failed database call to the next committed batch:
+        # one warning per outage, however often a probe answers in between.
+        self._outage = False
         self._replay: deque[tuple] = deque()
         self._replay_segment: str | None = None
         self._replay_outstanding = 0
@@ -134,20 +156,21 @@ class AnalyticsWriter(Service):
         self._dropped_unlogged = 0
         self._drop_reason = ""
         self._drop_logged_at: float | None = None
-        self._counts = {"written": 0, "spooled": 0, "dropped": 0, "rejected": 0}
+        self._counts = {"written": 0, "spooled": 0, "dropped": 0, "rejected": 0, "deferred": 0}
         self._started: defer.Deferred[None] | None = None
 
     # -- the request path ----------------------------------------------
 
     def record(self, event: AuditEvent) -> None:
-        """Queue C{event} for writing. O(1); never raises, never waits."""
+        """Journal C{event} (one write) and queue it for the database. O(1); never raises, never waits."""
         try:
             if self._stopped:
                 self._drop(1, "recorded after the writer stopped")
                 return
+            self._to_journal(event)
             if len(self._queue) >= self._queue_size:
-                if self._spool_writes:
-                    self._drop(1, "memory queue full while the spool is still writing")
+                if self._spool_writes or not self._spool_ready():
+                    self._lose([event], "memory queue full while the spool is busy or failing")
                     return
                 self._spill()
             self._queue.append(event)
@@ -155,6 +178,52 @@ class AnalyticsWriter(Service):
                 self._pump_call = self._reactor.callLater(0, self._pump)
         except Exception:
             self.log.failure("analytics: record failed")
+
+    def can_keep(self) -> bool:
+        """True while a new row can reach the journal, the database or the spool (AUDIT_FAIL_CLOSED asks)."""
+        return self._journal.usable() or (self._state == OK and self._opened) or (self._io is not None and self._spool_ready())
+
+    # -- the journal ---------------------------------------------------
+
+    def _to_journal(self, event: AuditEvent) -> None:
+        gen = self._journal.append((row_json(event_row(event, self._truncate)) + "\n").encode())
+        if gen is not None:
+            self._journaled[id(event)] = gen
+            return
+        reason = "error" if self._journal.last_error is not None and self._journal.bytes < self._journal.max_bytes else "full"
+        self._metrics.analytics_journal_skipped.labels(reason=reason).inc()
+        now = self._reactor.seconds()
+        if self._journal_logged_at is None or now - self._journal_logged_at >= _DROP_LOG_EVERY:
+            self._journal_logged_at = now
+            self.log.error(
+                "analytics: audit journal unavailable ({reason}: {error}); rows are not crash-safe until it recovers",
+                reason=reason,
+                error=self._journal.last_error,
+            )
+
+    def _settle(self, events: Sequence[Any]) -> None:
+        """C{events} are committed or fsynced in the spool: the journal no longer needs them."""
+        journaled = self._journaled
+        for event in events:
+            gen = journaled.pop(id(event), None)
+            if gen is not None:
+                self._journal.settle(gen)
+
+    def _lose(self, events: Sequence[AuditEvent], reason: str) -> None:
+        """C{events} leave memory unwritten: journaled ones wait in the journal for the next start, the rest are lost."""
+        lost = 0
+        for event in events:
+            gen = self._journaled.pop(id(event), None)
+            if gen is None:
+                lost += 1
+            else:
+                self._journal.pin(gen)
+        deferred = len(events) - lost
+        if deferred:
+            self._metrics.analytics_rows_deferred.inc(deferred)
+            self._counts["deferred"] += deferred
+        if lost:
+            self._drop(lost, reason)
 
     # -- queries and health --------------------------------------------
 
@@ -171,11 +240,13 @@ class AnalyticsWriter(Service):
             "state": self._state,
             "queue_depth": len(self._queue),
             "spool_bytes": self._spool.size,
+            "journal_bytes": self._journal.bytes,
             "writing": self._write is not None,
             "rows_written": self._counts["written"],
             "rows_spooled": self._counts["spooled"],
             "rows_dropped": self._counts["dropped"],
             "rows_rejected": self._counts["rejected"],
+            "rows_deferred": self._counts["deferred"],
             "last_flush": self._last_flush,
             "last_error": self._last_error,
         }
@@ -190,6 +261,15 @@ class AnalyticsWriter(Service):
             self._io_pool.start()
             self._io = partial(deferToThreadPool, self._reactor, self._io_pool)
         self._set_health()
+        try:
+            # Before the proxy port opens: every row from now on has a journal file.
+            self._journal_leftovers = self._journal.start()
+        except OSError as e:
+            self.log.critical(
+                "analytics: journal directory {directory} unusable ({error}); rows are lost if the process dies",
+                directory=self._journal.directory,
+                error=_short(e),
+            )
         self._started = defer.ensureDeferred(self._start())
         self._started.addErrback(lambda f: self.log.failure("analytics: start failed", f))
         self._started.addBoth(lambda _: self._notify())
@@ -204,6 +284,12 @@ class AnalyticsWriter(Service):
                 error=_short(e),
             )
         else:
+            if self._journal_leftovers:
+                try:
+                    waiting += await self._io(self._spool.adopt, self._journal_leftovers)
+                except OSError as e:
+                    self.log.error("analytics: cannot move the previous run's journal to the spool ({error})", error=_short(e))
+                self._journal_leftovers = []
             if waiting:
                 self.log.info("analytics: {bytes} bytes of spooled rows to replay", bytes=waiting)
         if self._stopping:
@@ -254,9 +340,10 @@ class AnalyticsWriter(Service):
         while self._spool_writes:
             await self._until_change(None)
         if self._queue:
-            self._drop(len(self._queue), "shutdown: spool unavailable")
+            self._lose(list(self._queue), "shutdown: spool unavailable")
             self._queue.clear()
         self._stopped = True
+        self._journal.close()
         self._log_drops(force=True)
         if self._write is None:
             self._store.close()
@@ -317,7 +404,7 @@ class AnalyticsWriter(Service):
         if self._stopped:
             return
         if self._state == SPOOLING:
-            if self._queue and not self._spool_writes:
+            if self._queue and not self._spool_writes and self._spool_ready():
                 self._spill()
             return
         if self._write is not None or not self._opened:
@@ -357,7 +444,12 @@ class AnalyticsWriter(Service):
 
     def _written(self, _: Any, write: _Write) -> None:
         self._finish(write)
+        self._settle(write.live)
         if write.items:
+            if self._outage:
+                self._outage = False
+                self._attempt = 0
+                self.log.info("analytics: database writes succeed again")
             self._metrics.analytics_flush_duration.observe(self._reactor.seconds() - write.started)
             self._metrics.analytics_rows_written.inc(len(write.items))
             self._counts["written"] += len(write.items)
@@ -411,6 +503,8 @@ class AnalyticsWriter(Service):
             self._split.appendleft(items[:middle])
             return
         (item,) = items
+        # Replaying it would only be refused again: the rejected spool is its place now.
+        self._settle(items)
         row = self._row(item)
         self.log.error(
             "analytics: database refused row {request_id} ({error}); kept in the rejected spool",
@@ -431,7 +525,8 @@ class AnalyticsWriter(Service):
     def _failed_connection(self, error: BaseException, during: str) -> None:
         self._metrics.analytics_flush_failures.labels(kind="connection").inc()
         self._last_error = _short(error)
-        level = self.log.warn if self._state == OK else self.log.debug
+        level = self.log.debug if self._outage or self._state != OK else self.log.warn
+        self._outage = True
         level(
             "analytics: database unavailable during {during} ({error}); spooling to {spool}",
             during=during,
@@ -446,7 +541,7 @@ class AnalyticsWriter(Service):
             self._state = SPOOLING
             self._drop_replay()
             self._set_health()
-        if self._queue and not self._spool_writes:
+        if self._queue and not self._spool_writes and self._spool_ready():
             self._spill()
         self._schedule_retry()
 
@@ -470,9 +565,13 @@ class AnalyticsWriter(Service):
 
     def _recovered(self) -> None:
         if self._state == SPOOLING:
-            self.log.info("analytics: database reachable again; replaying the spool")
+            # A probe that answers proves little (SQLite on a full disk answers
+            # SELECT 1 and fails every insert): the backoff and the outage end
+            # with the first committed batch (see _written).
+            self.log.debug("analytics: database answers again; writing and replaying the spool")
         self._state = OK
-        self._attempt = 0
+        if not self._outage:
+            self._attempt = 0
         self._last_error = None
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
@@ -490,7 +589,7 @@ class AnalyticsWriter(Service):
         events = list(self._queue)
         self._queue.clear()
         if self._io is None:
-            self._drop(len(events), "memory queue full before the writer started")
+            self._lose(events, "memory queue full before the writer started")
             return
         self._to_spool(events)
 
@@ -510,12 +609,31 @@ class AnalyticsWriter(Service):
         done, error = result
         self._metrics.analytics_rows_spooled.inc(done)
         self._counts["spooled"] += done
+        self._settle(events[:done])
         if done < len(events):
             reason = _short(error) if error is not None else f"spool full ({self._spool.max_bytes} bytes)"
+            self._spool_backoff(reason)
             self._keep_or_drop(events[done:], reason)
+        else:
+            self._spool_retry_at = None
+            self._spool_attempt = 0
 
     def _spool_failed(self, failure: Failure, events: list[AuditEvent]) -> None:
-        self._keep_or_drop(events, _short(failure.value))
+        reason = _short(failure.value)
+        self._spool_backoff(reason)
+        self._keep_or_drop(events, reason)
+
+    def _spool_ready(self) -> bool:
+        return self._spool_retry_at is None or self._reactor.seconds() >= self._spool_retry_at
+
+    def _spool_backoff(self, reason: str) -> None:
+        """No spill before a delay that doubles with each failure: a full disk must not be retried per request."""
+        delay = min(self._retry_max, _RETRY_FIRST * 2**self._spool_attempt)
+        if self._spool_attempt == 0 or delay >= self._retry_max:
+            # Once when it starts failing, then at most once per longest delay.
+            self.log.warn("analytics: spool write failed ({reason}); next attempt in {delay}s", reason=reason, delay=delay)
+        self._spool_attempt += 1
+        self._spool_retry_at = self._reactor.seconds() + delay
 
     def _spool_done(self, _: Any) -> None:
         self._spool_writes -= 1
@@ -527,7 +645,7 @@ class AnalyticsWriter(Service):
         kept = events[:room]
         self._queue.extendleft(reversed(kept))
         if len(events) > room:
-            self._drop(len(events) - room, reason)
+            self._lose(events[room:], reason)
 
     def _drop(self, count: int, reason: str) -> None:
         self._metrics.analytics_rows_dropped.inc(count)

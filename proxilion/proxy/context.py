@@ -30,5 +30,7 @@ class ProxyContext:
     record: Callable[..., None] | None = None
     # Requests refused before they were complete (408, 413, 431) have no exchange.
     record_refused: Callable[..., None] | None = None
+    # AUDIT_FAIL_CLOSED: False while no audit row can be kept, and requests are refused.
+    audit_available: Callable[[], bool] | None = None
     # One line per request; build() hands it the process's observer directly.
     access_log: Logger = attrs.field(factory=lambda: Logger(namespace="proxilion.access"), repr=False)

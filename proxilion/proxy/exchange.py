@@ -2,14 +2,15 @@
 
 Steps 4-7 (extract, scan, decide, rewrite) are the pure inspection core; this
 module is the Twisted shell around them. Every exit path goes through
-L{Exchange._complete}, which writes exactly one access line, one set of
-metrics and one audit row.
+L{Exchange._complete}, which writes exactly one access line and one set of
+metrics. The audit row is recorded once, just before the response's last
+bytes are written (L{HTTPRequest.before_end}), or at completion for a
+response that never ends whole (the client left, the connection was cut).
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
@@ -94,6 +95,9 @@ class Exchange:
         self._ratelimit_headers: list[tuple[bytes, bytes]] = []
         self._pending: Deferred[Any] | None = None
         self._done = False
+        self._recorded = False
+        self._absorbed = False
+        self._path: str | None = None
         self.rid = request_id(request.header(b"x-request-id"))
 
     # Entry point
@@ -102,6 +106,7 @@ class Exchange:
         ctx.drain.request_started()
         ctx.metrics.inflight_requests.inc()
         self.request.on_lost = self._client_lost
+        self.request.before_end = self._before_end
         try:
             if self.request.method == b"CONNECT":
                 # Tunnels would carry prompts past inspection unseen.
@@ -116,6 +121,11 @@ class Exchange:
         if len(self.request.header_values(b"host")) > 1:
             # Routed by the first; a server behind us might read the other.
             self._refuse(400, "The request has more than one Host header.", "duplicate_host")
+            return
+        if ctx.audit_available is not None and not ctx.audit_available():
+            # AUDIT_FAIL_CLOSED: no request is served whose audit row could not be kept.
+            self._refuse(503, "Proxilion cannot record an audit trail right now and is configured to refuse requests "
+                         "until it can; try again shortly.", "audit_unavailable")
             return
         # Plain callbacks rather than a coroutine: the inlineCallbacks machinery
         # was a measurable share of a small request's CPU.
@@ -329,25 +339,7 @@ class Exchange:
     def _relay_done(self, error: str | None) -> None:
         if error is not None:
             self.error = error
-        transform = self.relay.transform if self.relay is not None else None
-        if transform is not None:
-            scan_seconds = getattr(transform, "scan_seconds", None)
-            if scan_seconds is not None:
-                self.ctx.metrics.scan_duration.labels("response").observe(scan_seconds)
-            findings = getattr(transform, "findings", ())
-            action = getattr(transform, "action", None) or ("block" if getattr(transform, "blocked", False) else ("redact" if findings else "allow"))
-            if findings:
-                self._count(findings, action)
-            if findings or action == "block":
-                self._escalate(action)
-            error_code = getattr(transform, "error_code", None)
-            if error_code is not None:
-                # An answer that could not be inspected: refused, or passed on as the policy allows.
-                self.error = self.error or error_code
-                self.ctx.metrics.scanner_errors.inc()
-                if getattr(transform, "blocked", False):
-                    self._escalate("block")
-            self.tokens = getattr(transform, "tokens", (None, None))
+        self._absorb_transform()
         if error is not None and error != "client_disconnected" and not self.request.started_writing and not self.request.finished:
             # The answer broke off while held for inspection: the client still gets an answer.
             self.request.response_headers = []
@@ -357,6 +349,30 @@ class Exchange:
                 self.respond_error(502, "The upstream provider closed the connection before its answer was complete.", error)
             return
         self._complete(self.request.code)
+
+    def _absorb_transform(self) -> None:
+        """Take the answer's inspection results (findings, decision, tokens) into the exchange, once."""
+        transform = self.relay.transform if self.relay is not None else None
+        if self._absorbed or transform is None:
+            return
+        self._absorbed = True
+        scan_seconds = getattr(transform, "scan_seconds", None)
+        if scan_seconds is not None:
+            self.ctx.metrics.scan_duration.labels("response").observe(scan_seconds)
+        findings = getattr(transform, "findings", ())
+        action = getattr(transform, "action", None) or ("block" if getattr(transform, "blocked", False) else ("redact" if findings else "allow"))
+        if findings:
+            self._count(findings, action)
+        if findings or action == "block":
+            self._escalate(action)
+        error_code = getattr(transform, "error_code", None)
+        if error_code is not None:
+            # An answer that could not be inspected: refused, or passed on as the policy allows.
+            self.error = self.error or error_code
+            self.ctx.metrics.scanner_errors.inc()
+            if getattr(transform, "blocked", False):
+                self._escalate("block")
+        self.tokens = getattr(transform, "tokens", (None, None))
 
     def _own_headers(self) -> None:
         request = self.request
@@ -434,9 +450,9 @@ class Exchange:
             request.set_header(name.lower().encode("ascii"), value.encode("ascii"))
         request.set_header(b"content-length", b"%d" % len(body))
         self._own_headers()
+        self.error_bytes = len(body)
         request.write(body)
         request.finish()
-        self.error_bytes = len(body)
         self._complete(status)
 
     def _complete(self, status: int) -> None:
@@ -450,12 +466,8 @@ class Exchange:
         method = bounded_method(self.request.method.decode("latin-1"))
         ctx.metrics.http_requests.labels(self.provider, method, str(status)).inc()
         ctx.metrics.http_request_duration.labels(self.provider).observe(total)
-        route = self.route
-        if route is not None and not self._model_known:
-            # Parsed here, once, unless inspection already parsed the body.
-            self.model = model_of(self.body, route.path)
-        path = safe_target(route.path, route.query) if route else safe_uri(self.request.uri)
-        bytes_out = self.relay.bytes_out if self.relay is not None else self.error_bytes
+        path = self._safe_path()
+        bytes_out = self._bytes_out()
         ctx.access_log.info(
             "{method} {path} {status}",
             request_id=self.rid.decode("ascii"),
@@ -473,12 +485,39 @@ class Exchange:
             error=self.error,
             findings=self.findings or None,
         )
-        if ctx.record is not None:
-            ctx.record(self, status, path, total, bytes_out)
+        self._record(status, total)
         # Break the request <-> exchange <-> relay cycles: freed by reference
         # counting now instead of by the cyclic collector later.
         self.request.on_lost = None
         self.relay = None
+
+    def _safe_path(self) -> str:
+        if self._path is None:
+            route = self.route
+            self._path = safe_target(route.path, route.query) if route else safe_uri(self.request.uri)
+        return self._path
+
+    def _bytes_out(self) -> int:
+        return self.relay.bytes_out if self.relay is not None else self.error_bytes
+
+    def _before_end(self) -> None:
+        """The response's last bytes are about to leave: its audit row goes to the journal first."""
+        try:
+            self._absorb_transform()
+            self._record(self.request.code, self.ctx.clock.seconds() - self.started)
+        except Exception:
+            errlog.failure("recording the audit row of {request_id} failed", request_id=self.rid.decode("ascii"))
+
+    def _record(self, status: int, total: float) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
+        route = self.route
+        if route is not None and not self._model_known:
+            # Parsed here, once, unless inspection already parsed the body.
+            self.model, self._model_known = model_of(self.body, route.path), True
+        if self.ctx.record is not None:
+            self.ctx.record(self, status, self._safe_path(), total, self._bytes_out())
 
 
 class _Discard(Protocol):

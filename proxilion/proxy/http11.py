@@ -92,7 +92,7 @@ class HTTPRequest:
 
     __slots__ = (
         "connection", "method", "uri", "version", "headers", "body", "persistent", "code", "phrase",
-        "response_headers", "started_writing", "finished", "on_lost", "_chunked", "_no_body",
+        "response_headers", "started_writing", "finished", "on_lost", "before_end", "_chunked", "_no_body", "_body_left",
     )
 
     def __init__(self, connection: "HTTPConnection", method: bytes, uri: bytes, version: bytes,
@@ -112,6 +112,11 @@ class HTTPRequest:
         self.finished = False
         # Called (no arguments) if the client goes away before the response is finished.
         self.on_lost: Callable[[], None] | None = None
+        # Called (no arguments) once, just before the response's last bytes are written:
+        # the audit journal's moment, so no client holds an answer the journal lacks.
+        self.before_end: Callable[[], None] | None = None
+        # Body bytes still to come under a Content-Length; None while unknown or chunked.
+        self._body_left: int | None = None
         self._chunked = False
         self._no_body = False
 
@@ -150,6 +155,7 @@ class HTTPRequest:
         for name, value in self.response_headers:
             if name == b"content-length":
                 framed = True
+                self._body_left = int(value) if value.isdigit() else None
             parts.append(b"%s: %s\r\n" % (name, value))
         self._no_body = self.method == b"HEAD" or code in _NO_BODY_CODES or code < 200
         if not framed and not self._no_body:
@@ -166,6 +172,23 @@ class HTTPRequest:
         parts.append(b"date: %s\r\n\r\n" % _date())
         return b"".join(parts)
 
+    def _ending(self) -> None:
+        callback = self.before_end
+        if callback is not None:
+            self.before_end = None
+            callback()
+
+    def _ends_with(self, data: bytes) -> bool:
+        """True when writing C{data} completes a Content-Length body (or a body-less response)."""
+        if self._no_body:
+            return True
+        left = self._body_left
+        if left is None:
+            return False
+        left -= len(data)
+        self._body_left = left
+        return left <= 0
+
     def write(self, data: bytes) -> None:
         transport = self.connection.transport
         if self.finished or transport is None:
@@ -173,6 +196,8 @@ class HTTPRequest:
         if not self.started_writing:
             self.started_writing = True
             head = self._head()
+            if self._ends_with(data):
+                self._ending()
             if self._no_body or not data:
                 write_now(transport, head)
             elif self._chunked:
@@ -182,6 +207,8 @@ class HTTPRequest:
             return
         if self._no_body or not data:
             return
+        if self._ends_with(data):
+            self._ending()
         if self._chunked:
             write_now(transport, b"%x\r\n%s\r\n" % (len(data), data))
         else:
@@ -195,7 +222,10 @@ class HTTPRequest:
                 self.response_headers.append((b"content-length", b"0"))
             self.write(b"")
         elif self._chunked and self.connection.transport is not None:
+            self._ending()
             write_now(self.connection.transport, b"0\r\n\r\n")
+        # A body that ends with the connection (HTTP/1.0 without a length) ends here.
+        self._ending()
         self.finished = True
         self.connection.request_done(self)
 

@@ -115,6 +115,8 @@ class ProxyConnection(HTTPConnection):
         uri = parsing.url if parsing is not None else None
         partial, provider, rid = self._unfinished(self.parsed_method(parsing), uri, parsing.headers if parsing is not None else [])
         body = error_body(provider, status, message, code)
+        # Its audit row is journaled before the answer leaves.
+        self._account(partial, provider, rid, uri, status, code, len(body), 0)
         if self.transport is not None and not self.lost:
             self.transport.write(
                 b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nx-request-id: %s\r\nconnection: close\r\n\r\n%s"
@@ -122,7 +124,6 @@ class ProxyConnection(HTTPConnection):
             )
             self.transport.loseConnection()
         self.ctx.metrics.rejected_requests.labels(code).inc()
-        self._account(partial, provider, rid, uri, status, code, len(body), 0)
 
     def abandoned(self, method: bytes, uri: bytes, headers: list[tuple[bytes, bytes]], bytes_in: int) -> None:
         """The client closed before its request was dispatched: its 499 row, as L{Exchange} records a later leave."""

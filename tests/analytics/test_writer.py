@@ -266,9 +266,12 @@ async def test_two_writers_start_together(new_writer, pg_dsn, tmp_path, metrics)
 
 @pytest_twisted.ensureDeferred
 async def test_full_spool_and_database_down_counts_drops(new_writer, tmp_path, metrics):
-    """Database unreachable and a spool that holds a handful of rows: the rest are counted as dropped."""
+    """Database unreachable, a spool and a journal that hold a handful of rows: the rest are counted as dropped,
+    or as deferred while the journal still holds them."""
     dead = f"postgresql://postgres@127.0.0.1:{closed_port()}/none"
-    settings = make_settings(tmp_path, dead, analytics_queue_size=100, analytics_spool_max_bytes=2000)
+    settings = make_settings(
+        tmp_path, dead, analytics_queue_size=100, analytics_spool_max_bytes=2000, analytics_journal_max_bytes=20000
+    )
     writer = new_writer(settings, metrics, reactor)
     writer.startService()
     await wait_for(lambda: writer.health() == "spooling", what="outage noticed")
@@ -279,7 +282,8 @@ async def test_full_spool_and_database_down_counts_drops(new_writer, tmp_path, m
 
     status = writer.status()
     assert 0 < status["rows_spooled"] < 10
-    assert status["rows_spooled"] + status["rows_dropped"] == 350
+    assert status["rows_deferred"] > 0 and status["rows_dropped"] > 0
+    assert status["rows_spooled"] + status["rows_dropped"] + status["rows_deferred"] == 350
     assert metrics.registry.get_sample_value("proxilion_analytics_rows_dropped_total") == status["rows_dropped"]
     assert status["spool_bytes"] <= 2000
 

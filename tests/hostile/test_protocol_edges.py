@@ -6,7 +6,6 @@ import datetime
 import socket
 import ssl
 import threading
-from pathlib import Path
 from typing import Iterator
 
 import pytest

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import socket
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
