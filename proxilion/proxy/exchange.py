@@ -405,7 +405,8 @@ class Exchange:
             transform = inspector.stream_redactor(route.provider, route.path, self.identity.key)
         elif inspector is not None and (not content_type.startswith(_MEDIA_TYPES) or content_type.startswith(b"image/svg")):
             # Error answers too: a provider's error message may quote the prompt.
-            transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size)
+            transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size,
+                                           self.ctx.scan_pool, self.ctx.settings.scan_offload_bytes)
         if transform is None and length is not None:
             request.set_header(b"content-length", b"%d" % length)
         self.relay = Relay(request, self._relay_done, transform)
@@ -426,7 +427,12 @@ class Exchange:
             if findings or action == "block":
                 self._escalate(action)
             error_code = getattr(transform, "error_code", None)
-            if error_code is not None:
+            if error_code == TOO_MANY_FINDINGS:
+                self.error = self.error or error_code
+                self.ctx.metrics.findings_cap_exceeded.labels("response").inc()
+            elif error_code == "scan_pool_full":
+                self.error = self.error or error_code
+            elif error_code is not None:
                 # An answer that could not be inspected: refused, or passed on as the policy allows.
                 self.error = self.error or error_code
                 self.ctx.metrics.scanner_errors.inc()
