@@ -17,6 +17,7 @@ from proxilion.metrics import Metrics
 from proxilion.policy_service import PolicyService
 from proxilion.proxy.audit import audit_recorder, refusal_recorder
 from proxilion.proxy.context import ProxyContext
+from proxilion.proxy.offload import ScanPool
 from proxilion.proxy.routing import Router
 from proxilion.proxy.server import ProxyFactory
 from proxilion.proxy.upstream import UpstreamClient
@@ -51,7 +52,9 @@ def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: 
     """
     metrics = Metrics()
     drain = DrainState()
-    policy = PolicyService(settings.policy_file, metrics, reactor, handle_sighup=handle_sighup)
+    policy = PolicyService(settings.policy_file, metrics, reactor, handle_sighup=handle_sighup,
+                           max_findings=settings.max_findings_per_body)
+    scan_pool = ScanPool(reactor, metrics, settings.scan_workers, settings.scan_queue_size) if settings.inspection else None
     limiter = RateLimiter(settings, metrics, reactor)
     limiter.name = "ratelimit"
     analytics = AnalyticsWriter(settings, metrics, reactor)
@@ -65,6 +68,7 @@ def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: 
         drain=drain,
         limiter=limiter,
         policy=policy if settings.inspection else None,
+        scan_pool=scan_pool,
         record=audit_recorder(settings.instance_id, analytics.record),
         record_refused=refusal_recorder(settings.instance_id, settings, reactor, analytics.record),
         audit_available=analytics.can_keep if settings.audit_fail_closed else None,
@@ -124,7 +128,8 @@ def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: 
     # Start order: admin first (probes answer while starting), analytics early
     # (spool replay), limiter, policy, then the proxy port; stop is the reverse,
     # so the proxy drains before the limiter closes and analytics flushes.
-    children = [admin_service, analytics, limiter, policy, proxy_service]
+    # The scan pool stops after the proxy has drained: no body is waiting for it then.
+    children = [admin_service, analytics, limiter, policy, *([scan_pool] if scan_pool is not None else []), proxy_service]
     root = ProxilionService(
         reactor,
         children,

@@ -99,6 +99,17 @@ class Metrics:
             "proxilion_scan_duration_seconds", "Time spent inspecting one body.", ["direction"], buckets=_FAST_BUCKETS, registry=r
         )
         self.scanner_errors = Counter("proxilion_scanner_errors", "Inspection failures (each failed closed unless configured).", registry=r)
+        self.findings_cap_exceeded = Counter(
+            "proxilion_findings_cap_exceeded",
+            "Bodies blocked as abusive: more findings than MAX_FINDINGS_PER_BODY.", ["direction"], registry=r
+        )
+        self.scan_pool_jobs = Counter(
+            "proxilion_scan_pool_jobs", "Bodies decoded and inspected in the scan pool's worker processes.", ["direction"], registry=r
+        )
+        self.scan_pool_pending = Gauge("proxilion_scan_pool_pending", "Bodies in the scan pool (running or queued).", registry=r)
+        self.scan_pool_rejected = Counter(
+            "proxilion_scan_pool_rejected", "Bodies refused (503) because the scan pool and its queue were full.", registry=r
+        )
         self.policy_reloads = Counter("proxilion_policy_reloads", "Policy reloads by result.", ["result"], registry=r)
 
         # Rate limiting.

@@ -38,14 +38,16 @@ class PolicyService(Service):
 
     name = "policy"
 
-    def __init__(self, path: str | None, metrics: Metrics, clock: Any, poll_interval: float = 2.0, handle_sighup: bool = False) -> None:
+    def __init__(self, path: str | None, metrics: Metrics, clock: Any, poll_interval: float = 2.0, handle_sighup: bool = False,
+                 max_findings: int | None = None) -> None:
         self.path = path
         self._handle_sighup = handle_sighup
         self._metrics = metrics
         self._clock = clock
         self._poll_interval = poll_interval
         # Raises PolicyError at construction: an invalid file stops startup.
-        self.inspector = Inspector(load_policy(path))
+        self._max_findings = max_findings
+        self.inspector = Inspector(load_policy(path), max_findings)
         self._stamp = _stamp(path)
         self._poller: LoopingCall | None = None
         self.last_error: str | None = None
@@ -74,7 +76,7 @@ class PolicyService(Service):
     def reload(self, why: str = "SIGHUP") -> bool:
         """Load the policy file again; keep the current policy if the new one is invalid."""
         try:
-            inspector = Inspector(load_policy(self.path))
+            inspector = Inspector(load_policy(self.path), self._max_findings)
         except (PolicyError, OSError, ValueError) as e:
             self.last_error = str(e)
             self._metrics.policy_reloads.labels("error").inc()

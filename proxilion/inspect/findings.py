@@ -15,6 +15,8 @@ ACTIONS = ("allow", "log", "alert", "redact", "block")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 # Strength of an action when several rules apply to one request.
 ACTION_RANK = {name: rank for rank, name in enumerate(ACTIONS)}
+# The code of a body blocked because it holds more findings than the limit (an abusive body).
+TOO_MANY_FINDINGS = "too_many_findings"
 
 
 @attrs.frozen
@@ -39,6 +41,8 @@ class Verdict:
     message: str = ""
     scan_seconds: float = 0.0
     error: bool = False
+    # Why the body was refused when no finding decided it ("too_many_findings"), else None.
+    code: str | None = None
     # The body as parsed JSON (None if it was not JSON), so callers can read the
     # model or token usage without parsing it again. Read-only.
     document: Any = attrs.field(default=None, repr=False, eq=False)

@@ -8,10 +8,10 @@ from typing import Any
 
 from proxilion.inspect.catalog import BUILTIN
 from proxilion.inspect.decide import Decision, decide, describe
-from proxilion.inspect.findings import ACTION_RANK, Finding, Verdict
+from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Finding, Verdict
 from proxilion.inspect.policy import Policy
 from proxilion.inspect.redact import redact_text
-from proxilion.inspect.scanner import Scanner
+from proxilion.inspect.scanner import Budget, Scanner
 from proxilion.inspect.stream import StreamRedactor
 from proxilion.providers.body import ANSWER_METADATA, Body
 from proxilion.providers.errors import wire_dialect
@@ -24,9 +24,20 @@ class TooLargeToScan(ValueError):
         self.limit = limit
 
 
+_MAX_STOP_SCOPES = 4096
+
+
+class TooManyFindings(ValueError):
+    pass
+
+
 class Inspector:
-    def __init__(self, policy: Policy):
+    """C{max_findings}: a body with more detector hits than this is blocked as abusive, unscanned past them."""
+
+    def __init__(self, policy: Policy, max_findings: int | None = None):
         self.policy = policy
+        self.max_findings = max_findings
+        self._stop_types: dict[tuple, frozenset[str]] = {}
         self.scanner = Scanner(policy.custom_detectors, policy.settings.disabled_detectors)
         self._info = {t: (d.category, d.severity, d.compliance) for t, d in BUILTIN.items()}
         self._info.update({d.name: (d.category, d.severity, d.compliance) for d in policy.custom_detectors})
@@ -64,7 +75,7 @@ class Inspector:
         if redactor.error:
             return self._scanner_error(body, elapsed)
         if redactor.blocked:
-            return Verdict("block", findings, body, None, redactor.message, elapsed)
+            return Verdict("block", findings, body, None, redactor.message, elapsed, code=redactor.error_code)
         action = max((f.action for f in findings), key=ACTION_RANK.__getitem__, default="allow")
         if out == events:
             return Verdict(action, findings, body, None, describe(action, findings), elapsed, document=chunks)
@@ -78,6 +89,28 @@ class Inspector:
         """A redactor for one streamed answer (SSE, NDJSON or AWS event-stream)."""
         return StreamRedactor(self, provider, path, identity)
 
+    def stop_types(self, direction: str, provider: str, path: str, identity: str | None) -> frozenset[str]:
+        """Types one finding of which decides a block: the first rule in scope selecting them blocks and
+        needs no count (a rule with C{min_count} > 1 first leaves the outcome open)."""
+        key = (direction, provider, path, identity)
+        types = self._stop_types.get(key)
+        if types is None:
+            rules = self.policy.rules_for(direction, provider, path, identity)
+            decided = set()
+            for name, (category, severity, _) in self._info.items():
+                rule = next((r for r in rules if r.selects(name, category, severity)), None)
+                if rule is not None and rule.action == "block" and rule.min_count <= 1:
+                    decided.add(name)
+            types = frozenset(decided - self.scanner.disabled)
+            if len(self._stop_types) >= _MAX_STOP_SCOPES:
+                self._stop_types.clear()
+            self._stop_types[key] = types
+        return types
+
+    def budget(self, direction: str, provider: str, path: str, identity: str | None) -> Budget:
+        """Where a scan of one body (or one stream) may stop: the verdict is final, or the body is abusive."""
+        return Budget(self.max_findings, self.stop_types(direction, provider, path, identity))
+
     def finding(self, finding_type: str, location: str, start: int, end: int) -> Finding:
         category, severity, compliance = self._info[finding_type]
         return Finding(finding_type, category, severity, compliance, location, start, end)
@@ -90,6 +123,9 @@ class Inspector:
             # Not a scanner failure: a body built so that the value scanned and the value read may differ.
             return Verdict("block", (), body, None, "blocked: a JSON object in the body repeats a key",
                            time.perf_counter() - started)
+        except TooManyFindings:
+            return Verdict("block", (), body, None, f"blocked: too many findings (more than {self.max_findings})",
+                           time.perf_counter() - started, code=TOO_MANY_FINDINGS)
         except TooLargeToScan as e:
             return self._scanner_error(body, time.perf_counter() - started, f"larger than the {e.limit} bytes Proxilion scans")
         except Exception:  # noqa: BLE001 - any scanner failure must fail closed, never pass unscanned
@@ -113,7 +149,10 @@ class Inspector:
             parsed = Body(body, ANSWER_METADATA, check_repeated_keys=False)
         else:
             parsed = Body(body)
-        hits = self.scanner.scan_many([f.text for f in parsed.fields], [f.key for f in parsed.fields])
+        budget = self.budget(direction, provider, path, identity)
+        hits = self.scanner.scan_many([f.text for f in parsed.fields], [f.key for f in parsed.fields], budget)
+        if budget.stopped == "too_many":
+            raise TooManyFindings()
         if not any(hits):
             return decide(self.policy, direction, provider, path, identity, ()), body, parsed.doc
         fields = parsed.located()

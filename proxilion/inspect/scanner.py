@@ -20,6 +20,48 @@ from proxilion.inspect.triggers import TriggerScanner
 # Base64 in prose has a database of its own (see TriggerScanner).
 _BUILTIN = TriggerScanner(scan_numbers.PASSES + scan_codes.PASSES + scan_tokens.PASSES + scan_context.PASSES
                           + scan_encoded.PASSES, scan_encoded.BASE64_PASSES)
+
+
+class Budget:
+    """Where a scan may stop early: at C{max_hits} hits, or at the first hit of a C{stop_types} type.
+
+    C{stopped} says why it stopped ("too_many" or "decided"), None when it ran to the end.
+    """
+
+    __slots__ = ("max_hits", "stop_types", "stopped")
+
+    def __init__(self, max_hits: int | None = None, stop_types: frozenset[str] = frozenset()) -> None:
+        self.max_hits = max_hits
+        self.stop_types = stop_types
+        self.stopped: str | None = None
+
+
+class _Stop(Exception):
+    pass
+
+
+class _BudgetedHits(list):
+    """A hit list that ends the scan (by raising out of the detector that appends) once the budget says so."""
+
+    def __init__(self, budget: Budget) -> None:
+        super().__init__()
+        self.budget = budget
+
+    def append(self, hit: Hit) -> None:
+        super().append(hit)
+        budget = self.budget
+        if hit.type in budget.stop_types:
+            budget.stopped = "decided"
+            raise _Stop
+        if budget.max_hits is not None and len(self) > budget.max_hits:
+            budget.stopped = "too_many"
+            raise _Stop
+
+    def extend(self, hits: Iterable[Hit]) -> None:
+        for hit in hits:
+            self.append(hit)
+
+
 # Joins the texts of one body so they are scanned in one go; no detector matches across it.
 SEPARATOR = "\n\x00\n"
 
@@ -56,19 +98,28 @@ class Scanner:
         self.rank = {t: SEVERITY_RANK[d.severity] for t, d in BUILTIN.items()}
         self.rank.update({c.name: SEVERITY_RANK[c.severity] for c in self.custom})
 
-    def scan(self, text: str, key: str | None = None) -> list[Hit]:
+    def scan(self, text: str, key: str | None = None, budget: Budget | None = None) -> list[Hit]:
         """Hits in `text`, sorted and without overlaps. `key` is the JSON key the text was under."""
-        hits: list[Hit] = []
-        self._run(text, hits)
+        hits: list[Hit] = [] if budget is None else _BudgetedHits(budget)
+        try:
+            self._run(text, hits)
+        except _Stop:
+            pass
         find_keyed_secret(text, key, hits)
         return self._resolve(hits)
 
-    def scan_many(self, texts: Sequence[str], keys: Sequence[str | None]) -> list[list[Hit]]:
-        """Hits per text, offsets relative to each text; scanned as one joined text for speed."""
+    def scan_many(self, texts: Sequence[str], keys: Sequence[str | None], budget: Budget | None = None) -> list[list[Hit]]:
+        """Hits per text, offsets relative to each text; scanned as one joined text for speed.
+
+        With a C{budget} the scan may stop early (see L{Budget}); the hits found until then are returned.
+        """
         if not texts:
             return []
-        hits: list[Hit] = []
-        self._run(SEPARATOR.join(texts), hits)
+        hits: list[Hit] = [] if budget is None else _BudgetedHits(budget)
+        try:
+            self._run(SEPARATOR.join(texts), hits)
+        except _Stop:
+            pass
         per_text: list[list[Hit]] = [[] for _ in texts]
         if hits:
             _split(hits, texts, per_text)
@@ -84,9 +135,12 @@ class Scanner:
         elif folded.same_offsets:
             self._run_view(TextView(folded.text), hits)
         else:
-            found: list[Hit] = []
-            self._run_view(TextView(folded.text), found)
-            hits.extend(Hit(h.type, *folded.span(h.start, h.end)) for h in found)
+            found: list[Hit] = _BudgetedHits(hits.budget) if isinstance(hits, _BudgetedHits) else []
+            try:
+                self._run_view(TextView(folded.text), found)
+            finally:
+                # Mapped back even when the budget stopped the scan (slice assignment: not counted twice).
+                hits[len(hits):] = [Hit(h.type, *folded.span(h.start, h.end)) for h in found]
 
     def _run_view(self, view: TextView, hits: list[Hit]) -> None:
         _BUILTIN.run(view, hits)

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import orjson
 
 from proxilion.inspect.decide import decide, describe
-from proxilion.inspect.findings import Finding
+from proxilion.inspect.findings import TOO_MANY_FINDINGS, Finding
 from proxilion.inspect.redact import replacement
+from proxilion.inspect.scanner import Budget
 from proxilion.providers import eventstream
 from proxilion.providers.body import ANSWER_METADATA
 from proxilion.providers.errors import stream_error_event, wire_dialect
@@ -122,6 +123,9 @@ class StreamRedactor:
         self.findings: list[Finding] = []
         self.blocked = False
         self.error = False
+        # TOO_MANY_FINDINGS once the answer held more findings than the inspector's limit.
+        self.error_code: str | None = None
+        self._stop_types = inspector.stop_types("response", provider, path, identity)
         self._buffer = bytearray()
         self._queue: deque[_Frame] = deque()
         self._channels: dict[Any, _Channel] = {}
@@ -155,6 +159,8 @@ class StreamRedactor:
 
     @property
     def message(self) -> str:
+        if self.error_code == TOO_MANY_FINDINGS:
+            return f"blocked: too many findings (more than {self.inspector.max_findings})"
         return describe("block" if self.blocked else "redact", self.findings)
 
     # -- framing --------------------------------------------------------------------------------
@@ -313,6 +319,19 @@ class StreamRedactor:
                 self._moved = True
 
     # -- scanning -------------------------------------------------------------------------------
+    def _budget(self) -> Budget:
+        """What one scan may still find: the answer's findings stay within the limit, and the
+        first finding that blocks ends the scan."""
+        limit = self.inspector.max_findings
+        return Budget(None if limit is None else max(0, limit - len(self.findings)), self._stop_types)
+
+    def _over_limit(self, budget: Budget) -> bool:
+        if budget.stopped != "too_many":
+            return False
+        self.blocked = True
+        self.error_code = TOO_MANY_FINDINGS
+        return True
+
     def _judge(self, new: list[Finding]) -> list[Finding]:
         decision = decide(self.inspector.policy, "response", self.provider, self.path, self.identity,
                           self.findings + new)
@@ -324,7 +343,10 @@ class StreamRedactor:
 
     def _scan_whole(self, frame: _Frame) -> None:
         fields = walk(frame.doc, skip=ANSWER_METADATA)
-        hits = self.inspector.scanner.scan_many([f.text for f in fields], [f.key for f in fields])
+        budget = self._budget()
+        hits = self.inspector.scanner.scan_many([f.text for f in fields], [f.key for f in fields], budget)
+        if self._over_limit(budget):
+            return
         new, where = [], []
         hidden = secret_keys(fields, hits)
         for field, field_hits in zip(fields, hits):
@@ -389,7 +411,16 @@ class StreamRedactor:
         channel_id = channel.id
         window = channel.sent_tail + channel.held
         offset = channel.base - len(channel.sent_tail)
-        hits = self.inspector.scanner.scan(window)
+        budget = self._budget()
+        hits = self.inspector.scanner.scan(window, None, budget)
+        final = force or channel.ended
+        if budget.stopped == "decided" and not final and not any(
+                h.type in self._stop_types and h.end < len(window) for h in hits):
+            # The deciding hit may still grow (and change) with the next event: no early stop here.
+            budget = Budget(budget.max_hits)
+            hits = self.inspector.scanner.scan(window, None, budget)
+        if self._over_limit(budget):
+            return
         new, spans = [], []
         for h in hits:
             start, end = offset + h.start, offset + h.end

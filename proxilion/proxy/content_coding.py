@@ -13,6 +13,9 @@ import zlib
 __all__ = ["CodingError", "UnsupportedCoding", "DecodedTooLarge", "decode", "is_identity"]
 
 _IDENTITY = frozenset({"", "identity"})
+# gzip members one body may hold: real clients send one; thousands of empty ones are an attack.
+MAX_MEMBERS = 1000
+_FIRST_PIECE = 256
 
 
 class CodingError(ValueError):
@@ -61,20 +64,37 @@ def decode(body: bytes, header: bytes, limit: int) -> bytes:
 
 
 def _inflate(data: bytes, wbits: int, limit: int, coding: str) -> bytes:
+    view = memoryview(data)
     out = bytearray()
+    pos = 0
+    members = 0
     while True:
+        members += 1
+        if members > MAX_MEMBERS:
+            raise CodingError(coding)
         inflater = zlib.decompressobj(wbits)
-        try:
-            out += inflater.decompress(data, limit + 1 - len(out))
-        except zlib.error:
-            raise CodingError(coding) from None
-        if len(out) > limit:
-            raise DecodedTooLarge(coding)
-        if not inflater.eof:
-            # Either the output limit stopped it, with input left over, or the data is cut short.
-            raise DecodedTooLarge(coding) if inflater.unconsumed_tail else CodingError(coding)
+        # Fed in growing pieces from an offset: C{unused_data} then copies at most the last
+        # piece, not the whole rest of the body once per member (quadratic in the member count).
+        piece = _FIRST_PIECE
+        while True:
+            chunk = view[pos:pos + piece]
+            try:
+                out += inflater.decompress(chunk, limit + 1 - len(out))
+            except zlib.error:
+                raise CodingError(coding) from None
+            if len(out) > limit:
+                raise DecodedTooLarge(coding)
+            if inflater.eof:
+                pos += len(chunk) - len(inflater.unused_data)
+                break
+            if inflater.unconsumed_tail:
+                # The output limit stopped it with input left over.
+                raise DecodedTooLarge(coding)
+            pos += len(chunk)
+            if pos >= len(view):
+                raise CodingError(coding)  # cut short
+            piece *= 2
         # gzip allows several members one after another.
-        data = inflater.unused_data
-        if not data or wbits != 16 + zlib.MAX_WBITS:
+        if pos >= len(view) or wbits != 16 + zlib.MAX_WBITS:
             break
     return bytes(out)

@@ -27,6 +27,8 @@ class ProxyContext:
     drain: DrainState
     limiter: Any = None
     policy: Any = None
+    # Decodes and inspects bodies larger than settings.scan_offload_bytes off the reactor.
+    scan_pool: Any = None
     record: Callable[..., None] | None = None
     # Requests refused before they were complete (408, 413, 431) have no exchange.
     record_refused: Callable[..., None] | None = None

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from proxilion.inspect.decide import counted
+from proxilion.inspect.findings import TOO_MANY_FINDINGS
 from proxilion.providers.errors import error_body, error_headers, wire_dialect
 from proxilion.providers.usage import model_from, model_of
 from proxilion.proxy import content_coding
@@ -26,6 +27,7 @@ from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.headers import client_response_headers, replace_header, request_id, upstream_request_headers
 from proxilion.proxy.http11 import HTTPRequest
 from proxilion.proxy.identity import Identity, IdentityConflict, identify
+from proxilion.proxy.offload import PoolFull
 from proxilion.proxy.relay import BufferedInspection, Relay
 from proxilion.proxy.routing import Route, RouteError
 from proxilion.proxy.safe_target import safe_target, safe_uri
@@ -183,20 +185,78 @@ class Exchange:
         assert route is not None and self.identity is not None
         body = self.body
         inspector = ctx.policy.inspector if ctx.policy is not None else None
-        decoded = False
-        if inspector is not None:
-            codings = request.header_values(b"content-encoding")
-            if codings and body:
-                # Inspect what the provider would read; a compressed body must not pass unread.
-                # Every Content-Encoding line counts: one saying "identity" must not hide a second.
-                body = self._decoded(body, b", ".join(codings))
-                if body is None:
+        if inspector is None:
+            self._send(body, False, None)
+            return
+        codings = request.header_values(b"content-encoding")
+        # Every Content-Encoding line counts: one saying "identity" must not hide a second.
+        coding = b", ".join(codings) if codings and body and not content_coding.is_identity(b", ".join(codings)) else None
+        pool = ctx.scan_pool
+        offload = ctx.settings.scan_offload_bytes
+        if coding is not None and (pool is None or len(body) <= offload):
+            # Inspect what the provider would read; a compressed body must not pass unread.
+            # Small ones are decoded here, up to the size the reactor scans itself.
+            limit = ctx.settings.max_body_size if pool is None else min(offload, ctx.settings.max_body_size)
+            try:
+                body = content_coding.decode(body, coding, limit)
+                coding = None
+            except content_coding.DecodedTooLarge as e:
+                if limit == ctx.settings.max_body_size:
+                    self._coding_refused(e)
                     return
-                decoded = True
-            forwarded = self._inspect_request(inspector, body)
-            if forwarded is None:
+            except content_coding.CodingError as e:
+                self._coding_refused(e)
                 return
-            body = forwarded
+        if pool is not None and (coding is not None or len(body) > offload):
+            self._offload(pool, inspector, body, coding)
+            return
+        self._inspected(inspector.inspect_request(route.provider, route.path, body, self.identity.key), body,
+                       bool(codings) and bool(self.body), inspector)
+
+    def _offload(self, pool: Any, inspector: Any, body: bytes, coding: bytes | None) -> None:
+        """Decode and inspect C{body} in the scan pool; the exchange goes on when its verdict is back."""
+        route = self.route
+        assert route is not None and self.identity is not None
+        try:
+            d = self._pending = pool.inspect(inspector, "request", route.provider, route.path, body, self.identity.key,
+                                             coding, self.ctx.settings.max_body_size)
+        except PoolFull:
+            self.decision = "rejected"
+            self.error = "scan_pool_full"
+            self.respond_error(503, "Proxilion is busy inspecting other large requests; retry shortly.", "scan_pool_full")
+            return
+        decoded = coding is not None or bool(self.request.header_values(b"content-encoding"))
+
+        def verdict(result: Any) -> None:
+            self._pending = None
+            if not self._done:
+                self._inspected(result, result.body, decoded, inspector)
+
+        def failed(failure: Failure) -> None:
+            self._pending = None
+            if self._done:
+                return
+            if failure.check(content_coding.CodingError):
+                self._coding_refused(failure.value)
+                return
+            # A scan that did not finish (a worker died) fails closed, as the scanner's own errors do.
+            errlog.failure("scan worker failed for request {request_id}", failure=failure, request_id=self.rid.decode("ascii"))
+            self._inspected(inspector._scanner_error(body, 0.0), body, decoded, inspector)
+
+        d.addCallbacks(verdict, failed)
+        d.addErrback(self._unexpected)
+
+    def _inspected(self, verdict: Any, body: bytes, decoded: bool, inspector: Any) -> None:
+        """Act on the request's verdict; C{body} is what was inspected (decoded if C{decoded})."""
+        forwarded = self._apply_verdict(verdict, body)
+        if forwarded is not None:
+            self._send(forwarded, decoded, inspector)
+
+    def _send(self, body: bytes, decoded: bool, inspector: Any) -> None:
+        ctx = self.ctx
+        route = self.route
+        request = self.request
+        assert route is not None and self.identity is not None
         inspect_answer = inspector is not None and inspector.response_inspection_enabled(route.provider, route.path, self.identity.key)
         chain = ", ".join(self.identity.forwarded_chain).encode("ascii") or None
         headers = upstream_request_headers(request.headers, request.peer_ip, b"http", self.rid, chain)
@@ -214,25 +274,22 @@ class Exchange:
         d.addCallbacks(self._answered, self._upstream_failed, callbackArgs=(sent, inspector if inspect_answer else None))
         d.addErrback(self._unexpected)
 
-    def _decoded(self, body: bytes, coding: bytes) -> bytes | None:
-        """The request body with its Content-Encoding undone, or None once refused here."""
-        try:
-            return content_coding.decode(body, coding, self.ctx.settings.max_body_size)
-        except content_coding.UnsupportedCoding as e:
+    def _coding_refused(self, e: content_coding.CodingError) -> None:
+        """Answer a body whose Content-Encoding cannot be undone."""
+        if isinstance(e, content_coding.UnsupportedCoding):
             status, code = 415, "unsupported_content_encoding"
             message = (f"Proxilion inspects request bodies and cannot read Content-Encoding '{e.coding[:32]}'; "
                        "send the body uncompressed, gzip or deflate.")
-        except content_coding.DecodedTooLarge:
+        elif isinstance(e, content_coding.DecodedTooLarge):
             status, code = 413, "request_too_large"
             message = f"The request body is larger than {self.ctx.settings.max_body_size} bytes once decompressed."
-        except content_coding.CodingError as e:
+        else:
             status, code = 400, "invalid_content_encoding"
             message = f"The request body is not valid {e.coding[:32]} data."
         self.decision = "rejected"
         self.error = code
         self.ctx.metrics.rejected_requests.labels(code).inc()
         self.respond_error(status, message, code)
-        return None
 
     def _answered(self, response: UpstreamResponse, sent: float, inspector: Any) -> None:
         self._pending = None
@@ -254,12 +311,11 @@ class Exchange:
         if ACTION_ORDER.get(action, 0) > ACTION_ORDER.get(self.decision, 0):
             self.decision = action
 
-    def _inspect_request(self, inspector: Any, body: bytes) -> bytes | None:
-        """Run the inspection core; return the body to forward, or None if answered here."""
+    def _apply_verdict(self, verdict: Any, body: bytes) -> bytes | None:
+        """Act on the inspection core's verdict; return the body to forward, or None if answered here."""
         ctx = self.ctx
         route = self.route
         assert route is not None and self.identity is not None
-        verdict = inspector.inspect_request(route.provider, route.path, body, self.identity.key)
         if verdict.document is not None:
             self.model, self._model_known = model_from(verdict.document, route.path), True
         action = verdict.action
@@ -285,6 +341,11 @@ class Exchange:
             )
             return None
         if action == "block":
+            if verdict.code == TOO_MANY_FINDINGS:
+                self.error = TOO_MANY_FINDINGS
+                ctx.metrics.findings_cap_exceeded.labels("request").inc()
+                self.respond_error(403, "Request blocked by Proxilion: " + verdict.message, TOO_MANY_FINDINGS)
+                return None
             if verdict.error:
                 self.error = "scanner_error"
             self.respond_error(403, "Request blocked by Proxilion policy: " + verdict.message, "blocked_by_policy")
@@ -330,7 +391,8 @@ class Exchange:
             transform = inspector.stream_redactor(route.provider, route.path, self.identity.key)
         elif inspector is not None and (not content_type.startswith(_MEDIA_TYPES) or content_type.startswith(b"image/svg")):
             # Error answers too: a provider's error message may quote the prompt.
-            transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size)
+            transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size,
+                                           self.ctx.scan_pool, self.ctx.settings.scan_offload_bytes)
         if transform is None and length is not None:
             request.set_header(b"content-length", b"%d" % length)
         self.relay = Relay(request, self._relay_done, transform)
@@ -366,7 +428,12 @@ class Exchange:
         if findings or action == "block":
             self._escalate(action)
         error_code = getattr(transform, "error_code", None)
-        if error_code is not None:
+        if error_code == TOO_MANY_FINDINGS:
+            self.error = self.error or error_code
+            self.ctx.metrics.findings_cap_exceeded.labels("response").inc()
+        elif error_code == "scan_pool_full":
+            self.error = self.error or error_code
+        elif error_code is not None:
             # An answer that could not be inspected: refused, or passed on as the policy allows.
             self.error = self.error or error_code
             self.ctx.metrics.scanner_errors.inc()

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol as TypingProtocol
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+
+from proxilion.inspect.findings import TOO_MANY_FINDINGS
 
 from proxilion.providers.errors import error_body, wire_dialect
 from proxilion.providers.usage import usage_of
 from proxilion.proxy.http11 import HTTPRequest
+from proxilion.proxy.offload import PoolFull
 from proxilion.proxy.upstream import BodyDone, BodyIdle
 
 __all__ = ["Relay", "BodyTransform", "BufferedInspection"]
@@ -37,8 +42,12 @@ class BufferedInspection:
     C{uninspected} says so. Either way C{error_code} names what happened.
     """
 
-    def __init__(self, inspector: Any, provider: str, path: str, identity: str | None, limit: int) -> None:
+    def __init__(self, inspector: Any, provider: str, path: str, identity: str | None, limit: int,
+                 pool: Any = None, offload_bytes: int = 0) -> None:
         self._inspector = inspector
+        # Answers larger than offload_bytes are inspected in the scan pool, off the reactor.
+        self._pool = pool
+        self._offload_bytes = offload_bytes
         self._provider = provider
         self._dialect = wire_dialect(provider, path)  # whose error shape the client reads
         self._path = path
@@ -81,18 +90,46 @@ class BufferedInspection:
             return b""
         body = b"".join(self._parts)
         self._parts = []
-        verdict = self._inspector.inspect_response(self._provider, self._path, body, self._identity)
+        return self._judged(self._inspector.inspect_response(self._provider, self._path, body, self._identity))
+
+    def finish_later(self) -> Deferred[bytes] | None:
+        """What L{finish} returns, from the scan pool, for an answer too large to inspect on the reactor;
+        None when L{finish} should be called instead."""
+        if self._pool is None or self.uninspected or self.blocked or self._size <= self._offload_bytes:
+            return None
+        body = b"".join(self._parts)
+        self._parts = []
+        try:
+            d = self._pool.inspect(self._inspector, "response", self._provider, self._path, body, self._identity)
+        except PoolFull:
+            self.blocked = True
+            self.action = "block"
+            self.error_code = "scan_pool_full"
+            self.status = 503
+            return succeed(error_body(self._dialect, self.status, "Proxilion is busy inspecting other large answers; "
+                                      "retry shortly.", "scan_pool_full"))
+
+        def failed(failure: Failure) -> bytes:
+            # A scan that did not finish (a worker died) fails closed, as the scanner's own errors do.
+            return self._judged(self._inspector._scanner_error(body, 0.0))
+
+        return d.addCallbacks(self._judged, failed)
+
+    def _judged(self, verdict: Any) -> bytes:
         if verdict.document is not None:
             self.tokens = usage_of(verdict.document)
         self.findings = verdict.findings
         self.action = verdict.action
         self.scan_seconds = verdict.scan_seconds
-        if verdict.error:
+        if verdict.code == TOO_MANY_FINDINGS:
+            self.error_code = TOO_MANY_FINDINGS
+        elif verdict.error:
             self.error_code = "scanner_error"
         if verdict.action == "block":
             self.blocked = True
             self.status = 403 if not verdict.error else 502
-            return error_body(self._dialect, self.status, "Answer blocked by Proxilion policy: " + verdict.message, "blocked_by_policy")
+            return error_body(self._dialect, self.status, "Answer blocked by Proxilion policy: " + verdict.message,
+                              verdict.code or "blocked_by_policy")
         return verdict.body
 
 
@@ -153,12 +190,22 @@ class Relay(Protocol):
             return
         self._write(out)
 
+    def _finish_with(self, data: bytes) -> None:
+        """The transform's last bytes, once the scan pool has inspected the answer."""
+        if self._client_gone:
+            self._on_done(self._error)
+            return
+        self._write_last(data)
+        self._request.finish()
+        self._on_done(None)
+
     def client_gone(self) -> None:
         """The client disconnected: stop reading upstream, which closes that connection."""
         if not self._client_gone:
             self._client_gone = True
             self._error = self._error or "client_disconnected"
-            self.transport.stopProducing()
+            if not self._ended:
+                self.transport.stopProducing()
 
     def connectionLost(self, reason: BaseException | None = None) -> None:  # type: ignore[override]
         if self._client_gone or self._ended:
@@ -167,6 +214,13 @@ class Relay(Protocol):
         self._request.unregister_producer()
         if isinstance(reason, BodyDone) and self._error is None:
             if self.transform is not None:
+                later = getattr(self.transform, "finish_later", None)
+                pending = later() if later is not None else None
+                if pending is not None:
+                    # The upstream body is complete: nothing more to read or stop.
+                    self._ended = True
+                    pending.addCallback(self._finish_with)
+                    return
                 self._write_last(self.transform.finish())
             self._request.finish()
             self._on_done(None)

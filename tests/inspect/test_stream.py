@@ -400,7 +400,7 @@ def test_strings_beside_the_streamed_text_in_one_event_are_scanned(fmt):
 def test_small_strings_beside_the_text_are_scanned_once_per_stream(monkeypatch):
     calls = []
     scan_many = DEFAULT.scanner.scan_many
-    monkeypatch.setattr(DEFAULT.scanner, "scan_many", lambda texts, keys: calls.append(list(texts)) or scan_many(texts, keys))
+    monkeypatch.setattr(DEFAULT.scanner, "scan_many", lambda texts, keys, budget=None: calls.append(list(texts)) or scan_many(texts, keys, budget))
     _run(DEFAULT, "anthropic", streams.anthropic(["a", "b", "c", "d"]), [])
     assert sum(texts == ["text_delta"] for texts in calls) == 1
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import os
+import time
 import zlib
 
 import pytest
 
+from proxilion.proxy import content_coding
 from proxilion.proxy.content_coding import CodingError, DecodedTooLarge, UnsupportedCoding, decode, is_identity
 
 BODY = b'{"messages": [{"role": "user", "content": "card 4111 1111 1111 1111"}]}'
@@ -56,3 +59,27 @@ def test_a_small_body_may_not_expand_past_the_limit():
                                               (b"gzip", False), (b"identity, gzip", False), (b"br", False)])
 def test_is_identity(header, identity):
     assert is_identity(header) is identity
+
+
+def test_many_members_inflate_in_linear_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each member used to copy the rest of the body: 200,000 members took minutes.
+    monkeypatch.setattr(content_coding, "MAX_MEMBERS", 10**9)
+    body = gzip.compress(b"", mtime=0) * 200_000 + gzip.compress(b"end", mtime=0)
+    started = time.perf_counter()
+    assert content_coding.decode(body, b"gzip", 10 * 1024 * 1024) == b"end"
+    assert time.perf_counter() - started < 5
+
+
+def test_too_many_members_are_refused() -> None:
+    body = gzip.compress(b"", mtime=0) * (content_coding.MAX_MEMBERS + 1)
+    with pytest.raises(content_coding.CodingError):
+        content_coding.decode(body, b"gzip", 10 * 1024 * 1024)
+    members = b"".join(gzip.compress(b"%d," % i, mtime=0) for i in range(content_coding.MAX_MEMBERS))
+    assert content_coding.decode(members, b"gzip", 10 * 1024 * 1024).count(b",") == content_coding.MAX_MEMBERS
+
+
+def test_member_spanning_many_pieces_is_decoded_whole() -> None:
+    data = os.urandom(300_000)
+    assert content_coding.decode(gzip.compress(data) + gzip.compress(b"!"), b"gzip", 1 << 20) == data + b"!"
+    with pytest.raises(content_coding.CodingError):
+        content_coding.decode(gzip.compress(data)[:-9], b"gzip", 1 << 20)
