@@ -142,6 +142,9 @@ class Metrics:
         self.analytics_journal_skipped = Counter(
             "proxilion_analytics_journal_skipped", "Audit rows not journaled (journal full or failing): not crash-safe.", ["reason"], registry=r
         )
+        for reason in ("full", "error"):
+            # Both series exist from the start, so the alert's increase() sees the first skip.
+            self.analytics_journal_skipped.labels(reason)
         self.analytics_flush_duration = Histogram(
             "proxilion_analytics_flush_duration_seconds", "Time to write one batch.", buckets=_LATENCY_BUCKETS, registry=r
         )

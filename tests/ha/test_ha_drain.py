@@ -16,7 +16,7 @@ from support.daemon import Daemon, free_port, http_json, running
 
 from .conftest import AUTH, LIMITS, CHAT_PATH, Client, Load, Outcome, daemon_args, wait_until
 
-STOP_ORDER = ["stopped proxy", "stopped policy", "stopped ratelimit", "stopped analytics", "stopped admin"]
+STOP_ORDER = ["stopped proxy", "stopped scanpool", "stopped policy", "stopped ratelimit", "stopped analytics", "stopped admin"]
 
 
 def stream_in_thread(daemon: Daemon, chunks: int = 20, chunk_delay: float = 0.1) -> tuple[threading.Thread, list[Outcome]]:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from proxilion.inspect.findings import TOO_MANY_FINDINGS
-from proxilion.inspect.inspector import Inspector
+from proxilion.inspect.inspector import EARLY_STOP_CHARS, Inspector
 from proxilion.inspect.policy import load_policy
 
 CHAT = "/v1/chat/completions"
@@ -28,12 +28,19 @@ def _chat(content: str) -> bytes:
     "ann.lee@example.com " * 50,
 ])
 def test_early_stop_gives_the_verdict_of_a_full_scan(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    # Long enough to be scanned with early stop; the findings come first, the prose after.
+    text += " and then some ordinary words" * (EARLY_STOP_CHARS // 29 + 1)
     stopping = Inspector(POLICY).inspect_request("openai", CHAT, _chat(text))
     full = Inspector(POLICY)
     monkeypatch.setattr(full, "stop_types", lambda *scope: frozenset())
     reference = full.inspect_request("openai", CHAT, _chat(text))
     assert (stopping.action, stopping.rule, stopping.body) == (reference.action, reference.rule, reference.body)
     assert len(stopping.findings) <= len(reference.findings)
+
+
+def test_a_small_body_names_every_finding_of_a_block() -> None:
+    verdict = Inspector(POLICY).inspect_request("openai", CHAT, _chat("card 4111 1111 1111 1111, mail a.b@corp.com"))
+    assert verdict.action == "block" and sorted(f.type for f in verdict.findings) == ["credit_card", "email"]
 
 
 def test_a_blocking_run_stops_at_its_first_finding() -> None:
