@@ -107,18 +107,23 @@ def test_age_key_with_a_wrong_bech32_checksum_is_not_found():
     assert not any(t == "age_secret_key" for t, _ in _types(swapped))
 
 
-def test_known_checksummed_values():
-    # Checksums computed by hand, independently of valuegen: CRC32("a" * 30) = 0x5E2B4B4D? no — derived below.
-    import zlib
+def test_a_sequential_body_is_a_placeholder_even_with_a_correct_checksum():
     body = "0123456789" * 3
-    crc = zlib.crc32(body.encode())
-    digits = ""
-    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-    while crc:
-        crc, d = divmod(crc, 62)
-        digits = alphabet[d] + digits
-    # A sequential body is a placeholder even with a correct checksum.
-    assert _types(f"token ghp_{body}{digits.rjust(6, '0')} ok") == []
+    assert _types(f"token ghp_{body}{g.crc32_base62(body)} ok") == []
+
+
+def test_the_shipped_policy_alerts_on_test_keys_and_blocks_live_ones():
+    from proxilion.inspect.inspector import Inspector
+    rng = random.Random(11)
+    inspector = Inspector(load_policy(None))
+
+    def action(value: str) -> str:
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"key {value}"}]}).encode()
+        return inspector.inspect_request("openai", "/v1/chat/completions", body).action
+
+    assert action(g.stripe_test_key(rng)) == "alert"
+    assert action(g.stripe_key(rng)) == "block"
+    assert action(g.gitlab_token(rng)) == "block"
 
 
 # --- context families ---------------------------------------------------------------------------------
