@@ -434,4 +434,11 @@ LOOKALIKES = {
     "placeholder_secret": lambda rng: rng.choice(["password=changeme", "api_key=<your-key>", "token: ${TOKEN}",
                                                   "password: ********", "secret=xxxxxxxxxxxx"]),
     "phone_like": lambda rng: f"{rng.randint(100, 999)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}",
+    "placeholder_token": lambda rng: rng.choice([
+        "ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "sk_live_" + "x" * 24, "AKIAIOSFODNN7EXAMPLE", "glpat-" + "X" * 20,
+        "xoxb-000000000000-000000000000-xxxxxxxxxxxxxxxxxxxxxxxx", "npm_" + "0" * 36, "dckr_pat_<your-token>",
+        "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX", "sk_test_4eC39HqLyjWDarjtT1zdp7dc"]),
+    "bad_checksum_token": lambda rng: rng.choice(["ghp_", "gho_", "npm_"]) + _b62(rng, 36),
+    "publishable_key": lambda rng: rng.choice(["pk_live_", "pk_test_"]) + _b62(rng, 24),
+    "hex_without_context": lambda rng: rng.choice(["md5 ", "etag ", "id "]) + "%032x" % rng.getrandbits(128),
 }
