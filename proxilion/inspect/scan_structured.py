@@ -86,37 +86,52 @@ _SA_REACH = 8192
 
 def find_service_accounts(view: TextView, ends: list[int], hits: list[Hit]) -> None:
     text = view.text
-    done = 0
+    searched = 0  # each stretch of text is searched for "private_key" once, however many triggers
     for end in ends:
-        for key in _SA_KEY.finditer(text, max(done, end - _SA_REACH), end + _SA_REACH):
+        for key in _SA_KEY.finditer(text, max(searched, end - _SA_REACH), end + _SA_REACH):
             m = _SA_VALUE.match(text, key.end())
             if m:
                 hits.append(Hit("gcp_service_account_key", m.start(), m.end()))
-                done = m.end()
+        searched = max(searched, end + _SA_REACH)
 
 
 # --- PuTTY and SSH2 (SECSH) private key files ---------------------------------------------------------
-_PUTTY = re.compile(r"PuTTY-User-Key-File-[0-9]: .{0,%d}?Private-MAC: [0-9a-fA-F]+" % _MAX_KEY, _A | re.DOTALL)
+_PUTTY_START = "PuTTY-User-Key-File-"
+_PUTTY_MAC = re.compile(r"Private-MAC: [0-9a-fA-F]+", _A)
 _SSH2_BEGIN = re.compile(r"-{4,5} ?BEGIN SSH2 ENCRYPTED PRIVATE KEY ?-{4,5}", _A)
 _SSH2_END = re.compile(r"-{4,5} ?END SSH2 ENCRYPTED PRIVATE KEY ?-{4,5}", _A)
-_PUTTY_MARK = "PuTTY-User-Key-File-"
 
 
 def find_key_files(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """A PuTTY key file runs to its Private-MAC line, an SSH2 key to its END line.
+
+    The closing line found for one trigger serves the triggers before it, so text full
+    of headers without one is searched once, not once per header.
+    """
     text = view.text
     done = 0
+    closing: dict[str, tuple[int, re.Match | None]] = {}  # kind -> (searched from, next closing line)
+
+    def next_closing(kind: str, pattern: re.Pattern, pos: int) -> re.Match | None:
+        cached = closing.get(kind)
+        if cached is None or cached[0] > pos or (cached[1] is not None and cached[1].start() < pos):
+            cached = closing[kind] = (pos, pattern.search(text, pos))
+        m = cached[1]
+        return m if m is not None and m.end() - pos <= _MAX_KEY else None
+
     for end in ends:
         if end <= done:
             continue
-        if text.startswith(_PUTTY_MARK, end - len(_PUTTY_MARK) - 3):
-            m = _PUTTY.match(text, end - len(_PUTTY_MARK) - 3)
-            if m:
-                hits.append(Hit("private_key", m.start(), m.end()))
-                done = m.end()
+        start = end - len(_PUTTY_START) - 3
+        if text.startswith(_PUTTY_START, start):
+            stop = next_closing("putty", _PUTTY_MAC, end)
+            if stop:
+                hits.append(Hit("private_key", start, stop.end()))
+                done = stop.end()
             continue
         m = _SSH2_BEGIN.search(text, max(0, end - 45), end + 6)
         if m:
-            stop = _SSH2_END.search(text, m.end(), m.end() + _MAX_KEY)
+            stop = next_closing("ssh2", _SSH2_END, m.end())
             if stop:
                 hits.append(Hit("private_key", m.start(), stop.end()))
                 done = stop.end()

@@ -185,9 +185,16 @@ def _context_word_start(raw: bytes, end: int) -> int:
     return end - 20 if low[-20:].startswith((b"akia", b"asia")) else -1
 
 
-def find_tokens(view: TextView, ends: list[int], hits: list[Hit]) -> None:
-    raw = view.raw
-    runs: dict[int, int] = {}  # start -> end of each key-character run to match, deduplicated
+# In a run longer than this (base64 pasted into a prompt) only windows around the triggers are
+# matched: the whole run against every pattern would cost more than the rest of the scan.
+_LONG_RUN = 2048
+_BEFORE = 64    # a prefix trigger ends at most this far into its key (EAAA + 60)
+_AFTER = 1100   # and the longest key (a PyPI macaroon) ends within this after it
+
+
+def _windows(raw: bytes, ends: list[int]) -> list[tuple[int, int, int]]:
+    """(start, stop, end of the run) of each stretch of key characters to match, merged and sorted."""
+    found: list[tuple[int, int, int]] = []
     run_start = run_stop = -1
     for end in ends:
         if end > run_stop:  # not in the run found for the previous trigger
@@ -197,14 +204,32 @@ def find_tokens(view: TextView, ends: list[int], hits: list[Hit]) -> None:
             run_stop = _RUN_REST.match(raw, end).end()
         word = _context_word_start(raw, end)
         if word < 0:
-            runs[run_start] = run_stop
+            if run_stop - run_start > _LONG_RUN:
+                found.append((max(run_start, end - _BEFORE), min(run_stop, end + _AFTER), run_stop))
+            else:
+                found.append((run_start, run_stop, run_stop))
         else:
-            # Runs that may start where this word still counts as the secret's context.
-            for m in _RUN.finditer(raw, run_start, word + _CONTEXT_REACH + _MIN_RUN):
-                runs[m.start()] = _RUN_REST.match(raw, m.end()).end()
-    for start, stop in sorted(runs.items()):
+            # Runs that may start where this word still counts as the key's context.
+            for m in _RUN.finditer(raw, max(run_start, word - _LONG_RUN), word + _CONTEXT_REACH + _MIN_RUN):
+                stop = _RUN_REST.match(raw, m.end()).end()
+                found.append((m.start(), min(stop, word + _CONTEXT_REACH + _AFTER), stop))
+    found.sort()
+    merged: list[tuple[int, int, int]] = []
+    for start, stop, run_end in found:
+        if merged and start <= merged[-1][1]:
+            last = merged[-1]
+            merged[-1] = (last[0], max(last[1], stop), max(last[2], run_end))
+        else:
+            merged.append((start, stop, run_end))
+    return merged
+
+
+def find_tokens(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    for start, stop, run_end in _windows(view.raw, ends):
         if stop - start >= _MIN_RUN:
             for m in _KEYS.finditer(view.text, start, stop):
+                if m.end() == stop < run_end:
+                    continue  # cut by the window: the key's own trigger window holds it whole
                 kind = _kind(view, m.lastgroup, m)
                 if kind is not None:
                     hits.append(Hit(kind, m.start(), m.end()))

@@ -240,3 +240,17 @@ def test_stripe_test_keys_are_a_lower_severity_type_than_live_keys():
 def test_braintree_sandbox_is_its_own_lower_type():
     value = "access_token$sandbox$9xk2mqv8t4bz7w1c$" + g._hex(random.Random(10), 32)
     assert _types(f"BT={value}") == [("braintree_sandbox_token", value)]
+
+
+def test_keys_inside_long_runs_are_found_through_windows():
+    rng = random.Random(12)
+    token, npm = g.github_token(rng), g.npm_token(rng)
+    text = "A" * 5000 + "." + token + "." + "b" * 3000 + "=" + npm + "=" + "c" * 3000
+    assert [t for t, _ in _types(text)] == ["github_token", "npm_token"]
+
+
+def test_many_headers_without_an_end_cost_one_search():
+    import time
+    started = time.process_time()
+    SCANNER.scan('"type": "service_account" ' * 20000 + "PuTTY-User-Key-File-2: x\n" * 5000)
+    assert time.process_time() - started < 1.0
