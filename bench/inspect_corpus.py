@@ -59,6 +59,27 @@ PLANTS = {
                                               f"March {rng.randint(1, 28)}, 19{rng.randint(40, 99)}"]),
                       ["DOB: {}", "born on {} in Ohio", "date of birth {}"]),
     "generic_secret": (lambda rng: g.assigned_secret(rng)[1], ["DB_PASSWORD={}", 'client_secret: "{}"']),
+    "gitlab_token": (g.gitlab_token, ["GITLAB_TOKEN={}", "push with {}"]),
+    "slack_webhook_url": (lambda rng: g.slack_webhook(rng)[8:], ["webhook https://{}", "post to https://{} now"]),
+    "stripe_test_key": (g.stripe_test_key, ["stripe test {}", "key {}"]),
+    "twilio_api_key": (g.twilio_api_key, ["twilio key {}", "SID {}"]),
+    "sendgrid_api_key": (g.sendgrid_key, ["SENDGRID_API_KEY={}", "mail key {}"]),
+    "mailgun_api_key": (g.mailgun_key, ["mailgun {}", "MG {}"]),
+    "huggingface_token": (g.huggingface_token, ["HF_TOKEN={}", "login --token {}"]),
+    "npm_token": (g.npm_token, ["//registry.npmjs.org/:_authToken={}", "npm {}"]),
+    "pypi_token": (g.pypi_token, ["password = {}", "twine -p {}"]),
+    "dockerhub_token": (g.dockerhub_token, ["docker login -p {}", "hub {}"]),
+    "azure_storage_account_key": (g.azure_storage_key, ["AccountName=acme;AccountKey={};EndpointSuffix=core.windows.net"]),
+    "newrelic_key": (g.newrelic_key, ["NEW_RELIC_KEY {}", "nr {}"]),
+    "shopify_token": (g.shopify_token, ["X-Shopify-Access-Token: {}", "shop {}"]),
+    "atlassian_token": (g.atlassian_token, ["JIRA_API_TOKEN={}", "atlassian {}"]),
+    "square_token": (g.square_token, ["SQUARE_TOKEN={}", "square {}"]),
+    "age_secret_key": (g.age_secret_key, ["# public key: age1...\n{}", "identity {}"]),
+    "discord_bot_token": (g.discord_bot_token, ["DISCORD_TOKEN={}", "discord bot {}"]),
+    "discord_webhook_url": (lambda rng: g.discord_webhook(rng)[8:], ["curl https://{}"]),
+    "telegram_bot_token": (g.telegram_bot_token, ["https://api.telegram.org/bot{}/getMe", "bot token {}"]),
+    "braintree_access_token": (g.braintree_token, ["BT_TOKEN={}", "braintree {}"]),
+    "kubernetes_service_account_token": (g.kubernetes_sa_token, ["Authorization: Bearer {}", "sa token {}"]),
 }
 
 
@@ -103,13 +124,13 @@ def main() -> None:
     total = sum(planted.values()) + lookalike_runs
     print(f"corpus: {total} prompts ({sum(planted.values())} with planted values, {lookalike_runs} with look-alikes), "
           f"seed {args.seed}")
-    print(f"{'detector':24s} {'planted':>8s} {'recall':>8s} {'FP on look-alikes':>18s}")
+    print(f"{'detector':32s} {'planted':>8s} {'recall':>8s} {'FP on look-alikes':>18s}")
     for kind in PLANTS:
         recall = found[kind] / planted[kind]
-        print(f"{kind:24s} {planted[kind]:8d} {recall:8.3f} {fired[kind] / lookalike_runs:18.4f}")
+        print(f"{kind:32s} {planted[kind]:8d} {recall:8.3f} {fired[kind] / lookalike_runs:18.4f}")
     others = sorted(set(fired) - set(PLANTS))
     for kind in others:
-        print(f"{kind:24s} {'-':>8s} {'-':>8s} {fired[kind] / lookalike_runs:18.4f}")
+        print(f"{kind:32s} {'-':>8s} {'-':>8s} {fired[kind] / lookalike_runs:18.4f}")
     print(f"look-alike kinds: {', '.join(g.LOOKALIKES)} ({per_lookalike} each)")
     print(f"findings in the surrounding prompt text (no value planted there): {dict(background) or 0}")
 

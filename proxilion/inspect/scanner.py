@@ -12,14 +12,14 @@ from proxilion.inspect import validators
 from proxilion.inspect.catalog import BUILTIN
 from proxilion.inspect.findings import SEVERITY_RANK
 from proxilion.inspect.fold import fold
-from proxilion.inspect import scan_codes, scan_context, scan_encoded, scan_numbers, scan_tokens
+from proxilion.inspect import scan_codes, scan_context, scan_encoded, scan_numbers, scan_structured, scan_tokens
 from proxilion.inspect.scan_context import find_keyed_secret, is_secret_name
 from proxilion.inspect.textview import Hit, TextView
 from proxilion.inspect.triggers import TriggerScanner
 
 # Base64 in prose has a database of its own (see TriggerScanner).
-_BUILTIN = TriggerScanner(scan_numbers.PASSES + scan_codes.PASSES + scan_tokens.PASSES + scan_context.PASSES
-                          + scan_encoded.PASSES, scan_encoded.BASE64_PASSES)
+_BUILTIN = TriggerScanner(scan_numbers.PASSES + scan_codes.PASSES + scan_tokens.PASSES + scan_structured.PASSES
+                          + scan_context.PASSES + scan_encoded.PASSES, scan_encoded.BASE64_PASSES)
 
 
 class Budget:
@@ -155,11 +155,21 @@ class Scanner:
         for hit in hits:
             if kept and hit.start < kept[-1].end:
                 last = kept[-1]
-                if (rank[hit.type], hit.end - hit.start) > (rank[last.type], last.end - last.start):
+                if _named(last, hit):
+                    continue
+                if _named(hit, last) or (rank[hit.type], hit.end - hit.start) > (rank[last.type], last.end - last.start):
                     kept[-1] = hit
                 continue
             kept.append(hit)
         return kept
+
+
+def _named(hit: Hit, other: Hit) -> bool:
+    """Whether C{hit} names what the generic secret C{other} only suspects: a vendor's token on the same span.
+
+    A Stripe test key assigned to api_key is a stripe_test_key (and its lower severity), not a generic_secret.
+    """
+    return other.type == "generic_secret" and hit.type != "generic_secret" and (hit.start, hit.end) == (other.start, other.end)
 
 
 def _split(hits: list[Hit], texts: Sequence[str], per_text: list[list[Hit]]) -> None:

@@ -21,6 +21,8 @@ from stdnum.us import itin as _itin
 from stdnum.us import rtn as _rtn
 from stdnum.us import ssn as _ssn
 
+from proxilion.inspect.placeholders import is_placeholder
+
 
 def digits_of(text: str) -> str:
     return "".join(c for c in text if "0" <= c <= "9")
@@ -124,15 +126,86 @@ def _b64url_json(part: str) -> object:
     return json.loads(base64.urlsafe_b64decode(padded))
 
 
-def jwt(text: str) -> bool:
+def _jwt_parts(text: str) -> tuple[object, object] | None:
+    """The decoded header and payload of a JWT (payload None when it is not JSON), or None."""
     parts = text.split(".")
     if len(parts) != 3:
-        return False
+        return None
     try:
         header = _b64url_json(parts[0])
     except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict) or "alg" not in header:
+        return None
+    try:
+        return header, _b64url_json(parts[1])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return header, None
+
+
+def jwt(text: str) -> bool:
+    return _jwt_parts(text) is not None
+
+
+def jwt_kind(text: str) -> str | None:
+    """'kubernetes_service_account_token' for a service account's JWT, 'jwt' for others, None if no JWT.
+
+    Legacy secret-based tokens say iss "kubernetes/serviceaccount"; projected (bound)
+    tokens carry a "kubernetes.io" claim with the namespace and service account.
+    """
+    parts = _jwt_parts(text)
+    if parts is None:
+        return None
+    payload = parts[1]
+    if isinstance(payload, dict) and (payload.get("iss") == "kubernetes/serviceaccount" or "kubernetes.io" in payload):
+        return "kubernetes_service_account_token"
+    return "jwt"
+
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BASE62_VALUE = {c: i for i, c in enumerate(_BASE62)}
+
+
+def base62_crc32(token: str) -> bool:
+    """GitHub's and npm's checksum: the last 6 characters are the base62 CRC32 of the 30 before them.
+
+    ghp_, gho_, ghu_, ghs_, ghr_ and npm_ tokens are a prefix, 30 random base62
+    characters and that checksum (github.blog, "Behind GitHub's new authentication
+    token formats", 2021; npm's new access token format, 2021).
+    """
+    body = token[token.index("_") + 1:]
+    if len(body) != 36:
         return False
-    return isinstance(header, dict) and "alg" in header
+    checksum = 0
+    for c in body[30:]:
+        value = _BASE62_VALUE.get(c)
+        if value is None:
+            return False
+        checksum = checksum * 62 + value
+    return checksum == binascii.crc32(body[:30].encode("ascii"))
+
+
+_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_BECH32_GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+
+
+def bech32(text: str) -> bool:
+    """The BIP-173 bech32 checksum, which age's AGE-SECRET-KEY-1... keys carry."""
+    low = text.lower()
+    sep = low.rfind("1")
+    if sep < 1 or len(low) - sep < 7:
+        return False
+    hrp, data = low[:sep], low[sep + 1:]
+    if any(c not in _BECH32 for c in data):
+        return False
+    checked = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp] + [_BECH32.index(c) for c in data]
+    chk = 1
+    for value in checked:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ value
+        for i, gen in enumerate(_BECH32_GEN):
+            chk ^= gen if (top >> i) & 1 else 0
+    return chk == 1
 
 
 def luhn(text: str) -> bool:
@@ -144,22 +217,6 @@ def entropy(text: str) -> float:
     """Shannon entropy in bits per character."""
     n = len(text)
     return -sum(c / n * math.log2(c / n) for c in Counter(text).values()) if n else 0.0
-
-
-_PLACEHOLDER_WORDS = frozenset({
-    "password", "passwd", "secret", "changeme", "example", "placeholder", "redacted",
-    "your_password", "your-password", "yourpassword", "null", "none", "true", "false",
-    "undefined", "string", "xxxxxxxx", "********", "token", "api_key", "apikey",
-})
-
-
-def is_placeholder(value: str) -> bool:
-    low = value.lower()
-    if low in _PLACEHOLDER_WORDS or low.startswith(("${", "{{", "<", "$(", "%(", "[redacted", "process.env", "os.environ")):
-        return True
-    if "..." in low or "your" in low or "xxxx" in low or "here" in low:
-        return True  # documentation: "sk-...your-key-here...", "sk-proj-xxxx"
-    return len(set(low)) <= 2
 
 
 # Words joined by hyphens, slashes, dots or "#" ("oauth2-pkce", "text-embedding-3-small",
@@ -197,4 +254,6 @@ VALIDATORS = {
     "mbi": mbi,
     "jwt": jwt,
     "entropy": high_entropy_secret,
+    "base62_crc32": base62_crc32,
+    "bech32": bech32,
 }

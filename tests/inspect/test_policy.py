@@ -14,7 +14,7 @@ def _f(type_, category="pii", severity="medium"):
 def test_default_policy_loads_and_has_documented_rules():
     policy = load_policy(None)
     ids = [r.id for r in policy.rules]
-    assert ids == ["block-credentials", "block-cards-and-ssn", "redact-contact-details", "log-other-findings",
+    assert ids == ["alert-test-keys", "block-credentials", "block-cards-and-ssn", "redact-contact-details", "log-other-findings",
                    "redact-secrets-in-answers", "log-answer-findings"]
     assert policy.settings.on_scanner_error == "block"
 

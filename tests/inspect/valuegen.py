@@ -6,6 +6,7 @@ import base64
 import json
 import random
 import string
+import zlib
 
 
 def luhn_digit(body: str) -> str:
@@ -203,10 +204,161 @@ def aws_secret(rng: random.Random) -> str:
             return value
 
 
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+
+
+def crc32_base62(body: str) -> str:
+    """GitHub's and npm's checksum: CRC32 of the random part, base62 (0-9A-Za-z), 6 characters."""
+    number, out = zlib.crc32(body.encode()), ""
+    while number:
+        number, digit = divmod(number, 62)
+        out = _BASE62[digit] + out
+    return out.rjust(6, "0")
+
+
 def github_token(rng: random.Random) -> str:
     if rng.random() < 0.8:
-        return rng.choice(["ghp_", "gho_", "ghu_", "ghs_", "ghr_"]) + _b62(rng, 36)
+        body = _b62(rng, 30)
+        return rng.choice(["ghp_", "gho_", "ghu_", "ghs_", "ghr_"]) + body + crc32_base62(body)
     return "github_pat_" + _b62(rng, 22) + "_" + _b62(rng, 59)
+
+
+def npm_token(rng: random.Random) -> str:
+    body = _b62(rng, 30)
+    return "npm_" + body + crc32_base62(body)
+
+
+_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def _bech32_polymod(values: list[int]) -> int:
+    generators = [0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3]
+    chk = 1
+    for value in values:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ value
+        for i in range(5):
+            if (top >> i) & 1:
+                chk ^= generators[i]
+    return chk
+
+
+def age_secret_key(rng: random.Random) -> str:
+    """An age X25519 identity: bech32 of 32 random bytes under the HRP age-secret-key-, upper case."""
+    bits = "".join(f"{b:08b}" for b in rng.randbytes(32)) + "0000"
+    data = [int(bits[i:i + 5], 2) for i in range(0, len(bits), 5)]
+    hrp = "age-secret-key-"
+    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+    polymod = _bech32_polymod(expanded + data + [0] * 6) ^ 1
+    checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
+    return (hrp + "1" + "".join(_BECH32[d] for d in data + checksum)).upper()
+
+
+def _hex(rng: random.Random, n: int) -> str:
+    return "%0*x" % (n, rng.getrandbits(4 * n))
+
+
+def _b64(rng: random.Random, n: int) -> str:
+    return base64.b64encode(rng.randbytes(n)).decode()
+
+
+def _b64url_chars(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice(string.ascii_letters + string.digits + "_-") for _ in range(n - 3)) + _b62(rng, 3)
+
+
+def gitlab_token(rng: random.Random) -> str:
+    kind = rng.choice(["glpat-", "gldt-", "glrt-", "glft-", "glcbt-", "GR1348941"])
+    return kind + _b62(rng, 20)
+
+
+def slack_token_any(rng: random.Random) -> str:
+    kind = rng.choice(["xoxb-", "xoxp-", "xoxe.xoxp-1-", "xoxe-1-", "xapp-1-"])
+    return f"{kind}{_digits(rng, 11)}-{_digits(rng, 13)}-{_b62(rng, 24)}"
+
+
+def slack_webhook(rng: random.Random) -> str:
+    return f"https://hooks.slack.com/services/T{_b62(rng, 8).upper()}/B{_b62(rng, 10).upper()}/{_b62(rng, 24)}"
+
+
+def stripe_test_key(rng: random.Random) -> str:
+    return rng.choice(["sk_test_", "rk_test_"]) + _b62(rng, 24)
+
+
+def twilio_api_key(rng: random.Random) -> str:
+    return "SK" + _hex(rng, 32)
+
+
+def sendgrid_key(rng: random.Random) -> str:
+    return f"SG.{_b64url_chars(rng, 22)}.{_b64url_chars(rng, 43)}"
+
+
+def mailgun_key(rng: random.Random) -> str:
+    return "key-" + _hex(rng, 32)
+
+
+def huggingface_token(rng: random.Random) -> str:
+    return "hf_" + "".join(rng.choice(string.ascii_letters) for _ in range(34))
+
+
+def pypi_token(rng: random.Random) -> str:
+    return "pypi-AgEIcHlwaS5vcmc" + _b64url_chars(rng, 140)
+
+
+def dockerhub_token(rng: random.Random) -> str:
+    return "dckr_pat_" + _b64url_chars(rng, 27)
+
+
+def azure_storage_key(rng: random.Random) -> str:
+    return _b64(rng, 64)
+
+
+def newrelic_key(rng: random.Random) -> str:
+    return rng.choice(["NRAK-" + "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(27)),
+                       "NRII-" + _b64url_chars(rng, 32), "NRJS-" + _hex(rng, 19)])
+
+
+def shopify_token(rng: random.Random) -> str:
+    return rng.choice(["shpat_", "shpca_", "shppa_", "shpss_"]) + _hex(rng, 32)
+
+
+def atlassian_token(rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        return "ATBB" + _b62(rng, 32)
+    return "ATATT3xFfGF0" + _b64url_chars(rng, 170) + "=" + _hex(rng, 8).upper()
+
+
+def square_token(rng: random.Random) -> str:
+    return rng.choice(["sq0atp-" + _b64url_chars(rng, 22), "sq0csp-" + _b64url_chars(rng, 43),
+                       "EAAA" + _b64url_chars(rng, 60)])
+
+
+def discord_bot_token(rng: random.Random) -> str:
+    user_id = str(rng.randint(10**17, 10**19 - 1)).encode()
+    return f"{_b64url(user_id)}.{_b64url_chars(rng, 6)}.{_b64url_chars(rng, 38)}"
+
+
+def discord_webhook(rng: random.Random) -> str:
+    return f"https://discord.com/api/webhooks/{rng.randint(10**17, 10**19 - 1)}/{_b64url_chars(rng, 68)}"
+
+
+def telegram_bot_token(rng: random.Random) -> str:
+    return f"{rng.randint(10**8, 10**10 - 1)}:AA{_b64url_chars(rng, 33)}"
+
+
+def braintree_token(rng: random.Random) -> str:
+    return f"access_token$production${_hex(rng, 16)}${_hex(rng, 32)}"
+
+
+def kubernetes_sa_token(rng: random.Random) -> str:
+    header = _b64url(json.dumps({"alg": "RS256", "kid": _b62(rng, 16)}).encode())
+    if rng.random() < 0.5:
+        claims = {"iss": "kubernetes/serviceaccount", "kubernetes.io/serviceaccount/namespace": "default",
+                  "kubernetes.io/serviceaccount/service-account.name": "deployer"}
+    else:
+        claims = {"aud": ["https://kubernetes.default.svc"], "iss": "https://kubernetes.default.svc",
+                  "kubernetes.io": {"namespace": "prod", "serviceaccount": {"name": "api", "uid": _hex(rng, 8)}}}
+    payload = _b64url(json.dumps(claims).encode())
+    return f"{header}.{payload}.{_b64url(rng.randbytes(64))}"
 
 
 def openai_key(rng: random.Random) -> str:
@@ -282,4 +434,11 @@ LOOKALIKES = {
     "placeholder_secret": lambda rng: rng.choice(["password=changeme", "api_key=<your-key>", "token: ${TOKEN}",
                                                   "password: ********", "secret=xxxxxxxxxxxx"]),
     "phone_like": lambda rng: f"{rng.randint(100, 999)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}",
+    "placeholder_token": lambda rng: rng.choice([
+        "ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "sk_live_" + "x" * 24, "AKIAIOSFODNN7EXAMPLE", "glpat-" + "X" * 20,
+        "xoxb-000000000000-000000000000-xxxxxxxxxxxxxxxxxxxxxxxx", "npm_" + "0" * 36, "dckr_pat_<your-token>",
+        "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX", "sk_test_4eC39HqLyjWDarjtT1zdp7dc"]),
+    "bad_checksum_token": lambda rng: rng.choice(["ghp_", "gho_", "npm_"]) + _b62(rng, 36),
+    "publishable_key": lambda rng: rng.choice(["pk_live_", "pk_test_"]) + _b62(rng, 24),
+    "hex_without_context": lambda rng: rng.choice(["md5 ", "etag ", "id "]) + "%032x" % rng.getrandbits(128),
 }
