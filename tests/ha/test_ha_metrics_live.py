@@ -57,7 +57,7 @@ def live_metrics(tmp_path_factory: pytest.TempPathFactory, fake: str) -> str:
         assert client.request(stream=True, chunks=3, chunk_delay=0.01).ok
         chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "mail jane.doe@example.com please"}]}
         assert http_json("POST", daemon.url + CHAT_PATH, chat)[0] == 200
-        blocked = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "key AKIAIOSFODNN7EXAMPLE secret"}]}
+        blocked = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "key AKIAZ7VRSQ5TJW3MXQ4B secret"}]}
         assert http_json("POST", daemon.url + CHAT_PATH, blocked)[0] == 403
         assert http_json("POST", daemon.url + "/proxy/anthropic/v1/messages", {"model": "claude-3-5-haiku-latest", "max_tokens": 5, "messages": []})[0] == 502
         assert http_json("GET", daemon.url + "/proxy/not-a-provider.example/x")[0] == 403

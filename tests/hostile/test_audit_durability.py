@@ -35,7 +35,7 @@ rules:
     action: block
 """
 # A credential the default detectors find: these requests are refused with 403.
-SECRET = "AKIAIOSFODNN7EXAMPLE"
+SECRET = "AKIAZ7VRSQ5TJW3MXQ4B"
 
 
 @pytest.fixture(scope="module")

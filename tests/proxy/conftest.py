@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from proxilion.fakeprovider.testing import running_fake_provider
 from support.daemon import Daemon, closed_port, http_json
@@ -28,7 +29,9 @@ def request_rules_only_policy(directory: Path) -> Path:
     """The shipped policy without its answer rules, so streams pass without holdback."""
     text = resources.files("proxilion.inspect").joinpath("default_policy.yaml").read_text("utf-8")
     path = directory / "request-only-policy.yaml"
-    path.write_text(text.split("  # Answers")[0])
+    policy = yaml.safe_load(text)
+    policy["rules"] = [rule for rule in policy["rules"] if rule.get("direction", "request") == "request"]
+    path.write_text(yaml.safe_dump(policy))
     return path
 
 
