@@ -395,7 +395,7 @@ class Exchange:
                                            self.ctx.scan_pool, self.ctx.settings.scan_offload_bytes)
         if transform is None and length is not None:
             request.set_header(b"content-length", b"%d" % length)
-        self.relay = Relay(request, self._relay_done, transform)
+        self.relay = Relay(request, self._relay_done, transform, self.ctx.clock)
         response.deliver_body(self.relay)
 
     def _relay_done(self, error: str | None) -> None:
