@@ -136,6 +136,10 @@ class StreamRedactor:
         # TOO_MANY_FINDINGS once the answer held more findings than the inspector's limit.
         self.error_code: str | None = None
         self._stop_types = inspector.stop_types("response", provider, path, identity)
+        # Without a min_count rule each finding's action is its own: new findings are judged alone,
+        # not with all the answer's earlier ones (quadratic in a finding-dense stream).
+        self._judge_alone = all(rule.min_count <= 1 for rule in
+                                inspector.policy.rules_for("response", provider, path, identity))
         self._buffer = bytearray()
         self._queue: deque[_Frame] = deque()
         self._channels: dict[Any, _Channel] = {}
@@ -353,9 +357,10 @@ class StreamRedactor:
         return True
 
     def _judge(self, new: list[Finding]) -> list[Finding]:
+        earlier = [] if self._judge_alone else self.findings
         decision = decide(self.inspector.policy, "response", self.provider, self.path, self.identity,
-                          self.findings + new)
-        judged = list(decision.findings[len(self.findings):])
+                          earlier + new)
+        judged = list(decision.findings[len(earlier):])
         self.findings.extend(judged)
         if any(f.action == "block" for f in judged):
             self.blocked = True
