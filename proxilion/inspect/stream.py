@@ -43,9 +43,9 @@ from proxilion.providers.streams import ALL, stream_format, text_slots
 if TYPE_CHECKING:
     from proxilion.inspect.inspector import Inspector
 
-# One event is scanned in one go on the caller's thread (the reactor): an event larger than this is
-# refused as abusive, since a worst-case 64 KiB event already takes tens of ms to scan. Deltas are
-# a few hundred bytes; the events that repeat a whole answer stay below it up to ~16k tokens.
+# One event is scanned in one go on the caller's thread (the reactor): a larger one is refused as
+# abusive (STREAM_MAX_EVENT_BYTES in the shell's settings). Deltas are a few hundred bytes; the events
+# that repeat a whole answer stay below it up to ~16k tokens.
 MAX_EVENT_BYTES = 64 * 1024
 STREAM_EVENT_TOO_LARGE = "stream_event_too_large"
 # Characters already sent that are rescanned with the held text, so a context
