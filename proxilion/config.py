@@ -269,6 +269,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("scan_offload_bytes", "SCAN_OFFLOAD_BYTES", _size, 64 * 1024, "Bodies larger than this (or compressed and decoding past it) are decoded and scanned in the scan pool, off the reactor."),
     Spec("scan_workers", "SCAN_WORKERS", _int_range(1, 256), 2, "Worker processes of the scan pool."),
     Spec("scan_queue_size", "SCAN_QUEUE_SIZE", _int_range(0, 10000), 8, "Large bodies waiting for a scan worker; beyond it they are refused with 503."),
+    Spec("stream_max_event_bytes", "STREAM_MAX_EVENT_BYTES", _size, 64 * 1024, "A streamed answer's event larger than this is not scanned (that scan would hold the reactor): the stream ends with the provider's error event (stream_event_too_large), or passes uninspected if on_scanner_error is allow."),
     Spec("policy_file", "POLICY_FILE", _optional_text, None, "Inspection policy YAML (default: the shipped policy).", flag="policy"),
     Spec("rate_limit_store", "RATE_LIMIT_STORE", _choice("memory", "redis"), "memory", "Rate limit buckets: memory (per instance) or redis (shared)."),
     Spec("rate_limit_per_minute", "RATE_LIMIT_PER_MINUTE", _int_range(0, 10**9), 600, "Requests per minute per identity (0 turns limiting off)."),

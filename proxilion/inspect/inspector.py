@@ -12,7 +12,7 @@ from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Finding, 
 from proxilion.inspect.policy import Policy
 from proxilion.inspect.redact import redact_text
 from proxilion.inspect.scanner import Budget, Scanner
-from proxilion.inspect.stream import StreamRedactor
+from proxilion.inspect.stream import MAX_EVENT_BYTES, StreamRedactor
 from proxilion.providers.body import ANSWER_METADATA, Body
 from proxilion.providers.errors import wire_dialect
 from proxilion.providers.fields import RepeatedKey, TextField, encode, secret_keys
@@ -88,9 +88,10 @@ class Inspector:
     def response_inspection_enabled(self, provider: str, path: str, identity: str | None = None) -> bool:
         return any(r.action != "allow" for r in self.policy.rules_for("response", provider, path, identity))
 
-    def stream_redactor(self, provider: str, path: str, identity: str | None = None) -> StreamRedactor:
+    def stream_redactor(self, provider: str, path: str, identity: str | None = None,
+                        max_event_bytes: int = MAX_EVENT_BYTES) -> StreamRedactor:
         """A redactor for one streamed answer (SSE, NDJSON or AWS event-stream)."""
-        return StreamRedactor(self, provider, path, identity)
+        return StreamRedactor(self, provider, path, identity, max_event_bytes)
 
     def stop_types(self, direction: str, provider: str, path: str, identity: str | None) -> frozenset[str]:
         """Types one finding of which decides a block: the first rule in scope selecting them blocks and

@@ -37,13 +37,17 @@ from proxilion.providers import eventstream
 from proxilion.providers.body import ANSWER_METADATA
 from proxilion.providers.errors import stream_error_event, wire_dialect
 from proxilion.providers.fields import encode, format_path, rewrite, secret_keys, walk
-from proxilion.providers.sse import SSEFrame, split_lines, split_sse
+from proxilion.providers.sse import FrameTooLarge, SSEFrame, split_lines, split_sse
 from proxilion.providers.streams import ALL, stream_format, text_slots
 
 if TYPE_CHECKING:
     from proxilion.inspect.inspector import Inspector
 
-MAX_FRAME_BYTES = 4 * 1024 * 1024
+# One event is scanned in one go on the caller's thread (the reactor): a larger one is refused as
+# abusive (STREAM_MAX_EVENT_BYTES in the shell's settings). Deltas are a few hundred bytes; the events
+# that repeat a whole answer stay below it up to ~16k tokens.
+MAX_EVENT_BYTES = 64 * 1024
+STREAM_EVENT_TOO_LARGE = "stream_event_too_large"
 # Characters already sent that are rescanned with the held text, so a context
 # word ("DOB:") sent earlier still qualifies a value held now.
 _TAIL = 64
@@ -111,8 +115,14 @@ class _Channel:
 
 
 class StreamRedactor:
-    def __init__(self, inspector: Inspector, provider: str, path: str, identity: str | None = None):
+    """Redact a streamed answer; L{feed} does work in proportion to the complete events in its chunk,
+    and no event larger than C{max_event_bytes} is scanned, so a caller bounds the work per call by
+    the size of the chunks it feeds."""
+
+    def __init__(self, inspector: Inspector, provider: str, path: str, identity: str | None = None,
+                 max_event_bytes: int = MAX_EVENT_BYTES):
         self.inspector = inspector
+        self.max_event_bytes = max_event_bytes
         self.provider, self.path, self.identity = provider, path, identity
         self.format = stream_format(provider, path)
         self.holdback = inspector.policy.settings.stream_holdback_chars
@@ -126,6 +136,10 @@ class StreamRedactor:
         # TOO_MANY_FINDINGS once the answer held more findings than the inspector's limit.
         self.error_code: str | None = None
         self._stop_types = inspector.stop_types("response", provider, path, identity)
+        # Without a min_count rule each finding's action is its own: new findings are judged alone,
+        # not with all the answer's earlier ones (quadratic in a finding-dense stream).
+        self._judge_alone = all(rule.min_count <= 1 for rule in
+                                inspector.policy.rules_for("response", provider, path, identity))
         self._buffer = bytearray()
         self._queue: deque[_Frame] = deque()
         self._channels: dict[Any, _Channel] = {}
@@ -161,6 +175,8 @@ class StreamRedactor:
     def message(self) -> str:
         if self.error_code == TOO_MANY_FINDINGS:
             return f"blocked: too many findings (more than {self.inspector.max_findings})"
+        if self.error_code == STREAM_EVENT_TOO_LARGE:
+            return f"blocked: a streamed event larger than {self.max_event_bytes} bytes is too large to inspect"
         return describe("block" if self.blocked else "redact", self.findings)
 
     # -- framing --------------------------------------------------------------------------------
@@ -172,6 +188,8 @@ class StreamRedactor:
             items, to_frame = self._split(final)
             unqueued.extend(items)
             while unqueued:
+                if self._size(unqueued[0]) > self.max_event_bytes:
+                    raise FrameTooLarge("stream event too large")
                 frame = to_frame(unqueued[0])
                 unqueued.popleft()
                 self._accept(frame)
@@ -189,11 +207,14 @@ class StreamRedactor:
                 if self.blocked:
                     return b"".join(out) + self._block_event()
                 out.append(self._release(force_all=True))
-        except Exception:  # noqa: BLE001 - a failing scanner must not let text through unscanned
+        except Exception as error:  # noqa: BLE001 - a failing scanner must not let text through unscanned
             self.error = True
+            too_large = isinstance(error, FrameTooLarge)
+            if too_large:
+                self.error_code = STREAM_EVENT_TOO_LARGE
             if self.inspector.policy.settings.on_scanner_error == "block":
                 self.blocked = True
-                return b"".join(out) + self._block_event("blocked: scanner error")
+                return b"".join(out) + self._block_event(None if too_large else "blocked: scanner error")
             self._passthrough = True
             rest = (b"".join(f.raw for f in self._queue) + b"".join(self._raw(item) for item in unqueued)
                     + bytes(self._buffer))
@@ -212,16 +233,19 @@ class StreamRedactor:
                 return [], self._line_frame
             self._ndjson = head.startswith(b"{")
         if self._ndjson:
-            raws = split_lines(self._buffer, MAX_FRAME_BYTES)
+            raws = split_lines(self._buffer, self.max_event_bytes)
             if final and self._buffer:
                 raws.append(bytes(self._buffer))
                 self._buffer.clear()
             return raws, self._line_frame
-        raws = split_sse(self._buffer, MAX_FRAME_BYTES)
+        raws = split_sse(self._buffer, self.max_event_bytes)
         if final and self._buffer.strip():
             raws.append(bytes(self._buffer))
             self._buffer.clear()
         return raws, self._sse_frame
+
+    def _size(self, item: Any) -> int:
+        return len(item[1]) if self.format == "bedrock" else len(item)
 
     def _raw(self, item: Any) -> bytes:
         """The bytes of a frame taken from the buffer (AWS event-stream frames come split)."""
@@ -333,9 +357,10 @@ class StreamRedactor:
         return True
 
     def _judge(self, new: list[Finding]) -> list[Finding]:
+        earlier = [] if self._judge_alone else self.findings
         decision = decide(self.inspector.policy, "response", self.provider, self.path, self.identity,
-                          self.findings + new)
-        judged = list(decision.findings[len(self.findings):])
+                          earlier + new)
+        judged = list(decision.findings[len(earlier):])
         self.findings.extend(judged)
         if any(f.action == "block" for f in judged):
             self.blocked = True

@@ -388,14 +388,15 @@ class Exchange:
             # "Content-Length: 0" would misstate a HEAD answer and is forbidden on 204.
             length = None
         elif inspector is not None and self.streamed:
-            transform = inspector.stream_redactor(route.provider, route.path, self.identity.key)
+            transform = inspector.stream_redactor(route.provider, route.path, self.identity.key,
+                                                  self.ctx.settings.stream_max_event_bytes)
         elif inspector is not None and (not content_type.startswith(_MEDIA_TYPES) or content_type.startswith(b"image/svg")):
             # Error answers too: a provider's error message may quote the prompt.
             transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size,
                                            self.ctx.scan_pool, self.ctx.settings.scan_offload_bytes)
         if transform is None and length is not None:
             request.set_header(b"content-length", b"%d" % length)
-        self.relay = Relay(request, self._relay_done, transform)
+        self.relay = Relay(request, self._relay_done, transform, self.ctx.clock)
         response.deliver_body(self.relay)
 
     def _relay_done(self, error: str | None) -> None:

@@ -55,7 +55,8 @@ class ScanPool(Service):
 
     def _start_executor(self) -> None:
         # forkserver: workers do not inherit the reactor, its threads or its sockets.
-        self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
+        self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"),
+                                             initializer=worker.lower_priority)
         for _ in range(self.workers):
             self._executor.submit(worker.ready)
 

@@ -35,9 +35,40 @@ DENSE_ANSWER = json.dumps({
 }).encode()
 
 
+def _sse(kind: str, data: dict[str, Any]) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (kind.encode(), json.dumps(data).encode())
+
+
+def _delta(text: str) -> bytes:
+    return _sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                         "delta": {"type": "text_delta", "text": text}})
+
+
+_OPEN = (_sse("message_start", {"type": "message_start", "message": {
+    "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-sonnet-latest", "content": [],
+    "stop_reason": None, "usage": {"input_tokens": 1, "output_tokens": 1}}})
+    + _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}))
+_CLOSE = (_sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+          + _sse("message_stop", {"type": "message_stop"}))
+# Streamed answers, chosen by the prompt: one huge event of text that is slow to scan (hex runs
+# that every token detector looks at), or thousands of small finding-dense events sent at once.
+STREAMS = {
+    "huge-event": _OPEN + _delta("deadbeefcafebabe0123456789 " * (3_000_000 // 27)) + _CLOSE,
+    "dense-events": _OPEN + b"".join(_delta("call +1 415 555 0100 ") for _ in range(20_000)) + _CLOSE,
+}
+
+
 class _DenseAnswers(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        request = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+        if request.get("stream"):
+            body = STREAMS[request["messages"][0]["content"]]
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(DENSE_ANSWER)))
@@ -99,12 +130,14 @@ class HealthPoller:
         conn.close()
 
 
-def post(port: int, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+def post(port: int, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         conn.request("POST", path, body=body, headers={"content-type": "application/json", **(headers or {})})
         response = conn.getresponse()
         raw = response.read()
+        if response.getheader("content-type", "").startswith("text/event-stream"):
+            return response.status, raw
         return response.status, json.loads(raw)
     finally:
         conn.close()
@@ -114,7 +147,7 @@ def chat(text: str) -> bytes:
     return json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}).encode()
 
 
-def hostile(daemon: Daemon, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+def hostile(daemon: Daemon, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     with HealthPoller(daemon.port) as poller:
         status, answer = post(daemon.port, path, body, headers)
     assert poller.max_gap < MAX_GAP, f"/health waited {poller.max_gap:.2f}s while the hostile request was served"
@@ -152,6 +185,31 @@ def test_finding_dense_answer(daemon: Daemon) -> None:
     assert status == 403
     assert answer["type"] == "error"
     assert "too many findings" in answer["error"]["message"]
+
+
+def _stream_error(stream: bytes) -> dict[str, Any]:
+    """The Anthropic error event a blocked stream ends with."""
+    last = stream.rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
+    assert last.startswith(b"event: error\n"), last[:200]
+    return json.loads(last.split(b"data: ", 1)[1])
+
+
+def _stream(prompt: str) -> bytes:
+    return json.dumps({"model": "claude-3-5-sonnet-latest", "max_tokens": 10, "stream": True,
+                       "messages": [{"role": "user", "content": prompt}]}).encode()
+
+
+def test_huge_streamed_event_is_refused_without_stalling(daemon: Daemon) -> None:
+    status, stream = hostile(daemon, "/proxy/anthropic/v1/messages", _stream("huge-event"), {"x-api-key": "test-key"})
+    assert status == 200
+    assert "too large to inspect" in _stream_error(stream)["error"]["message"]
+    assert b"deadbeef" not in stream
+
+
+def test_finding_dense_stream_is_blocked_without_stalling(daemon: Daemon) -> None:
+    status, stream = hostile(daemon, "/proxy/anthropic/v1/messages", _stream("dense-events"), {"x-api-key": "test-key"})
+    assert status == 200
+    assert "too many findings" in _stream_error(stream)["error"]["message"]
 
 
 def test_ordinary_requests_still_served(daemon: Daemon) -> None:
