@@ -114,6 +114,16 @@ class _Channel:
         return self.base + len(self.held)
 
 
+# What may stand between two groups of one value (digits of a card or an IBAN, parts of a key).
+_GROUP_SEPARATORS = frozenset(" -\t.")
+
+
+def _may_go_on(window: str, end: int) -> bool:
+    """Whether a hit ending at C{end} may still grow: only a group separator or two follow it."""
+    rest = window[end:]
+    return len(rest) <= 2 and all(c in _GROUP_SEPARATORS for c in rest)
+
+
 class StreamRedactor:
     """Redact a streamed answer; L{feed} does work in proportion to the complete events in its chunk,
     and no event larger than C{max_event_bytes} is scanned, so a caller bounds the work per call by
@@ -451,10 +461,11 @@ class StreamRedactor:
             start, end = offset + h.start, offset + h.end
             if end <= channel.base:
                 continue
-            if h.end == len(window) and not (force or channel.ended):
+            if not final and _may_go_on(window, h.end):
                 # It may go on in the next event ("3023 3328 8391 9984" of an IBAN still arriving
-                # is a card): judged once text follows it. Until then it counts as unscanned, so
-                # its events stay held and the next rescan looks again.
+                # is a card, with or without the group separator after it): judged once other
+                # text follows it. Until then it counts as unscanned, so its events stay held and
+                # the next rescan looks again.
                 channel.scanned = min(channel.scanned, start)
                 continue
             known = self._seen.get((channel_id, start, h.type))
