@@ -44,11 +44,15 @@ def write_now(transport: Any, data: bytes) -> None:
     A plain C{transport.write} only buffers; the reactor then registers the
     socket for writing and sends on its next turn, two epoll calls and a
     loop iteration per response. Reads Twisted's TCP buffer attributes; any
-    other transport (TLS) just gets C{write}.
+    other transport (TLS, in memory) just gets C{write}.
     """
-    sock = getattr(transport, "socket", None)
+    # Only a plain TCP transport's own socket: a TLS wrapper forwards attribute reads to the TCP
+    # transport under it (ProtocolWrapper.__getattr__), and its bytes must go through TLS; after
+    # startTLS the TCP transport itself says TLS.
+    sock = getattr(transport, "__dict__", {}).get("socket")
     if (
         sock is not None
+        and not getattr(transport, "TLS", False)
         and not getattr(transport, "_tempDataBuffer", True)
         and len(getattr(transport, "dataBuffer", b"x")) == getattr(transport, "offset", -1)
         and transport.connected
