@@ -40,7 +40,6 @@ from twisted.logger import globalLogBeginner  # noqa: E402
 from proxilion.app import build  # noqa: E402
 from proxilion.config import load_settings  # noqa: E402
 from proxilion.logs import make_observer  # noqa: E402
-from proxilion.proxy import upstream as upstream_module  # noqa: E402
 from proxy_bench import FIXED_REPLY, chat_body  # noqa: E402
 
 # The same request body and upstream answer as the daemon benchmarks (proxy_bench, e2e_bench).
@@ -90,7 +89,7 @@ class _Lane:
         if policy:
             environ["POLICY_FILE"] = policy
         self.inspection = inspection
-        self.app = build(load_settings({}, environ, None), reactor, observer)
+        self.app = build(load_settings({}, environ, None), reactor, observer, upstream_endpoint=lambda scheme, host, port: endpoint)
         self.endpoint = endpoint
         self.client = self.app.proxy_service._factory.buildProtocol(None)  # the ProxyFactory the port would use
         self.transport = StringTransport(peerAddress=None)
@@ -106,18 +105,6 @@ class _Lane:
     def figures(self) -> dict:
         ordered = sorted(self.rounds)
         return {"min": round(ordered[0], 1), "median": round(ordered[len(ordered) // 2], 1)}
-
-
-def _patch_upstream(endpoint: _Endpoint) -> None:
-    """Every upstream connection goes to `endpoint` instead of a socket."""
-    original_target = upstream_module._Target
-
-    class _Target(original_target):  # type: ignore[misc, valid-type]
-        def __init__(self, base, reactor_, connect_timeout):  # noqa: ANN001
-            super().__init__(base, reactor_, connect_timeout)
-            self.endpoint = endpoint
-
-    upstream_module._Target = _Target
 
 
 def main() -> int:
@@ -137,7 +124,6 @@ def main() -> int:
     observer = make_observer("json", "info", devnull)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False, discardBuffer=True)
     endpoint = _Endpoint()
-    _patch_upstream(endpoint)
     configurations = (False, True) if args.compare else (args.inspection,)
     lanes = [_Lane(inspection, args.policy, observer, endpoint) for inspection in configurations]
     request = chat_request(args.body_size)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
 
 import attrs
 
 from proxilion import __version__
 from proxilion.admin.site import Directory, build_admin_site, health_value
 from proxilion.analytics.admin import EventsResource, SummaryResource
+from proxilion.analytics.store import EventStore
 from proxilion.analytics.writer import AnalyticsWriter
 from proxilion.drain import DrainState
 from proxilion.logs import AccessLogger
@@ -20,7 +23,7 @@ from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.offload import ScanPool
 from proxilion.proxy.routing import Router
 from proxilion.proxy.server import ProxyFactory
-from proxilion.proxy.upstream import UpstreamClient
+from proxilion.proxy.upstream import EndpointFactory, UpstreamClient
 from proxilion.ratelimit.admin import RateLimitAdminResource
 from proxilion.ratelimit.service import RateLimiter
 from proxilion.service import ListeningService, ProxilionService, ProxySiteService
@@ -44,8 +47,23 @@ class Proxilion:
     policy: PolicyService
 
 
-def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: bool = False) -> Proxilion:
+def build(
+    settings: Any,
+    reactor: Any,
+    log_observer: Any = None,
+    handle_sighup: bool = False,
+    *,
+    upstream_endpoint: EndpointFactory | None = None,
+    analytics_store: EventStore | None = None,
+    analytics_io: Callable[..., Deferred[Any]] | None = None,
+    scan_pool: bool = True,
+) -> Proxilion:
     """Wire every service; nothing listens or connects until the root service starts.
+
+    The keyword arguments are seams for in-memory runs (L{proxilion.testing}):
+    where upstream hosts are reached, the analytics store and how spool I/O
+    runs (default: threads), and whether large bodies are scanned in worker
+    processes (False: every body is scanned on the reactor thread).
 
     Raises L{proxilion.inspect.policy.PolicyError} or C{ValueError} for a bad
     policy file or Redis setting.
@@ -54,11 +72,12 @@ def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: 
     drain = DrainState()
     policy = PolicyService(settings.policy_file, metrics, reactor, handle_sighup=handle_sighup,
                            max_findings=settings.max_findings_per_body)
-    scan_pool = ScanPool(reactor, metrics, settings.scan_workers, settings.scan_queue_size) if settings.inspection else None
+    scans = ScanPool(reactor, metrics, settings.scan_workers, settings.scan_queue_size) if settings.inspection and scan_pool else None
     limiter = RateLimiter(settings, metrics, reactor)
     limiter.name = "ratelimit"
-    analytics = AnalyticsWriter(settings, metrics, reactor)
-    upstream = UpstreamClient(reactor, settings.pool_size, settings.connect_timeout, settings.response_timeout, settings.stream_idle_timeout)
+    analytics = AnalyticsWriter(settings, metrics, reactor, store=analytics_store, io=analytics_io)
+    upstream = UpstreamClient(reactor, settings.pool_size, settings.connect_timeout, settings.response_timeout, settings.stream_idle_timeout,
+                              endpoint_factory=upstream_endpoint)
     ctx = ProxyContext(
         settings=settings,
         clock=reactor,
@@ -68,7 +87,7 @@ def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: 
         drain=drain,
         limiter=limiter,
         policy=policy if settings.inspection else None,
-        scan_pool=scan_pool,
+        scan_pool=scans,
         record=audit_recorder(settings.instance_id, analytics.record),
         record_refused=refusal_recorder(settings.instance_id, settings, reactor, analytics.record),
         audit_available=analytics.can_keep if settings.audit_fail_closed else None,
@@ -129,7 +148,7 @@ def build(settings: Any, reactor: Any, log_observer: Any = None, handle_sighup: 
     # (spool replay), limiter, policy, then the proxy port; stop is the reverse,
     # so the proxy drains before the limiter closes and analytics flushes.
     # The scan pool stops after the proxy has drained: no body is waiting for it then.
-    children = [admin_service, analytics, limiter, policy, *([scan_pool] if scan_pool is not None else []), proxy_service]
+    children = [admin_service, analytics, limiter, policy, *([scans] if scans is not None else []), proxy_service]
     root = ProxilionService(
         reactor,
         children,

@@ -1,4 +1,4 @@
-"""Audit stores: SQLite (default, one file per instance) and PostgreSQL (shared).
+"""Audit stores: SQLite (default, one file per instance) and PostgreSQL (shared), and SQLite in memory for tests.
 
 Both run every statement in C{twisted.enterprise.adbapi} threads and return
 Deferreds. Inserts are idempotent on C{request_id}, so a batch written twice
@@ -21,9 +21,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from proxilion.analytics import migrations, query
-from proxilion.analytics.event import COLUMNS
+from proxilion.analytics.event import COLUMNS, AuditEvent, event_from_row
 
-__all__ = ["EventStore", "PostgresStore", "SQLiteStore", "open_store", "redact_dsn"]
+__all__ = ["EventStore", "MemoryStore", "PostgresStore", "SQLiteStore", "open_store", "redact_dsn"]
 
 _COLUMN_LIST = ", ".join(COLUMNS)
 # Arbitrary, fixed advisory lock keys: every replica must use the same ones.
@@ -257,6 +257,60 @@ class SQLiteStore(EventStore):
         trans.execute("BEGIN IMMEDIATE")
         trans.execute(self._sql(self._DELETE), (cutoff, limit))
         return trans.rowcount
+
+
+class _Inline:
+    """The part of an adbapi pool the stores use, run at once on the calling thread."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def runInteraction(self, interaction: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        cursor = self._connection.cursor()
+        try:
+            result = interaction(cursor, *args, **kwargs)
+        except Exception:
+            if self._connection.in_transaction:
+                self._connection.rollback()
+            return defer.fail()
+        if self._connection.in_transaction:
+            self._connection.commit()
+        return defer.succeed(result)
+
+    def runQuery(self, sql: str, *args: Any) -> defer.Deferred[Any]:
+        return self.runInteraction(lambda trans: trans.execute(sql, *args).fetchall())
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+class MemoryStore(SQLiteStore):
+    """SQLite in memory, queried on the reactor thread: for tests on a memory reactor, which runs no threads.
+
+    Same migrations, inserts and queries as L{SQLiteStore}; every Deferred has
+    fired when it is returned.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        super().__init__(reactor, ":memory:")
+        self.target = "memory"
+
+    def _make_pools(self) -> None:
+        # One connection: a second one to ":memory:" would be another, empty, database.
+        self._pool = self._read_pool = _Inline(sqlite3.connect(":memory:", isolation_level=None))  # type: ignore[assignment]
+
+    async def _prepare(self) -> None:
+        """No directory to make."""
+
+    def stored(self) -> list[AuditEvent]:
+        """Every row, oldest insert first."""
+        if self._pool is None:
+            return []
+        cursor = self._pool.runInteraction(lambda trans: trans.execute(
+            f"SELECT {_COLUMN_LIST} FROM audit_events ORDER BY rowid").fetchall())
+        rows: list[tuple[Any, ...]] = []
+        cursor.addCallback(rows.extend)
+        return [event_from_row(dict(zip(COLUMNS, row))) for row in rows]
 
 
 def _sqlite_variable_limit() -> int:

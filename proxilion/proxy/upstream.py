@@ -9,13 +9,14 @@ relay keeps producer/consumer backpressure.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import httptools
 from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.python.failure import Failure
@@ -24,9 +25,12 @@ from proxilion.proxy.deadline import Deadline
 from proxilion.proxy.headers import first_header
 from proxilion.proxy.http11 import write_now
 
-__all__ = ["UpstreamClient", "UpstreamResponse", "UpstreamTimeout", "UpstreamDisconnected", "UpstreamTLSError", "BodyDone", "BodyIncomplete", "BodyIdle"]
+__all__ = ["EndpointFactory", "network_endpoint", "UpstreamClient", "UpstreamResponse", "UpstreamTimeout", "UpstreamDisconnected", "UpstreamTLSError", "BodyDone", "BodyIncomplete", "BodyIdle"]
 
 _MAX_TARGETS = 1024
+
+# (scheme, host, port) -> where to connect; tests inject an in-memory one.
+EndpointFactory = Callable[[str, str, int], IStreamClientEndpoint]
 
 
 class UpstreamTimeout(Exception):
@@ -314,12 +318,22 @@ class _ConnectionFactory(Factory):
         return _UpstreamConnection(self._pool, self._key)
 
 
+def network_endpoint(reactor: Any, connect_timeout: float) -> EndpointFactory:
+    """The real network: TCP by host name, wrapped in TLS (verified against the host name) for https."""
+
+    def endpoint(scheme: str, host: str, port: int) -> IStreamClientEndpoint:
+        tcp: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
+        return wrapClientTLS(optionsForClientTLS(host), tcp) if scheme == "https" else tcp
+
+    return endpoint
+
+
 class _Target:
     """A parsed upstream base URL: where to connect and what to send as Host and path prefix."""
 
     __slots__ = ("key", "host_header", "prefix", "endpoint")
 
-    def __init__(self, base: str, reactor: Any, connect_timeout: float) -> None:
+    def __init__(self, base: str, endpoint_for: EndpointFactory) -> None:
         parts = urlsplit(base)
         scheme = parts.scheme
         host = parts.hostname or ""
@@ -329,23 +343,25 @@ class _Target:
         host_text = f"[{host}]" if ":" in host else host
         self.host_header = (host_text if default_port else f"{host_text}:{port}").encode("idna")
         self.prefix = parts.path.rstrip("/").encode("ascii")
-        endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
-        if scheme == "https":
-            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
-        self.endpoint = endpoint
+        self.endpoint = endpoint_for(scheme, host, port)
 
 
 class UpstreamClient:
-    """Sends requests upstream through persistent keep-alive connections, at most C{pool_size} idle per host."""
+    """Sends requests upstream through persistent keep-alive connections, at most C{pool_size} idle per host.
+
+    @param endpoint_factory: where a (scheme, host, port) is reached; default
+        L{network_endpoint}.
+    """
 
     def __init__(
         self, reactor: Any, pool_size: int, connect_timeout: float, response_timeout: float,
         body_idle_timeout: float = 300.0, idle_timeout: float = 50.0,
+        endpoint_factory: EndpointFactory | None = None,
     ) -> None:
         self.reactor = reactor
+        self._endpoint_for = endpoint_factory or network_endpoint(reactor, connect_timeout)
         self.body_idle_timeout = body_idle_timeout
         self._pool_size = pool_size
-        self._connect_timeout = connect_timeout
         self._response_timeout = response_timeout
         # Below common server keep-alive timeouts (nginx 75 s, many APIs 60 s), so
         # a request is rarely written to a connection the server is closing.
@@ -358,7 +374,7 @@ class UpstreamClient:
         if target is None:
             if len(self._targets) >= _MAX_TARGETS:
                 self._targets.clear()
-            target = self._targets[base] = _Target(base, self.reactor, self._connect_timeout)
+            target = self._targets[base] = _Target(base, self._endpoint_for)
         return target
 
     def request(self, method: bytes, base: str, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes | None) -> Deferred[UpstreamResponse]:

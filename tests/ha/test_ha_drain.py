@@ -14,7 +14,7 @@ import pytest
 
 from support.daemon import Daemon, free_port, http_json, running
 
-from .conftest import AUTH, LIMITS, CHAT_PATH, Client, Load, Outcome, daemon_args, wait_until
+from .conftest import LIMITS, CHAT_PATH, Client, Load, Outcome, daemon_args, wait_until
 
 STOP_ORDER = ["stopped proxy", "stopped scanpool", "stopped policy", "stopped ratelimit", "stopped analytics", "stopped admin"]
 
@@ -150,37 +150,6 @@ def test_second_sigterm_does_not_skip_the_analytics_flush(tmp_path: Path, fake: 
     assert [m for _, m in stop_messages(daemon)] == STOP_ORDER
 
 
-def test_admin_drain_without_exit(tmp_path: Path, fake: str, policy_file: Path) -> None:
-    daemon = Daemon(tmp_path, daemon_args(fake, policy_file), {**LIMITS, "DRAIN_GRACE": "0.5", "DRAIN_TIMEOUT": "10"})
-    with running(daemon):
-        assert http_json("POST", daemon.admin_url + "/api/v1/drain")[0] == 401
-        assert http_json("POST", daemon.admin_url + "/api/v1/drain", headers={"authorization": "Bearer wrong"})[0] == 401
-        assert http_json("GET", daemon.admin_url + "/ready")[0] == 200
-        thread, streamed = stream_in_thread(daemon)
-
-        status, _, body = http_json("POST", daemon.admin_url + "/api/v1/drain", headers=AUTH)
-        assert status == 202 and body["status"] == "draining" and not body["already_draining"]
-        assert body["inflight"] == 1
-        status, _, body = http_json("GET", daemon.admin_url + "/status")
-        assert (status, body["status"], body["inflight"]) == (200, "draining", 1)
-        assert http_json("GET", daemon.url + "/health")[0] == 503
-        assert http_json("POST", daemon.admin_url + "/api/v1/drain", headers=AUTH)[2]["already_draining"] is True
-
-        wait_until(lambda: refuses(daemon.port), timeout=3, what="the proxy port to close")
-        thread.join(10)
-        assert streamed[0].ok, streamed[0].error
-        wait_until(lambda: "drained" in [e.get("message") for e in daemon.log_events()], what="the drain to finish")
-        # Drained, not exited: the admin port still answers and reports it.
-        assert daemon.proc.poll() is None
-        status, _, body = http_json("GET", daemon.admin_url + "/status")
-        assert (body["status"], body["inflight"]) == ("draining", 0)
-        assert daemon.metric("proxilion_draining") == 1
-        assert not stop_messages(daemon)
-        # A later SIGTERM finishes the stop sequence.
-        assert daemon.stop() == 0
-    assert [m for _, m in stop_messages(daemon)] == STOP_ORDER
-
-
 def test_reuse_port_handover(tmp_path: Path, fake: str, policy_file: Path) -> None:
     port = free_port()
     env = {**LIMITS, "DRAIN_GRACE": "0.5", "DRAIN_TIMEOUT": "10"}
@@ -201,7 +170,6 @@ def test_reuse_port_handover(tmp_path: Path, fake: str, policy_file: Path) -> No
         assert served_old > 0
         assert new.metric("proxilion_http_requests_total") > 0
         assert served_old + new.metric("proxilion_http_requests_total") == summary["requests"]
-
 
 
 def test_request_still_uploading_when_the_drain_starts_is_answered(tmp_path: Path, fake: str, policy_file: Path) -> None:

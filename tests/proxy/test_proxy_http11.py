@@ -35,9 +35,6 @@ def _response(path: str) -> list[bytes | float | None]:
     if path.startswith("/interim"):
         return [b"HTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\n",
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(JSON_OK), JSON_OK)]
-    if path == "/stall":
-        return [b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
-                b"f\r\ndata: {\"a\":1}\n\n\r\n", 4.0, None]
     if path.startswith("/big"):
         big = CARD_ANSWER[:-2] + b',"padding":"' + b"x" * 2000 + b'"}'
         return [b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(big), big)]
@@ -138,54 +135,6 @@ def _dechunk(body: bytes) -> bytes:
         body = rest[size + 2:]
 
 
-def test_pipelined_requests_are_answered_in_order(daemon: Daemon, upstream: ScriptedUpstream) -> None:
-    raw = raw_exchange(daemon.port, _post("/v1/one") + _post("/v1/two") + _post("/v1/three", extra=b"Connection: close\r\n"), timeout=5)
-    assert raw.count(b"HTTP/1.1 200 OK") == 3
-    paths = [head.split(b" ")[1] for head, _ in upstream.requests[-3:]]
-    assert paths == [b"/v1/one", b"/v1/two", b"/v1/three"]
-
-
-@pytest.mark.parametrize(
-    ("bad", "status", "code"),
-    [
-        (b"POST /proxy/openai/v1/bad HTTP/1.1\r\nHost: x\r\nX-Request-ID: %s\r\nContent-Length: abc\r\n\r\n", 400, "bad_request"),
-        (b"POST /proxy/openai/v1/big HTTP/1.1\r\nHost: x\r\nX-Request-ID: %s\r\nContent-Length: 999999999\r\n\r\n", 413, "request_too_large"),
-    ],
-    ids=["malformed", "too-large"],
-)
-def test_pipelined_request_refused_behind_an_answer_gets_its_refusal_after_it(
-    daemon: Daemon, bad: bytes, status: int, code: str
-) -> None:
-    rid = f"pipelined-refusal-{status}".encode()
-    raw = raw_exchange(daemon.port, _post("/v1/first") + bad % rid, timeout=5)
-    first, _, rest = raw.partition(JSON_OK)
-    assert first.startswith(b"HTTP/1.1 200 OK")
-    refused_status, headers, body = split_response(rest)
-    assert refused_status == status
-    assert headers["x-request-id"] == rid.decode()
-    assert headers["connection"] == "close"
-    assert b'"error"' in body
-    (line,) = eventually(lambda: access_lines(daemon, request_id=rid.decode()), what="access line of the refused pipelined request")
-    assert (line["status"], line["error"]) == (status, code)
-
-
-def test_expect_100_continue_gets_continue_then_the_answer(daemon: Daemon) -> None:
-    with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as sock:
-        body = b'{"model":"m"}'
-        sock.sendall(b"POST /proxy/openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(body))
-        assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
-        sock.sendall(body)
-        status, headers, answer = split_response(sock.recv(65536))
-    assert status == 200
-    assert answer == JSON_OK
-
-
-def test_expect_is_not_forwarded_upstream(daemon: Daemon, upstream: ScriptedUpstream) -> None:
-    raw_exchange(daemon.port, _post("/v1/expect", extra=b"Expect: 100-continue\r\nConnection: close\r\n"), timeout=5)
-    head = upstream.requests[-1][0].lower()
-    assert b"expect:" not in head
-
-
 def test_http10_client_gets_a_complete_answer_and_a_close(daemon: Daemon) -> None:
     raw = raw_exchange(daemon.port, _post("/v1/chunked", version=b"1.0"), timeout=5)
     status, headers, body = split_response(raw)
@@ -262,19 +211,6 @@ def test_connect_is_refused_in_provider_shape(daemon: Daemon) -> None:
     assert status == 405
     assert b'"error"' in body
     assert headers["connection"] == "close"
-
-
-def test_silent_upstream_stream_is_cut_after_the_idle_timeout(daemon: Daemon) -> None:
-    started = time.monotonic()
-    raw = raw_exchange(daemon.port, _post("/v1/stall"), timeout=6)
-    elapsed = time.monotonic() - started
-    status, headers, body = split_response(raw)
-    assert status == 200 and b'data: {"a":1}' in body
-    # Cut after about the 1 s idle timeout, not after the upstream's 4 s silence.
-    assert 0.8 < elapsed < 3.0
-    assert not body.endswith(b"0\r\n\r\n"), "the client must see an incomplete chunked body"
-
-    assert eventually(lambda: access_lines(daemon, path="/v1/stall"), what="access line")[-1]["error"] == "upstream_idle_timeout"
 
 
 def test_absolute_form_request_to_a_provider_host_is_proxied(daemon: Daemon, upstream: ScriptedUpstream) -> None:

@@ -78,8 +78,7 @@ def collector_off() -> Iterator[None]:
 def _context(tmp_path: Path, inspection: bool, records: list[Any]) -> ProxyContext:
     settings = load_settings({}, {"PROXILION_DATA_DIR": str(tmp_path), "PROXILION_UPSTREAM_OPENAI": UPSTREAM}, None)
     clock = MemoryReactorClock()
-    upstream = UpstreamClient(clock, 4, 5.0, 30.0)
-    upstream._target(UPSTREAM).endpoint = _Endpoint()
+    upstream = UpstreamClient(clock, 4, 5.0, 30.0, endpoint_factory=lambda scheme, host, port: _Endpoint())
     return ProxyContext(
         settings=settings, clock=clock, router=Router(settings.upstreams), upstream=upstream,
         metrics=Metrics(), drain=DrainState(),
