@@ -227,6 +227,8 @@ class Spec:
     repeatable: bool = False
     secret: bool = False
     file_only: bool = False
+    # Help for a flag that switches a default-on setting off (`--no-...`): `help` describes the setting.
+    off_help: str | None = None
 
     @property
     def option(self) -> str:
@@ -240,6 +242,10 @@ class Spec:
     def cli_flag(self) -> str:
         """The command-line spelling: a flag can only switch a setting away from its default."""
         return "no-" + self.option if self.is_flag and self.default else self.option
+
+    @property
+    def cli_help(self) -> str:
+        return self.off_help if self.is_flag and self.default and self.off_help else self.help
 
 
 SPECS: tuple[Spec, ...] = (
@@ -264,7 +270,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("proxy_protocol", "PROXY_PROTOCOL", _bool, False, "Trusted proxies open each proxy-port connection with a PROXY protocol v1/v2 header (required from them; never honoured from others)."),
     Spec("identity_header", "IDENTITY_HEADER", _text, "x-user-id", "Header naming the caller when no provider key is sent."),
     Spec("tenant_header", "TENANT_HEADER", _optional_text, None, "Header naming the caller's tenant (for tenant-wide limits)."),
-    Spec("inspection", "INSPECTION", _bool, True, "Inspect prompts and answers; false forwards everything unscanned (troubleshooting, benchmarks)."),
+    Spec("inspection", "INSPECTION", _bool, True, "Inspect prompts and answers; false forwards everything unscanned (troubleshooting, benchmarks).",
+         off_help="Turn inspection off: forward prompts and answers unscanned (troubleshooting, benchmarks)."),
     Spec("max_findings_per_body", "MAX_FINDINGS_PER_BODY", _int_range(1, 10**7), 5000, "A body (or streamed answer) with more findings than this is blocked as abusive (403, too_many_findings)."),
     Spec("scan_offload_bytes", "SCAN_OFFLOAD_BYTES", _size, 64 * 1024, "Bodies larger than this (or compressed and decoding past it) are decoded and scanned in the scan pool, off the reactor."),
     Spec("scan_workers", "SCAN_WORKERS", _int_range(1, 256), 2, "Worker processes of the scan pool."),
