@@ -27,8 +27,12 @@ def _check_config(args: argparse.Namespace) -> int:
     try:
         settings = load_settings({"policy_file": args.policy}, config_file=args.config)
         load_policy(settings.policy_file)
-    except (ConfigError, PolicyError) as e:
+    except ConfigError as e:
         print(f"proxilion: configuration error: {e}", file=sys.stderr)
+        return 2
+    except PolicyError as e:
+        for line in e.lines():
+            print(f"proxilion: policy error: {line}", file=sys.stderr)
         return 2
     print(f"configuration ok: proxy :{settings.port}, admin :{settings.admin_port}, "
           f"rate limits {settings.rate_limit_store}, analytics {'postgresql' if settings.analytics_dsn else 'sqlite'}, "
@@ -62,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     scan = sub.add_parser("scan", help="scan a request body or text from stdin and print findings and the decision")
     scan_command.add_arguments(scan)
-    scan.set_defaults(handler=lambda a: scan_command.run(a, sys.stdin, sys.stdout))
+    scan.set_defaults(handler=lambda a: scan_command.run(a, sys.stdin, sys.stdout, sys.stderr))
 
     check = sub.add_parser("check-config", help="validate settings (env, --config) and the policy file, then exit")
     check.add_argument("--config", help="YAML config file")

@@ -32,7 +32,12 @@ class PolicyError(Exception):
 
     def __init__(self, errors: list[str], source: str = "policy"):
         self.errors = list(errors)
+        self.source = source
         super().__init__(f"{source}: {len(errors)} error(s)\n" + "\n".join(f"  - {e}" for e in errors))
+
+    def lines(self) -> list[str]:
+        """One line per problem, each naming the file: for terminals and CI logs."""
+        return [f"{self.source}: " + " ".join(error.split()) for error in self.errors]
 
 
 @attrs.frozen
