@@ -357,6 +357,17 @@ def _merged_upstreams(
     return merged
 
 
+def settings_warnings(settings: Any) -> list[str]:
+    """Valid but probably unintended settings (one line each)."""
+    warnings = []
+    if settings.tenant_header is None:
+        for limit in settings.rate_limits:
+            if limit["scope"] == "tenant":
+                warnings.append(f"rate limit {limit['name']!r} is tenant-scoped but TENANT_HEADER (tenant_header) "
+                                "is not set: no request has a tenant, so it never applies")
+    return warnings
+
+
 def load_settings(
     options: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
