@@ -52,13 +52,13 @@ def _show_default_policy(args: argparse.Namespace) -> int:
 def _options_markdown(args: argparse.Namespace) -> int:
     from proxilion.config import SPECS
 
-    print("| Option | Environment | Default | Meaning |")
-    print("|---|---|---|---|")
+    print("| Option | Environment | Config file key | Default | Meaning |")
+    print("|---|---|---|---|---|")
     for spec in SPECS:
-        option = "(config file)" if spec.file_only else f"`--{spec.cli_flag}`"
+        option = "(config file only)" if spec.file_only else f"`--{spec.cli_flag}`"
         env = f"`{spec.env}`" if spec.env else ("`PROXILION_UPSTREAM_<NAME>`" if spec.name == "upstreams" else "")
         default = "" if spec.default in (None, "", {}, ()) else f"`{spec.default}`"
-        print(f"| {option} | {env} | {default} | {spec.help} |")
+        print(f"| {option} | {env} | `{spec.name}` | {default} | {spec.help} |")
     return 0
 
 

@@ -281,7 +281,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("rate_limit_per_minute", "RATE_LIMIT_PER_MINUTE", _int_range(0, 10**9), 600, "Requests per minute per identity (0 turns limiting off)."),
     Spec("rate_limit_burst", "RATE_LIMIT_BURST", _int_range(1, 10**9), 100, "Burst size of the per-identity bucket."),
     Spec("rate_limit_fail_closed", "RATE_LIMIT_FAIL_CLOSED", _bool, False, "Answer 503 instead of falling back to local buckets when Redis fails."),
-    Spec("rate_limits", None, _rate_limits, (), "More limits (config file only): list of {scope, per_minute, burst, unit}.", file_only=True),
+    Spec("rate_limits", None, _rate_limits, (), "More limits (config file only): a list of {name, scope, per_minute, burst, unit}; see docs/RATE_LIMITING.md.", file_only=True),
     Spec("redis_url", "REDIS_URL", _url("redis", "rediss"), None, "Redis for shared rate limits: redis://[:password@]host:port/db or rediss://.", secret=True),
     Spec("redis_sentinels", "REDIS_SENTINELS", _text, "", "Sentinel addresses host:port,host:port (with REDIS_SENTINEL_MASTER)."),
     Spec("redis_sentinel_master", "REDIS_SENTINEL_MASTER", _optional_text, None, "Sentinel master name."),
