@@ -335,8 +335,7 @@ def _extend(data: dict, errors: _Errors) -> tuple[dict, list[tuple[Any, str]]]:
     """Apply C{extends} and C{disable}: the document to parse, and its rules each with the position errors name.
 
     Rules whose id is in the base replace it in its place; other rules follow
-    the base's; C{disable} drops base rules by id. Settings merge key by key,
-    custom detectors by name, disabled detectors add up.
+    the base's; C{disable} drops base rules by id. Settings merge key by key.
     """
     raw_rules = data.get("rules")
     own = [(raw, f"#{i + 1}") for i, raw in enumerate(raw_rules)] if isinstance(raw_rules, list) else []
@@ -368,14 +367,9 @@ def _extend(data: dict, errors: _Errors) -> tuple[dict, list[tuple[Any, str]]]:
             # Includes a second rule with an overridden id: parsing reports it as a duplicate.
             added.append(item)
     rules = [overrides.get(raw["id"], (raw, "of the default policy")) for raw in kept] + added
-    base_detectors, own_detectors = base.get("detectors") or {}, data.get("detectors") or {}
     merged = dict(data)
+    # The shipped policy has no detectors section (a test holds it to that): this file's is the whole of it.
     merged["settings"] = _merge_settings(base.get("settings") or {}, data.get("settings") or {})
-    if isinstance(own_detectors, dict) and (base_detectors or own_detectors):
-        custom = {d.get("name"): d for d in [*(base_detectors.get("custom") or []), *(own_detectors.get("custom") or [])]
-                  if isinstance(d, dict)}
-        merged["detectors"] = {**own_detectors, "custom": list(custom.values()),
-                               "disable": [*(base_detectors.get("disable") or []), *(own_detectors.get("disable") or [])]}
     return merged, rules
 
 
@@ -446,7 +440,7 @@ def parse_policy(data: Any, source: str = "<policy>", environ: dict[str, str] | 
 def policy_warnings(policy: Policy) -> list[str]:
     """Valid but probably unintended: a policy that leaves data unprotected (one line each)."""
     if not policy.rules:
-        return [f"{policy.source}: the policy has no rules: nothing is blocked, redacted or recorded "
+        return [f"{policy.source}: the policy has no rules: nothing is blocked, redacted or alerted on "
                 "(start it with 'extends: default' to keep the shipped rules)"]
     # The condition under which the proxy does not read answers at all (Inspector.response_inspection_enabled).
     if not any(rule.direction in ("response", "both") and rule.action != "allow" for rule in policy.rules):

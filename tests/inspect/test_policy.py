@@ -195,4 +195,15 @@ def test_default_policy_text_is_the_shipped_file():
 
     text = default_policy_text()
     assert text.startswith("# Proxilion's shipped policy")
+    # extends: default takes a policy's detectors section as written: merging one with the default's is not built.
+    assert "detectors" not in yaml.safe_load(text)
     assert _ids(parse_policy(yaml.safe_load(text), environ={})) == _ids(load_policy(None))
+
+
+def test_extends_with_a_custom_detector_and_a_rule_for_it():
+    policy = parse_policy({"extends": "default",
+                           "detectors": {"custom": [{"name": "employee_id", "pattern": r"\bEMP-\d{6}\b", "category": "hr"}]},
+                           "rules": [{"id": "block-hr", "priority": 90, "match": {"categories": ["hr"]}, "action": "block"}]},
+                          environ={})
+    assert [d.name for d in policy.custom_detectors] == ["employee_id"]
+    assert _ids(policy)[-1] == "block-hr" and "block-credentials" in _ids(policy)
