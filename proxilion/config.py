@@ -357,7 +357,7 @@ def _merged_upstreams(
     return merged
 
 
-def settings_warnings(settings: Any) -> list[str]:
+def settings_warnings(settings: Settings) -> list[str]:
     """Valid but probably unintended settings (one line each)."""
     warnings = []
     if settings.tenant_header is None:
