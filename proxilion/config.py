@@ -227,6 +227,8 @@ class Spec:
     repeatable: bool = False
     secret: bool = False
     file_only: bool = False
+    # Help for a flag that switches a default-on setting off (`--no-...`): `help` describes the setting.
+    off_help: str | None = None
 
     @property
     def option(self) -> str:
@@ -240,6 +242,10 @@ class Spec:
     def cli_flag(self) -> str:
         """The command-line spelling: a flag can only switch a setting away from its default."""
         return "no-" + self.option if self.is_flag and self.default else self.option
+
+    @property
+    def cli_help(self) -> str:
+        return self.off_help if self.is_flag and self.default and self.off_help else self.help
 
 
 SPECS: tuple[Spec, ...] = (
@@ -264,7 +270,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("proxy_protocol", "PROXY_PROTOCOL", _bool, False, "Trusted proxies open each proxy-port connection with a PROXY protocol v1/v2 header (required from them; never honoured from others)."),
     Spec("identity_header", "IDENTITY_HEADER", _text, "x-user-id", "Header naming the caller when no provider key is sent."),
     Spec("tenant_header", "TENANT_HEADER", _optional_text, None, "Header naming the caller's tenant (for tenant-wide limits)."),
-    Spec("inspection", "INSPECTION", _bool, True, "Inspect prompts and answers; false forwards everything unscanned (troubleshooting, benchmarks)."),
+    Spec("inspection", "INSPECTION", _bool, True, "Inspect prompts and answers; false forwards everything unscanned (troubleshooting, benchmarks).",
+         off_help="Turn inspection off: forward prompts and answers unscanned (troubleshooting, benchmarks)."),
     Spec("max_findings_per_body", "MAX_FINDINGS_PER_BODY", _int_range(1, 10**7), 5000, "A body (or streamed answer) with more findings than this is blocked as abusive (403, too_many_findings)."),
     Spec("scan_offload_bytes", "SCAN_OFFLOAD_BYTES", _size, 64 * 1024, "Bodies larger than this (or compressed and decoding past it) are decoded and scanned in the scan pool, off the reactor."),
     Spec("scan_workers", "SCAN_WORKERS", _int_range(1, 256), 2, "Worker processes of the scan pool."),
@@ -275,7 +282,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("rate_limit_per_minute", "RATE_LIMIT_PER_MINUTE", _int_range(0, 10**9), 600, "Requests per minute per identity (0 turns limiting off)."),
     Spec("rate_limit_burst", "RATE_LIMIT_BURST", _int_range(1, 10**9), 100, "Burst size of the per-identity bucket."),
     Spec("rate_limit_fail_closed", "RATE_LIMIT_FAIL_CLOSED", _bool, False, "Answer 503 instead of falling back to local buckets when Redis fails."),
-    Spec("rate_limits", None, _rate_limits, (), "More limits (config file only): list of {scope, per_minute, burst, unit}.", file_only=True),
+    Spec("rate_limits", None, _rate_limits, (), "More limits (config file only): a list of {name, scope, per_minute, burst, unit}; see docs/RATE_LIMITING.md.", file_only=True),
     Spec("redis_url", "REDIS_URL", _url("redis", "rediss"), None, "Redis for shared rate limits: redis://[:password@]host:port/db or rediss://.", secret=True),
     Spec("redis_sentinels", "REDIS_SENTINELS", _text, "", "Sentinel addresses host:port,host:port (with REDIS_SENTINEL_MASTER)."),
     Spec("redis_sentinel_master", "REDIS_SENTINEL_MASTER", _optional_text, None, "Sentinel master name."),
@@ -349,6 +356,17 @@ def _merged_upstreams(
         except ValueError as e:
             raise ConfigError(f"{source}: {e}") from None
     return merged
+
+
+def settings_warnings(settings: Settings) -> list[str]:
+    """Valid but probably unintended settings (one line each)."""
+    warnings = []
+    if settings.tenant_header is None:
+        for limit in settings.rate_limits:
+            if limit["scope"] == "tenant":
+                warnings.append(f"rate limit {limit['name']!r} is tenant-scoped but TENANT_HEADER (tenant_header) "
+                                "is not set: no request has a tenant, so it never applies")
+    return warnings
 
 
 def load_settings(

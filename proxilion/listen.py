@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from twisted.internet.error import CannotListenError
+
 __all__ = ["listen_tcp"]
 
 
@@ -21,8 +23,12 @@ def listen_tcp(reactor: Any, port: int, factory: Any, interface: str, reuse_port
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((interface, port))
-        sock.listen(backlog)
+        try:
+            sock.bind((interface, port))
+            sock.listen(backlog)
+        except OSError as e:
+            # The same error listenTCP raises, so callers handle one kind.
+            raise CannotListenError(interface, port, e) from None
         sock.setblocking(False)
         listening = reactor.adoptStreamPort(sock.fileno(), family, factory)
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.error import ReactorNotRunning
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 
@@ -24,10 +24,27 @@ from proxilion.metrics import Metrics
 
 __all__ = [
     "ProxilionService", "ListeningService", "ProxySiteService", "deadline", "stop_on_signals",
-    "notify_systemd", "report_to_systemd", "exit_when_start_fails",
+    "notify_systemd", "report_to_systemd", "exit_when_start_fails", "StartupError",
 ]
 
 log = Logger(namespace="proxilion.service")
+
+# The setting behind each listening service's port, named in the error when the port cannot be had.
+_PORT_SETTINGS = {"proxy": "port", "admin": "admin_port"}
+
+
+class StartupError(Exception):
+    """A start failure whose message says all an operator needs: logged as one line, no traceback."""
+
+
+def _cannot_listen(name: str, error: CannotListenError) -> StartupError:
+    from proxilion.config import SPECS
+
+    reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+    where = f"{error.interface or '0.0.0.0'}:{error.port}"
+    spec = next((spec for spec in SPECS if spec.name == _PORT_SETTINGS.get(name)), None)
+    hint = f"; choose another with --{spec.option}, env {spec.env} or `{spec.name}:` in the config file" if spec else ""
+    return StartupError(f"cannot listen on {where} for the {name} port: {reason.lower()}{hint}")
 
 # Seconds aborted requests get to wind down after the drain deadline.
 _ABORT_SETTLE = 1.0
@@ -141,7 +158,10 @@ class ProxilionService(Service):
         Deferred.fromCoroutine(self._start()).addErrback(self._start_failed)
 
     def _start_failed(self, failure: Failure) -> None:
-        log.failure("startup failed: {error}", failure=failure, error=failure.getErrorMessage())
+        if failure.check(StartupError):
+            log.critical("startup failed: {error}", error=failure.getErrorMessage())
+        else:
+            log.failure("startup failed: {error}", failure=failure, error=failure.getErrorMessage())
         # Whoever runs the process (the twistd plugin) decides how to exit.
         self.started.errback(failure)
 
@@ -186,7 +206,10 @@ class ListeningService(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.port = listen_tcp(self._reactor, self._port_number, self._factory, self._interface, self._reuse_port)
+        try:
+            self.port = listen_tcp(self._reactor, self._port_number, self._factory, self._interface, self._reuse_port)
+        except CannotListenError as e:
+            raise _cannot_listen(self.name, e) from None
         log.info("{name} listening on {interface}:{port}", name=self.name, interface=self._interface, port=self.port.getHost().port)
 
     def stop_listening(self) -> Deferred[None]:

@@ -32,7 +32,12 @@ class PolicyError(Exception):
 
     def __init__(self, errors: list[str], source: str = "policy"):
         self.errors = list(errors)
+        self.source = source
         super().__init__(f"{source}: {len(errors)} error(s)\n" + "\n".join(f"  - {e}" for e in errors))
+
+    def lines(self) -> list[str]:
+        """One line per problem, each naming the file: for terminals and CI logs."""
+        return [f"{self.source}: " + " ".join(error.split()) for error in self.errors]
 
 
 @attrs.frozen
@@ -143,13 +148,14 @@ _RULE_KEYS = {"id", "description", "priority", "direction", "match", "action", "
 _MATCH_KEYS = {"types", "categories", "min_severity", "min_count", "providers", "identities", "paths"}
 
 
-def _parse_rule(raw: Any, index: int, known_types: set[str], known_categories: set[str],
+def _parse_rule(raw: Any, index: int, position: str, known_types: set[str], known_categories: set[str],
                 seen_ids: set[str], errors: _Errors) -> Rule | None:
+    """C{index} orders the rule (ties in priority); C{position} names it in errors ("#2": its place in the file)."""
     if not isinstance(raw, dict):
-        errors.add(f"rule #{index + 1}", "rule", f"must be a mapping; got {raw!r}")
+        errors.add(f"rule {position}", "rule", f"must be a mapping; got {raw!r}")
         return None
     rule_id = raw.get("id")
-    where = f"rule {rule_id!r} (#{index + 1})" if isinstance(rule_id, str) else f"rule #{index + 1}"
+    where = f"rule {rule_id!r} ({position})" if isinstance(rule_id, str) else f"rule {position}"
     if not isinstance(rule_id, str) or not rule_id:
         errors.add(where, "id", "is required and must be a non-empty string")
     elif rule_id in seen_ids:
@@ -310,14 +316,72 @@ def _positive_int(raw: dict, key: str, default: int, low: int, high: int, errors
     return value
 
 
+def default_policy_text() -> str:
+    """The shipped policy file, comments included (`proxilion policy show-default`)."""
+    return resources.files("proxilion.inspect").joinpath("default_policy.yaml").read_text("utf-8")
+
+
+def _merge_settings(base: Any, override: Any) -> Any:
+    """Mappings merged key by key, at every depth; anything else is replaced."""
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return override
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge_settings(base.get(key), value) if key in base else value
+    return merged
+
+
+def _extend(data: dict, errors: _Errors) -> tuple[dict, list[tuple[Any, str]]]:
+    """Apply C{extends} and C{disable}: the document to parse, and its rules each with the position errors name.
+
+    Rules whose id is in the base replace it in its place; other rules follow
+    the base's; C{disable} drops base rules by id. Settings merge key by key.
+    """
+    raw_rules = data.get("rules")
+    own = [(raw, f"#{i + 1}") for i, raw in enumerate(raw_rules)] if isinstance(raw_rules, list) else []
+    extends = data.get("extends")
+    disable = _str_list(data.get("disable"), "top level", "disable", errors)
+    if extends is None:
+        if "disable" in data:
+            errors.add("top level", "disable", "only applies to a policy with 'extends: default'")
+        return data, own
+    if extends != "default":
+        errors.add("top level", "extends", f"must be 'default' (the shipped policy); got {extends!r}")
+        return data, own
+    if "rules" in data and not isinstance(raw_rules, list):
+        errors.add("top level", "rules", "must be a list")
+    base = yaml.safe_load(default_policy_text())
+    base_ids = [raw["id"] for raw in base["rules"]]
+    for rule_id in disable:
+        if rule_id not in base_ids:
+            errors.add("top level", "disable", f"the default policy has no rule {rule_id!r}; its rules: {', '.join(base_ids)}")
+    kept = [raw for raw in base["rules"] if raw["id"] not in disable]
+    kept_ids = {raw["id"] for raw in kept}
+    overrides: dict[str, tuple[Any, str]] = {}
+    added = []
+    for item in own:
+        rule_id = item[0].get("id") if isinstance(item[0], dict) else None
+        if rule_id in kept_ids and rule_id not in overrides:
+            overrides[rule_id] = item
+        else:
+            # Includes a second rule with an overridden id: parsing reports it as a duplicate.
+            added.append(item)
+    rules = [overrides.get(raw["id"], (raw, "of the default policy")) for raw in kept] + added
+    merged = dict(data)
+    # The shipped policy has no detectors section (a test holds it to that): this file's is the whole of it.
+    merged["settings"] = _merge_settings(base.get("settings") or {}, data.get("settings") or {})
+    return merged, rules
+
+
 def parse_policy(data: Any, source: str = "<policy>", environ: dict[str, str] | None = None) -> Policy:
     """A Policy from parsed YAML; raises PolicyError listing every problem."""
     environ = dict(os.environ) if environ is None else environ
     errors = _Errors()
     if not isinstance(data, dict):
-        raise PolicyError(["top level: must be a mapping with 'rules'"], source)
-    for key in sorted(set(data) - {"version", "settings", "detectors", "rules"}):
+        raise PolicyError(["top level: must be a mapping with 'rules' (or 'extends: default')"], source)
+    for key in sorted(set(data) - {"version", "extends", "disable", "settings", "detectors", "rules"}):
         errors.add("top level", key, "unknown field")
+    data, positioned_rules = _extend(data, errors)
     if data.get("version", 1) != 1:
         errors.add("top level", "version", f"must be 1; got {data.get('version')!r}")
 
@@ -358,14 +422,12 @@ def parse_policy(data: Any, source: str = "<policy>", environ: dict[str, str] | 
     holdback = _positive_int(settings_raw, "stream_holdback_chars", 256, 32, 65536, errors)
     max_scan = _positive_int(settings_raw, "max_scan_bytes", 8 * 1024 * 1024, 1024, 1 << 30, errors)
 
-    rules_raw = data.get("rules")
     rules: list[Rule] = []
-    if not isinstance(rules_raw, list):
-        errors.add("top level", "rules", "is required and must be a list")
-        rules_raw = []
+    if "extends" not in data and not isinstance(data.get("rules"), list):
+        errors.add("top level", "rules", "is required and must be a list (or start the policy with 'extends: default')")
     seen: set[str] = set()
-    for i, raw in enumerate(rules_raw):
-        rule = _parse_rule(raw, i, known_types, known_categories, seen, errors)
+    for i, (raw, position) in enumerate(positioned_rules):
+        rule = _parse_rule(raw, i, position, known_types, known_categories, seen, errors)
         if rule is not None:
             rules.append(rule)
     if errors.items:
@@ -375,10 +437,22 @@ def parse_policy(data: Any, source: str = "<policy>", environ: dict[str, str] | 
     return Policy(rules=tuple(rules), settings=settings, custom_detectors=tuple(custom), source=source)
 
 
+def policy_warnings(policy: Policy) -> list[str]:
+    """Valid but probably unintended: a policy that leaves data unprotected (one line each)."""
+    if not policy.rules:
+        return [f"{policy.source}: the policy has no rules: nothing is blocked, redacted or alerted on "
+                "(start it with 'extends: default' to keep the shipped rules)"]
+    # The condition under which the proxy does not read answers at all (Inspector.response_inspection_enabled).
+    if not any(rule.direction in ("response", "both") and rule.action != "allow" for rule in policy.rules):
+        return [f"{policy.source}: no rule with direction response or both acts on findings: answers are not inspected "
+                "(start the policy with 'extends: default' to keep the shipped answer rules)"]
+    return []
+
+
 def load_policy(path: str | None, environ: dict[str, str] | None = None) -> Policy:
     """The policy at `path`, or the shipped default when `path` is None."""
     if path is None:
-        text = resources.files("proxilion.inspect").joinpath("default_policy.yaml").read_text("utf-8")
+        text = default_policy_text()
         source = "<default policy>"
     else:
         try:

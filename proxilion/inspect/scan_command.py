@@ -15,7 +15,22 @@ from proxilion.inspect.inspector import Inspector
 from proxilion.inspect.policy import PROVIDERS, PolicyError, load_policy
 
 
+EPILOG = """\
+output: one JSON object (with --jsonl, one per input line): decision, rule,
+message, findings (type, location and span, never the value) and, when the
+decision is redact, "redacted": the body as the provider would receive it.
+
+exit status:
+  0  allowed (or only logged)
+  1  a finding led to alert, redact or block
+  2  the policy is invalid (its errors on stderr, one per line) or an input
+     line is not a JSON string / object with a "text" string (--jsonl)
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--policy", metavar="FILE", default=None,
                         help="policy file (default: the shipped policy)")
     parser.add_argument("--provider", choices=PROVIDERS, default="unknown",
@@ -28,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _result(verdict: Verdict) -> dict:
-    return {
+    result = {
         "decision": verdict.action,
         "rule": verdict.rule,
         "message": verdict.message,
@@ -39,14 +54,17 @@ def _result(verdict: Verdict) -> dict:
             for f in verdict.findings
         ],
     }
+    if verdict.action == "redact":
+        result["redacted"] = verdict.body.decode("utf-8", "surrogateescape")
+    return result
 
 
-def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
-    """0: allowed/logged; 1: a finding led to alert, redact or block; 2: bad policy or input."""
+def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    """The exit status of L{EPILOG}."""
     try:
         inspector = Inspector(load_policy(args.policy))
     except PolicyError as exc:
-        stdout.write(json.dumps({"error": str(exc)}) + "\n")
+        stderr.writelines(f"proxilion scan: {line}\n" for line in exc.lines())
         return 2
     judge = inspector.inspect_response if args.response else inspector.inspect_request
     flagged = False

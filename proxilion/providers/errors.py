@@ -8,6 +8,7 @@ never contain inspected values.
 from __future__ import annotations
 
 import json
+import math
 
 from proxilion.providers import eventstream
 
@@ -125,8 +126,13 @@ def _anthropic_payload(status: int, message: str) -> dict:
     return {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
 
 
-def _gemini_payload(status: int, message: str) -> dict:
-    return {"error": {"code": status, "message": message, "status": gemini_status(status)}}
+def _gemini_payload(status: int, message: str, retry_after: float | None = None) -> dict:
+    error: dict = {"code": status, "message": message, "status": gemini_status(status)}
+    if status == 429 and retry_after is not None:
+        # google.rpc.RetryInfo is where Google's clients look for the delay (a protobuf Duration, "12s").
+        error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                             "retryDelay": f"{max(1, math.ceil(retry_after - 1e-9))}s"}]
+    return {"error": error}
 
 
 def wire_dialect(provider: str, path: str) -> str:
@@ -139,12 +145,17 @@ def wire_dialect(provider: str, path: str) -> str:
     return provider
 
 
-def error_body(provider: str, status: int, message: str, code: str | None = None) -> bytes:
-    """The JSON body of an error response in `provider`'s shape (unknown -> OpenAI shape)."""
+def error_body(provider: str, status: int, message: str, code: str | None = None, *,
+               retry_after: float | None = None) -> bytes:
+    """The JSON body of an error response in `provider`'s shape (unknown -> OpenAI shape).
+
+    C{retry_after} (seconds, for a 429) goes where the provider's own body
+    carries it, which only Gemini's does; the others read headers.
+    """
     if provider == "anthropic":
         return _dumps(_anthropic_payload(status, message))
     if provider == "gemini":
-        return _dumps(_gemini_payload(status, message))
+        return _dumps(_gemini_payload(status, message, retry_after))
     if provider in ("cohere", "bedrock"):
         return _dumps({"message": message})
     return _dumps(_openai_payload(status, message, code))

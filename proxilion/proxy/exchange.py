@@ -174,7 +174,8 @@ class Exchange:
                 return
             if not decision.allowed:
                 self.decision = "ratelimited"
-                self.respond_error(429, "Rate limit exceeded for this identity; retry after the Retry-After delay.", "rate_limit_exceeded")
+                self.respond_error(429, "Rate limit exceeded for this identity; retry after the Retry-After delay.", "rate_limit_exceeded",
+                                   retry_after=decision.retry_after)
                 return
         self._forward()
 
@@ -506,12 +507,12 @@ class Exchange:
             self._pending.cancel()
 
     # Answers
-    def respond_error(self, status: int, message: str, code: str) -> None:
-        """Answer with an error shaped like this provider's own errors."""
+    def respond_error(self, status: int, message: str, code: str, *, retry_after: float | None = None) -> None:
+        """Answer with an error shaped like this provider's own errors (a 429 says when to retry)."""
         if self._done:
             return
         request = self.request
-        body = error_body(self.dialect, status, message, code)
+        body = error_body(self.dialect, status, message, code, retry_after=retry_after)
         request.set_code(status)
         request.set_header(b"content-type", _JSON)
         for name, value in error_headers(self.dialect, status).items():

@@ -7,7 +7,9 @@ implements the same arithmetic (see L{proxilion.ratelimit.redisstore}).
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
 import attrs
@@ -21,6 +23,7 @@ __all__ = [
     "plan",
     "decide",
     "EPSILON",
+    "go_duration",
 ]
 
 # Float slack so that a bucket refilled to 0.9999999999 tokens by rounding still admits.
@@ -122,23 +125,55 @@ class Decision:
     """
 
     allowed: bool
-    limit: int
+    limit: int  # the tightest bucket's burst (its capacity)
     remaining: int
     reset_seconds: float
     retry_after: float
     store: str  # memory | redis | fallback
     unavailable: bool = False
+    # The tightest bucket's refill per minute and unit: what OpenAI and Anthropic call the limit.
+    per_minute: int = 0
+    unit: str = "requests"
 
-    def headers(self) -> dict[str, str]:
-        """X-RateLimit-Limit/-Remaining/-Reset, plus Retry-After when refused."""
+    def headers(self, now: float | None = None) -> dict[str, str]:
+        """Rate-limit headers in every dialect: the generic X-RateLimit-*, OpenAI's and Anthropic's.
+
+        The generic ones describe the bucket (capacity, tokens left, seconds
+        until full); OpenAI's x-ratelimit-*-requests (or -tokens) give the
+        per-minute limit and the time until full as a duration ("6m0s"),
+        Anthropic's anthropic-ratelimit-* the same with an RFC 3339 time.
+        Retry-After (whole seconds) when refused. C{now} is the epoch time,
+        for Anthropic's reset.
+        """
         out: dict[str, str] = {}
         if self.limit > 0:
+            remaining = str(max(0, self.remaining))
+            reset = max(0.0, self.reset_seconds - EPSILON)
             out["X-RateLimit-Limit"] = str(self.limit)
-            out["X-RateLimit-Remaining"] = str(max(0, self.remaining))
-            out["X-RateLimit-Reset"] = str(max(0, math.ceil(self.reset_seconds - EPSILON)))
+            out["X-RateLimit-Remaining"] = remaining
+            out["X-RateLimit-Reset"] = str(math.ceil(reset))
+            out[f"x-ratelimit-limit-{self.unit}"] = str(self.per_minute)
+            out[f"x-ratelimit-remaining-{self.unit}"] = remaining
+            out[f"x-ratelimit-reset-{self.unit}"] = go_duration(reset)
+            full_at = math.ceil((time.time() if now is None else now) + reset)
+            out[f"anthropic-ratelimit-{self.unit}-limit"] = str(self.per_minute)
+            out[f"anthropic-ratelimit-{self.unit}-remaining"] = remaining
+            out[f"anthropic-ratelimit-{self.unit}-reset"] = (
+                datetime.fromtimestamp(full_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         if not self.allowed:
             out["Retry-After"] = str(max(1, math.ceil(self.retry_after - EPSILON)))
         return out
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as Go prints one ("20ms", "1.5s", "6m0s"): OpenAI's x-ratelimit-reset-* format, rounded up to the ms."""
+    ms = max(0, math.ceil(seconds * 1000 - 1e-6))
+    if ms < 1000:
+        return f"{ms}ms" if ms else "0s"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    return (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "") + f"{secs}s"
 
 
 UNLIMITED = Decision(allowed=True, limit=0, remaining=0, reset_seconds=0.0, retry_after=0.0, store="memory")
@@ -170,6 +205,8 @@ def decide(buckets: Sequence[Bucket], tokens: Sequence[float], allowed: bool, st
         reset_seconds=reset,
         retry_after=0.0 if allowed else max(wait, 0.0),
         store=store,
+        per_minute=bucket.limit.per_minute,
+        unit=bucket.limit.unit,
     )
 
 

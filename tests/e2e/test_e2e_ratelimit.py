@@ -5,12 +5,19 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
 import anthropic
+import boto3
+import botocore.config
+import cohere
 import openai
 import pytest
+from botocore.exceptions import ClientError
+from google import genai
+from google.genai import errors as genai_errors, types as genai_types
 
 from ratelimit.rl_support import REDIS_SERVER, RedisServer
 from support.daemon import Daemon, closed_port, eventually, http_json, running
@@ -31,7 +38,7 @@ def _fingerprint(key: str) -> str:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory, fake: str) -> Iterator[Daemon]:
     env = {"RATE_LIMIT_PER_MINUTE": "60", "RATE_LIMIT_BURST": "3"}
-    with running(Daemon(tmp_path_factory.mktemp("rl-memory"), [*upstream_args(fake), "--admin-token", "e2e-admin-token"], env)) as d:
+    with running(Daemon(tmp_path_factory.mktemp("rl-memory"), [*upstream_args(fake), *upstream_args(fake, "bedrock"), "--admin-token", "e2e-admin-token"], env)) as d:
         yield d
 
 
@@ -65,6 +72,92 @@ def test_anthropic_sdk_gets_rate_limit_error(tiny: Daemon) -> None:
         client.messages.create(model="claude-3-5-sonnet-latest", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
     assert caught.value.response.json()["error"]["type"] == "rate_limit_error"
     assert int(caught.value.response.headers["retry-after"]) >= 1
+
+
+def test_openai_sdk_reads_openais_rate_limit_headers(tiny: Daemon) -> None:
+    client = openai.OpenAI(base_url=tiny.url + "/proxy/openai/v1", api_key="sk-e2e-rl-openai-names", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    # OpenAI's meaning: the per-minute limit, what is left, and a duration until the bucket is full again.
+    assert raw.headers["x-ratelimit-limit-requests"] == "60"
+    assert raw.headers["x-ratelimit-remaining-requests"] == "2"
+    assert raw.headers["x-ratelimit-reset-requests"] in ("1s", "999ms")
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    headers = caught.value.response.headers
+    assert headers["x-ratelimit-remaining-requests"] == "0" and headers["x-ratelimit-reset-requests"].endswith("s")
+
+
+def test_anthropic_sdk_reads_anthropics_rate_limit_headers(tiny: Daemon) -> None:
+    client = anthropic.Anthropic(base_url=tiny.url + "/proxy/anthropic", api_key="sk-ant-e2e-rl-names", max_retries=0)
+    for _ in range(3):
+        client.messages.create(model="claude-3-5-sonnet-latest", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        client.messages.create(model="claude-3-5-sonnet-latest", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+    headers = caught.value.response.headers
+    assert headers["anthropic-ratelimit-requests-limit"] == "60"
+    assert headers["anthropic-ratelimit-requests-remaining"] == "0"
+    reset = datetime.strptime(headers["anthropic-ratelimit-requests-reset"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert 0 <= reset.timestamp() - time.time() <= 5
+
+
+def _gemini_client(daemon: Daemon) -> genai.Client:
+    return genai.Client(api_key="g-e2e-rl", http_options=genai_types.HttpOptions(
+        base_url=daemon.url + "/proxy/gemini", retry_options=genai_types.HttpRetryOptions(attempts=1)))
+
+
+def test_gemini_sdk_gets_resource_exhausted(tiny: Daemon) -> None:
+    client = _gemini_client(tiny)
+    for _ in range(3):
+        client.models.generate_content(model="gemini-2.0-flash", contents="hi")
+    with pytest.raises(genai_errors.ClientError) as caught:
+        client.models.generate_content(model="gemini-2.0-flash", contents="hi")
+    assert (caught.value.code, caught.value.status) == (429, "RESOURCE_EXHAUSTED")
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+
+
+def test_gemini_sdk_reads_retry_info(tiny: Daemon) -> None:
+    client = genai.Client(api_key="g-e2e-rl-retryinfo", http_options=genai_types.HttpOptions(
+        base_url=tiny.url + "/proxy/gemini", retry_options=genai_types.HttpRetryOptions(attempts=1)))
+    for _ in range(3):
+        client.models.generate_content(model="gemini-2.0-flash", contents="hi")
+    with pytest.raises(genai_errors.ClientError) as caught:
+        client.models.generate_content(model="gemini-2.0-flash", contents="hi")
+    (info,) = [d for d in caught.value.details["error"].get("details", [])
+               if d.get("@type") == "type.googleapis.com/google.rpc.RetryInfo"]
+    assert info["retryDelay"].endswith("s") and int(info["retryDelay"][:-1]) >= 1
+
+
+def test_cohere_sdk_gets_too_many_requests(tiny: Daemon) -> None:
+    client = cohere.ClientV2(api_key="co-e2e-rl", base_url=tiny.url + "/proxy/cohere")
+    for _ in range(3):
+        client.chat(model="command-r", messages=[{"role": "user", "content": "hi"}], request_options={"max_retries": 0})
+    with pytest.raises(cohere.TooManyRequestsError) as caught:
+        client.chat(model="command-r", messages=[{"role": "user", "content": "hi"}], request_options={"max_retries": 0})
+    assert int(caught.value.headers["retry-after"]) >= 1
+
+
+def test_boto3_gets_throttling_exception_that_botocore_retries(tiny: Daemon) -> None:
+    client = boto3.client(
+        "bedrock-runtime", endpoint_url=tiny.url + "/proxy/bedrock", region_name="us-east-1",
+        aws_access_key_id="AKIAE2ERATELIMITNOTR", aws_secret_access_key="e2e-not-a-real-secret",
+        config=botocore.config.Config(retries={"mode": "standard", "max_attempts": 1}),
+    )
+    converse = {"modelId": "anthropic.claude-3-5-sonnet-20240620-v1:0", "messages": [{"role": "user", "content": [{"text": "hi"}]}]}
+    for _ in range(3):
+        client.converse(**converse)
+    with pytest.raises(client.exceptions.ThrottlingException) as caught:
+        client.converse(**converse)
+    error: ClientError = caught.value
+    assert error.response["Error"]["Code"] == "ThrottlingException"
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert int(error.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"]) >= 1
+    # The standard retry mode classifies it as throttling (so an SDK with retries left backs off and retries).
+    from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
+
+    context = RetryContext(attempt_number=1, parsed_response=error.response)
+    assert ThrottledRetryableChecker().is_retryable(context)
 
 
 def test_bad_redis_url_is_one_clear_line(tmp_path: Path) -> None:

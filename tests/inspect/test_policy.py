@@ -129,3 +129,81 @@ def test_custom_detector_from_policy():
     invalid = valid[:-1] + str((int(valid[-1]) + 1) % 10)
     assert [f.type for f in ins.inspect_request("x", "/", f"no {valid}".encode()).findings] == ["member_card"]
     assert [f.type for f in ins.inspect_request("x", "/", f"no {invalid}".encode()).findings] == []
+
+
+# --- extends: default ---------------------------------------------------------
+
+
+def _ids(policy):
+    return [r.id for r in policy.rules]
+
+
+def test_extends_default_keeps_every_default_rule_and_adds_new_ones():
+    default = load_policy(None)
+    policy = parse_policy({"extends": "default", "rules": [
+        {"id": "block-ip-addresses", "priority": 60, "match": {"types": ["ip_address"]}, "action": "block"}]}, environ={})
+    assert _ids(policy) == _ids(default) + ["block-ip-addresses"]
+    assert policy.settings == default.settings
+    card = _f("credit_card", "financial", "critical")
+    assert decide(policy, "request", "openai", "/", None, [card]).action == "block"
+    assert decide(policy, "response", "openai", "/", None, [card]).action == "redact"
+    assert decide(policy, "request", "openai", "/", None, [_f("ip_address")]).action == "block"
+
+
+def test_extends_overrides_a_rule_by_id_and_disables_by_id():
+    policy = parse_policy({"extends": "default", "disable": ["redact-secrets-in-answers"], "rules": [
+        {"id": "redact-contact-details", "priority": 50, "match": {"types": ["email", "phone"]}, "action": "block"}]},
+        environ={})
+    assert "redact-secrets-in-answers" not in _ids(policy)
+    # An override keeps the default rule's place: file order still breaks ties.
+    assert _ids(policy).index("redact-contact-details") == _ids(load_policy(None)).index("redact-contact-details")
+    assert decide(policy, "request", "openai", "/", None, [_f("email")]).action == "block"
+    assert decide(policy, "response", "openai", "/", None, [_f("credit_card", "financial", "critical")]).action == "log"
+
+
+def test_extends_merges_settings_key_by_key():
+    policy = parse_policy({"extends": "default", "settings": {"redaction": {"style": "mask"}, "stream_holdback_chars": 512}},
+                          environ={})
+    assert policy.settings.redaction.style == "mask"
+    assert policy.settings.redaction.placeholder == "[REDACTED:{TYPE}]"
+    assert policy.settings.stream_holdback_chars == 512
+    assert policy.settings.on_scanner_error == "block"
+    assert _ids(policy) == _ids(load_policy(None))
+
+
+def test_extends_errors_name_the_file_position_of_the_rule():
+    with pytest.raises(PolicyError) as err:
+        parse_policy({"extends": "strict", "disable": ["no-such-rule", 3], "rules": [
+            {"id": "a", "action": "log"}, {"id": "b", "action": "deny"}]}, environ={})
+    errors = err.value.errors
+    assert any("extends" in e and "'default'" in e for e in errors), errors
+    with pytest.raises(PolicyError) as err:
+        parse_policy({"extends": "default", "disable": ["no-such-rule"], "rules": [
+            {"id": "a", "action": "log"}, {"id": "b", "action": "deny"}]}, environ={})
+    errors = err.value.errors
+    assert any("disable" in e and "'no-such-rule'" in e for e in errors), errors
+    assert any(e.startswith("rule 'b' (#2): action") for e in errors), errors
+    with pytest.raises(PolicyError) as err:
+        parse_policy({"disable": ["log-other-findings"], "rules": []}, environ={})
+    assert any("disable" in e and "extends" in e for e in err.value.errors)
+
+
+def test_default_policy_text_is_the_shipped_file():
+    import yaml
+
+    from proxilion.inspect.policy import default_policy_text
+
+    text = default_policy_text()
+    assert text.startswith("# Proxilion's shipped policy")
+    # extends: default takes a policy's detectors section as written: merging one with the default's is not built.
+    assert "detectors" not in yaml.safe_load(text)
+    assert _ids(parse_policy(yaml.safe_load(text), environ={})) == _ids(load_policy(None))
+
+
+def test_extends_with_a_custom_detector_and_a_rule_for_it():
+    policy = parse_policy({"extends": "default",
+                           "detectors": {"custom": [{"name": "employee_id", "pattern": r"\bEMP-\d{6}\b", "category": "hr"}]},
+                           "rules": [{"id": "block-hr", "priority": 90, "match": {"categories": ["hr"]}, "action": "block"}]},
+                          environ={})
+    assert [d.name for d in policy.custom_detectors] == ["employee_id"]
+    assert _ids(policy)[-1] == "block-hr" and "block-credentials" in _ids(policy)

@@ -53,3 +53,23 @@ def test_only_entry_points_touch_the_global_reactor() -> None:
         if "import reactor" in path.read_text() and str(path.relative_to(REPO)) not in allowed
     ]
     assert offenders == []
+
+
+def test_readme_settings_table_names_each_config_file_key() -> None:
+    from proxilion.config import SPECS
+
+    readme = (REPO / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| ") and line.count("|") == 6]
+    header = rows[0]
+    assert header == "| Option | Environment | Config file key | Default | Meaning |"
+    keys = {row.split("|")[3].strip().strip("`") for row in rows[1:]}
+    assert {spec.name for spec in SPECS} <= keys
+    assert "rate_limits" in keys and "policy_file" in keys
+
+
+def test_readme_documents_what_an_app_developer_meets() -> None:
+    readme = (REPO / "README.md").read_text()
+    for needle in ("extends: default", "proxilion policy show-default", "x-ratelimit-limit-requests",
+                   "anthropic-ratelimit-requests-reset", "google.rpc.RetryInfo", "ThrottlingException",
+                   "Authorization: Bearer $ADMIN_TOKEN", '"redacted"', "exit status"):
+        assert needle in readme, needle

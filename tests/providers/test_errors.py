@@ -112,3 +112,24 @@ def test_eventstream_bad_checksum():
     frame[-5] ^= 1
     with pytest.raises(eventstream.EventStreamError):
         eventstream.split_frames(frame)
+
+
+def test_gemini_rate_limit_carries_retry_info():
+    body = json.loads(error_body("gemini", 429, "slow down", retry_after=11.2))
+    assert body["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert body["error"]["details"] == [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12s"}]
+    assert "details" not in json.loads(error_body("gemini", 429, "slow down"))["error"]
+    assert "details" not in json.loads(error_body("gemini", 403, "no", retry_after=3))["error"]
+
+
+def test_retry_after_leaves_other_shapes_alone():
+    for provider in ("openai", "anthropic", "cohere", "bedrock"):
+        assert error_body(provider, 429, "m", retry_after=5) == error_body(provider, 429, "m")
+
+
+def test_bedrock_throttling_is_what_botocore_retries():
+    from botocore.retries.standard import ThrottledRetryableChecker
+
+    assert error_headers("bedrock", 429)["x-amzn-ErrorType"] == "ThrottlingException"
+    assert json.loads(error_body("bedrock", 429, "slow down")) == {"message": "slow down"}
+    assert "ThrottlingException" in ThrottledRetryableChecker._THROTTLED_ERROR_CODES

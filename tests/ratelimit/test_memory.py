@@ -45,7 +45,10 @@ def test_exact_burst_then_refill():
     refused = decisions[5]
     assert refused.retry_after == pytest.approx(1.0)
     assert refused.reset_seconds == pytest.approx(5.0)
-    assert refused.headers() == {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "5", "Retry-After": "1"}
+    headers = refused.headers(now=0.0)
+    assert {k: headers[k] for k in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After")} == {
+        "X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "5", "Retry-After": "1"}
+    assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-reset-requests"]) == ("60", "5s")
     clock.advance(0.999)
     assert not take(rl).allowed
     clock.advance(0.001)

@@ -25,7 +25,7 @@ def _options_class() -> type[usage.Options]:
         env = f" [env {spec.env}]" if spec.env else ""
         default = "" if spec.default in (None, "", {}, ()) or spec.secret else f" (default: {spec.default})"
         if spec.is_flag:
-            flags.append([spec.cli_flag, None, spec.help + env])
+            flags.append([spec.cli_flag, None, spec.cli_help + env])
         elif not spec.repeatable:
             params.append([spec.option, None, None, spec.help + default + env])
 
