@@ -46,3 +46,24 @@ class Verdict:
     # The body as parsed JSON (None if it was not JSON), so callers can read the
     # model or token usage without parsing it again. Read-only.
     document: Any = attrs.field(default=None, repr=False, eq=False)
+
+
+@attrs.frozen
+class TransformOutcome:
+    """How one answer's body transform ended (buffered inspection, stream redaction).
+
+    C{action} is the answer's own decision; C{error_code} names why it could not be
+    inspected or was refused without a finding deciding it; C{status} is the status the
+    transform answered with when it replaced the answer (None: the upstream's).
+    """
+
+    action: str = "allow"
+    findings: tuple[Finding, ...] = ()
+    error_code: str | None = None
+    scan_seconds: float | None = None
+    tokens: tuple[int | None, int | None] = (None, None)
+    status: int | None = None
+
+
+# The outcome of an answer passed on untouched (no transform).
+PASSED_THROUGH = TransformOutcome()

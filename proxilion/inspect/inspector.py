@@ -91,7 +91,10 @@ class Inspector:
     def stream_redactor(self, provider: str, path: str, identity: str | None = None,
                         max_event_bytes: int = MAX_EVENT_BYTES) -> StreamRedactor:
         """A redactor for one streamed answer (SSE, NDJSON or AWS event-stream)."""
-        return StreamRedactor(self, provider, path, identity, max_event_bytes)
+        return StreamRedactor(self.scanner, self.policy, self.finding, provider, path, identity,
+                              max_findings=self.max_findings,
+                              stop_types=self.stop_types("response", provider, path, identity),
+                              max_event_bytes=max_event_bytes)
 
     def stop_types(self, direction: str, provider: str, path: str, identity: str | None) -> frozenset[str]:
         """Types one finding of which decides a block: the first rule in scope selecting them blocks and

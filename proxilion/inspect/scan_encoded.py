@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from urllib.parse import unquote
 
 from proxilion.inspect.textview import Hit, TextView
@@ -31,12 +32,11 @@ _RUN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _REST = re.compile(rb"[A-Za-z0-9+/_-]*={0,2}")
 _UNPRINTABLE = re.compile(r"[^\t\n\r\x20-\x7e\xa0-\uffff]")
 
-# Scans a decoded text with the built-in detectors; set by proxilion.inspect.scanner, which
-# imports this module (so it cannot be imported from here).
-scan_decoded: Callable[[str], list[Hit]] = lambda text: []  # noqa: E731 - replaced at import
+# Scans a decoded text with the built-in detectors: given by proxilion.inspect.scanner (see L{passes}).
+ScanDecoded = Callable[[str], list[Hit]]
 
 
-def find_encoded(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+def find_encoded(scan_decoded: ScanDecoded, view: TextView, ends: list[int], hits: list[Hit]) -> None:
     raw = view.raw
     stop = 0
     for end in ends:
@@ -56,7 +56,7 @@ def find_encoded(view: TextView, ends: list[int], hits: list[Hit]) -> None:
             hits.append(Hit(hit.type, start, stop))
 
 
-def find_percent_encoded(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+def find_percent_encoded(scan_decoded: ScanDecoded, view: TextView, ends: list[int], hits: list[Hit]) -> None:
     raw, text = view.raw, view.text
     stop = 0
     for end in ends:
@@ -76,7 +76,12 @@ _PERCENT_TRIGGER = Trigger(rb"%[0-9A-Fa-f]{2}")
 _TOKEN_ENDS = frozenset(b" \t\r\n\"'<>`")
 _TOKEN_REST = re.compile(rb"[^ \t\r\n\"'<>`]*")
 
-# The base64 trigger is made only of character classes: it has a database of its own (see
-# TriggerScanner); the percent trigger starts with a literal and joins the shared one.
-PASSES = (Pass((_PERCENT_TRIGGER,), find_percent_encoded),)
-BASE64_PASSES = (Pass((_TRIGGER,), find_encoded),)
+
+def passes(scan_decoded: ScanDecoded) -> tuple[tuple[Pass, ...], tuple[Pass, ...]]:
+    """The percent pass and the base64 pass, both scanning what they decode with C{scan_decoded}.
+
+    The base64 trigger is made only of character classes: it has a database of its own (see
+    TriggerScanner); the percent trigger starts with a literal and joins the shared one.
+    """
+    return ((Pass((_PERCENT_TRIGGER,), partial(find_percent_encoded, scan_decoded)),),
+            (Pass((_TRIGGER,), partial(find_encoded, scan_decoded)),))

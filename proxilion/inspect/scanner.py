@@ -17,9 +17,17 @@ from proxilion.inspect.scan_context import find_keyed_secret, is_secret_name
 from proxilion.inspect.textview import Hit, TextView
 from proxilion.inspect.triggers import TriggerScanner
 
+
+
+def _scan_decoded(text: str) -> list[Hit]:
+    """Decoded base64 and percent-encoded text is scanned by the built-in detectors."""
+    return _DECODED.scan(text)
+
+
+_PERCENT_PASSES, _BASE64_PASSES = scan_encoded.passes(_scan_decoded)
 # Base64 in prose has a database of its own (see TriggerScanner).
 _BUILTIN = TriggerScanner(scan_numbers.PASSES + scan_codes.PASSES + scan_tokens.PASSES + scan_structured.PASSES
-                          + scan_context.PASSES + scan_encoded.PASSES, scan_encoded.BASE64_PASSES)
+                          + scan_context.PASSES + _PERCENT_PASSES, _BASE64_PASSES)
 
 
 class Budget:
@@ -186,5 +194,5 @@ def _split(hits: list[Hit], texts: Sequence[str], per_text: list[list[Hit]]) -> 
             per_text[index].append(Hit(hit.type, hit.start - base, hit.end - base))
 
 
-# Decoded base64 and percent-encoded text is scanned by the built-in detectors.
-scan_encoded.scan_decoded = Scanner().scan
+# The scanner of decoded text: the built-in detectors alone (no custom ones, none disabled).
+_DECODED = Scanner()

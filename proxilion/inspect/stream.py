@@ -30,18 +30,24 @@ from typing import TYPE_CHECKING, Any, Callable
 import orjson
 
 from proxilion.inspect.decide import decide, describe
-from proxilion.inspect.findings import TOO_MANY_FINDINGS, Finding
+from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Finding, TransformOutcome
 from proxilion.inspect.redact import replacement
-from proxilion.inspect.scanner import Budget
+from proxilion.inspect.scanner import Budget, Scanner
 from proxilion.providers import eventstream
 from proxilion.providers.body import ANSWER_METADATA
 from proxilion.providers.errors import stream_error_event, wire_dialect
 from proxilion.providers.fields import encode, format_path, rewrite, secret_keys, walk
+from proxilion.providers.usage import event_usage
 from proxilion.providers.sse import FrameTooLarge, SSEFrame, split_lines, split_sse
 from proxilion.providers.streams import ALL, stream_format, text_slots
 
 if TYPE_CHECKING:
-    from proxilion.inspect.inspector import Inspector
+    from proxilion.inspect.policy import Policy
+
+# Makes a Finding of a detector's hit: (type, location, start, end).
+FindingFactory = Callable[[str, str, int, int], Finding]
+# An answer whose scan failed: passed on or refused as on_scanner_error says, and audited as such.
+SCANNER_ERROR = "scanner_error"
 
 # One event is scanned in one go on the caller's thread (the reactor): a larger one is refused as
 # abusive (STREAM_MAX_EVENT_BYTES in the shell's settings). Deltas are a few hundred bytes; the events
@@ -129,27 +135,36 @@ class StreamRedactor:
     and no event larger than C{max_event_bytes} is scanned, so a caller bounds the work per call by
     the size of the chunks it feeds."""
 
-    def __init__(self, inspector: Inspector, provider: str, path: str, identity: str | None = None,
-                 max_event_bytes: int = MAX_EVENT_BYTES):
-        self.inspector = inspector
+    def __init__(self, scanner: Scanner, policy: Policy, finding: FindingFactory, provider: str, path: str,
+                 identity: str | None = None, *, max_findings: int | None = None,
+                 stop_types: frozenset[str] = frozenset(), max_event_bytes: int = MAX_EVENT_BYTES):
+        # What it uses, not the Inspector that makes it: the scanner, the policy (its settings and
+        # rules decide each finding), how a hit becomes a Finding, and the scan budget's bounds
+        # (C{max_findings} for the whole answer, C{stop_types} whose first hit decides a block).
+        self.scanner = scanner
+        self.policy = policy
+        self.settings = policy.settings
+        self._finding = finding
+        self.max_findings = max_findings
         self.max_event_bytes = max_event_bytes
         self.provider, self.path, self.identity = provider, path, identity
         self.format = stream_format(provider, path)
-        self.holdback = inspector.policy.settings.stream_holdback_chars
+        self.holdback = self.settings.stream_holdback_chars
         # New text a channel needs past the holdback before it is rescanned (one scan per step,
         # not per event); the last scan decides what may leave, so text waits at most a step longer.
         self.rescan_step = max(32, self.holdback // 4)
         self._limit = 4 * self.holdback
         self.findings: list[Finding] = []
         self.blocked = False
-        self.error = False
-        # TOO_MANY_FINDINGS once the answer held more findings than the inspector's limit.
+        # Why the answer could not be inspected (STREAM_EVENT_TOO_LARGE, SCANNER_ERROR) or was refused
+        # without a finding deciding it (TOO_MANY_FINDINGS); None otherwise.
         self.error_code: str | None = None
-        self._stop_types = inspector.stop_types("response", provider, path, identity)
+        # (input, output) tokens, from the events that report usage (see event_usage).
+        self.tokens: tuple[int | None, int | None] = (None, None)
+        self._stop_types = stop_types
         # Without a min_count rule each finding's action is its own: new findings are judged alone,
         # not with all the answer's earlier ones (quadratic in a finding-dense stream).
-        self._judge_alone = all(rule.min_count <= 1 for rule in
-                                inspector.policy.rules_for("response", provider, path, identity))
+        self._judge_alone = all(rule.min_count <= 1 for rule in policy.rules_for("response", provider, path, identity))
         self._buffer = bytearray()
         self._queue: deque[_Frame] = deque()
         self._channels: dict[Any, _Channel] = {}
@@ -181,10 +196,25 @@ class StreamRedactor:
             return b""
         return self._run(final=True)
 
+    def finish_later(self) -> None:
+        """Streams are inspected as they come: nothing is left to inspect elsewhere at the end."""
+        return None
+
+    def outcome(self) -> TransformOutcome:
+        """How the answer ended: blocked, or the strongest action of its findings."""
+        findings = tuple(self.findings)
+        action = "block" if self.blocked else max((f.action for f in findings), key=ACTION_RANK.__getitem__, default="allow")
+        return TransformOutcome(action, findings, self.error_code, None, self.tokens)
+
+    @property
+    def error(self) -> bool:
+        """The answer could not be inspected whole (its scan failed, or an event was too large)."""
+        return self.error_code in (SCANNER_ERROR, STREAM_EVENT_TOO_LARGE)
+
     @property
     def message(self) -> str:
         if self.error_code == TOO_MANY_FINDINGS:
-            return f"blocked: too many findings (more than {self.inspector.max_findings})"
+            return f"blocked: too many findings (more than {self.max_findings})"
         if self.error_code == STREAM_EVENT_TOO_LARGE:
             return f"blocked: a streamed event larger than {self.max_event_bytes} bytes is too large to inspect"
         return describe("block" if self.blocked else "redact", self.findings)
@@ -218,11 +248,9 @@ class StreamRedactor:
                     return b"".join(out) + self._block_event()
                 out.append(self._release(force_all=True))
         except Exception as error:  # noqa: BLE001 - a failing scanner must not let text through unscanned
-            self.error = True
             too_large = isinstance(error, FrameTooLarge)
-            if too_large:
-                self.error_code = STREAM_EVENT_TOO_LARGE
-            if self.inspector.policy.settings.on_scanner_error == "block":
+            self.error_code = STREAM_EVENT_TOO_LARGE if too_large else SCANNER_ERROR
+            if self.settings.on_scanner_error == "block":
                 self.blocked = True
                 return b"".join(out) + self._block_event(None if too_large else "blocked: scanner error")
             self._passthrough = True
@@ -312,6 +340,11 @@ class StreamRedactor:
 
     def _json_frame(self, raw: bytes, event: str | None, doc: Any, rebuild) -> _Frame:
         frame = _Frame(raw, doc, rebuild)
+        tokens_in, tokens_out = event_usage(doc)
+        if tokens_in is not None or tokens_out is not None:
+            # Reported in parts (Anthropic: input first, output last): each part's latest count.
+            seen_in, seen_out = self.tokens
+            self.tokens = (seen_in if tokens_in is None else tokens_in, seen_out if tokens_out is None else tokens_out)
         slots, ends = text_slots(self.format, event, doc)
         channels = self._channels
         append = frame.slots.append
@@ -356,7 +389,7 @@ class StreamRedactor:
     def _budget(self) -> Budget:
         """What one scan may still find: the answer's findings stay within the limit, and the
         first finding that blocks ends the scan."""
-        limit = self.inspector.max_findings
+        limit = self.max_findings
         return Budget(None if limit is None else max(0, limit - len(self.findings)), self._stop_types)
 
     def _over_limit(self, budget: Budget) -> bool:
@@ -368,7 +401,7 @@ class StreamRedactor:
 
     def _judge(self, new: list[Finding]) -> list[Finding]:
         earlier = [] if self._judge_alone else self.findings
-        decision = decide(self.inspector.policy, "response", self.provider, self.path, self.identity,
+        decision = decide(self.policy, "response", self.provider, self.path, self.identity,
                           earlier + new)
         judged = list(decision.findings[len(earlier):])
         self.findings.extend(judged)
@@ -379,14 +412,14 @@ class StreamRedactor:
     def _scan_whole(self, frame: _Frame) -> None:
         fields = walk(frame.doc, skip=ANSWER_METADATA)
         budget = self._budget()
-        hits = self.inspector.scanner.scan_many([f.text for f in fields], [f.key for f in fields], budget)
+        hits = self.scanner.scan_many([f.text for f in fields], [f.key for f in fields], budget)
         if self._over_limit(budget):
             return
         new, where = [], []
         hidden = secret_keys(fields, hits)
         for field, field_hits in zip(fields, hits):
             for h in field_hits:
-                new.append(self.inspector.finding(h.type, "stream:" + format_path(field.path, hidden), h.start, h.end))
+                new.append(self._finding(h.type, "stream:" + format_path(field.path, hidden), h.start, h.end))
                 where.append(field)
         if not new:
             return
@@ -395,7 +428,7 @@ class StreamRedactor:
             if finding.action == "redact":
                 replacements.setdefault(field.path, []).append(finding)
         if replacements and not self.blocked:
-            style = self.inspector.policy.settings.redaction
+            style = self.settings.redaction
             texts = {f.path: f.text for f in fields}
             new_texts = {}
             for path, found in replacements.items():
@@ -423,7 +456,7 @@ class StreamRedactor:
             # With its key: "s3cr3tV4lue9" is clean under "name" and a secret under "password".
             fields = [f for f in walk(frame.doc, paths=False, skip=ANSWER_METADATA) if (f.text, f.key) not in clean]
             texts = [f.text for f in fields]
-            if texts and any(self.inspector.scanner.scan_many(texts, [f.key for f in fields])):
+            if texts and any(self.scanner.scan_many(texts, [f.key for f in fields])):
                 self._scan_whole(frame)
                 return
             # Bounded: a stream whose events all differ (a counter, random padding) stops adding.
@@ -447,13 +480,13 @@ class StreamRedactor:
         window = channel.sent_tail + channel.held
         offset = channel.base - len(channel.sent_tail)
         budget = self._budget()
-        hits = self.inspector.scanner.scan(window, None, budget)
+        hits = self.scanner.scan(window, None, budget)
         final = force or channel.ended
         if budget.stopped == "decided" and not final and not any(
                 h.type in self._stop_types and h.end < len(window) for h in hits):
             # The deciding hit may still grow (and change) with the next event: no early stop here.
             budget = Budget(budget.max_hits)
-            hits = self.inspector.scanner.scan(window, None, budget)
+            hits = self.scanner.scan(window, None, budget)
         if self._over_limit(budget):
             return
         new, spans = [], []
@@ -474,7 +507,7 @@ class StreamRedactor:
                 if known == "redact":
                     self._add_span(channel, max(start, channel.base), end, h.type)
                 continue
-            new.append(self.inspector.finding(h.type, "stream:" + format_path(channel.path), start, end))
+            new.append(self._finding(h.type, "stream:" + format_path(channel.path), start, end))
             spans.append((channel_id, max(start, channel.base), end))
         if not new:
             return
@@ -570,7 +603,7 @@ class StreamRedactor:
         sent.clear()
 
     def _redact_slot(self, frame: _Frame, slot: _Slot, channel: _Channel) -> None:
-        style = self.inspector.policy.settings.redaction
+        style = self.settings.redaction
         pieces, pos = [], slot.start
         for span in sorted(channel.spans, key=lambda s: s.start):
             if span.end <= slot.start or span.start >= slot.end:

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["usage_of", "model_of"]
+__all__ = ["usage_of", "event_usage", "model_of"]
 
 
 def _int(value: Any) -> int | None:
@@ -67,3 +67,25 @@ def model_from(parsed: Any, path: str) -> str | None:
                 name = name.split(":", 1)[0]
             return name[:128] or None
     return None
+
+
+def event_usage(doc: Any) -> tuple[int | None, int | None]:
+    """Token usage carried by one event of a streamed answer, else (None, None).
+
+    Streams report it in their last events, some in parts: Anthropic's message_start holds
+    the input tokens (under "message"), its message_delta the output tokens; OpenAI's final
+    chunk (stream_options.include_usage) and Bedrock Converse's metadata event hold "usage";
+    Gemini repeats usageMetadata; Cohere v2's message-end holds it under "delta", v1's
+    stream-end and the Responses API's response.completed under "response"; Bedrock
+    invoke streams add amazon-bedrock-invocationMetrics.
+    """
+    if not isinstance(doc, dict):
+        return None, None
+    for key in ("message", "delta", "response"):
+        inner = doc.get(key)
+        if isinstance(inner, dict) and ("usage" in inner or "meta" in inner):
+            return usage_of(inner)
+    metrics = doc.get("amazon-bedrock-invocationMetrics")
+    if isinstance(metrics, dict):
+        return _int(metrics.get("inputTokenCount")), _int(metrics.get("outputTokenCount"))
+    return usage_of(doc)

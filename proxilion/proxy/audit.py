@@ -6,43 +6,42 @@ from typing import Any, Callable
 
 from proxilion.analytics.event import AuditEvent
 from proxilion.proxy.identity import identify
+from proxilion.proxy.record import ExchangeRecord
 from proxilion.proxy.safe_target import safe_label, safe_uri
 
 __all__ = ["audit_recorder", "refusal_recorder"]
 
 
-def audit_recorder(instance_id: str, record: Callable[[AuditEvent], None]) -> Callable[..., None]:
+def audit_recorder(instance_id: str, record: Callable[[AuditEvent], None]) -> Callable[[ExchangeRecord], None]:
     """A C{ProxyContext.record} callback that writes one L{AuditEvent} per exchange."""
 
-    def on_complete(exchange: Any, status: int, path: str, total: float, bytes_out: int) -> None:
-        identity = exchange.identity
-        upstream = exchange.upstream_seconds
-        tokens_in, tokens_out = exchange.tokens
+    def on_complete(done: ExchangeRecord) -> None:
+        upstream = done.duration_upstream
         record(
             AuditEvent(
-                time=exchange.started,
-                request_id=exchange.rid.decode("ascii"),
+                time=done.started,
+                request_id=done.request_id,
                 instance_id=instance_id,
-                identity=identity.key if identity is not None else "unknown",
-                tenant=identity.tenant if identity is not None else None,
-                provider=exchange.provider,
-                model=safe_label(exchange.model) if exchange.model else None,
-                method=exchange.request.method.decode("latin-1")[:16],
-                path=path,
-                status=status,
-                decision=exchange.decision,
-                findings=dict(exchange.findings),
-                bytes_in=len(exchange.body),
-                bytes_out=bytes_out,
-                streamed=exchange.streamed,
-                duration_total=total,
+                identity=done.identity if done.identity is not None else "unknown",
+                tenant=done.tenant,
+                provider=done.provider,
+                model=safe_label(done.model) if done.model else None,
+                method=done.method,
+                path=done.path,
+                status=done.status,
+                decision=done.decision,
+                findings=dict(done.findings),
+                bytes_in=done.bytes_in,
+                bytes_out=done.bytes_out,
+                streamed=done.streamed,
+                duration_total=done.duration_total,
                 duration_upstream=upstream,
                 # Streams last as long as the model talks; overhead is only meaningful for whole answers.
-                duration_overhead=(total - upstream) if upstream is not None and not exchange.streamed else None,
-                tokens_in=tokens_in,
-                tokens_out=tokens_out,
-                client_ip=identity.client_ip if identity is not None else None,
-                error=exchange.error,
+                duration_overhead=(done.duration_total - upstream) if upstream is not None and not done.streamed else None,
+                tokens_in=done.tokens_in,
+                tokens_out=done.tokens_out,
+                client_ip=done.client_ip,
+                error=done.error,
             )
         )
 

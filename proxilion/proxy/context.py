@@ -9,6 +9,7 @@ from twisted.logger import Logger
 
 from proxilion.drain import DrainState
 from proxilion.metrics import Metrics
+from proxilion.proxy.record import ExchangeRecord
 from proxilion.proxy.routing import Router
 from proxilion.proxy.upstream import UpstreamClient
 
@@ -29,7 +30,8 @@ class ProxyContext:
     policy: Any = None
     # Decodes and inspects bodies larger than settings.scan_offload_bytes off the reactor.
     scan_pool: Any = None
-    record: Callable[..., None] | None = None
+    # The audit row of each exchange, made from its record.
+    record: Callable[[ExchangeRecord], None] | None = None
     # Requests refused before they were complete (408, 413, 431) have no exchange.
     record_refused: Callable[..., None] | None = None
     # AUDIT_FAIL_CLOSED: False while no audit row can be kept, and requests are refused.

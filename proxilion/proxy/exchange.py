@@ -1,15 +1,18 @@
-"""One request's trip through the proxy: route, identify, admit, inspect, forward, relay, record.
+"""One request's trip through the proxy: route, identify, admit, inspect, forward, relay, complete.
 
 Steps 4-7 (extract, scan, decide, rewrite) are the pure inspection core; this
-module is the Twisted shell around them. Every exit path goes through
-L{Exchange._complete}, which writes exactly one access line and one set of
-metrics. The audit row is recorded once, just before the response's last
-bytes are written (L{HTTPRequest.before_end}), or at completion for a
-response that never ends whole (the client left, the connection was cut).
-"""
+module is the Twisted shell around them. An exchange moves forward through its
+L{Phase}s; every exit goes through L{Exchange._complete}, which builds the
+request's one frozen L{ExchangeRecord} and makes its access line, metrics and
+audit row from it. It runs just before the response's last bytes are written
+(L{HTTPRequest.before_end}), so the audit row is journaled before the client
+sees the end and a connection starts its next pipelined request only after
+this one is accounted for; or at the end, for a response that never ends
+whole (the client left, the connection was cut)."""
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -19,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from proxilion.inspect.decide import counted
-from proxilion.inspect.findings import TOO_MANY_FINDINGS
+from proxilion.inspect.findings import TOO_MANY_FINDINGS, Finding
 from proxilion.providers.errors import error_body, error_headers, wire_dialect
 from proxilion.providers.usage import model_from, model_of
 from proxilion.proxy import content_coding
@@ -28,12 +31,13 @@ from proxilion.proxy.headers import client_response_headers, replace_header, req
 from proxilion.proxy.http11 import HTTPRequest
 from proxilion.proxy.identity import Identity, IdentityConflict, identify
 from proxilion.proxy.offload import PoolFull
+from proxilion.proxy.record import ExchangeRecord
 from proxilion.proxy.relay import BufferedInspection, Relay
 from proxilion.proxy.routing import Route, RouteError
 from proxilion.proxy.safe_target import safe_target, safe_uri
 from proxilion.proxy.upstream import UpstreamDisconnected, UpstreamResponse, UpstreamTimeout, UpstreamTLSError
 
-__all__ = ["Exchange", "ACTION_ORDER", "bounded_method", "log_refused"]
+__all__ = ["Exchange", "Phase", "ACTION_ORDER", "bounded_method", "log_refused"]
 
 errlog = Logger(namespace="proxilion.proxy")
 
@@ -72,8 +76,39 @@ def log_refused(log: Logger, rid: bytes, provider: str, method: str, uri: bytes 
     )
 
 
+class Phase(enum.Enum):
+    """Where an exchange is; it only moves forward, and may complete from any phase (an answer
+    given by the proxy itself: a refusal, a block, an upstream failure, the client leaving)."""
+
+    ROUTE = "route"
+    IDENTIFY = "identify"
+    ADMIT = "admit"
+    INSPECT_REQUEST = "inspect_request"
+    FORWARD = "forward"
+    RELAY = "relay"
+    COMPLETE = "complete"
+
+
+# An enum with guarded transitions rather than an Automat machine: the phases are one line with
+# one exit, and a transition here is a set lookup, where Automat adds several calls per input
+# on a path whose CPU per request is measured (bench/request_path_cpu.py).
+_NEXT: dict[Phase, frozenset[Phase]] = {
+    Phase.ROUTE: frozenset({Phase.IDENTIFY, Phase.COMPLETE}),
+    Phase.IDENTIFY: frozenset({Phase.ADMIT, Phase.COMPLETE}),
+    Phase.ADMIT: frozenset({Phase.INSPECT_REQUEST, Phase.COMPLETE}),
+    Phase.INSPECT_REQUEST: frozenset({Phase.FORWARD, Phase.COMPLETE}),
+    Phase.FORWARD: frozenset({Phase.RELAY, Phase.COMPLETE}),
+    Phase.RELAY: frozenset({Phase.COMPLETE}),
+    Phase.COMPLETE: frozenset(),
+}
+
+
+class PhaseError(RuntimeError):
+    """A transition the exchange's phases do not allow: a defect, answered as an internal error."""
+
+
 class Exchange:
-    """The state of one proxied request."""
+    """The state of one proxied request, moving through its L{Phase}s to one L{ExchangeRecord}."""
 
     def __init__(self, ctx: ProxyContext, request: HTTPRequest) -> None:
         self.ctx = ctx
@@ -96,11 +131,19 @@ class Exchange:
         self.error_bytes = 0
         self._ratelimit_headers: list[tuple[bytes, bytes]] = []
         self._pending: Deferred[Any] | None = None
-        self._done = False
-        self._recorded = False
+        self.phase = Phase.ROUTE
         self._absorbed = False
-        self._path: str | None = None
+        self.record: ExchangeRecord | None = None
         self.rid = request_id(request.header(b"x-request-id"))
+
+    @property
+    def _done(self) -> bool:
+        return self.phase is Phase.COMPLETE
+
+    def _enter(self, phase: Phase) -> None:
+        if phase not in _NEXT[self.phase]:
+            raise PhaseError(f"exchange {self.rid.decode('ascii')} cannot go from {self.phase.value} to {phase.value}")
+        self.phase = phase
 
     # Entry point
     def start(self) -> None:
@@ -141,11 +184,13 @@ class Exchange:
         route = self.route
         assert route is not None
         request = self.request
+        self._enter(Phase.IDENTIFY)
         try:
             self.identity = identify(request.headers, request.peer_ip, ctx.settings, provider=route.provider, query=route.query)
         except IdentityConflict as e:
             self._refuse(400, e.message, e.code)
             return
+        self._enter(Phase.ADMIT)
         if ctx.limiter is None:
             self._admitted(None)
             return
@@ -184,6 +229,7 @@ class Exchange:
         route = self.route
         request = self.request
         assert route is not None and self.identity is not None
+        self._enter(Phase.INSPECT_REQUEST)
         body = self.body
         inspector = ctx.policy.inspector if ctx.policy is not None else None
         if inspector is None:
@@ -258,6 +304,7 @@ class Exchange:
         route = self.route
         request = self.request
         assert route is not None and self.identity is not None
+        self._enter(Phase.FORWARD)
         inspect_answer = inspector is not None and inspector.response_inspection_enabled(route.provider, route.path, self.identity.key)
         chain = ", ".join(self.identity.forwarded_chain).encode("ascii") or None
         headers = upstream_request_headers(request.headers, request.peer_ip, b"http", self.rid, chain)
@@ -300,13 +347,14 @@ class Exchange:
             return
         self.upstream_seconds = self.ctx.clock.seconds() - sent
         self.ctx.metrics.upstream_request_duration.labels(self.provider).observe(self.upstream_seconds)
+        self._enter(Phase.RELAY)
         self._relay(response, inspector)
 
-    def _count(self, findings: Any, action: str) -> None:
+    def _count(self, findings: tuple[Finding, ...], action: str) -> None:
         metrics = self.ctx.metrics
         for finding in findings:
             self.findings[finding.type] = self.findings.get(finding.type, 0) + 1
-            metrics.findings.labels(finding.type, getattr(finding, "action", None) or action).inc()
+            metrics.findings.labels(finding.type, finding.action or action).inc()
 
     def _escalate(self, action: str) -> None:
         if ACTION_ORDER.get(action, 0) > ACTION_ORDER.get(self.decision, 0):
@@ -415,33 +463,27 @@ class Exchange:
         self._complete(self.request.code)
 
     def _absorb_transform(self) -> None:
-        """Take the answer's inspection results (findings, decision, tokens) into the exchange, once."""
-        transform = self.relay.transform if self.relay is not None else None
-        if self._absorbed or transform is None:
+        """Take the answer's inspection outcome (findings, decision, tokens) into the exchange, once."""
+        relay = self.relay
+        if self._absorbed or relay is None:
             return
         self._absorbed = True
-        scan_seconds = getattr(transform, "scan_seconds", None)
-        if scan_seconds is not None:
-            self.ctx.metrics.scan_duration.labels("response").observe(scan_seconds)
-        findings = getattr(transform, "findings", ())
-        action = getattr(transform, "action", None) or ("block" if getattr(transform, "blocked", False) else ("redact" if findings else "allow"))
-        if findings:
-            self._count(findings, action)
-        if findings or action == "block":
-            self._escalate(action)
-        error_code = getattr(transform, "error_code", None)
-        if error_code == TOO_MANY_FINDINGS:
+        outcome = relay.outcome()
+        if outcome.scan_seconds is not None:
+            self.ctx.metrics.scan_duration.labels("response").observe(outcome.scan_seconds)
+        if outcome.findings:
+            self._count(outcome.findings, outcome.action)
+        if outcome.findings or outcome.action == "block":
+            self._escalate(outcome.action)
+        error_code = outcome.error_code
+        if error_code is not None:
             self.error = self.error or error_code
-            self.ctx.metrics.findings_cap_exceeded.labels("response").inc()
-        elif error_code == "scan_pool_full":
-            self.error = self.error or error_code
-        elif error_code is not None:
-            # An answer that could not be inspected: refused, or passed on as the policy allows.
-            self.error = self.error or error_code
-            self.ctx.metrics.scanner_errors.inc()
-            if getattr(transform, "blocked", False):
-                self._escalate("block")
-        self.tokens = getattr(transform, "tokens", (None, None))
+            if error_code == TOO_MANY_FINDINGS:
+                self.ctx.metrics.findings_cap_exceeded.labels("response").inc()
+            elif error_code != "scan_pool_full":
+                # An answer that could not be inspected: refused (its action says so), or passed on as the policy allows.
+                self.ctx.metrics.scanner_errors.inc()
+        self.tokens = outcome.tokens
 
     def _own_headers(self) -> None:
         request = self.request
@@ -525,68 +567,91 @@ class Exchange:
         self._complete(status)
 
     def _complete(self, status: int) -> None:
+        """The one exit: build the exchange's record, then its metrics, access line and audit row from it.
+
+        Called just before the answer's last bytes are written (L{_before_end}), so a request is
+        accounted for before its connection starts the next pipelined one, and its audit row is in
+        the journal before the client can see the answer end; or when the answer never ends whole.
+        """
         if self._done:
             return
-        self._done = True
+        self._absorb_transform()
+        self._enter(Phase.COMPLETE)
         ctx = self.ctx
-        total = ctx.clock.seconds() - self.started
+        metrics = ctx.metrics
+        # First: whatever fails below, the request no longer holds up a drain.
         ctx.drain.request_finished()
-        ctx.metrics.inflight_requests.dec()
-        method = bounded_method(self.request.method.decode("latin-1"))
-        ctx.metrics.http_requests.labels(self.provider, method, str(status)).inc()
-        ctx.metrics.http_request_duration.labels(self.provider).observe(total)
-        path = self._safe_path()
-        bytes_out = self._bytes_out()
+        metrics.inflight_requests.dec()
+        record = self.record = self._build_record(status, ctx.clock.seconds() - self.started)
+        method = bounded_method(record.method)
+        metrics.http_requests.labels(record.provider, method, str(status)).inc()
+        metrics.http_request_duration.labels(record.provider).observe(record.duration_total)
+        upstream = record.duration_upstream
         ctx.access_log.info(
             "{method} {path} {status}",
-            request_id=self.rid.decode("ascii"),
-            provider=self.provider,
+            request_id=record.request_id,
+            provider=record.provider,
             method=method,
-            path=path,
+            path=record.path,
             status=status,
-            decision=self.decision,
-            identity=self.identity.key if self.identity is not None else None,
-            duration_ms=round(total * 1000, 3),
-            upstream_ms=round(self.upstream_seconds * 1000, 3) if self.upstream_seconds is not None else None,
-            bytes_in=len(self.body),
-            bytes_out=bytes_out,
-            streamed=self.streamed,
-            error=self.error,
-            findings=self.findings or None,
+            decision=record.decision,
+            identity=record.identity,
+            duration_ms=round(record.duration_total * 1000, 3),
+            upstream_ms=round(upstream * 1000, 3) if upstream is not None else None,
+            bytes_in=record.bytes_in,
+            bytes_out=record.bytes_out,
+            streamed=record.streamed,
+            error=record.error,
+            findings=dict(record.findings) or None,
         )
-        self._record(status, total)
+        if ctx.record is not None:
+            try:
+                ctx.record(record)
+            except Exception:
+                errlog.failure("recording the audit row of {request_id} failed", request_id=record.request_id)
         # Break the request <-> exchange <-> relay cycles: freed by reference
         # counting now instead of by the cyclic collector later.
         self.request.on_lost = None
+        self.request.before_end = None
         self.relay = None
 
-    def _safe_path(self) -> str:
-        if self._path is None:
-            route = self.route
-            self._path = safe_target(route.path, route.query) if route else safe_uri(self.request.uri)
-        return self._path
-
-    def _bytes_out(self) -> int:
-        return self.relay.bytes_out if self.relay is not None else self.error_bytes
-
-    def _before_end(self) -> None:
-        """The response's last bytes are about to leave: its audit row goes to the journal first."""
-        try:
-            self._absorb_transform()
-            self._record(self.request.code, self.ctx.clock.seconds() - self.started)
-        except Exception:
-            errlog.failure("recording the audit row of {request_id} failed", request_id=self.rid.decode("ascii"))
-
-    def _record(self, status: int, total: float) -> None:
-        if self._recorded:
-            return
-        self._recorded = True
+    def _build_record(self, status: int, total: float) -> ExchangeRecord:
         route = self.route
+        model = self.model
         if route is not None and not self._model_known:
             # Parsed here, once, unless inspection already parsed the body.
-            self.model, self._model_known = model_of(self.body, route.path), True
-        if self.ctx.record is not None:
-            self.ctx.record(self, status, self._safe_path(), total, self._bytes_out())
+            model = model_of(self.body, route.path)
+        identity = self.identity
+        tokens_in, tokens_out = self.tokens
+        return ExchangeRecord(
+            started=self.started,
+            request_id=self.rid.decode("ascii"),
+            provider=self.provider,
+            method=self.request.method.decode("latin-1")[:16],
+            path=safe_target(route.path, route.query) if route else safe_uri(self.request.uri),
+            status=status,
+            decision=self.decision,
+            findings=tuple(self.findings.items()),
+            identity=identity.key if identity is not None else None,
+            tenant=identity.tenant if identity is not None else None,
+            client_ip=identity.client_ip if identity is not None else None,
+            model=model,
+            bytes_in=len(self.body),
+            bytes_out=self.relay.bytes_out if self.relay is not None else self.error_bytes,
+            streamed=self.streamed,
+            duration_total=total,
+            duration_upstream=self.upstream_seconds,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            error=self.error,
+        )
+
+    def _before_end(self) -> None:
+        """The response's last bytes are about to leave: the exchange completes first (see L{_complete})."""
+        try:
+            self._complete(self.request.code)
+        except Exception:
+            errlog.failure("completing {request_id} failed", request_id=self.rid.decode("ascii"))
 
 
 class _Discard(Protocol):

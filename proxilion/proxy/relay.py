@@ -19,12 +19,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from proxilion.inspect.findings import TOO_MANY_FINDINGS
-
+from proxilion.inspect.findings import PASSED_THROUGH, TOO_MANY_FINDINGS, Finding, TransformOutcome, Verdict
+from proxilion.inspect.inspector import Inspector
 from proxilion.providers.errors import error_body, wire_dialect
 from proxilion.providers.usage import usage_of
 from proxilion.proxy.http11 import HTTPRequest
-from proxilion.proxy.offload import PoolFull
+from proxilion.proxy.offload import PoolFull, ScanPool
 from proxilion.proxy.upstream import BodyDone, BodyIdle
 
 __all__ = ["Relay", "BodyTransform", "BufferedInspection"]
@@ -37,11 +37,26 @@ TURN_SECONDS = 0.01
 
 
 class BodyTransform(TypingProtocol):
-    """A rewrite of a response body on its way through (the SSE redactor, JSON inspection)."""
+    """A rewrite of a response body on its way through: L{BufferedInspection} (whole answers) or the
+    stream redactor (proxilion.inspect.stream). An answer passed on untouched has no transform.
+
+    C{blocked} turns True when the transform has ended the answer itself (an error body or
+    event, the last bytes it returns); L{outcome} is read once the answer has ended.
+    """
+
+    blocked: bool
 
     def feed(self, chunk: bytes) -> bytes: ...
 
-    def finish(self) -> bytes: ...
+    def finish(self) -> bytes:
+        """The last bytes, at the end of the upstream body."""
+        ...
+
+    def finish_later(self) -> Deferred[bytes] | None:
+        """What L{finish} returns, computed elsewhere (the scan pool); None: call L{finish}."""
+        ...
+
+    def outcome(self) -> TransformOutcome: ...
 
 
 class BufferedInspection:
@@ -54,8 +69,8 @@ class BufferedInspection:
     C{uninspected} says so. Either way C{error_code} names what happened.
     """
 
-    def __init__(self, inspector: Any, provider: str, path: str, identity: str | None, limit: int,
-                 pool: Any = None, offload_bytes: int = 0) -> None:
+    def __init__(self, inspector: Inspector, provider: str, path: str, identity: str | None, limit: int,
+                 pool: ScanPool | None = None, offload_bytes: int = 0) -> None:
         self._inspector = inspector
         # Answers larger than offload_bytes are inspected in the scan pool, off the reactor.
         self._pool = pool
@@ -69,7 +84,7 @@ class BufferedInspection:
         self._size = 0
         self.uninspected = False
         self.error_code: str | None = None
-        self.findings: tuple[Any, ...] = ()
+        self.findings: tuple[Finding, ...] = ()
         self.action: str | None = None
         self.blocked = False
         self.status: int | None = None
@@ -104,6 +119,10 @@ class BufferedInspection:
         self._parts = []
         return self._judged(self._inspector.inspect_response(self._provider, self._path, body, self._identity))
 
+    def outcome(self) -> TransformOutcome:
+        action = self.action or ("block" if self.blocked else "allow")
+        return TransformOutcome(action, self.findings, self.error_code, self.scan_seconds, self.tokens, self.status)
+
     def finish_later(self) -> Deferred[bytes] | None:
         """What L{finish} returns, from the scan pool, for an answer too large to inspect on the reactor;
         None when L{finish} should be called instead."""
@@ -127,7 +146,7 @@ class BufferedInspection:
 
         return d.addCallbacks(self._judged, failed)
 
-    def _judged(self, verdict: Any) -> bytes:
+    def _judged(self, verdict: Verdict) -> bytes:
         if verdict.document is not None:
             self.tokens = usage_of(verdict.document)
         self.findings = verdict.findings
@@ -176,6 +195,10 @@ class Relay(Protocol):
         self._lost: BaseException | None = None  # the upstream body ended while the backlog was fed
         self._client_paused = False
 
+    def outcome(self) -> TransformOutcome:
+        """How the answer's transform ended; read once the answer has ended."""
+        return self.transform.outcome() if self.transform is not None else PASSED_THROUGH
+
     def connectionMade(self) -> None:
         self._request.register_producer(self)
 
@@ -203,7 +226,7 @@ class Relay(Protocol):
         """The transform's last bytes; when nothing was written yet they are the whole body,
         sent with the transform's status, if it set one, and their length."""
         if not self._request.started_writing:
-            status = getattr(self.transform, "status", None)
+            status = self.transform.outcome().status if self.transform is not None else None
             if status is not None:
                 self._request.set_code(status)
             self._request.set_header(b"content-length", b"%d" % len(data))
@@ -235,7 +258,7 @@ class Relay(Protocol):
                 backlog.appendleft(data[SLICE:])
                 data = data[:SLICE]
             out = transform.feed(data)
-            if getattr(transform, "blocked", False):
+            if transform.blocked:
                 # The transform ended the answer: the stream redactor with the provider's error
                 # event, or an answer too large to inspect with an error body and its own status.
                 backlog.clear()
@@ -295,8 +318,7 @@ class Relay(Protocol):
         self._request.unregister_producer()
         if isinstance(reason, BodyDone) and self._error is None:
             if self.transform is not None:
-                later = getattr(self.transform, "finish_later", None)
-                pending = later() if later is not None else None
+                pending = self.transform.finish_later()
                 if pending is not None:
                     # The upstream body is complete: nothing more to read or stop.
                     self._ended = True

@@ -83,7 +83,7 @@ def _context(tmp_path: Path, inspection: bool, records: list[Any]) -> ProxyConte
         settings=settings, clock=clock, router=Router(settings.upstreams), upstream=upstream,
         metrics=Metrics(), drain=DrainState(),
         policy=_Policy(Inspector(load_policy(None))) if inspection else None,
-        record=lambda *args: records.append(args[1]),
+        record=lambda done: records.append(done.status),
         # Not the global publisher: before logging starts it keeps the last events in a ring
         # buffer, and the events it drops release earlier tests' objects, cycles and all.
         access_log=Logger(namespace="proxilion.access", observer=lambda event: None),

@@ -1,0 +1,37 @@
+"""The one record of a finished exchange, from which its access line, metrics and audit row are made."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["ExchangeRecord"]
+
+
+@attrs.frozen
+class ExchangeRecord:
+    """What one request came to, built once when it completes (L{proxilion.proxy.exchange.Exchange}).
+
+    Nothing in it holds a secret: C{path} is masked, C{identity} a fingerprint, C{findings}
+    counts per type.
+    """
+
+    started: float
+    request_id: str
+    provider: str
+    method: str  # as sent, at most 16 characters
+    path: str
+    status: int
+    decision: str
+    findings: tuple[tuple[str, int], ...]
+    identity: str | None
+    tenant: str | None
+    client_ip: str | None
+    model: str | None
+    bytes_in: int
+    bytes_out: int
+    streamed: bool
+    duration_total: float
+    duration_upstream: float | None
+    tokens_in: int | None
+    tokens_out: int | None
+    error: str | None
