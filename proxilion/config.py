@@ -9,15 +9,30 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping, TypedDict, cast, get_args
 from urllib.parse import urlsplit
 
 import attrs
 import yaml
 
-__all__ = ["ConfigError", "Settings", "SPECS", "load_settings", "PROVIDER_NAMES"]
+__all__ = ["ConfigError", "RateLimitEntry", "Settings", "SPECS", "Spec", "load_settings", "setting", "PROVIDER_NAMES"]
 
 PROVIDER_NAMES = ("openai", "anthropic", "gemini", "cohere", "azure", "bedrock")
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LimitScope = Literal["identity", "tenant", "provider", "identity+provider", "global"]
+LimitUnit = Literal["requests", "tokens"]
+
+
+class RateLimitEntry(TypedDict):
+    """One extra token-bucket limit from the config file, validated."""
+
+    name: str
+    scope: LimitScope
+    per_minute: int
+    burst: int
+    unit: LimitUnit
 
 
 class ConfigError(ValueError):
@@ -112,9 +127,9 @@ def _size(value: Any) -> int:
     return number
 
 
-def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def _networks(value: Any) -> tuple[IPNetwork, ...]:
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    nets = []
+    nets: list[IPNetwork] = []
     for item in items:
         item = str(item).strip()
         if not item:
@@ -182,12 +197,12 @@ def _upstreams(value: Any) -> dict[str, str]:
     return result
 
 
-def _rate_limits(value: Any) -> tuple[dict[str, Any], ...]:
+def _rate_limits(value: Any) -> tuple[RateLimitEntry, ...]:
     """Extra token-bucket limits from the config file: [{scope, per_minute, burst, unit}]."""
     if not isinstance(value, (list, tuple)):
         raise ValueError("must be a list of {scope, per_minute, burst, unit} entries")
-    out = []
-    scopes = ("identity", "tenant", "provider", "identity+provider", "global")
+    out: list[RateLimitEntry] = []
+    scopes = get_args(LimitScope)
     for index, item in enumerate(value):
         if not isinstance(item, Mapping):
             raise ValueError(f"entry #{index + 1} must be a mapping")
@@ -198,7 +213,7 @@ def _rate_limits(value: Any) -> tuple[dict[str, Any], ...]:
         if scope not in scopes:
             raise ValueError(f"entry #{index + 1}: scope must be one of {', '.join(scopes)}; got {scope!r}")
         unit = str(item.get("unit", "requests"))
-        if unit not in ("requests", "tokens"):
+        if unit not in get_args(LimitUnit):
             raise ValueError(f"entry #{index + 1}: unit must be requests or tokens; got {unit!r}")
         try:
             per_minute = _int_range(1, 10**9)(item.get("per_minute"))
@@ -206,7 +221,7 @@ def _rate_limits(value: Any) -> tuple[dict[str, Any], ...]:
         except ValueError as e:
             raise ValueError(f"entry #{index + 1}: {e}") from None
         name = str(item.get("name") or f"{scope}-{unit}")
-        out.append({"name": name, "scope": scope, "per_minute": per_minute, "burst": burst, "unit": unit})
+        out.append({"name": name, "scope": cast(LimitScope, scope), "per_minute": per_minute, "burst": burst, "unit": cast(LimitUnit, unit)})
     return tuple(out)
 
 
@@ -218,7 +233,6 @@ def _default_instance_id() -> str:
 class Spec:
     """One setting: its attribute name, env var, option flag, parser, default and help."""
 
-    name: str
     env: str | None
     parse: Callable[[Any], Any]
     default: Any
@@ -229,6 +243,8 @@ class Spec:
     file_only: bool = False
     # Help for a flag that switches a default-on setting off (`--no-...`): `help` describes the setting.
     off_help: str | None = None
+    # Filled in from the attribute name when L{SPECS} is derived from L{Settings}.
+    name: str = ""
 
     @property
     def option(self) -> str:
@@ -248,73 +264,89 @@ class Spec:
         return self.off_help if self.is_flag and self.default and self.off_help else self.help
 
 
-SPECS: tuple[Spec, ...] = (
-    Spec("bind", "BIND_ADDRESS", _host, "0.0.0.0", "Address the proxy and admin ports listen on."),
-    Spec("port", "PORT", _int_range(0, 65535), 8787, "Proxy port (load balancers probe /health here)."),
-    Spec("admin_port", "ADMIN_PORT", _int_range(0, 65535), 8788, "Admin port: /health /ready /status /metrics and the API."),
-    Spec("upstreams", None, _upstreams, {}, "Point a provider elsewhere: NAME=URL (repeatable); env PROXILION_UPSTREAM_<NAME>=URL.", flag="upstream", repeatable=True),
-    Spec("connect_timeout", "CONNECT_TIMEOUT", _positive_float, 10.0, "Seconds to connect to an upstream."),
-    Spec("response_timeout", "UPSTREAM_TIMEOUT", _positive_float, 120.0, "Seconds to wait for an upstream's response headers (504 after).", flag="upstream-timeout"),
-    Spec("stream_idle_timeout", "STREAM_IDLE_TIMEOUT", _positive_float, 300.0, "Seconds a response body may stay silent before it is cut."),
-    Spec("client_timeout", "CLIENT_TIMEOUT", _positive_float, 60.0, "Seconds a client may stay idle while sending its request."),
-    Spec("max_body_size", "MAX_BODY_SIZE", _size, 10 * 1024 * 1024, "Largest request body accepted (413 above); bytes or 10M-style."),
-    Spec("max_headers", "MAX_HEADERS", _int_range(8, 1000), 100, "Most request headers accepted (431 above)."),
-    Spec("max_header_size", "MAX_HEADER_SIZE", _size, 16384, "Longest request header line accepted (431 above)."),
-    Spec("pool_size", "POOL_SIZE", _int_range(1, 100000), 128, "Persistent upstream connections kept per host."),
-    Spec("log_format", "LOG_FORMAT", _choice("json", "text"), "json", "Log line format: json or text."),
-    Spec("log_level", "LOG_LEVEL", _choice("debug", "info", "warn", "error"), "info", "Lowest log level written."),
-    Spec("admin_token", "ADMIN_TOKEN", _optional_text, None, "Bearer token for the admin API (/api/v1/*); unset disables the API.", secret=True),
-    Spec("instance_id", "INSTANCE_ID", _text, None, "This replica's name in analytics rows (default: hostname-pid)."),
-    Spec("trusted_proxies", "TRUSTED_PROXIES", _networks, (), "Load balancers whose client address is believed (comma-separated CIDRs): their CLIENT_IP_HEADER, their PROXY protocol header."),
-    Spec("client_ip_header", "CLIENT_IP_HEADER", _choice("x-forwarded-for", "forwarded"), "x-forwarded-for", "The one header trusted proxies write the client into: x-forwarded-for or forwarded (RFC 7239); the other is ignored."),
-    Spec("proxy_protocol", "PROXY_PROTOCOL", _bool, False, "Trusted proxies open each proxy-port connection with a PROXY protocol v1/v2 header (required from them; never honoured from others)."),
-    Spec("identity_header", "IDENTITY_HEADER", _text, "x-user-id", "Header naming the caller when no provider key is sent."),
-    Spec("tenant_header", "TENANT_HEADER", _optional_text, None, "Header naming the caller's tenant (for tenant-wide limits)."),
-    Spec("inspection", "INSPECTION", _bool, True, "Inspect prompts and answers; false forwards everything unscanned (troubleshooting, benchmarks).",
-         off_help="Turn inspection off: forward prompts and answers unscanned (troubleshooting, benchmarks)."),
-    Spec("max_findings_per_body", "MAX_FINDINGS_PER_BODY", _int_range(1, 10**7), 5000, "A body (or streamed answer) with more findings than this is blocked as abusive (403, too_many_findings)."),
-    Spec("scan_offload_bytes", "SCAN_OFFLOAD_BYTES", _size, 64 * 1024, "Bodies larger than this (or compressed and decoding past it) are decoded and scanned in the scan pool, off the reactor."),
-    Spec("scan_workers", "SCAN_WORKERS", _int_range(1, 256), 2, "Worker processes of the scan pool."),
-    Spec("scan_queue_size", "SCAN_QUEUE_SIZE", _int_range(0, 10000), 8, "Large bodies waiting for a scan worker; beyond it they are refused with 503."),
-    Spec("stream_max_event_bytes", "STREAM_MAX_EVENT_BYTES", _size, 64 * 1024, "A streamed answer's event larger than this is not scanned (that scan would hold the reactor): the stream ends with the provider's error event (stream_event_too_large), or passes uninspected if on_scanner_error is allow."),
-    Spec("policy_file", "POLICY_FILE", _optional_text, None, "Inspection policy YAML (default: the shipped policy).", flag="policy"),
-    Spec("rate_limit_store", "RATE_LIMIT_STORE", _choice("memory", "redis"), "memory", "Rate limit buckets: memory (per instance) or redis (shared)."),
-    Spec("rate_limit_per_minute", "RATE_LIMIT_PER_MINUTE", _int_range(0, 10**9), 600, "Requests per minute per identity (0 turns limiting off)."),
-    Spec("rate_limit_burst", "RATE_LIMIT_BURST", _int_range(1, 10**9), 100, "Burst size of the per-identity bucket."),
-    Spec("rate_limit_fail_closed", "RATE_LIMIT_FAIL_CLOSED", _bool, False, "Answer 503 instead of falling back to local buckets when Redis fails."),
-    Spec("rate_limits", None, _rate_limits, (), "More limits (config file only): a list of {name, scope, per_minute, burst, unit}; see docs/RATE_LIMITING.md.", file_only=True),
-    Spec("redis_url", "REDIS_URL", _url("redis", "rediss"), None, "Redis for shared rate limits: redis://[:password@]host:port/db or rediss://.", secret=True),
-    Spec("redis_sentinels", "REDIS_SENTINELS", _text, "", "Sentinel addresses host:port,host:port (with REDIS_SENTINEL_MASTER)."),
-    Spec("redis_sentinel_master", "REDIS_SENTINEL_MASTER", _optional_text, None, "Sentinel master name."),
-    Spec("redis_cluster", "REDIS_CLUSTER", _bool, False, "Treat REDIS_URL as a seed node of a Redis Cluster."),
-    Spec("redis_timeout", "REDIS_TIMEOUT", _positive_float, 0.05, "Seconds per Redis call before falling back."),
-    Spec("data_dir", "PROXILION_DATA_DIR", _text, "proxilion-data", "Directory for the SQLite analytics file and the spool."),
-    Spec("analytics_dsn", "ANALYTICS_DSN", _url("postgresql", "postgres", "sqlite"), None, "postgresql://user:pass@host/db for shared analytics (default: SQLite in data_dir).", secret=True),
-    Spec("analytics_flush_interval", "ANALYTICS_FLUSH_INTERVAL", _positive_float, 1.0, "Seconds between analytics flushes."),
-    Spec("analytics_batch_size", "ANALYTICS_BATCH_SIZE", _int_range(1, 100000), 500, "Rows per analytics insert batch."),
-    Spec("analytics_queue_size", "ANALYTICS_QUEUE_SIZE", _int_range(100, 10**7), 100000, "Rows held in memory before spilling to the spool."),
-    Spec("analytics_spool_max_bytes", "ANALYTICS_SPOOL_MAX_BYTES", _size, 1024**3, "Largest spool file while the database is down."),
-    Spec("analytics_journal_max_bytes", "ANALYTICS_JOURNAL_MAX_BYTES", _size, 256 * 1024**2, "Largest audit journal (rows not yet committed or spooled); beyond it rows are not crash-safe (counted)."),
-    Spec("audit_fail_closed", "AUDIT_FAIL_CLOSED", _bool, False, "Answer 503 while audit rows can be neither journaled, stored nor spooled."),
-    Spec("analytics_retention_days", "ANALYTICS_RETENTION_DAYS", _int_range(0, 36500), 90, "Days audit rows are kept (0 keeps them forever)."),
-    Spec("analytics_truncate_ip", "ANALYTICS_TRUNCATE_IP", _bool, False, "Store client IPs truncated to /24 (IPv4) or /48 (IPv6)."),
-    Spec("drain_grace", "DRAIN_GRACE", _non_negative_float, 5.0, "Seconds /health reports draining before the port closes."),
-    Spec("drain_timeout", "DRAIN_TIMEOUT", _positive_float, 25.0, "Seconds in-flight requests get to finish during shutdown."),
-    Spec("reuse_port", "REUSE_PORT", _bool, False, "Listen with SO_REUSEPORT so several processes share the proxy port."),
-)
+_SPEC = "proxilion.spec"
+
+
+def setting(
+    env: str | None,
+    parse: Callable[[Any], Any],
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    repeatable: bool = False,
+    secret: bool = False,
+    file_only: bool = False,
+    off_help: str | None = None,
+) -> Any:
+    """Declare one field of L{Settings}; its L{Spec} rides in the field's metadata."""
+    spec = Spec(env, parse, default, help, flag=flag, repeatable=repeatable, secret=secret, file_only=file_only, off_help=off_help)
+    return attrs.field(repr=not secret, metadata={_SPEC: spec})
+
+
+@attrs.frozen
+class Settings:
+    """Every setting of one Proxilion process, validated. Build with L{load_settings}.
+
+    One line per setting: its type, then env var, parser, default and help (see L{setting}).
+    """
+
+    bind: str = setting("BIND_ADDRESS", _host, "0.0.0.0", "Address the proxy and admin ports listen on.")
+    port: int = setting("PORT", _int_range(0, 65535), 8787, "Proxy port (load balancers probe /health here).")
+    admin_port: int = setting("ADMIN_PORT", _int_range(0, 65535), 8788, "Admin port: /health /ready /status /metrics and the API.")
+    upstreams: dict[str, str] = setting(None, _upstreams, {}, "Point a provider elsewhere: NAME=URL (repeatable); env PROXILION_UPSTREAM_<NAME>=URL.", flag="upstream", repeatable=True)
+    connect_timeout: float = setting("CONNECT_TIMEOUT", _positive_float, 10.0, "Seconds to connect to an upstream.")
+    response_timeout: float = setting("UPSTREAM_TIMEOUT", _positive_float, 120.0, "Seconds to wait for an upstream's response headers (504 after).", flag="upstream-timeout")
+    stream_idle_timeout: float = setting("STREAM_IDLE_TIMEOUT", _positive_float, 300.0, "Seconds a response body may stay silent before it is cut.")
+    client_timeout: float = setting("CLIENT_TIMEOUT", _positive_float, 60.0, "Seconds a client may stay idle while sending its request.")
+    max_body_size: int = setting("MAX_BODY_SIZE", _size, 10 * 1024 * 1024, "Largest request body accepted (413 above); bytes or 10M-style.")
+    max_headers: int = setting("MAX_HEADERS", _int_range(8, 1000), 100, "Most request headers accepted (431 above).")
+    max_header_size: int = setting("MAX_HEADER_SIZE", _size, 16384, "Longest request header line accepted (431 above).")
+    pool_size: int = setting("POOL_SIZE", _int_range(1, 100000), 128, "Persistent upstream connections kept per host.")
+    log_format: Literal["json", "text"] = setting("LOG_FORMAT", _choice("json", "text"), "json", "Log line format: json or text.")
+    log_level: Literal["debug", "info", "warn", "error"] = setting("LOG_LEVEL", _choice("debug", "info", "warn", "error"), "info", "Lowest log level written.")
+    admin_token: str | None = setting("ADMIN_TOKEN", _optional_text, None, "Bearer token for the admin API (/api/v1/*); unset disables the API.", secret=True)
+    instance_id: str = setting("INSTANCE_ID", _text, None, "This replica's name in analytics rows (default: hostname-pid).")
+    trusted_proxies: tuple[IPNetwork, ...] = setting("TRUSTED_PROXIES", _networks, (), "Load balancers whose client address is believed (comma-separated CIDRs): their CLIENT_IP_HEADER, their PROXY protocol header.")
+    client_ip_header: Literal["x-forwarded-for", "forwarded"] = setting("CLIENT_IP_HEADER", _choice("x-forwarded-for", "forwarded"), "x-forwarded-for", "The one header trusted proxies write the client into: x-forwarded-for or forwarded (RFC 7239); the other is ignored.")
+    proxy_protocol: bool = setting("PROXY_PROTOCOL", _bool, False, "Trusted proxies open each proxy-port connection with a PROXY protocol v1/v2 header (required from them; never honoured from others).")
+    identity_header: str = setting("IDENTITY_HEADER", _text, "x-user-id", "Header naming the caller when no provider key is sent.")
+    tenant_header: str | None = setting("TENANT_HEADER", _optional_text, None, "Header naming the caller's tenant (for tenant-wide limits).")
+    inspection: bool = setting("INSPECTION", _bool, True, "Inspect prompts and answers; false forwards everything unscanned (troubleshooting, benchmarks).", off_help="Turn inspection off: forward prompts and answers unscanned (troubleshooting, benchmarks).")
+    max_findings_per_body: int = setting("MAX_FINDINGS_PER_BODY", _int_range(1, 10**7), 5000, "A body (or streamed answer) with more findings than this is blocked as abusive (403, too_many_findings).")
+    scan_offload_bytes: int = setting("SCAN_OFFLOAD_BYTES", _size, 64 * 1024, "Bodies larger than this (or compressed and decoding past it) are decoded and scanned in the scan pool, off the reactor.")
+    scan_workers: int = setting("SCAN_WORKERS", _int_range(1, 256), 2, "Worker processes of the scan pool.")
+    scan_queue_size: int = setting("SCAN_QUEUE_SIZE", _int_range(0, 10000), 8, "Large bodies waiting for a scan worker; beyond it they are refused with 503.")
+    stream_max_event_bytes: int = setting("STREAM_MAX_EVENT_BYTES", _size, 64 * 1024, "A streamed answer's event larger than this is not scanned (that scan would hold the reactor): the stream ends with the provider's error event (stream_event_too_large), or passes uninspected if on_scanner_error is allow.")
+    policy_file: str | None = setting("POLICY_FILE", _optional_text, None, "Inspection policy YAML (default: the shipped policy).", flag="policy")
+    rate_limit_store: Literal["memory", "redis"] = setting("RATE_LIMIT_STORE", _choice("memory", "redis"), "memory", "Rate limit buckets: memory (per instance) or redis (shared).")
+    rate_limit_per_minute: int = setting("RATE_LIMIT_PER_MINUTE", _int_range(0, 10**9), 600, "Requests per minute per identity (0 turns limiting off).")
+    rate_limit_burst: int = setting("RATE_LIMIT_BURST", _int_range(1, 10**9), 100, "Burst size of the per-identity bucket.")
+    rate_limit_fail_closed: bool = setting("RATE_LIMIT_FAIL_CLOSED", _bool, False, "Answer 503 instead of falling back to local buckets when Redis fails.")
+    rate_limits: tuple[RateLimitEntry, ...] = setting(None, _rate_limits, (), "More limits (config file only): a list of {name, scope, per_minute, burst, unit}; see docs/RATE_LIMITING.md.", file_only=True)
+    redis_url: str | None = setting("REDIS_URL", _url("redis", "rediss"), None, "Redis for shared rate limits: redis://[:password@]host:port/db or rediss://.", secret=True)
+    redis_sentinels: str = setting("REDIS_SENTINELS", _text, "", "Sentinel addresses host:port,host:port (with REDIS_SENTINEL_MASTER).")
+    redis_sentinel_master: str | None = setting("REDIS_SENTINEL_MASTER", _optional_text, None, "Sentinel master name.")
+    redis_cluster: bool = setting("REDIS_CLUSTER", _bool, False, "Treat REDIS_URL as a seed node of a Redis Cluster.")
+    redis_timeout: float = setting("REDIS_TIMEOUT", _positive_float, 0.05, "Seconds per Redis call before falling back.")
+    data_dir: str = setting("PROXILION_DATA_DIR", _text, "proxilion-data", "Directory for the SQLite analytics file and the spool.")
+    analytics_dsn: str | None = setting("ANALYTICS_DSN", _url("postgresql", "postgres", "sqlite"), None, "postgresql://user:pass@host/db for shared analytics (default: SQLite in data_dir).", secret=True)
+    analytics_flush_interval: float = setting("ANALYTICS_FLUSH_INTERVAL", _positive_float, 1.0, "Seconds between analytics flushes.")
+    analytics_batch_size: int = setting("ANALYTICS_BATCH_SIZE", _int_range(1, 100000), 500, "Rows per analytics insert batch.")
+    analytics_queue_size: int = setting("ANALYTICS_QUEUE_SIZE", _int_range(100, 10**7), 100000, "Rows held in memory before spilling to the spool.")
+    analytics_spool_max_bytes: int = setting("ANALYTICS_SPOOL_MAX_BYTES", _size, 1024**3, "Largest spool file while the database is down.")
+    analytics_journal_max_bytes: int = setting("ANALYTICS_JOURNAL_MAX_BYTES", _size, 256 * 1024**2, "Largest audit journal (rows not yet committed or spooled); beyond it rows are not crash-safe (counted).")
+    audit_fail_closed: bool = setting("AUDIT_FAIL_CLOSED", _bool, False, "Answer 503 while audit rows can be neither journaled, stored nor spooled.")
+    analytics_retention_days: int = setting("ANALYTICS_RETENTION_DAYS", _int_range(0, 36500), 90, "Days audit rows are kept (0 keeps them forever).")
+    analytics_truncate_ip: bool = setting("ANALYTICS_TRUNCATE_IP", _bool, False, "Store client IPs truncated to /24 (IPv4) or /48 (IPv6).")
+    drain_grace: float = setting("DRAIN_GRACE", _non_negative_float, 5.0, "Seconds /health reports draining before the port closes.")
+    drain_timeout: float = setting("DRAIN_TIMEOUT", _positive_float, 25.0, "Seconds in-flight requests get to finish during shutdown.")
+    reuse_port: bool = setting("REUSE_PORT", _bool, False, "Listen with SO_REUSEPORT so several processes share the proxy port.")
+
+
+SPECS: tuple[Spec, ...] = tuple(attrs.evolve(f.metadata[_SPEC], name=f.name) for f in attrs.fields(Settings))
 
 _BY_NAME = {spec.name: spec for spec in SPECS}
-
-
-def _settings_fields() -> dict[str, Any]:
-    fields = {}
-    for spec in SPECS:
-        fields[spec.name] = attrs.field(repr=not spec.secret)
-    return fields
-
-
-Settings = attrs.make_class("Settings", _settings_fields(), frozen=True, slots=True)
-Settings.__doc__ = "Every setting of one Proxilion process, validated. Build with L{load_settings}."
 
 
 def _read_file(path: str) -> dict[str, Any]:
