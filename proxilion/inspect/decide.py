@@ -21,7 +21,7 @@ UNMATCHED_ACTION = "log"
 
 
 @attrs.frozen
-class Decision:
+class PolicyDecision:
     action: str
     rule: str | None
     findings: tuple[Finding, ...]
@@ -29,7 +29,7 @@ class Decision:
 
 
 # Most bodies hold nothing: one shared decision for them (it is frozen).
-_ALLOWED = Decision("allow", None, (), "allowed: no findings")
+_ALLOWED = PolicyDecision("allow", None, (), "allowed: no findings")
 
 
 def counted(action: str, findings: Sequence[Finding]) -> str:
@@ -46,12 +46,12 @@ def describe(action: str, findings: Sequence[Finding]) -> str:
 
 
 def decide(policy: Policy, direction: str, provider: str, path: str, identity: str | None,
-           findings: Sequence[Finding]) -> Decision:
+           findings: Sequence[Finding]) -> PolicyDecision:
     rules = policy.rules_for(direction, provider, path, identity)
     if not findings:
         for rule in rules:
             if rule.min_count == 0:
-                return Decision(rule.action, rule.id, (), describe(rule.action, ()))
+                return PolicyDecision(rule.action, rule.id, (), describe(rule.action, ()))
         return _ALLOWED
     assigned: list[Finding | None] = [None] * len(findings)
     for rule in rules:
@@ -65,4 +65,4 @@ def decide(policy: Policy, direction: str, provider: str, path: str, identity: s
                    for a, f in zip(assigned, findings))
     strongest = max(judged, key=lambda f: ACTION_RANK[f.action])
     # The deciding rule is the highest-priority one among those giving the strongest action.
-    return Decision(strongest.action, strongest.rule, judged, describe(strongest.action, judged))
+    return PolicyDecision(strongest.action, strongest.rule, judged, describe(strongest.action, judged))

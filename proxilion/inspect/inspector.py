@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from proxilion.inspect.catalog import BUILTIN
-from proxilion.inspect.decide import Decision, decide, describe
+from proxilion.inspect.decide import PolicyDecision, decide, describe
 from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Finding, Verdict
 from proxilion.inspect.policy import Policy
 from proxilion.inspect.redact import redact_text
@@ -149,7 +149,7 @@ class Inspector:
                        elapsed, error=True)
 
     def _scan_and_decide(self, direction: str, provider: str, path: str, body: bytes,
-                         identity: str | None) -> tuple[Decision, bytes, Any]:
+                         identity: str | None) -> tuple[PolicyDecision, bytes, Any]:
         """The decision, the body to pass on (the original unless redacted) and the parsed document."""
         if len(body) > self.policy.settings.max_scan_bytes:
             raise TooLargeToScan(self.policy.settings.max_scan_bytes)

@@ -83,7 +83,7 @@ class Redaction:
 
 
 @attrs.frozen
-class Settings:
+class PolicySettings:
     redaction: Redaction = Redaction()
     on_scanner_error: str = "block"
     stream_holdback_chars: int = 256
@@ -97,7 +97,7 @@ _MAX_SCOPED = 4096
 @attrs.frozen
 class Policy:
     rules: tuple[Rule, ...]
-    settings: Settings = Settings()
+    settings: PolicySettings = PolicySettings()
     custom_detectors: tuple[CustomDetector, ...] = ()
     source: str = "<default>"
 
@@ -432,7 +432,7 @@ def parse_policy(data: Any, source: str = "<policy>", environ: dict[str, str] | 
             rules.append(rule)
     if errors.items:
         raise PolicyError(errors.items, source)
-    settings = Settings(redaction=redaction, on_scanner_error=on_error, stream_holdback_chars=holdback,
+    settings = PolicySettings(redaction=redaction, on_scanner_error=on_error, stream_holdback_chars=holdback,
                         max_scan_bytes=max_scan, disabled_detectors=frozenset(disabled))
     return Policy(rules=tuple(rules), settings=settings, custom_detectors=tuple(custom), source=source)
 

@@ -17,7 +17,7 @@ import attrs
 __all__ = [
     "Limit",
     "Bucket",
-    "Decision",
+    "Admission",
     "MemoryStore",
     "limits_from_settings",
     "plan",
@@ -117,7 +117,7 @@ def group_by_tag(buckets: Iterable[Bucket]) -> list[list[Bucket]]:
 
 
 @attrs.frozen
-class Decision:
+class Admission:
     """The answer for one request.
 
     C{reset_seconds} and C{retry_after} are delta seconds from now (the IETF
@@ -176,11 +176,11 @@ def go_duration(seconds: float) -> str:
     return (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "") + f"{secs}s"
 
 
-UNLIMITED = Decision(allowed=True, limit=0, remaining=0, reset_seconds=0.0, retry_after=0.0, store="memory")
+UNLIMITED = Admission(allowed=True, limit=0, remaining=0, reset_seconds=0.0, retry_after=0.0, store="memory")
 
 
-def decide(buckets: Sequence[Bucket], tokens: Sequence[float], allowed: bool, store: str) -> Decision:
-    """Turn the buckets' token counts after a take into a L{Decision}.
+def decide(buckets: Sequence[Bucket], tokens: Sequence[float], allowed: bool, store: str) -> Admission:
+    """Turn the buckets' token counts after a take into a L{Admission} (the limiter's decision).
 
     Admitted: the tightest bucket is the one with the fewest tokens left.
     Refused: it is the one that makes the caller wait longest.
@@ -198,7 +198,7 @@ def decide(buckets: Sequence[Bucket], tokens: Sequence[float], allowed: bool, st
             tightest = index
     bucket, left = buckets[tightest], tokens[tightest]
     reset = max(0.0, (bucket.limit.burst - left) / bucket.limit.rate)
-    return Decision(
+    return Admission(
         allowed=allowed,
         limit=bucket.limit.burst,
         remaining=max(0, math.floor(left + EPSILON)),

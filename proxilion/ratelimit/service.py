@@ -22,7 +22,7 @@ from proxilion.ratelimit.buckets import (
     IDENTITY_SCOPES,
     UNLIMITED,
     Bucket,
-    Decision,
+    Admission,
     MemoryStore,
     bucket_key,
     decide,
@@ -33,7 +33,7 @@ from proxilion.ratelimit.buckets import (
 from proxilion.ratelimit.redisclient import RedisNode, RedisUnavailable, build_client, parse_target
 from proxilion.ratelimit.redisstore import RedisStore
 
-__all__ = ["RateLimiter", "Decision", "DEFAULT_MAX_BUCKETS"]
+__all__ = ["RateLimiter", "Admission", "DEFAULT_MAX_BUCKETS"]
 
 # About 300 bytes a bucket: ~60 MB at most, however many identities show up.
 DEFAULT_MAX_BUCKETS = 200_000
@@ -52,7 +52,7 @@ class RateLimiter(Service):
     def __init__(self, settings: Any, metrics: Any, reactor: Any, *, max_buckets: int = DEFAULT_MAX_BUCKETS) -> None:
         self.limits = limits_from_settings(settings)
         self.store_name: str = settings.rate_limit_store
-        self._unlimited_decision: Decision | None = None
+        self._unlimited_decision: Admission | None = None
         self.fail_closed: bool = settings.rate_limit_fail_closed
         self.metrics = metrics
         self.reactor = reactor
@@ -129,7 +129,7 @@ class RateLimiter(Service):
 
     # Decisions.
 
-    def _unlimited(self) -> Decision:
+    def _unlimited(self) -> Admission:
         # Decisions are frozen: one per store serves every request no limit applies to.
         decision = self._unlimited_decision
         if decision is None or decision.store != self.store_name:
@@ -156,32 +156,32 @@ class RateLimiter(Service):
             self._redis_took, self._redis_failed, callbackArgs=(buckets, started), errbackArgs=(buckets, started)
         )
 
-    def _take_local(self, buckets: list[Bucket], store: str) -> Decision:
+    def _take_local(self, buckets: list[Bucket], store: str) -> Admission:
         allowed, levels = self.memory.take(buckets, self.reactor.seconds())
         self.metrics.ratelimit_buckets.set(len(self.memory))
         return decide(buckets, levels, allowed, store)
 
-    def _redis_took(self, result: tuple[bool, dict[str, float]], buckets: list[Bucket], started: float) -> Decision:
+    def _redis_took(self, result: tuple[bool, dict[str, float]], buckets: list[Bucket], started: float) -> Admission:
         if not self._redis_ok:
             self._set_redis(True, "a decision succeeded")
         allowed, levels = result
         tokens = [levels.get(b.key, float(b.limit.burst)) for b in buckets]
         return self._record(decide(buckets, tokens, allowed, "redis"), started)
 
-    def _redis_failed(self, failure: Failure, buckets: list[Bucket], started: float) -> Decision:
+    def _redis_failed(self, failure: Failure, buckets: list[Bucket], started: float) -> Admission:
         if self._redis_ok and not failure.check(RedisUnavailable):
             # Only on the transition: a persistent error must not log once per request.
             self.log.failure("Redis rate limit decision failed", failure)
         self._set_redis(False, failure.getErrorMessage())
         if self.fail_closed:
-            decision = Decision(
+            decision = Admission(
                 allowed=False, limit=0, remaining=0, reset_seconds=0.0, retry_after=1.0, store="redis", unavailable=True
             )
             return self._record(decision, started)
         self.metrics.ratelimit_fallback.inc()
         return self._record(self._take_local(buckets, "fallback"), started)
 
-    def _record(self, decision: Decision, started: float) -> Decision:
+    def _record(self, decision: Admission, started: float) -> Admission:
         result = "unavailable" if decision.unavailable else ("allowed" if decision.allowed else "limited")
         # labels() costs more than the memory decision itself: look each child up once.
         children = self._children.get((result, decision.store))

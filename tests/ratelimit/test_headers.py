@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from proxilion.ratelimit.buckets import Bucket, Decision, Limit, decide, go_duration
+from proxilion.ratelimit.buckets import Bucket, Admission, Limit, decide, go_duration
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
 
-def _decision(**overrides) -> Decision:
+def _decision(**overrides) -> Admission:
     values = dict(allowed=True, limit=10, remaining=4, reset_seconds=90.0, retry_after=0.0, store="memory",
                   per_minute=120, unit="requests")
     values.update(overrides)
-    return Decision(**values)
+    return Admission(**values)
 
 
 def test_openai_and_anthropic_names_carry_the_per_minute_limit() -> None:

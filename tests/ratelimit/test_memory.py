@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from proxilion.config import ConfigError, load_settings
 from proxilion.metrics import Metrics
 from proxilion.proxy.identity import Identity
-from proxilion.ratelimit.buckets import Bucket, Decision, Limit, MemoryStore
+from proxilion.ratelimit.buckets import Bucket, Admission, Limit, MemoryStore
 from proxilion.ratelimit.service import RateLimiter
 
 ALICE = Identity(key="user:alice", kind="user", tenant="acme", client_ip="203.0.113.1")
@@ -24,11 +24,11 @@ def limiter(env=None, limits=(), clock=None, **kw):
     return RateLimiter(settings, metrics, clock or Clock(), **kw), metrics
 
 
-def take(rl, identity=ALICE, provider="openai", cost=1) -> Decision:
+def take(rl, identity=ALICE, provider="openai", cost=1) -> Admission:
     results = []
     rl.take(identity, provider, cost).addBoth(results.append)
     assert len(results) == 1, "memory decisions are synchronous"
-    assert isinstance(results[0], Decision)
+    assert isinstance(results[0], Admission)
     return results[0]
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest_twisted
 
-from proxilion.ratelimit.buckets import Decision
+from proxilion.ratelimit.buckets import Admission
 
 from rl_support import ALICE, cli, eventually, redis_limiter, sample, sleep
 
@@ -125,7 +125,7 @@ async def test_redis_killed_mid_run_falls_back_and_resumes_exactly(redis_server)
         assert set(stores) == {"redis"}
         redis_server.kill()
         during = [await rl.take(ALICE, "openai") for _ in range(200)]
-        assert all(isinstance(d, Decision) and d.allowed for d in during)
+        assert all(isinstance(d, Admission) and d.allowed for d in during)
         assert during[-1].store == "fallback"
         assert sample(metrics, "proxilion_ratelimit_fallback_total") >= 199
         assert rl.health() == "degraded"
