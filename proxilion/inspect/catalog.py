@@ -14,7 +14,7 @@ class DetectorInfo:
     description: str
 
 
-def _d(type_, category, severity, compliance, description):
+def _d(type_: str, category: str, severity: str, compliance: list[str], description: str) -> DetectorInfo:
     return DetectorInfo(type_, category, severity, tuple(compliance), description)
 
 

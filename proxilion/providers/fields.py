@@ -18,7 +18,7 @@ import json
 import math
 import re
 import secrets
-from typing import Any, NamedTuple
+from typing import Any, AnyStr, Iterable, NamedTuple
 
 
 class Embedded:
@@ -90,18 +90,22 @@ _INEXACT = float(2**63)
 _MAX_DEPTH = 64
 
 
+# A JSON path: keys and indexes, with the EMBEDDED/BASE64/KEY/DEEP markers.
+Path = tuple[Any, ...]
+
+
 class TextField(NamedTuple):
-    path: tuple | None  # None when walked without paths
+    path: Path | None  # None when walked without paths
     text: str
     key: str | None
 
     @property
     def location(self) -> str:
-        return format_path(self.path)
+        return format_path(self.path or ())
 
     @property
     def is_key(self) -> bool:
-        return bool(self.path) and self.path[-1] is KEY
+        return self.path is not None and bool(self.path) and self.path[-1] is KEY
 
 
 # TextField's generated __new__ is a Python function; the tuple constructor skips it.
@@ -115,7 +119,7 @@ _SPECIAL_FIRST = "{[ \n\td"
 _SHOWN_KEY = re.compile(r"[A-Za-z_][A-Za-z_ .$-]{0,39}\Z")
 
 
-def format_path(path: tuple, hidden: frozenset[str] | set[str] = frozenset()) -> str:
+def format_path(path: Path, hidden: frozenset[str] | set[str] = frozenset()) -> str:
     """A path as people write it: C{messages[0].content}; keys in C{hidden} (keys that hold a
     finding) or shaped like values are written C{[…]}, so a location never repeats a value."""
     out = []
@@ -139,9 +143,9 @@ def format_path(path: tuple, hidden: frozenset[str] | set[str] = frozenset()) ->
     return "".join(out) or "$"
 
 
-def secret_keys(fields: list[TextField], hits: list[list]) -> set[str]:
+def secret_keys(fields: list[TextField], hits: list[list[Any]]) -> set[str]:
     """The object keys among C{fields} (walked with paths) that hold a finding: not written in locations."""
-    return {field.path[-2] for field, found in zip(fields, hits) if found and field.is_key}
+    return {field.path[-2] for field, found in zip(fields, hits) if found and field.is_key and field.path is not None}
 
 
 class LiteralNumber:
@@ -206,7 +210,7 @@ class RepeatedKey(Exception):
     """A JSON object repeats a key: parsers keep one of its values, and the provider may read the other."""
 
 
-def check_keys_kept(source: str | bytes, dumped: str | bytes) -> None:
+def check_keys_kept(source: AnyStr, dumped: AnyStr) -> None:
     """Raise L{RepeatedKey} if parsing C{source} dropped an object member; C{dumped} is the parsed document re-encoded.
 
     Each member puts a colon in both texts and colons inside strings appear in
@@ -399,7 +403,7 @@ _SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"PK\x03\x04", b"\
 _BINARY_ALPHABET = 48
 
 
-def _string(text: str, path: tuple | None, key: str | None, out: list, depth: int) -> None:
+def _string(text: str, path: Path | None, key: str | None, out: list[TextField], depth: int) -> None:
     # Cheap first-character tests keep the common case (plain prose) fast.
     first = text[:1]
     if first in ("{", "[", " ", "\n", "\t") and depth < _MAX_DEPTH:
@@ -425,7 +429,7 @@ class InexactNumber(ValueError):
     """A document parsed by orjson holds a float that may have been an integer literal beyond 64 bits."""
 
 
-class _InexactFloats(list):
+class _InexactFloats(list[TextField]):
     """The fields of a walk over an orjson document: a large float there raises L{InexactNumber}."""
 
 
@@ -449,7 +453,7 @@ def walk(doc: Any, paths: bool = True, skip: frozenset[str] = frozenset(), orjso
     return out
 
 
-def _float(value: float, path: tuple | None, key: str | None, out: list) -> None:
+def _float(value: float, path: Path | None, key: str | None, out: list[TextField]) -> None:
     if type(out) is _InexactFloats and not -_INEXACT < value < _INEXACT:
         raise InexactNumber()
     if _MIN_SCANNED_INT <= abs(value) < _MAX_SCANNED_FLOAT and value.is_integer():
@@ -457,7 +461,7 @@ def _float(value: float, path: tuple | None, key: str | None, out: list) -> None
         out.append(_new_field(TextField, (path, str(int(value)), key)))
 
 
-def _value(doc: Any, path: tuple | None, key: str | None, out: list, depth: int) -> None:
+def _value(doc: Any, path: Path | None, key: str | None, out: list[TextField], depth: int) -> None:
     if isinstance(doc, str):
         _string(doc, path, key, out, depth)
     elif isinstance(doc, (dict, list)):
@@ -466,23 +470,26 @@ def _value(doc: Any, path: tuple | None, key: str | None, out: list, depth: int)
         out.append(TextField(path, str(doc), key))
     elif isinstance(doc, LiteralNumber):
         # Its integer digits, as for any long number ("4111111111111111e300" holds a card's).
-        out.append(TextField(path, _INTEGER_DIGITS.match(doc.text).group(), key))
+        digits = _INTEGER_DIGITS.match(doc.text)
+        assert digits is not None  # a LiteralNumber's text is a JSON number: it starts with digits
+        out.append(TextField(path, digits.group(), key))
     elif isinstance(doc, float):
         _float(doc, path, key, out)
 
 
-def _container(doc: dict | list, path: tuple | None, key: str | None, out: list, depth: int) -> None:
+def _container(doc: dict[Any, Any] | list[Any], path: Path | None, key: str | None, out: list[TextField], depth: int) -> None:
     if depth >= _MAX_DEPTH:
         out.append(TextField(None if path is None else path + (DEEP,), dumps(doc), key))
         return
     is_dict = isinstance(doc, dict)
     depth += 1
-    for k, value in (doc.items() if is_dict else enumerate(doc)):
+    members: Iterable[tuple[Any, Any]] = doc.items() if isinstance(doc, dict) else enumerate(doc)
+    for k, value in members:
         child_key = k if is_dict else key
         child_path = None if path is None else path + (k,)
         if is_dict and k not in _PLAIN_KEYS:
             if _PLAIN_KEY.match(k) is None:
-                out.append(_new_field(TextField, (None if path is None else child_path + (KEY,), k, None)))
+                out.append(_new_field(TextField, (None if child_path is None else child_path + (KEY,), k, None)))
             elif len(_PLAIN_KEYS) < _PLAIN_KEYS_MAX:
                 _PLAIN_KEYS.add(k)
         kind = type(value)
@@ -504,7 +511,7 @@ def _container(doc: dict | list, path: tuple | None, key: str | None, out: list,
             _value(value, child_path, child_key, out, depth)
 
 
-def _set(doc: Any, path: tuple, value: Any) -> Any:
+def _set(doc: Any, path: Path, value: Any) -> Any:
     if not path:
         return value
     target = doc
@@ -514,16 +521,16 @@ def _set(doc: Any, path: tuple, value: Any) -> Any:
     return doc
 
 
-def _get(doc: Any, path: tuple) -> Any:
+def _get(doc: Any, path: Path) -> Any:
     for part in path:
         doc = doc[part]
     return doc
 
 
-def rewrite(doc: Any, replacements: dict[tuple, str]) -> Any:
+def rewrite(doc: Any, replacements: dict[Path, str]) -> Any:
     """Put new texts at their paths (re-encoding embedded JSON strings); returns the new root."""
-    nested: dict[tuple, dict[tuple, str]] = {}
-    renamed: list[tuple[tuple, str]] = []
+    nested: dict[Path, dict[Path, str]] = {}
+    renamed: list[tuple[Path, str]] = []
     for path, value in replacements.items():
         if EMBEDDED in path:
             cut = path.index(EMBEDDED)
@@ -532,7 +539,9 @@ def rewrite(doc: Any, replacements: dict[tuple, str]) -> Any:
             outer = path[:-1]
             prefix, data = _data_url(_get(doc, outer))
             standard = _standard(data)  # it decoded when walked, so it is base64 text
-            encoding = _decoded(standard)[1]
+            decoded = _decoded(standard)
+            assert standard is not None and decoded is not None
+            encoding = decoded[1]
             doc = _set(doc, outer, prefix + _encode_like(value.encode(encoding, "surrogateescape"), standard[1]))
         elif path and path[-1] is KEY:
             renamed.append((path[:-1], value))
@@ -553,7 +562,7 @@ def rewrite(doc: Any, replacements: dict[tuple, str]) -> Any:
     return doc
 
 
-def _rename(members: dict, old: str, new: str) -> None:
+def _rename(members: dict[str, Any], old: str, new: str) -> None:
     """Rename a key in place, keeping the members' order; a name taken already gets a "#n" suffix
     (two keys redacted alike must not become one)."""
     unique, n = new, 2

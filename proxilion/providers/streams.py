@@ -14,6 +14,10 @@ from proxilion.providers.errors import wire_dialect
 
 ALL = "all"
 
+# A slot: (channel key, JSON path of the text that grows in it); an end: a channel index or ALL.
+Slot = tuple[tuple[Any, ...], tuple[str | int, ...]]
+Slots = tuple[list[Slot], list[Any]]
+
 
 def stream_format(provider: str, path: str) -> str:
     """The stream dialect: openai, anthropic, gemini, cohere (v2 SSE), cohere_v1 (NDJSON), bedrock."""
@@ -47,7 +51,7 @@ _RESPONSES_DELTAS = {
 _RESPONSES_ENDS = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
 
 
-def _responses(kind: str, doc: dict) -> tuple[list, list]:
+def _responses(kind: str, doc: dict[str, Any]) -> Slots:
     """A Responses API event: deltas grow a text per output item and part; done events end them.
 
     Events that repeat a whole text (output_text.done, content_part.done,
@@ -72,7 +76,7 @@ def _responses(kind: str, doc: dict) -> tuple[list, list]:
 _OPENAI_REASONING = ("reasoning_content", "reasoning")
 
 
-def _openai_extra(index: Any, i: int, delta: dict, slots: list) -> None:
+def _openai_extra(index: Any, i: int, delta: dict[str, Any], slots: list[Slot]) -> None:
     """The texts of a chat delta other than its content and refusal: reasoning, the audio transcript."""
     for field in _OPENAI_REASONING:
         if isinstance(delta.get(field), str):
@@ -92,11 +96,12 @@ def _openai_extra(index: Any, i: int, delta: dict, slots: list) -> None:
         slots.append(((index, "audio"), ("choices", i, "delta", "audio", "transcript")))
 
 
-def _openai(doc: dict) -> tuple[list, list]:
+def _openai(doc: dict[str, Any]) -> Slots:
     kind = doc.get("type")
     if isinstance(kind, str) and (kind.startswith("response.") or kind == "error"):
         return _responses(kind, doc)
-    slots, ends = [], []
+    slots: list[Slot] = []
+    ends: list[Any] = []
     for i, choice in enumerate(doc.get("choices") or ()):
         if not isinstance(choice, dict):
             continue
@@ -127,7 +132,7 @@ def _openai(doc: dict) -> tuple[list, list]:
     return slots, ends
 
 
-def _anthropic(event: str | None, doc: dict) -> tuple[list, list]:
+def _anthropic(event: str | None, doc: dict[str, Any]) -> Slots:
     kind = doc.get("type", event)
     index = doc.get("index", 0)
     if kind == "content_block_delta":
@@ -152,8 +157,9 @@ def _anthropic(event: str | None, doc: dict) -> tuple[list, list]:
 _GEMINI_TEXT_PART = frozenset({"text", "thought", "thoughtSignature"})
 
 
-def _gemini(doc: dict) -> tuple[list, list]:
-    slots, ends = [], []
+def _gemini(doc: dict[str, Any]) -> Slots:
+    slots: list[Slot] = []
+    ends: list[Any] = []
     for i, candidate in enumerate(doc.get("candidates") or ()):
         if not isinstance(candidate, dict):
             continue
@@ -173,7 +179,7 @@ def _gemini(doc: dict) -> tuple[list, list]:
     return slots, ends
 
 
-def _cohere(event: str | None, doc: dict) -> tuple[list, list]:
+def _cohere(event: str | None, doc: dict[str, Any]) -> Slots:
     kind = doc.get("type", event)
     index = doc.get("index", 0)
     message = ((doc.get("delta") or {}).get("message") or {}) if isinstance(doc.get("delta"), dict) else {}
@@ -196,13 +202,13 @@ def _cohere(event: str | None, doc: dict) -> tuple[list, list]:
     return [], []
 
 
-def _cohere_v1(doc: dict) -> tuple[list, list]:
+def _cohere_v1(doc: dict[str, Any]) -> Slots:
     kind = doc.get("event_type")
     if kind == "text-generation" and isinstance(doc.get("text"), str):
         return [((0, "text"), ("text",))], []
     if kind == "tool-calls-chunk":
         # The tool plan grows in "text"; each call's JSON parameters grow in tool_call_delta.
-        slots = [(("plan", 0), ("text",))] if isinstance(doc.get("text"), str) else []
+        slots: list[Slot] = [(("plan", 0), ("text",))] if isinstance(doc.get("text"), str) else []
         call = doc.get("tool_call_delta")
         if isinstance(call, dict):
             for field in ("parameters", "text"):
@@ -214,19 +220,20 @@ def _cohere_v1(doc: dict) -> tuple[list, list]:
     return [], []
 
 
-def _bedrock_chunk(doc: dict) -> tuple[list, list]:
+def _bedrock_chunk(doc: dict[str, Any]) -> Slots:
     """A decoded InvokeModel stream chunk, in the native shape of the model family."""
     if "type" in doc:
         return _anthropic(None, doc)
     if isinstance(doc.get("outputText"), str):  # Amazon Titan
-        ends = [ALL] if doc.get("completionReason") else []
+        ends: list[Any] = [ALL] if doc.get("completionReason") else []
         return [((doc.get("index", 0), "text"), ("outputText",))], ends
     if isinstance(doc.get("generation"), str):  # Meta Llama
         ends = [ALL] if doc.get("stop_reason") else []
         return [((0, "text"), ("generation",))], ends
     outputs = doc.get("outputs")
     if isinstance(outputs, list):  # Mistral
-        slots, ends = [], []
+        slots: list[Slot] = []
+        ends = []
         for i, out in enumerate(outputs):
             if isinstance(out, dict) and isinstance(out.get("text"), str):
                 slots.append(((i, "text"), ("outputs", i, "text")))
@@ -248,7 +255,7 @@ _CONVERSE_EVENTS = frozenset({"messageStart", "contentBlockStart", "contentBlock
                               "messageStop", "metadata"})
 
 
-def _bedrock_converse(event: str | None, doc: dict) -> tuple[list, list]:
+def _bedrock_converse(event: str | None, doc: dict[str, Any]) -> Slots:
     index = doc.get("contentBlockIndex", 0)
     if event == "contentBlockDelta":
         delta = doc.get("delta") or {}
@@ -268,7 +275,7 @@ def _bedrock_converse(event: str | None, doc: dict) -> tuple[list, list]:
     return [], []
 
 
-def text_slots(fmt: str, event: str | None, doc: Any) -> tuple[list, list]:
+def text_slots(fmt: str, event: str | None, doc: Any) -> Slots:
     """(slots, ended channel indexes or ALL) for one parsed stream event."""
     if not isinstance(doc, dict):
         return [], []
