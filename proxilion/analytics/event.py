@@ -113,7 +113,11 @@ COLUMNS = (
 )
 
 
-def event_row(event: AuditEvent, truncate: bool = False) -> tuple:
+# One value per column of L{COLUMNS}, in order: what the stores insert.
+AuditRow = tuple[Any, ...]
+
+
+def event_row(event: AuditEvent, truncate: bool = False) -> AuditRow:
     """The C{audit_events} row for C{event}, in L{COLUMNS} order."""
     findings = dict(sorted(event.findings.items())) if event.findings else {}
     return (
@@ -143,12 +147,12 @@ def event_row(event: AuditEvent, truncate: bool = False) -> tuple:
     )
 
 
-def row_json(row: tuple) -> str:
+def row_json(row: AuditRow) -> str:
     """One spool line (without newline) for C{row}: a JSON object keyed by column."""
     return json.dumps(dict(zip(COLUMNS, row)), separators=(",", ":"))
 
 
-def row_from_json(line: str) -> tuple:
+def row_from_json(line: str) -> AuditRow:
     """The row a spool line holds; raises C{ValueError} on a damaged line."""
     data = json.loads(line)
     if not isinstance(data, dict) or not isinstance(data.get("request_id"), str):

@@ -15,7 +15,7 @@ from proxilion.inspect.scanner import Budget, Scanner
 from proxilion.inspect.stream import MAX_EVENT_BYTES, StreamRedactor
 from proxilion.providers.body import ANSWER_METADATA, Body
 from proxilion.providers.errors import wire_dialect
-from proxilion.providers.fields import RepeatedKey, TextField, encode, secret_keys
+from proxilion.providers.fields import Path, RepeatedKey, TextField, encode, secret_keys
 
 
 class TooLargeToScan(ValueError):
@@ -40,7 +40,7 @@ class Inspector:
     def __init__(self, policy: Policy, max_findings: int | None = None):
         self.policy = policy
         self.max_findings = max_findings
-        self._stop_types: dict[tuple, frozenset[str]] = {}
+        self._stop_types: dict[Path, frozenset[str]] = {}
         self.scanner = Scanner(policy.custom_detectors, policy.settings.disabled_detectors)
         self._info = {t: (d.category, d.severity, d.compliance) for t, d in BUILTIN.items()}
         self._info.update({d.name: (d.category, d.severity, d.compliance) for d in policy.custom_detectors})
@@ -174,7 +174,7 @@ class Inspector:
             body = self._redact(parsed, fields, hits, decision.findings)
         return decision, body, parsed.doc
 
-    def _redact(self, parsed: Body, fields: list[TextField], hits: list, findings: tuple[Finding, ...]) -> bytes:
+    def _redact(self, parsed: Body, fields: list[TextField], hits: list[list[Any]], findings: tuple[Finding, ...]) -> bytes:
         style = self.policy.settings.redaction
         replacements = {}
         judged = iter(findings)

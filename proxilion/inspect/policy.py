@@ -104,7 +104,7 @@ class Policy:
     # Rules in priority order, and the scoped lists already worked out: a policy
     # never changes (a reload builds a new one), and every request asks again.
     _ordered: tuple[Rule, ...] = attrs.field(init=False, repr=False, eq=False)
-    _scoped: dict[tuple, tuple[Rule, ...]] = attrs.field(init=False, repr=False, eq=False, factory=dict)
+    _scoped: dict[tuple[Any, ...], tuple[Rule, ...]] = attrs.field(init=False, repr=False, eq=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_ordered", tuple(sorted(self.rules, key=lambda r: (-r.priority, r.index))))
@@ -308,7 +308,7 @@ def _parse_redaction(raw: Any, errors: _Errors, environ: dict[str, str]) -> Reda
                      hash_key=(key or "").encode("utf-8"), hash_length=hash_length)
 
 
-def _positive_int(raw: dict, key: str, default: int, low: int, high: int, errors: _Errors) -> int:
+def _positive_int(raw: dict[str, Any], key: str, default: int, low: int, high: int, errors: _Errors) -> int:
     value = raw.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         errors.add("settings", key, f"must be an integer from {low} to {high}; got {value!r}")
@@ -331,7 +331,7 @@ def _merge_settings(base: Any, override: Any) -> Any:
     return merged
 
 
-def _extend(data: dict, errors: _Errors) -> tuple[dict, list[tuple[Any, str]]]:
+def _extend(data: dict[str, Any], errors: _Errors) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
     """Apply C{extends} and C{disable}: the document to parse, and its rules each with the position errors name.
 
     Rules whose id is in the base replace it in its place; other rules follow

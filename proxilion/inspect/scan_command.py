@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TextIO
+from typing import Any, TextIO
 
 from proxilion.inspect.findings import Verdict
 from proxilion.inspect.inspector import Inspector
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one JSON string or object with a 'text' field per line; one result per line")
 
 
-def _result(verdict: Verdict) -> dict:
+def _result(verdict: Verdict) -> dict[str, Any]:
     result = {
         "decision": verdict.action,
         "rule": verdict.rule,

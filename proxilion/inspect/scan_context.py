@@ -297,7 +297,7 @@ def _word_at(raw: bytes, pos: int) -> bool:
     return pos == 0 or not chr(raw[pos - 1]).isalpha()
 
 
-def _real_date(m: re.Match) -> bool:
+def _real_date(m: re.Match[str]) -> bool:
     if m.group("a") is None:
         return True
     a, b, c = int(m.group("a")), int(m.group("b")), int(m.group("c"))

@@ -75,7 +75,7 @@ def _phone(candidate: str, region: str | None) -> bool:
     return phonenumbers.is_valid_number(number)
 
 
-def _public_ip(view: TextView, m: re.Match) -> bool:
+def _public_ip(view: TextView, m: re.Match[str]) -> bool:
     if m.start() > 0 and view.text[m.start() - 1] in "vV":
         return False
     try:

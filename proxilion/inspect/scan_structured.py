@@ -110,9 +110,9 @@ def find_key_files(view: TextView, ends: list[int], hits: list[Hit]) -> None:
     """
     text = view.text
     done = 0
-    closing: dict[str, tuple[int, re.Match | None]] = {}  # kind -> (searched from, next closing line)
+    closing: dict[str, tuple[int, re.Match[str] | None]] = {}  # kind -> (searched from, next closing line)
 
-    def next_closing(kind: str, pattern: re.Pattern, pos: int) -> re.Match | None:
+    def next_closing(kind: str, pattern: re.Pattern[str], pos: int) -> re.Match[str] | None:
         cached = closing.get(kind)
         if cached is None or cached[0] > pos or (cached[1] is not None and cached[1].start() < pos):
             cached = closing[kind] = (pos, pattern.search(text, pos))

@@ -125,7 +125,7 @@ def _discord_id(part: str) -> bool:
     return 17 <= len(decoded) <= 20 and decoded.isdigit()
 
 
-def _kind(view: TextView, kind: str, m: re.Match) -> str | None:
+def _kind(view: TextView, kind: str, m: re.Match[str]) -> str | None:
     """The type of the match, or None when it is a look-alike or a placeholder."""
     value = m.group()
     if kind == "jwt":

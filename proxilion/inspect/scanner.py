@@ -6,6 +6,8 @@ import bisect
 import re
 from collections.abc import Iterable, Sequence
 
+from typing import Any
+
 import attrs
 
 from proxilion.inspect import validators
@@ -48,7 +50,7 @@ class _Stop(Exception):
     pass
 
 
-class _BudgetedHits(list):
+class _BudgetedHits(list[Any]):
     """A hit list that ends the scan (by raising out of the detector that appends) once the budget says so."""
 
     def __init__(self, budget: Budget) -> None:
@@ -79,12 +81,12 @@ class CustomDetector:
     """A detector from the policy file: a regex, an optional validator and context words."""
 
     name: str
-    pattern: re.Pattern = attrs.field(repr=lambda p: repr(p.pattern))
+    pattern: re.Pattern[str] = attrs.field(repr=lambda p: repr(p.pattern))
     category: str
     severity: str
     compliance: tuple[str, ...] = ()
     validator: str | None = None
-    context: re.Pattern | None = attrs.field(default=None, repr=lambda p: 'set' if p else 'None')
+    context: re.Pattern[str] | None = attrs.field(default=None, repr=lambda p: 'set' if p else 'None')
     context_window: int = 48
 
     def find(self, view: TextView, hits: list[Hit]) -> None:

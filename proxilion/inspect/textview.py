@@ -20,7 +20,7 @@ class TextView:
         # One byte per code point: non-ASCII characters become "?", so indices match the str.
         self.raw = text.encode("ascii", "replace")
 
-    def has_context(self, pos: int, words: re.Pattern, width: int = 48) -> bool:
+    def has_context(self, pos: int, words: re.Pattern[bytes], width: int = 48) -> bool:
         """Whether one of `words` (see context_words) appears in the `width` characters before `pos`."""
         start = max(0, pos - width)
         # One character more on the left so the word-boundary lookbehind sees what precedes the window.
@@ -28,7 +28,7 @@ class TextView:
         return words.search(before, 1 if start else 0) is not None
 
 
-def context_words(*words: str) -> re.Pattern:
+def context_words(*words: str) -> re.Pattern[bytes]:
     """A matcher for whole context words in lower-cased bytes ("ach" must not match "each")."""
     alternation = b"|".join(re.escape(w.lower().encode("ascii")) for w in words)
     return re.compile(rb"(?<![a-z])(?:" + alternation + rb")(?![a-z])")

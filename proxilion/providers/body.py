@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from proxilion.providers.fields import TextField, check_keys_kept, dumps, encode, format_path, loads, rewrite, walk
+from proxilion.providers.fields import Path, TextField, check_keys_kept, dumps, encode, format_path, loads, rewrite, walk
 
 RAW = "raw"
 # The provider's own metadata at the top of an answer: ids, timestamps, model
@@ -68,7 +68,7 @@ class Body:
         """Where a field of L{located} is, for a finding; keys in C{hidden} are not written out."""
         return format_path(field.path, hidden) if self.is_json else RAW
 
-    def rebuild(self, replacements: dict[tuple, str]) -> bytes:
+    def rebuild(self, replacements: dict[Path, str]) -> bytes:
         if not self.is_json:
             return replacements[()].encode("utf-8", "surrogateescape")
         rebuilt = encode(rewrite(self.doc, replacements))

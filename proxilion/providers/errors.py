@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 from proxilion.providers import eventstream
 
@@ -111,7 +112,7 @@ def bedrock_stream_exception(status: int) -> str:
     return "internalServerException" if status >= 500 else "modelStreamErrorException"
 
 
-def _openai_payload(status: int, message: str, code: str | None) -> dict:
+def _openai_payload(status: int, message: str, code: str | None) -> dict[str, Any]:
     return {
         "error": {
             "message": message,
@@ -122,12 +123,12 @@ def _openai_payload(status: int, message: str, code: str | None) -> dict:
     }
 
 
-def _anthropic_payload(status: int, message: str) -> dict:
+def _anthropic_payload(status: int, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
 
 
-def _gemini_payload(status: int, message: str, retry_after: float | None = None) -> dict:
-    error: dict = {"code": status, "message": message, "status": gemini_status(status)}
+def _gemini_payload(status: int, message: str, retry_after: float | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": status, "message": message, "status": gemini_status(status)}
     if status == 429 and retry_after is not None:
         # google.rpc.RetryInfo is where Google's clients look for the delay (a protobuf Duration, "12s").
         error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
