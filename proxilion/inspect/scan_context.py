@@ -10,7 +10,7 @@ import ipaddress
 import re
 
 from proxilion.inspect import validators as v
-from proxilion.inspect.textview import Hit, TextView
+from proxilion.inspect.textview import Hit, TextView, match_end
 from proxilion.inspect.triggers import Pass, Trigger
 
 _A = re.ASCII
@@ -64,7 +64,7 @@ def find_private_keys(view: TextView, ends: list[int], hits: list[Hit]) -> None:
         m = _PEM_BEGIN.match(text, pos) if pos >= done else None
         if m:
             stop_m = _PEM_END.search(text, m.end(), m.end() + _PEM_MAX)
-            done = stop_m.end() if stop_m else _PEM_BODY.match(text, m.end(), m.end() + _PEM_MAX).end()
+            done = stop_m.end() if stop_m else match_end(_PEM_BODY, text, m.end(), m.end() + _PEM_MAX)
             hits.append(Hit("private_key", pos, done))
 
 
@@ -241,7 +241,7 @@ def find_assignments(view: TextView, ends: list[int], hits: list[Hit]) -> None:
             op = _first_ipv6_op(raw, end - 1)
             if op >= 0:
                 ops.add(op)
-                run_stop = _IPV6_REST.match(raw, end).end()
+                run_stop = match_end(_IPV6_REST, raw, end)
     skip = 0
     for op in sorted(ops):
         if op < skip:

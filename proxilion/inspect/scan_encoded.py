@@ -19,7 +19,7 @@ from collections.abc import Callable
 from functools import partial
 from urllib.parse import unquote
 
-from proxilion.inspect.textview import Hit, TextView
+from proxilion.inspect.textview import Hit, TextView, match_end
 from proxilion.inspect.triggers import Pass, Trigger
 from proxilion.providers.fields import decoded_text
 
@@ -45,7 +45,7 @@ def find_encoded(scan_decoded: ScanDecoded, view: TextView, ends: list[int], hit
         start = end
         while start > 0 and raw[start - 1] in _RUN_CHARS:
             start -= 1
-        stop = _REST.match(raw, end).end()
+        stop = match_end(_REST, raw, end)
         if stop - start < _MIN_RUN:
             continue
         text = decoded_text(view.text[start:stop])
@@ -65,7 +65,7 @@ def find_percent_encoded(scan_decoded: ScanDecoded, view: TextView, ends: list[i
         start = end
         while start > 0 and raw[start - 1] not in _TOKEN_ENDS:
             start -= 1
-        stop = _TOKEN_REST.match(raw, end).end()
+        stop = match_end(_TOKEN_REST, raw, end)
         decoded = unquote(text[start:stop], errors="replace")
         for hit in scan_decoded(decoded):
             hits.append(Hit(hit.type, start, stop))

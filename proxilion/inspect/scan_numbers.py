@@ -13,7 +13,7 @@ import re
 import phonenumbers
 
 from proxilion.inspect import validators as v
-from proxilion.inspect.textview import Hit, TextView, context_words
+from proxilion.inspect.textview import Hit, TextView, context_words, match_end
 from proxilion.inspect.triggers import Pass, Trigger
 
 _SEPARATORS = b" .-/()\t"
@@ -153,7 +153,7 @@ def find_numbers(view: TextView, ends: list[int], hits: list[Hit]) -> None:
         start = end
         while start > 0 and raw[start - 1] in _CLUSTER_CHARS:
             start -= 1
-        stop = _RUN_REST.match(raw, end).end()
+        stop = match_end(_RUN_REST, raw, end)
         run = raw[start:stop]
         # The cluster runs from the run's first digit to its last.
         _scan_cluster(view, stop - len(run.lstrip(_SEPARATORS)), start + len(run.rstrip(_SEPARATORS)), hits)

@@ -19,7 +19,7 @@ import re
 
 from proxilion.inspect import validators as v
 from proxilion.inspect.placeholders import is_placeholder_token
-from proxilion.inspect.textview import Hit, TextView
+from proxilion.inspect.textview import Hit, TextView, match_end
 from proxilion.inspect.triggers import Pass, Trigger
 
 _MIN_RUN = 16
@@ -201,7 +201,7 @@ def _windows(raw: bytes, ends: list[int]) -> list[tuple[int, int, int]]:
             run_start = end - 1
             while run_start > 0 and raw[run_start - 1] in _KEY_CHARS:
                 run_start -= 1
-            run_stop = _RUN_REST.match(raw, end).end()
+            run_stop = match_end(_RUN_REST, raw, end)
         word = _context_word_start(raw, end)
         if word < 0:
             if run_stop - run_start > _LONG_RUN:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+import sys
+from typing import AnyStr, NamedTuple
 
 
 class Hit(NamedTuple):
@@ -32,3 +33,10 @@ def context_words(*words: str) -> re.Pattern[bytes]:
     """A matcher for whole context words in lower-cased bytes ("ach" must not match "each")."""
     alternation = b"|".join(re.escape(w.lower().encode("ascii")) for w in words)
     return re.compile(rb"(?<![a-z])(?:" + alternation + rb")(?![a-z])")
+
+
+def match_end(pattern: re.Pattern[AnyStr], data: AnyStr, pos: int, endpos: int = sys.maxsize) -> int:
+    """Where C{pattern}'s match at C{pos} ends, for run patterns (C{[...]*}) that match everywhere."""
+    m = pattern.match(data, pos, endpos)
+    assert m is not None, "a run pattern matches the empty string"
+    return m.end()

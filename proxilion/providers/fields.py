@@ -101,7 +101,7 @@ class TextField(NamedTuple):
 
     @property
     def location(self) -> str:
-        return format_path(self.path or ())
+        return format_path(self.path)
 
     @property
     def is_key(self) -> bool:
@@ -119,11 +119,11 @@ _SPECIAL_FIRST = "{[ \n\td"
 _SHOWN_KEY = re.compile(r"[A-Za-z_][A-Za-z_ .$-]{0,39}\Z")
 
 
-def format_path(path: Path, hidden: frozenset[str] | set[str] = frozenset()) -> str:
+def format_path(path: Path | None, hidden: frozenset[str] | set[str] = frozenset()) -> str:
     """A path as people write it: C{messages[0].content}; keys in C{hidden} (keys that hold a
     finding) or shaped like values are written C{[…]}, so a location never repeats a value."""
-    out = []
-    for part in path:
+    out: list[str] = []
+    for part in path or ():
         if part is EMBEDDED:
             out.append(">")
         elif part is BASE64:
