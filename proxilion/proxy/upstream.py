@@ -17,7 +17,7 @@ from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
 from twisted.python.failure import Failure
 
 from proxilion.proxy.deadline import Deadline
@@ -314,12 +314,30 @@ class _ConnectionFactory(Factory):
         return _UpstreamConnection(self._pool, self._key)
 
 
+def trust_root_from_bundle(path: str) -> Any:
+    """The certificates of a PEM bundle as a Twisted trust root; C{ValueError} (one line) when unusable."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ValueError(f"UPSTREAM_CA_BUNDLE: cannot read {path}: {e.strerror}") from None
+    marker = b"-----END CERTIFICATE-----"
+    blocks = [block + marker for block in data.split(marker) if b"-----BEGIN CERTIFICATE-----" in block]
+    try:
+        certificates = [Certificate.loadPEM(block) for block in blocks]
+    except Exception:
+        raise ValueError(f"UPSTREAM_CA_BUNDLE: {path} holds a certificate that does not parse") from None
+    if not certificates:
+        raise ValueError(f"UPSTREAM_CA_BUNDLE: {path} holds no PEM certificate")
+    return trustRootFromCertificates(certificates)
+
+
 class _Target:
     """A parsed upstream base URL: where to connect and what to send as Host and path prefix."""
 
     __slots__ = ("key", "host_header", "prefix", "endpoint")
 
-    def __init__(self, base: str, reactor: Any, connect_timeout: float) -> None:
+    def __init__(self, base: str, reactor: Any, connect_timeout: float, trust_root: Any = None) -> None:
         parts = urlsplit(base)
         scheme = parts.scheme
         host = parts.hostname or ""
@@ -331,7 +349,7 @@ class _Target:
         self.prefix = parts.path.rstrip("/").encode("ascii")
         endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
         if scheme == "https":
-            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+            endpoint = wrapClientTLS(optionsForClientTLS(host, trustRoot=trust_root), endpoint)
         self.endpoint = endpoint
 
 
@@ -340,9 +358,11 @@ class UpstreamClient:
 
     def __init__(
         self, reactor: Any, pool_size: int, connect_timeout: float, response_timeout: float,
-        body_idle_timeout: float = 300.0, idle_timeout: float = 50.0,
+        body_idle_timeout: float = 300.0, idle_timeout: float = 50.0, ca_bundle: str | None = None,
     ) -> None:
         self.reactor = reactor
+        # UPSTREAM_CA_BUNDLE replaces the system store; verification itself never goes away.
+        self._trust_root = trust_root_from_bundle(ca_bundle) if ca_bundle else None
         self.body_idle_timeout = body_idle_timeout
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
@@ -358,7 +378,7 @@ class UpstreamClient:
         if target is None:
             if len(self._targets) >= _MAX_TARGETS:
                 self._targets.clear()
-            target = self._targets[base] = _Target(base, self.reactor, self._connect_timeout)
+            target = self._targets[base] = _Target(base, self.reactor, self._connect_timeout, self._trust_root)
         return target
 
     def request(self, method: bytes, base: str, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes | None) -> Deferred[UpstreamResponse]:
