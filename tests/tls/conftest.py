@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import ipaddress
 import socket
-import ssl
-import threading
+import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -33,7 +35,8 @@ def leaf_for(ca_dir: Path, names: list[str], out: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca.key, hashes.SHA256())
     )
@@ -44,53 +47,31 @@ def leaf_for(ca_dir: Path, names: list[str], out: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class TLSFront:
-    """A TLS terminator (stdlib ssl, threads) in front of a plain TCP server: the fake provider's HTTPS."""
-
-    def __init__(self, target_port: int, cert: Path, key: Path) -> None:
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(cert, key)
-        self.target_port = target_port
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
-
-    def _serve(self, raw: socket.socket) -> None:
-        try:
-            client = self.context.wrap_socket(raw, server_side=True)
-        except (OSError, ssl.SSLError):
-            raw.close()
-            return
-        upstream = socket.create_connection(("127.0.0.1", self.target_port))
-        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
-        _pump(client, upstream)
-
-    def close(self) -> None:
-        self._stop = True
-        self.sock.close()
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
+@contextlib.contextmanager
+def tls_front(target_port: int, cert: Path, key: Path, workdir: Path) -> Iterator[int]:
+    """HAProxy terminating TLS in front of a plain TCP server (the fake provider); yields its port."""
+    pem = workdir / "front.pem"
+    pem.write_bytes(cert.read_bytes() + key.read_bytes())
+    port = free_port()
+    config = workdir / "haproxy.cfg"
+    config.write_text(
+        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
+        f"frontend tls\n  bind 127.0.0.1:{port} ssl crt {pem}\n  default_backend fake\n"
+        f"backend fake\n  server fake 127.0.0.1:{target_port}\n"
+    )
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
             try:
-                s.shutdown(socket.SHUT_RDWR)
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
             except OSError:
-                pass
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -116,10 +97,10 @@ def fake() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def fake_tls(fake: str, upstream_ca_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The fake provider's base URL over TLS, its certificate from the upstream test CA."""
-    cert, key = leaf_for(upstream_ca_dir, ["localhost"], tmp_path_factory.mktemp("fake-tls"))
-    front = TLSFront(int(fake.rsplit(":", 1)[1]), cert, key)
-    yield f"https://localhost:{front.port}"
-    front.close()
+    workdir = tmp_path_factory.mktemp("fake-tls")
+    cert, key = leaf_for(upstream_ca_dir, ["localhost"], workdir)
+    with tls_front(int(fake.rsplit(":", 1)[1]), cert, key, workdir) as port:
+        yield f"https://127.0.0.1:{port}"
 
 
 def daemon_env(ca_dir: Path, upstream_ca_dir: Path, **extra: str) -> dict[str, str]:
