@@ -3,8 +3,9 @@
 A provider host on port 443 is answered 200 and the same connection turns into
 TLS with the host's leaf; the requests inside go through the whole pipeline.
 Any other target is refused (CONNECT_POLICY=deny) or relayed blind
-(CONNECT_POLICY=tunnel), and only to a host name on port 443 unless
-CONNECT_ALLOW names it: never an open proxy. A provider host is never
+(CONNECT_POLICY=tunnel), and only to a host name on port 443 that resolves to
+public addresses unless CONNECT_ALLOW names it: never an open proxy, nor a way
+into the private network (SSRF). A provider host is never
 tunnelled, since a tunnel would carry its prompts past inspection.
 """
 
@@ -12,10 +13,13 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import socket
 from typing import Any, Callable
 
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from proxilion.providers.errors import error_body
@@ -55,6 +59,14 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_public(address: str) -> bool:
+    """True for an address on the public Internet: never loopback, private, link-local (cloud metadata) or reserved."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
 
 
 def refuse_request(connection: Any, request: Any, status: int, message: str, code: str, provider: str = "unknown") -> None:
@@ -118,12 +130,50 @@ class ConnectPolicy:
         self._metrics.connect_requests.labels(decision).inc()
 
     def open_tunnel(self, connection: Any, request: Any, host: str, port: int) -> None:
-        """Connect to C{host:port}; on success answer 200 and relay bytes both ways until either side closes."""
+        """Resolve C{host}, refuse a private or loopback address unless allowlisted, then connect to the
+        address checked (no second lookup a rebinding DNS could answer differently); on success answer 200
+        and relay bytes both ways until either side closes."""
         connection.transport.pauseProducing()
-        endpoint = HostnameEndpoint(self._reactor, host, port, timeout=_TUNNEL_CONNECT_TIMEOUT)
+        allowlisted = self.allowlisted(host, port)
+        resolved: Deferred[Any]
+        if _is_ip(host):
+            resolved = Deferred()
+            resolved.callback([host])
+        else:
+            # getaddrinfo blocks: the reactor's thread pool runs it.
+            resolved = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), _addresses, host, port)
+        resolved.addCallbacks(lambda addresses: self._connect(connection, request, host, port, addresses, allowlisted),
+                              lambda _: self._refuse(connection, request, 502, f"Could not resolve {host}.", "tunnel_connect_failed"))
+
+    def _refuse(self, connection: Any, request: Any, status: int, message: str, code: str) -> None:
+        if connection.lost:
+            return
+        connection.transport.resumeProducing()
+        refuse_request(connection, request, status, message, code)
+
+    def _connect(self, connection: Any, request: Any, host: str, port: int, addresses: list[str], allowlisted: bool) -> None:
+        if connection.lost:
+            return
+        if not addresses:
+            self._refuse(connection, request, 502, f"Could not resolve {host}.", "tunnel_connect_failed")
+            return
+        if not allowlisted and not all(_is_public(a) for a in addresses):
+            self.count("deny")
+            log.info("CONNECT {host}:{port} denied: resolves to a private address", host=host, port=port)
+            self._refuse(connection, request, 403, f"CONNECT to {host}:{port} is not allowed: it resolves to a private or loopback"
+                         " address (CONNECT_ALLOW). Proxilion is not an open proxy.", "connect_denied")
+            return
+        self.count("tunnel")
+        log.info("CONNECT {host}:{port} tunnelled", host=host, port=port)
+        address = addresses[0]
+        endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+        endpoint = endpoint_type(self._reactor, address, port, timeout=_TUNNEL_CONNECT_TIMEOUT)
         tunnel = _Tunnel(connection, request, host, port, self._reactor.seconds())
-        d = endpoint.connect(_TunnelFactory(tunnel))
-        d.addErrback(tunnel.failed)
+        endpoint.connect(_TunnelFactory(tunnel)).addErrback(tunnel.failed)
+
+
+def _addresses(host: str, port: int) -> list[str]:
+    return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 
 
 class _Tunnel:
@@ -235,7 +285,8 @@ def handle_connect(connection: Any, request: Any, interception: Any) -> None:
         decision, reason = "deny", "not a known AI provider (CONNECT_POLICY=deny)"
     else:
         decision, reason = policy.decide(host, port)
-    if policy is not None:
+    if policy is not None and decision != "tunnel":
+        # A tunnel is counted once its target resolved to an address it may reach.
         policy.count(decision)
     provider = provider_for_host(host) or "unknown"
     if decision == "deny":
@@ -245,7 +296,6 @@ def handle_connect(connection: Any, request: Any, interception: Any) -> None:
         return
     assert policy is not None
     if decision == "tunnel":
-        log.info("CONNECT {host}:{port} tunnelled", host=host, port=port)
         policy.open_tunnel(connection, request, host, port)
         return
 
