@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -163,8 +163,8 @@ class LeafCache:
     def _mint(self, host: str, now: datetime.datetime) -> tuple[SSL.Context, datetime.datetime]:
         cert, key = self.mint_certificate(host, now)
         ctx = _server_context()
-        ctx.use_certificate(crypto.X509.from_cryptography(cert))
-        ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))
+        ctx.use_certificate(cert)
+        ctx.use_privatekey(key)
         return ctx, cert.not_valid_after_utc
 
     def _on_sni(self, connection: SSL.Connection) -> None:
