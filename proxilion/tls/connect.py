@@ -323,8 +323,10 @@ def check_intercepted(connection: Any, request: Any) -> bool:
     provider = provider_for_host(host) or "unknown"
     values = request.header_values(b"host")
     named = values[0].decode("latin-1").lower().rstrip(".") if len(values) == 1 else ""
-    if named.endswith(":443"):
-        named = named[:-4].rstrip(".")
+    name, sep, port = named.rpartition(":")
+    if sep and port.isdigit():
+        # The upstream is chosen by the host alone; a port (443, or TLS_PORT behind a port map) changes nothing.
+        named = name.rstrip(".")
     if named != host:
         refuse_request(connection, request, 421, f"The Host header must be {host}, the host this TLS connection is for.",
                        "misdirected_request", provider)
