@@ -42,6 +42,7 @@ def audit_recorder(instance_id: str, record: Callable[[AuditEvent], None]) -> Ca
                 tokens_out=done.tokens_out,
                 client_ip=done.client_ip,
                 error=done.error,
+                mode=done.mode,
             )
         )
 
@@ -78,7 +79,9 @@ def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callab
                 tokens_in=None,
                 tokens_out=None,
                 client_ip=identity.client_ip,
-                error=code,
+                # A tunnel is no error; its code only names it.
+                error=code if decision == "rejected" else None,
+                mode=getattr(request.connection, "mode", "explicit"),
             )
         )
 

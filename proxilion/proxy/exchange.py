@@ -646,6 +646,7 @@ class Exchange:
             tokens_in=tokens_in,
             tokens_out=tokens_out,
             error=self.error,
+            mode=getattr(self.request.connection, "mode", "explicit"),
         )
 
     def _before_end(self) -> None:

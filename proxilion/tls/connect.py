@@ -204,6 +204,7 @@ class _Tunnel:
             return
         self.upstream = upstream
         client.current = None
+        client.mode = "connect"
         client.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         client.relay = self.from_client
         client.on_relay_lost = self.client_lost

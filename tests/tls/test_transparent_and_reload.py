@@ -92,3 +92,22 @@ def test_a_replaced_ca_and_sighup_sign_new_leaves_and_status_shows_it(tmp_path: 
             _served_leaf(tls_port, ca_dir / "ca.crt")
         status = http_json("GET", d.admin_url + "/status")[2]["interception"]
         assert "Interception CA 2" in status["ca"]["subject"] and status["last_reload_error"] is None
+
+
+def test_audit_rows_record_how_the_client_came(daemon: Daemon, ca_dir: Path) -> None:
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "mode"}]})
+    assert curl_transparent(daemon.tls_port, ca_dir / "ca.crt", body)[0] == 200  # type: ignore[attr-defined]
+    http_json("POST", daemon.url + "/proxy/openai/v1/chat/completions", json.loads(body), {"authorization": "Bearer sk-explicit"})
+    through_proxy = subprocess.run(
+        ["curl", "-sS", "--max-time", "20", "--proxy", daemon.url, "--cacert", str(ca_dir / "ca.crt"), "-o", "/dev/null", "-w", "%{http_code}",
+         "-H", "authorization: Bearer sk-test-connect", "-H", "content-type: application/json", "-d", body,
+         "https://api.openai.com/v1/chat/completions"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert through_proxy.stdout == "200", through_proxy.stderr
+
+    def modes() -> set[str]:
+        status, _, found = http_json("GET", daemon.admin_url + "/api/v1/events?limit=500", headers={"authorization": "Bearer t"})
+        return {e["mode"] for e in found["events"]} if status == 200 else set()
+
+    assert eventually(lambda: {"explicit", "connect", "transparent"} <= modes(), what="a row of each mode")
