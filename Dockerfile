@@ -52,8 +52,6 @@ ENV PATH=/opt/proxilion/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PROXILION_DATA_DIR=/var/lib/proxilion \
-    PROXILION_CA_CERT=/etc/proxilion/ca/ca.crt \
-    PROXILION_CA_KEY=/etc/proxilion/ca/ca.key \
     PORT=8787 \
     ADMIN_PORT=8788
 

@@ -27,6 +27,7 @@ from proxilion.proxy.upstream import EndpointFactory, UpstreamClient
 from proxilion.ratelimit.admin import RateLimitAdminResource
 from proxilion.ratelimit.service import RateLimiter
 from proxilion.service import ListeningService, ProxilionService, ProxySiteService
+from proxilion.tls.interception import Interception, TLSListener
 
 __all__ = ["Proxilion", "build"]
 
@@ -77,7 +78,11 @@ def build(
     limiter.name = "ratelimit"
     analytics = AnalyticsWriter(settings, metrics, reactor, store=analytics_store, io=analytics_io)
     upstream = UpstreamClient(reactor, settings.pool_size, settings.connect_timeout, settings.response_timeout, settings.stream_idle_timeout,
-                              endpoint_factory=upstream_endpoint)
+                              endpoint_factory=upstream_endpoint, ca_bundle=settings.upstream_ca_bundle)
+    # Raises CAError (a ValueError): a bad CA stops startup.
+    interception = Interception(settings, metrics, reactor)
+    if handle_sighup and interception.enabled:
+        reactor.callWhenRunning(interception.handle_sighup)
     ctx = ProxyContext(
         settings=settings,
         clock=reactor,
@@ -91,12 +96,15 @@ def build(
         record=audit_recorder(settings.instance_id, analytics.record),
         record_refused=refusal_recorder(settings.instance_id, settings, reactor, analytics.record),
         audit_available=analytics.can_keep if settings.audit_fail_closed else None,
+        interception=interception,
     )
     if log_observer is not None:
         # Straight to the process's observer: the global publisher's fan-out
         # costs more than the line itself, once per request.
         ctx.access_log = AccessLogger(namespace="proxilion.access", observer=log_observer)
-    proxy_service = ProxySiteService(reactor, settings, ProxyFactory(ctx), drain, metrics, upstream)
+    proxy_factory = ProxyFactory(ctx)
+    proxy_service = ProxySiteService(reactor, settings, proxy_factory, drain, metrics, upstream)
+    tls_listener = TLSListener(reactor, settings, interception, proxy_factory) if settings.tls_port else None
     started_at = time.time()
     components = {"policy": policy, "redis" if settings.rate_limit_store == "redis" else "ratelimit": limiter, "analytics": analytics}
 
@@ -127,6 +135,7 @@ def build(
                 "proxy": {"state": states["proxy"]},
                 **{name: component.status() for name, component in components.items()},
             },
+            "interception": interception.status(),
         }
 
     admin_site = build_admin_site(
@@ -148,7 +157,8 @@ def build(
     # (spool replay), limiter, policy, then the proxy port; stop is the reverse,
     # so the proxy drains before the limiter closes and analytics flushes.
     # The scan pool stops after the proxy has drained: no body is waiting for it then.
-    children = [admin_service, analytics, limiter, policy, *([scans] if scans is not None else []), proxy_service]
+    children = [admin_service, analytics, limiter, policy, *([scans] if scans is not None else []), proxy_service,
+                *([tls_listener] if tls_listener is not None else [])]
     root = ProxilionService(
         reactor,
         children,

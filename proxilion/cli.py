@@ -1,4 +1,4 @@
-"""The `proxilion` command: run, scan, check-config, policy, fake-provider, options."""
+"""The `proxilion` command: run, scan, check-config, ca, policy, fake-provider, options."""
 
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ def _options_markdown(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from proxilion.fakeprovider import command as fake_provider
     from proxilion.inspect import scan_command
+    from proxilion.tls import command as ca_command
 
     parser = argparse.ArgumentParser(prog="proxilion", description="Proxilion GRC: an AI security proxy.")
     parser.add_argument("--version", action="version", version=f"proxilion {__version__}")
@@ -92,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     fake = sub.add_parser("fake-provider", help="run the fake AI provider (OpenAI, Anthropic, Gemini, Cohere, Bedrock wire formats)")
     fake_provider.add_arguments(fake)
     fake.set_defaults(handler=fake_provider.run)
+
+    ca = sub.add_parser("ca", help="create and show the TLS interception CA (init, show, export)")
+    ca_command.add_arguments(ca)
 
     options = sub.add_parser("options", help="print the settings table (Markdown) used in the README")
     options.set_defaults(handler=_options_markdown)

@@ -225,6 +225,20 @@ def _rate_limits(value: Any) -> tuple[RateLimitEntry, ...]:
     return tuple(out)
 
 
+def _connect_allow(value: Any) -> tuple[str, ...]:
+    """CONNECT targets allowed beyond the default: host[:port] patterns (``*`` wildcards; port defaults to 443)."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    patterns = []
+    for item in items:
+        item = str(item).strip().lower()
+        if not item:
+            continue
+        if any(c.isspace() or c in "/@?#" for c in item):
+            raise ValueError(f"{item!r} must look like host, host:port or *.example.com:443")
+        patterns.append(item)
+    return tuple(patterns)
+
+
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -341,6 +355,13 @@ class Settings:
     analytics_truncate_ip: bool = setting("ANALYTICS_TRUNCATE_IP", _bool, False, "Store client IPs truncated to /24 (IPv4) or /48 (IPv6).")
     drain_grace: float = setting("DRAIN_GRACE", _non_negative_float, 5.0, "Seconds /health reports draining before the port closes.")
     drain_timeout: float = setting("DRAIN_TIMEOUT", _positive_float, 25.0, "Seconds in-flight requests get to finish during shutdown.")
+    ca_cert_file: str | None = setting("CA_CERT_FILE", _optional_text, None, "Interception CA certificate (PEM), the same file on every replica; enables CONNECT interception. Re-read on SIGHUP.")
+    ca_key_file: str | None = setting("CA_KEY_FILE", _optional_text, None, "Private key of CA_CERT_FILE (PEM, unencrypted, mode 0600); never logged.")
+    ca_extra_cert_file: str | None = setting("CA_EXTRA_CERT_FILE", _optional_text, None, "During a CA rotation: the other CA certificate clients may still trust (reported in /status, printed by `proxilion ca export`; never signs).")
+    connect_policy: Literal["deny", "tunnel"] = setting("CONNECT_POLICY", _choice("deny", "tunnel"), "deny", "CONNECT to a host that is not a provider: deny (403) or tunnel (blind relay, audited as tunnel).")
+    connect_allow: tuple[str, ...] = setting("CONNECT_ALLOW", _connect_allow, (), "CONNECT targets allowed beyond the default (comma-separated host[:port], * wildcards); with it, tunnel reaches only these. IP literals and ports other than 443 need it.")
+    tls_port: int = setting("TLS_PORT", _int_range(0, 65535), 0, "Transparent HTTPS listener choosing the leaf by SNI (0: off); needs CA_CERT_FILE.")
+    upstream_ca_bundle: str | None = setting("UPSTREAM_CA_BUNDLE", _optional_text, None, "PEM bundle trusted for upstream TLS instead of the system store.")
     reuse_port: bool = setting("REUSE_PORT", _bool, False, "Listen with SO_REUSEPORT so several processes share the proxy port.")
 
 
@@ -438,6 +459,12 @@ def load_settings(
         raise ConfigError("RATE_LIMIT_STORE: redis needs REDIS_URL (or REDIS_SENTINELS and REDIS_SENTINEL_MASTER)")
     if bool(values["redis_sentinels"]) != bool(values["redis_sentinel_master"]):
         raise ConfigError("REDIS_SENTINELS: needs REDIS_SENTINEL_MASTER too (and the other way round)")
+    if values["ca_cert_file"] and not values["ca_key_file"]:
+        raise ConfigError("CA_KEY_FILE: must be set with CA_CERT_FILE")
+    if values["tls_port"] and not values["ca_cert_file"]:
+        raise ConfigError("TLS_PORT: needs CA_CERT_FILE and CA_KEY_FILE")
+    if values["tls_port"] and values["tls_port"] in (values["port"], values["admin_port"]):
+        raise ConfigError(f"TLS_PORT: must differ from PORT and ADMIN_PORT ({values['tls_port']})")
     if values["port"] and values["port"] == values["admin_port"]:
         raise ConfigError(f"ADMIN_PORT: must differ from PORT ({values['port']})")
     return Settings(**values)

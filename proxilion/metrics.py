@@ -152,6 +152,21 @@ class Metrics:
             "proxilion_analytics_flush_failures", "Failed batch writes by kind.", ["kind"], registry=r
         )
 
+        # TLS interception.
+        self.tls_certificates_minted = Counter("proxilion_tls_certificates_minted", "Leaf certificates minted from the CA.", registry=r)
+        self.tls_leaf_cache = Counter("proxilion_tls_leaf_cache", "Leaf certificate lookups by result (hit, miss).", ["result"], registry=r)
+        self.tls_leaf_cache_evictions = Counter(
+            "proxilion_tls_leaf_cache_evictions", "Leaves dropped to keep the leaf cache within its bound.", registry=r
+        )
+        self.tls_handshakes = Counter(
+            "proxilion_tls_handshakes", "Intercepting TLS handshakes by mode (connect, transparent) and result.", ["mode", "result"], registry=r
+        )
+        self.connect_requests = Counter("proxilion_connect_requests", "CONNECT requests by decision (intercept, deny, tunnel).", ["decision"], registry=r)
+        self.tls_ca_not_after = Gauge(
+            "proxilion_tls_ca_not_after_timestamp_seconds", "Expiry (Unix time) of the signing CA; 0 when interception is off.", registry=r
+        )
+        self.tls_ca_reloads = Counter("proxilion_tls_ca_reloads", "CA reloads (SIGHUP) by result.", ["result"], registry=r)
+
         for name, value in list(vars(self).items()):
             if getattr(value, "_labelnames", ()):
                 setattr(self, name, _CachedLabels(value))

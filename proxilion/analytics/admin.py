@@ -45,6 +45,7 @@ _FIELDS = (
     ("tokens_out", "tokens_out"),
     ("client_ip", "client_ip"),
     ("error", "error"),
+    ("mode", "mode"),
 )
 
 

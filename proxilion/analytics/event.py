@@ -21,6 +21,7 @@ __all__ = [
     "AuditEvent",
     "COLUMNS",
     "DECISIONS",
+    "MODES",
     "PROVIDERS",
     "event_from_row",
     "event_row",
@@ -29,7 +30,8 @@ __all__ = [
     "truncate_ip",
 ]
 
-DECISIONS = ("allow", "log", "alert", "redact", "block", "ratelimited", "rejected", "error")
+DECISIONS = ("allow", "log", "alert", "redact", "block", "ratelimited", "rejected", "error", "tunnel")
+MODES = ("explicit", "connect", "transparent")
 PROVIDERS = ("openai", "anthropic", "gemini", "cohere", "azure", "bedrock", "unknown")
 
 def truncate_ip(ip: str | None) -> str | None:
@@ -83,6 +85,8 @@ class AuditEvent:
     tokens_out: int | None = attrs.field(default=None, converter=_optional_int)
     client_ip: str | None = None
     error: str | None = None
+    # How the client reached the proxy (L{MODES}).
+    mode: str = "explicit"
 
 
 # Column order of audit_events inserts, spool lines and query results.
@@ -110,6 +114,7 @@ COLUMNS = (
     "tokens_out",
     "client_ip",
     "error",
+    "mode",
 )
 
 
@@ -144,6 +149,7 @@ def event_row(event: AuditEvent, truncate: bool = False) -> AuditRow:
         event.tokens_out,
         truncate_ip(event.client_ip) if truncate else event.client_ip,
         event.error,
+        event.mode,
     )
 
 
@@ -157,7 +163,8 @@ def row_from_json(line: str) -> AuditRow:
     data = json.loads(line)
     if not isinstance(data, dict) or not isinstance(data.get("request_id"), str):
         raise ValueError("not an audit row")
-    return tuple(data.get(column) for column in COLUMNS)
+    # Lines spooled before the mode column existed were all explicit requests.
+    return tuple(data.get(column, "explicit" if column == "mode" else None) for column in COLUMNS)
 
 
 def event_from_row(row: Mapping[str, Any]) -> AuditEvent:
@@ -186,4 +193,5 @@ def event_from_row(row: Mapping[str, Any]) -> AuditEvent:
         tokens_out=row["tokens_out"],
         client_ip=row["client_ip"],
         error=row["error"],
+        mode=row["mode"],
     )

@@ -43,6 +43,10 @@ POSTGRESQL: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX audit_events_identity_time ON audit_events (identity, event_time)",
         ),
     ),
+    (
+        2,
+        ("ALTER TABLE audit_events ADD COLUMN mode TEXT NOT NULL DEFAULT 'explicit'",),
+    ),
 )
 
 SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -77,5 +81,9 @@ SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX audit_events_time ON audit_events (event_time, request_id)",
             "CREATE INDEX audit_events_identity_time ON audit_events (identity, event_time)",
         ),
+    ),
+    (
+        2,
+        ("ALTER TABLE audit_events ADD COLUMN mode TEXT NOT NULL DEFAULT 'explicit'",),
     ),
 )

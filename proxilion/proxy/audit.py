@@ -42,6 +42,7 @@ def audit_recorder(instance_id: str, record: Callable[[AuditEvent], None]) -> Ca
                 tokens_out=done.tokens_out,
                 client_ip=done.client_ip,
                 error=done.error,
+                mode=done.mode,
             )
         )
 
@@ -52,7 +53,7 @@ def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callab
     """A C{ProxyContext.record_refused} callback: the audit row of a request refused before it was complete."""
 
     def on_refused(request: Any, rid: bytes, provider: str, method: str, uri: bytes | None, status: int, code: str, bytes_out: int,
-                   bytes_in: int = 0) -> None:
+                   bytes_in: int = 0, decision: str = "rejected") -> None:
         identity = identify(request.headers, request.peer_ip, settings, strict=False)
         now = clock.seconds()
         record(
@@ -67,7 +68,7 @@ def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callab
                 method=method,
                 path=safe_uri(uri or b""),
                 status=status,
-                decision="rejected",
+                decision=decision,
                 findings={},
                 bytes_in=bytes_in,
                 bytes_out=bytes_out,
@@ -78,7 +79,9 @@ def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callab
                 tokens_in=None,
                 tokens_out=None,
                 client_ip=identity.client_ip,
-                error=code,
+                # A tunnel is no error; its code only names it.
+                error=code if decision == "rejected" else None,
+                mode=getattr(request.connection, "mode", "explicit"),
             )
         )
 

@@ -36,5 +36,7 @@ class ProxyContext:
     record_refused: Callable[..., None] | None = None
     # AUDIT_FAIL_CLOSED: False while no audit row can be kept, and requests are refused.
     audit_available: Callable[[], bool] | None = None
+    # TLS interception and the CONNECT policy (proxilion.tls.interception.Interception).
+    interception: Any = None
     # One line per request; build() hands it the process's observer directly.
     access_log: Logger = attrs.field(factory=lambda: Logger(namespace="proxilion.access"), repr=False)

@@ -49,7 +49,7 @@ _JSON = b"application/json"
 _MEDIA_TYPES = (b"image/", b"audio/", b"video/", b"font/")
 _STREAM_TYPES = (b"text/event-stream", b"application/vnd.amazon.eventstream", b"application/x-ndjson", b"application/stream+json")
 ACTION_ORDER = {"allow": 0, "log": 1, "alert": 2, "redact": 3, "block": 4}
-_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT"})
 
 
 def _aws_signed(request: HTTPRequest, query: str) -> bool:
@@ -62,8 +62,10 @@ def bounded_method(method: str) -> str:
     return method if method in _METHODS else "OTHER"
 
 
-def log_refused(log: Logger, rid: bytes, provider: str, method: str, uri: bytes | None, status: int, code: str) -> None:
-    """The access line of a request refused before it was complete (408, 413, 431)."""
+def log_refused(log: Logger, rid: bytes, provider: str, method: str, uri: bytes | None, status: int, code: str,
+                decision: str = "rejected") -> None:
+    """The access line of a request that never became an exchange: refused before it was complete
+    (408, 413, 431), a denied CONNECT, or a blind tunnel (C{decision} "tunnel")."""
     log.info(
         "{method} {path} {status}",
         request_id=rid.decode("ascii"),
@@ -71,8 +73,8 @@ def log_refused(log: Logger, rid: bytes, provider: str, method: str, uri: bytes 
         method=method,
         path=safe_uri(uri) if uri else None,
         status=status,
-        decision="rejected",
-        error=code,
+        decision=decision,
+        error=code if decision == "rejected" else None,
     )
 
 
@@ -644,6 +646,7 @@ class Exchange:
             tokens_in=tokens_in,
             tokens_out=tokens_out,
             error=self.error,
+            mode=getattr(self.request.connection, "mode", "explicit"),
         )
 
     def _before_end(self) -> None:

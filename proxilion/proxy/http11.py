@@ -313,10 +313,11 @@ class HTTPConnection(Protocol):
         parsing = self._parsing
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Upgrade and CONNECT: the request itself was parsed (and is answered
-            # as an ordinary one); what follows is not HTTP we would proxy.
-            self._end_after_answers()
+        except httptools.HttpParserUpgrade as e:
+            # Upgrade and CONNECT: the request itself was parsed (and answered);
+            # what follows is HTTP again only if the answer switched the connection.
+            if not self.upgraded(data[e.args[0]:] if e.args else b""):
+                self._end_after_answers()
             return
         except httptools.HttpParserError:
             self._reject(400, "Malformed HTTP request.", "bad_request", self._parsing or parsing)
@@ -432,6 +433,20 @@ class HTTPConnection(Protocol):
 
     def refuse(self, status: int, message: str, code: str, parsing: _Parsing | None) -> None:
         raise NotImplementedError
+
+    def upgraded(self, rest: bytes) -> bool:
+        """The parser stopped after an Upgrade or CONNECT request; C{rest} followed it.
+
+        True when the connection was switched (and reads on); False to close
+        once the requests received are answered.
+        """
+        return False
+
+    def reset_parser(self) -> None:
+        """A new parser, for a connection that speaks HTTP again after a CONNECT."""
+        self._parser = httptools.HttpRequestParser(self)
+        self._closing = False
+        self._deadline.set(self.idle_timeout)
 
     def abandoned(self, method: bytes, uri: bytes, headers: list[tuple[bytes, bytes]], bytes_in: int) -> None:
         """The connection was lost with this request received but never dispatched (partial, or queued)."""

@@ -35,3 +35,5 @@ class ExchangeRecord:
     tokens_in: int | None
     tokens_out: int | None
     error: str | None
+    # How the client reached the proxy: explicit (plain HTTP), connect (CONNECT, intercepted) or transparent (TLS_PORT).
+    mode: str = "explicit"

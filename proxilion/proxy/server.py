@@ -7,7 +7,7 @@ connection hands each complete request to an exchange.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.protocol import Factory
 
@@ -19,6 +19,7 @@ from proxilion.proxy.headers import request_id
 from proxilion.proxy.http11 import HTTPConnection, HTTPRequest, reason_phrase
 from proxilion.proxy.identity import is_trusted
 from proxilion.proxy.routing import provider_for_host
+from proxilion.tls.connect import check_intercepted, handle_connect
 
 __all__ = ["ProxyFactory", "ProxyConnection", "health_body"]
 
@@ -50,6 +51,15 @@ class ProxyConnection(HTTPConnection):
         # (or when it is not expected: off, or a peer that is not a trusted proxy,
         # whose PROXY line is then malformed HTTP).
         self._proxy_header: bytes | None = None
+        # How the client reached us: explicit (plain HTTP), connect or transparent (TLS interception).
+        self.mode = "explicit"
+        # The intercepting TLS handshake (proxilion.tls), once one started.
+        self.tls: Any = None
+        # Set by a CONNECT answer: switches the connection once the parser let go of it.
+        self.switch: Callable[[bytes], bool] | None = None
+        # A blind CONNECT tunnel: where the client's bytes go, and who hears of the close.
+        self.relay: Callable[[bytes], None] | None = None
+        self.on_relay_lost: Callable[[], None] | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -59,6 +69,9 @@ class ProxyConnection(HTTPConnection):
         self.ctx.drain.channel_opened(self)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.relay is not None:
+            self.relay(data)
+            return
         if self._proxy_header is None:
             super().dataReceived(data)
             return
@@ -85,7 +98,15 @@ class ProxyConnection(HTTPConnection):
 
     def connectionLost(self, reason: Any = None) -> None:
         super().connectionLost(reason)
+        if self.tls is not None:
+            self.tls.lost()
+        if self.on_relay_lost is not None:
+            self.on_relay_lost()
         self.ctx.drain.channel_closed(self)
+
+    def upgraded(self, rest: bytes) -> bool:
+        switch, self.switch = self.switch, None
+        return switch(rest) if switch is not None else False
 
     def dispatch(self, request: HTTPRequest) -> None:
         if request.method in (b"GET", b"HEAD"):
@@ -93,6 +114,11 @@ class ProxyConnection(HTTPConnection):
             if path == b"/health" or path == b"/ready":
                 self._health(request)
                 return
+        if request.method == b"CONNECT":
+            handle_connect(self, request, self.ctx.interception)
+            return
+        if self.mode != "explicit" and not check_intercepted(self, request):
+            return
         Exchange(self.ctx, request).start()
 
     def _health(self, request: HTTPRequest) -> None:
@@ -139,14 +165,14 @@ class ProxyConnection(HTTPConnection):
         return partial, _guess_provider(uri, partial.header(b"host")), request_id(partial.header(b"x-request-id"))
 
     def _account(self, partial: HTTPRequest, provider: str, rid: bytes, uri: bytes | None, status: int, code: str,
-                 bytes_out: int, bytes_in: int) -> None:
+                 bytes_out: int, bytes_in: int, decision: str = "rejected") -> None:
         """Metrics, access line and audit row of a request that never became an exchange."""
         ctx = self.ctx
         method = bounded_method(partial.method.decode("latin-1"))
         ctx.metrics.http_requests.labels(provider, method, str(status)).inc()
-        log_refused(ctx.access_log, rid, provider, method, uri, status, code)
+        log_refused(ctx.access_log, rid, provider, method, uri, status, code, decision)
         if ctx.record_refused is not None:
-            ctx.record_refused(partial, rid, provider, method, uri, status, code, bytes_out, bytes_in=bytes_in)
+            ctx.record_refused(partial, rid, provider, method, uri, status, code, bytes_out, bytes_in=bytes_in, decision=decision)
 
 
 class ProxyFactory(Factory):

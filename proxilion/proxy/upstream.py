@@ -18,7 +18,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
 from twisted.python.failure import Failure
 
 from proxilion.proxy.deadline import Deadline
@@ -318,14 +318,32 @@ class _ConnectionFactory(Factory):
         return _UpstreamConnection(self._pool, self._key)
 
 
-def network_endpoint(reactor: Any, connect_timeout: float) -> EndpointFactory:
+def network_endpoint(reactor: Any, connect_timeout: float, trust_root: Any = None) -> EndpointFactory:
     """The real network: TCP by host name, wrapped in TLS (verified against the host name) for https."""
 
     def endpoint(scheme: str, host: str, port: int) -> IStreamClientEndpoint:
         tcp: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
-        return wrapClientTLS(optionsForClientTLS(host), tcp) if scheme == "https" else tcp
+        return wrapClientTLS(optionsForClientTLS(host, trustRoot=trust_root), tcp) if scheme == "https" else tcp
 
     return endpoint
+
+
+def trust_root_from_bundle(path: str) -> Any:
+    """The certificates of a PEM bundle as a Twisted trust root; C{ValueError} (one line) when unusable."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ValueError(f"UPSTREAM_CA_BUNDLE: cannot read {path}: {e.strerror}") from None
+    marker = b"-----END CERTIFICATE-----"
+    blocks = [block + marker for block in data.split(marker) if b"-----BEGIN CERTIFICATE-----" in block]
+    try:
+        certificates = [Certificate.loadPEM(block) for block in blocks]
+    except Exception:
+        raise ValueError(f"UPSTREAM_CA_BUNDLE: {path} holds a certificate that does not parse") from None
+    if not certificates:
+        raise ValueError(f"UPSTREAM_CA_BUNDLE: {path} holds no PEM certificate")
+    return trustRootFromCertificates(certificates)
 
 
 class _Target:
@@ -356,10 +374,12 @@ class UpstreamClient:
     def __init__(
         self, reactor: Any, pool_size: int, connect_timeout: float, response_timeout: float,
         body_idle_timeout: float = 300.0, idle_timeout: float = 50.0,
-        endpoint_factory: EndpointFactory | None = None,
+        endpoint_factory: EndpointFactory | None = None, ca_bundle: str | None = None,
     ) -> None:
         self.reactor = reactor
-        self._endpoint_for = endpoint_factory or network_endpoint(reactor, connect_timeout)
+        # UPSTREAM_CA_BUNDLE replaces the system store; verification itself never goes away.
+        trust_root = trust_root_from_bundle(ca_bundle) if ca_bundle else None
+        self._endpoint_for = endpoint_factory or network_endpoint(reactor, connect_timeout, trust_root)
         self.body_idle_timeout = body_idle_timeout
         self._pool_size = pool_size
         self._response_timeout = response_timeout

@@ -94,8 +94,8 @@ def test_runtime_stage():
     assert last["STOPSIGNAL"] == "SIGTERM"
     env = " ".join(a for w, a in runtime if w == "ENV")
     assert "PROXILION_DATA_DIR=/var/lib/proxilion" in env
-    assert "PROXILION_CA_CERT=/etc/proxilion/ca/ca.crt" in env
-    assert "PROXILION_CA_KEY=/etc/proxilion/ca/ca.key" in env
+    # The image starts without a CA; the deployments set CA_CERT_FILE where they mount one.
+    assert "CA_CERT_FILE" not in env and "CA_KEY_FILE" not in env
     # HEALTHCHECK on the proxy port's /health with wget, which is installed.
     health = last["HEALTHCHECK"]
     assert health.split("CMD", 1)[1].strip() == '["wget", "-q", "--spider", "http://localhost:8787/health"]'

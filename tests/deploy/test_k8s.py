@@ -171,8 +171,8 @@ def test_environment(docs, container):
     assert {"name": "proxilion-config"} in [e["configMapRef"] for e in container["envFrom"]]
     assert config["PORT"] == "8787" and config["ADMIN_PORT"] == "8788"
     assert config["PROXILION_DATA_DIR"] == "/var/lib/proxilion"
-    assert config["PROXILION_CA_CERT"] == "/etc/proxilion/ca/ca.crt"
-    assert config["PROXILION_CA_KEY"] == "/etc/proxilion/ca/ca.key"
+    assert config["CA_CERT_FILE"] == "/etc/proxilion/ca/ca.crt"
+    assert config["CA_KEY_FILE"] == "/etc/proxilion/ca/ca.key"
     assert config["REDIS_URL"] == "redis://redis:6379"
     assert config["RATE_LIMIT_STORE"] == "redis"
     env = {e["name"]: e for e in container["env"]}
@@ -184,7 +184,7 @@ def test_environment(docs, container):
 def test_configmap_names_only_real_settings(docs):
     from proxilion.config import SPECS, load_settings
 
-    names = {s.env for s in SPECS if s.env} | {"PROXILION_CA_CERT", "PROXILION_CA_KEY"}
+    names = {s.env for s in SPECS if s.env}
     config = find(docs, "ConfigMap", "proxilion-config")["data"]
     assert set(config) <= names, set(config) - names
     # And the values parse.

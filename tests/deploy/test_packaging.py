@@ -64,14 +64,14 @@ def test_swarm_stack_shared_state_and_drain(stack):
     assert grace >= float(env["DRAIN_GRACE"]) + float(env["DRAIN_TIMEOUT"]) + 2
     targets = {s["target"] for s in service["secrets"]}
     assert targets == {"/etc/proxilion/ca/ca.crt", "/etc/proxilion/ca/ca.key"}
-    assert env["PROXILION_CA_CERT"] == "/etc/proxilion/ca/ca.crt"
-    assert env["PROXILION_CA_KEY"] == "/etc/proxilion/ca/ca.key"
+    assert env["CA_CERT_FILE"] == "/etc/proxilion/ca/ca.crt"
+    assert env["CA_KEY_FILE"] == "/etc/proxilion/ca/ca.key"
 
 
 def test_swarm_stack_env_names_real_settings(stack):
     from proxilion.config import SPECS
 
-    names = {s.env for s in SPECS if s.env} | {"PROXILION_CA_CERT", "PROXILION_CA_KEY"}
+    names = {s.env for s in SPECS if s.env}
     env = stack["services"]["proxilion"]["environment"]
     assert set(env) <= names, set(env) - names
 

@@ -111,8 +111,8 @@ def test_required_settings(name):
     assert "proxilion" in one(service, "StateDirectory").split()
     assert one(service, "CapabilityBoundingSet") == ""
     env = dict(v.split("=", 1) for v in service.get("Environment", []))
-    assert env["PROXILION_CA_CERT"] == "/etc/proxilion/ca/ca.crt"
-    assert env["PROXILION_CA_KEY"] == "/etc/proxilion/ca/ca.key"
+    assert env["CA_CERT_FILE"] == "/etc/proxilion/ca/ca.crt"
+    assert env["CA_KEY_FILE"] == "/etc/proxilion/ca/ca.key"
     assert one(unit["Install"], "WantedBy") == "multi-user.target"
     assert "network-online.target" in one(unit["Unit"], "After")
 
@@ -138,7 +138,7 @@ def test_template_shares_the_proxy_port_with_its_own_admin_port_and_data_dir():
 def test_env_example_names_only_real_settings():
     from proxilion.config import SPECS
 
-    names = {s.env for s in SPECS if s.env} | {"PROXILION_CA_CERT", "PROXILION_CA_KEY"}
+    names = {s.env for s in SPECS if s.env}
     text = (ROOT / "systemd" / "proxilion.env.example").read_text()
     used = re.findall(r"^#?([A-Z][A-Z0-9_]+)=", text, re.M)
     assert used

@@ -401,7 +401,7 @@ def test_health_and_ready_on_both_ports(daemon: Daemon, path: str) -> None:
 
 
 PROVIDERS = {"openai", "anthropic", "gemini", "cohere", "azure", "bedrock", "unknown"}
-METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "OTHER"}
+METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "OTHER"}
 
 
 def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:

@@ -205,11 +205,12 @@ def test_upstream_closing_after_an_answer_is_not_reused(daemon: Daemon, upstream
     assert split_response(raw)[2] == JSON_OK
 
 
-def test_connect_is_refused_in_provider_shape(daemon: Daemon) -> None:
+def test_connect_without_a_ca_is_refused_in_provider_shape(daemon: Daemon) -> None:
     raw = raw_exchange(daemon.port, b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n", timeout=5)
     status, headers, body = split_response(raw)
-    assert status == 405
-    assert b'"error"' in body
+    # Interception needs CA_CERT_FILE; without it a CONNECT is denied, never tunnelled past inspection.
+    assert status == 403
+    assert b'"error"' in body and b"CA_CERT_FILE" in body
     assert headers["connection"] == "close"
 
 
