@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 import attrs
 
@@ -21,7 +23,7 @@ from proxilion.policy_service import PolicyService
 from proxilion.proxy.audit import audit_recorder, refusal_recorder
 from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.offload import ScanPool
-from proxilion.proxy.routing import Router
+from proxilion.proxy.routing import PROVIDER_HOSTS, Router
 from proxilion.proxy.server import ProxyFactory
 from proxilion.proxy.upstream import EndpointFactory, UpstreamClient
 from proxilion.ratelimit.admin import RateLimitAdminResource
@@ -29,7 +31,9 @@ from proxilion.ratelimit.service import RateLimiter
 from proxilion.service import ListeningService, ProxilionService, ProxySiteService
 from proxilion.tls.interception import Interception, TLSListener
 
-__all__ = ["Proxilion", "build"]
+__all__ = ["Proxilion", "build", "ready_line"]
+
+log = Logger()
 
 
 @attrs.define
@@ -165,7 +169,47 @@ def build(
         stop_deadlines={"proxy": settings.drain_grace + settings.drain_timeout + 5.0, "analytics": 15.0, "ratelimit": 5.0},
         log_observer=log_observer,
     )
-    return Proxilion(settings, root, metrics, drain, ctx, proxy_service, admin_service, limiter, analytics, policy)
+    app = Proxilion(settings, root, metrics, drain, ctx, proxy_service, admin_service, limiter, analytics, policy)
+
+    def announce(result: None) -> None:
+        # The log format is a literal: the line holds no braces of its own, but a URL or path might.
+        log.info(ready_line(app).replace("{", "{{").replace("}", "}}"))
+        return result
+
+    root.started.addCallback(announce)
+    return app
+
+
+def _url_without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=host).geturl()
+
+
+def ready_line(app: Proxilion) -> str:
+    """The one human-readable startup line: ports, upstreams, policy source and stores; never a secret."""
+    settings = app.settings
+    ports = f"proxy :{app.proxy_service.port.getHost().port}, admin :{app.admin_service.port.getHost().port}"
+    if settings.tls_port:
+        ports += f", tls :{settings.tls_port}"
+    upstreams = {name: "https://" + hosts[0] for name, hosts in PROVIDER_HOSTS.items() if hosts}
+    upstreams["azure"] = "per-request host"
+    upstreams.update({name: _url_without_credentials(url) for name, url in settings.upstreams.items()})
+    named = ", ".join(f"{name}={url}" for name, url in upstreams.items())
+    policy = settings.policy_file or "shipped default"
+    if not settings.inspection:
+        policy += " (inspection off)"
+    limits = app.limiter.status()
+    rate_limits = f"redis {limits['redis']['target']}" if "redis" in limits else limits["store"]
+    analytics = app.analytics.status()
+    if analytics["store"] == "postgresql":
+        # The DSN's host only: its user and password stay out of logs.
+        dsn = urlsplit(settings.analytics_dsn)
+        where = f"{dsn.hostname}:{dsn.port or 5432}{dsn.path}"
+    else:
+        where = analytics["target"]
+    return (f"Proxilion ready: {ports}; upstreams: {named}; policy: {policy}; "
+            f"rate limits: {rate_limits}; analytics: {analytics['store']} {where}")
 
 
 def _summary_branch(summary: Any) -> Directory:
