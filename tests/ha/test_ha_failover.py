@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 from analytics.conftest import PostgresServer, _pg_bindir
 from ratelimit.rl_support import RedisServer
-from support.daemon import REPO, Daemon, free_port, http_json
+from support.daemon import REPO, Daemon, free_port, haproxy_stat, http_json
 
 from .conftest import AUTH, LIMITS, Load, Outcome, daemon_args, wait_until
 
@@ -89,15 +88,7 @@ class Cluster:
 
     def states(self) -> dict[str, str]:
         """Server name -> HAProxy's view (UP, DOWN, NOLB, MAINT, with check transitions like 'UP 1/2')."""
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(self.stats))
-            s.sendall(b"show stat\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        lines = data.decode().splitlines()
-        header = lines[0].lstrip("# ").split(",")
-        rows = [dict(zip(header, line.split(","))) for line in lines[1:] if line]
+        rows = haproxy_stat(self.stats)
         return {r["svname"]: r["status"] for r in rows if r["pxname"] == "proxilion_back" and r["svname"] in SERVERS}
 
     def wait_state(self, name: str, state: str, timeout: float = 10.0) -> float:

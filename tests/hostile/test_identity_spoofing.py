@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import pytest
 
 from proxilion.fakeprovider.testing import running_fake_provider
-from support.daemon import REPO, Daemon, eventually, fake_requests, clear_fake, free_port, http_json, running
+from support.daemon import REPO, Daemon, clear_fake, eventually, fake_requests, free_port, haproxy_stat, http_json, raw_reply, running
 
 HAPROXY = "/usr/sbin/haproxy"
 TOKEN = "hostile-admin-token"
@@ -84,15 +84,7 @@ class HAProxy:
         self.root = root
 
     def states(self) -> set[str]:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(self.stats))
-            s.sendall(b"show stat\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        lines = data.decode().splitlines()
-        header = lines[0].lstrip("# ").split(",")
-        rows = [dict(zip(header, line.split(","))) for line in lines[1:] if line]
+        rows = haproxy_stat(self.stats)
         return {r["status"] for r in rows if r["pxname"] == "proxilion_back" and r["svname"].startswith("proxilion-")}
 
     def wait_up(self) -> None:
@@ -228,18 +220,6 @@ def test_proxy_protocol_from_haproxy_names_the_client(proxy_protocol: tuple[Daem
     assert set(access_identities(daemon, ids).values()) == {f"ip:{CLIENT}"}
 
 
-def _raw(port: int, data: bytes, source: str) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as sock:
-        sock.sendall(data)
-        chunks = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except ConnectionResetError:
-            pass
-    return b"".join(chunks)
-
-
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
@@ -264,11 +244,11 @@ def proxy_protocol_direct(tmp_path_factory: pytest.TempPathFactory, fake: str) -
 def test_proxy_header_from_an_untrusted_peer_is_not_honoured(proxy_protocol_direct: Daemon) -> None:
     daemon = proxy_protocol_direct
     for header in (b"PROXY TCP4 6.6.6.6 127.0.0.1 4711 8787\r\n", _v2_header("6.6.6.6", 4711)):
-        reply = _raw(daemon.port, header + _request(rid()), CLIENT)
+        reply = raw_reply(daemon.port, header + _request(rid()), CLIENT)
         assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
     # The same daemon serves untrusted clients speaking plain HTTP, as themselves.
     request_id = rid()
-    reply = _raw(daemon.port, _request(request_id), CLIENT)
+    reply = raw_reply(daemon.port, _request(request_id), CLIENT)
     assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
     assert events(daemon, {request_id})[request_id]["client_ip"] == CLIENT
     assert "6.6.6.6" not in daemon.log()
@@ -277,7 +257,7 @@ def test_proxy_header_from_an_untrusted_peer_is_not_honoured(proxy_protocol_dire
 def test_trusted_peer_without_a_valid_proxy_header_is_closed(proxy_protocol_direct: Daemon) -> None:
     daemon = proxy_protocol_direct
     for data in (_request(rid()), b"PROXY TCP4 6.6.6.6 nonsense\r\n" + _request(rid()), b"PROXY " + b"9" * 200 + b"\r\n"):
-        assert _raw(daemon.port, data, LB_SOURCE) == b""
+        assert raw_reply(daemon.port, data, LB_SOURCE) == b""
     # Split across packets, v1 and v2 from the trusted peer are read whole.
     for header in (b"PROXY TCP4 198.51.100.9 127.0.0.1 4711 8787\r\n", _v2_header("198.51.100.9", 4711)):
         request_id = rid()

@@ -14,22 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from support.daemon import Daemon, closed_port, eventually, http_json, running
+from support.daemon import Daemon, closed_port, eventually, http_json, raw_reply, running
 
 TOKEN = "hostile-admin-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
-
-
-def _raw(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
-        chunks = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except ConnectionResetError:
-            pass
-    return b"".join(chunks)
 
 
 def _status(reply: bytes) -> int:
@@ -103,25 +91,25 @@ def test_drain_with_the_wrong_method_is_405_with_allow(daemon: Daemon, method: s
 
 def test_a_huge_header_on_the_admin_port_is_431(daemon: Daemon) -> None:
     host = daemon.admin_url.removeprefix("http://")
-    reply = _raw(daemon.admin_port, b"GET /status HTTP/1.1\r\nHost: %s\r\nX-Big: %s\r\n\r\n" % (host.encode(), b"a" * 100_000))
+    reply = raw_reply(daemon.admin_port, b"GET /status HTTP/1.1\r\nHost: %s\r\nX-Big: %s\r\n\r\n" % (host.encode(), b"a" * 100_000))
     assert _status(reply) == 431
 
 
 def test_too_many_headers_on_the_admin_port_is_431(daemon: Daemon) -> None:
     lines = b"".join(b"X-H%d: v\r\n" % i for i in range(600))
-    reply = _raw(daemon.admin_port, b"GET /status HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n")
+    reply = raw_reply(daemon.admin_port, b"GET /status HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n")
     assert _status(reply) == 431
 
 
 def test_http10_with_chunked_body_is_400(daemon: Daemon) -> None:
-    reply = _raw(daemon.port, b"POST /proxy/openai/v1/chat/completions HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\n"
+    reply = raw_reply(daemon.port, b"POST /proxy/openai/v1/chat/completions HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
     assert _status(reply) == 400
     assert b'"error"' in reply
 
 
 def test_http2_request_line_is_505(daemon: Daemon) -> None:
-    reply = _raw(daemon.port, b"GET /proxy/openai/v1/models HTTP/2.0\r\nHost: x\r\n\r\n")
+    reply = raw_reply(daemon.port, b"GET /proxy/openai/v1/models HTTP/2.0\r\nHost: x\r\n\r\n")
     assert _status(reply) == 505
     assert b'"error"' in reply
 

@@ -37,6 +37,32 @@ def closed_port() -> int:
     return sock.getsockname()[1]
 
 
+def raw_reply(port: int, data: bytes, source: str = "127.0.0.1", timeout: float = 10.0) -> bytes:
+    """Send raw bytes from C{source}, then read until the server closes; a reset ends the reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0)) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+    return b"".join(chunks)
+
+
+def haproxy_stat(stats_socket: Path) -> list[dict[str, str]]:
+    """HAProxy's "show stat" rows, read from its admin socket."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(stats_socket))
+        s.sendall(b"show stat\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    lines = data.decode().splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    return [dict(zip(header, line.split(","))) for line in lines[1:] if line]
+
+
 def http_json(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], Any]:
     """One blocking request; returns (status, lower-cased headers, parsed JSON or raw bytes)."""
     host_port, _, path = url.removeprefix("http://").partition("/")
