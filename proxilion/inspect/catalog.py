@@ -23,7 +23,7 @@ BUILTIN = {d.type: d for d in (
        "Payment card number: IIN range, length and Luhn check; spaced, dashed or contiguous"),
     _d("ssn", "pii", "critical", ["GLBA", "CCPA"],
        "US Social Security number, dashed/spaced (contiguous only after 'SSN'); invalid areas, groups, serials rejected"),
-    _d("itin", "pii", "critical", ["GLBA"], "US Individual Taxpayer Identification Number (9xx-[5-9]x-xxxx)"),
+    _d("itin", "pii", "critical", ["GLBA"], "US Individual Taxpayer Identification Number (9xx-xx-xxxx, group 50-65, 70-88, 90-92 or 94-99)"),
     _d("aba_routing", "financial", "high", ["GLBA"],
        "ABA routing number: checksum, near 'routing', 'ABA', 'RTN', 'ACH' or 'wire'"),
     _d("iban", "financial", "high", ["GDPR", "GLBA"],
