@@ -67,12 +67,24 @@ _ANY_ID_WORDS = context_words(*(
 _VERSION_WORDS = context_words("version", "release", "build")
 
 
+# A layout only a phone number is written in: a parenthesised area code with separators, or "+", a
+# country code on its own and further groups ("+44 20 6429 5510", "+44 (0)20 ...").
+_PHONE_LAYOUT = re.compile(r"(?:1[.-])?\([2-9][0-9]{2}\) ?[0-9]{3}[ .-][0-9]{4}"
+                           r"|\+(?P<cc>[0-9]{1,3})(?:[ .-]\(?[0-9]+\)?[0-9]*){2,}", _A)
+
+
 def _phone(candidate: str, region: str | None) -> bool:
     try:
         number = phonenumbers.parse(candidate, region)
     except phonenumbers.NumberParseException:
         return False
-    return phonenumbers.is_valid_number(number)
+    if phonenumbers.is_valid_number(number):
+        return True
+    # In a phone layout a number in an unassigned range (a Faker-style one) is still someone's
+    # phone to a reader, so a possible length is enough; bare or 3-3-4 runs stay valid-only.
+    layout = _PHONE_LAYOUT.fullmatch(candidate)
+    return (layout is not None and layout.group("cc") in (None, str(number.country_code))
+            and phonenumbers.is_possible_number(number))
 
 
 def _public_ip(view: TextView, m: re.Match[str]) -> bool:
