@@ -12,10 +12,13 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 
 from stdnum import bic as _bic
 from stdnum import iban as _iban
 from stdnum import luhn as _luhn
+from stdnum.es import ccc as _es_ccc
+from stdnum.no import kontonr as _no_kontonr
 from stdnum.us import ein as _ein
 from stdnum.us import rtn as _rtn
 from stdnum.us import ssn as _ssn
@@ -80,8 +83,35 @@ def aba(text: str) -> bool:
     return (0 <= head <= 12 or 21 <= head <= 32 or 61 <= head <= 72 or head == 80) and _rtn.is_valid(digits)
 
 
+def _be_account(bban: str) -> bool:
+    """Belgium: the last two digits are the first ten mod 97 (97 for 0)."""
+    return int(bban[10:]) == (int(bban[:10]) % 97 or 97)
+
+
+def _me_account(bban: str) -> bool:
+    """Montenegro: the whole BBAN is 1 mod 97 (ISO 7064 MOD 97-10)."""
+    return int(bban) % 97 == 1
+
+
+# National check digits, only for countries where every account number carries them by one
+# published rule. No bank directory is consulted (stdnum's Belgian check also looks the bank code up
+# in its bank list, which misses banks added after it shipped); countries with per-bank or optional
+# national checks (France's RIB key among them) are left to mod-97.
+_NATIONAL_CHECKS: dict[str, Callable[[str], bool]] = {
+    "BE": _be_account,
+    "ES": _es_ccc.is_valid,
+    "ME": _me_account,
+    "NO": _no_kontonr.is_valid,
+}
+
+
 def iban(text: str) -> bool:
-    return _iban.is_valid(text.replace(" ", ""))
+    """ISO 13616: mod-97 and the country's registered length and layout, then any certain national check."""
+    value = text.replace(" ", "")
+    if not _iban.is_valid(value, check_country=False):
+        return False
+    national = _NATIONAL_CHECKS.get(value[:2])
+    return national is None or national(value[4:])
 
 
 def swift_bic(text: str) -> bool:
