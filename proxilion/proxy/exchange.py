@@ -329,7 +329,7 @@ class Exchange:
         if isinstance(e, content_coding.UnsupportedCoding):
             status, code = 415, "unsupported_content_encoding"
             message = (f"Proxilion inspects request bodies and cannot read Content-Encoding '{e.coding[:32]}'; "
-                       "send the body uncompressed, gzip or deflate.")
+                       "send the body uncompressed, gzip, deflate, br or zstd.")
         elif isinstance(e, content_coding.DecodedTooLarge):
             status, code = 413, "request_too_large"
             message = f"The request body is larger than {self.ctx.settings.max_body_size} bytes once decompressed."

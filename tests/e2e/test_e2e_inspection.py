@@ -358,7 +358,8 @@ def test_a_second_content_encoding_line_cannot_hide_compression(daemon: Daemon, 
 @pytest.mark.parametrize(
     "data, coding, status, code",
     [
-        (b"\x1b\x00brotli-ish", "br", 415, "unsupported_content_encoding"),
+        (b"\x1f\x9d\x90compressed", "compress", 415, "unsupported_content_encoding"),
+        (b"\x1b\x00not brotli", "br", 400, "invalid_content_encoding"),
         (b"this is not gzip", "gzip", 400, "invalid_content_encoding"),
         (gzip.compress(b" " * (11 << 20)), "gzip", 413, "request_too_large"),  # 10 MiB limit once decompressed
     ],
