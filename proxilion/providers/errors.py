@@ -70,6 +70,19 @@ _BEDROCK_TYPES = {
 }
 
 
+# After the provider answered, a refusal must not invite a retry: each retry is another billable call.
+# No official SDK retries these (openai, anthropic and cohere retry 408, 409, 429 and 5xx; google-genai
+# 408, 429 and 5xx; botocore 5xx and its throttling and timeout error types).
+ANSWER_BLOCKED = 403
+ANSWER_UNINSPECTABLE = 422
+
+
+def refusal_headers(provider: str, status: int) -> tuple[tuple[str, str], ...]:
+    """Headers of an error answer that replaces a provider's answer: its shape's, and "do not retry"
+    (x-should-retry, which the OpenAI and Anthropic SDKs obey before their status rules)."""
+    return tuple(error_headers(provider, status).items()) + (("x-should-retry", "false"),)
+
+
 def _dumps(obj: object) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 

@@ -16,13 +16,14 @@ import zlib
 import brotli
 import zstandard
 
-__all__ = ["CodingError", "UnsupportedCoding", "DecodedTooLarge", "decode", "is_identity"]
+__all__ = ["CodingError", "UnsupportedCoding", "DecodedTooLarge", "decode", "decodable", "is_identity"]
 
 _IDENTITY = frozenset({"", "identity"})
 # gzip members one body may hold: real clients send one; thousands of empty ones are an attack.
 MAX_MEMBERS = 1000
 _FIRST_PIECE = 256
 _PIECE = 65536
+_DECODABLE = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
 # RFC 8878 asks HTTP decoders to support 8 MiB windows and no more; it bounds a decoder's memory.
 _ZSTD_MAX_WINDOW = 8 << 20
 
@@ -52,6 +53,11 @@ def _codings(header: bytes) -> list[str]:
 def is_identity(header: bytes) -> bool:
     """True when a Content-Encoding value (several lines joined by commas) names no coding."""
     return not _codings(header)
+
+
+def decodable(header: bytes) -> bool:
+    """True when L{decode} knows every coding a Content-Encoding value names."""
+    return all(c in _DECODABLE for c in _codings(header))
 
 
 def decode(body: bytes, header: bytes, limit: int) -> bytes:

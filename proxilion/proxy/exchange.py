@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from proxilion.inspect.decide import counted
 from proxilion.inspect.findings import TOO_MANY_FINDINGS, Finding
-from proxilion.providers.errors import error_body, error_headers, wire_dialect
+from proxilion.providers.errors import ANSWER_UNINSPECTABLE, error_body, error_headers, refusal_headers, wire_dialect
 from proxilion.providers.usage import model_from, model_of
 from proxilion.proxy import content_coding
 from proxilion.proxy.context import ProxyContext
@@ -409,30 +409,39 @@ class Exchange:
         request = self.request
         route = self.route
         assert route is not None and self.identity is not None
+        content_type = (response.header(b"content-type") or b"").lower()
+        self.streamed = content_type.startswith(_STREAM_TYPES)
         # Only an inspected answer needs its coding read.
         coding = b", ".join(value for name, value in response.headers if name == b"content-encoding") if inspector is not None else b""
-        if coding and not content_coding.is_identity(coding):
-            # Asked for identity and answered compressed: an answer we cannot read must not pass unread.
+        if content_coding.is_identity(coding):
+            coding = b""
+        elif self.streamed or not content_coding.decodable(coding):
+            # Asked for identity and answered in a coding we do not read (or a compressed stream):
+            # an answer we cannot read must not pass unread.
             self.ctx.metrics.scanner_errors.inc()
             if inspector.policy.settings.on_scanner_error != "allow":
                 response.deliver_body(_Discard())
                 self.decision = "block"
                 self.error = "compressed_answer"
                 self.respond_error(
-                    502,
+                    ANSWER_UNINSPECTABLE,
                     "The provider answered compressed (Content-Encoding: %s) although asked not to; "
                     "Proxilion cannot inspect that answer." % coding.decode("latin-1")[:32],
                     "uninspectable_answer",
+                    answered=True,
                 )
                 return
             self.error = "compressed_answer_uninspected"
             inspector = None
+            coding = b""
         request.set_code(response.code, response.phrase or None)
-        request.response_headers = client_response_headers(response.headers) + request.response_headers
+        headers = client_response_headers(response.headers)
+        if coding:
+            # Released decoded (BufferedInspection): its length is set when it is.
+            headers = [(name, value) for name, value in headers if name not in (b"content-encoding", b"content-length")]
+        request.response_headers = headers + request.response_headers
         self._own_headers()
-        content_type = (response.header(b"content-type") or b"").lower()
         length = response.length
-        self.streamed = content_type.startswith(_STREAM_TYPES)
         transform = None
         if request.method == b"HEAD" or response.code in (204, 304):
             # No body follows these headers: nothing to inspect, and a made-up
@@ -444,7 +453,7 @@ class Exchange:
         elif inspector is not None and (not content_type.startswith(_MEDIA_TYPES) or content_type.startswith(b"image/svg")):
             # Error answers too: a provider's error message may quote the prompt.
             transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size,
-                                           self.ctx.scan_pool, self.ctx.settings.scan_offload_bytes)
+                                           self.ctx.scan_pool, self.ctx.settings.scan_offload_bytes, coding or None)
         if transform is None and length is not None:
             request.set_header(b"content-length", b"%d" % length)
         self.relay = Relay(request, self._relay_done, transform, self.ctx.clock)
@@ -551,15 +560,17 @@ class Exchange:
             self._pending.cancel()
 
     # Answers
-    def respond_error(self, status: int, message: str, code: str, *, retry_after: float | None = None) -> None:
-        """Answer with an error shaped like this provider's own errors (a 429 says when to retry)."""
+    def respond_error(self, status: int, message: str, code: str, *, retry_after: float | None = None,
+                      answered: bool = False) -> None:
+        """Answer with an error shaped like this provider's own errors (a 429 says when to retry;
+        one refusing an answer the provider gave, C{answered}, says not to)."""
         if self._done:
             return
         request = self.request
         body = error_body(self.dialect, status, message, code, retry_after=retry_after)
         request.set_code(status)
         request.set_header(b"content-type", _JSON)
-        for name, value in error_headers(self.dialect, status).items():
+        for name, value in (refusal_headers(self.dialect, status) if answered else error_headers(self.dialect, status).items()):
             request.set_header(name.lower().encode("ascii"), value.encode("ascii"))
         request.set_header(b"content-length", b"%d" % len(body))
         self._own_headers()

@@ -21,8 +21,9 @@ from twisted.python.failure import Failure
 
 from proxilion.inspect.findings import PASSED_THROUGH, TOO_MANY_FINDINGS, Finding, TransformOutcome, Verdict
 from proxilion.inspect.inspector import Inspector
-from proxilion.providers.errors import error_body, wire_dialect
+from proxilion.providers.errors import ANSWER_BLOCKED, ANSWER_UNINSPECTABLE, error_body, refusal_headers, wire_dialect
 from proxilion.providers.usage import usage_of
+from proxilion.proxy import content_coding
 from proxilion.proxy.http11 import HTTPRequest
 from proxilion.proxy.offload import PoolFull, ScanPool
 from proxilion.proxy.upstream import BodyDone, BodyIdle
@@ -64,13 +65,17 @@ class BufferedInspection:
 
     An answer larger than C{limit} is not buffered: that would let one answer
     take the process's memory. Like any answer that cannot be scanned it
-    follows the policy's C{on_scanner_error}: blocked (a 502 in the
+    follows the policy's C{on_scanner_error}: blocked (a 422 in the
     provider's shape, the default), or released uninspected as it comes, and
     C{uninspected} says so. Either way C{error_code} names what happened.
+
+    An answer in a Content-Encoding (C{coding}) is decoded, within C{limit}, and
+    released decoded; one that does not decode is refused.
     """
 
     def __init__(self, inspector: Inspector, provider: str, path: str, identity: str | None, limit: int,
-                 pool: ScanPool | None = None, offload_bytes: int = 0) -> None:
+                 pool: ScanPool | None = None, offload_bytes: int = 0, coding: bytes | None = None) -> None:
+        self._coding = coding
         self._inspector = inspector
         # Answers larger than offload_bytes are inspected in the scan pool, off the reactor.
         self._pool = pool
@@ -90,6 +95,24 @@ class BufferedInspection:
         self.status: int | None = None
         self.scan_seconds: float | None = None
         self.tokens: tuple[int | None, int | None] = (None, None)
+        self.headers: tuple[tuple[str, str], ...] = ()
+
+    def _refuse(self, status: int, message: str, code: str) -> bytes:
+        """Replace the answer with an error no SDK retries (see L{ANSWER_BLOCKED})."""
+        self.blocked = True
+        self.action = "block"
+        self.status = status
+        self.headers = refusal_headers(self._dialect, status)
+        return error_body(self._dialect, status, message, code)
+
+    def _undecodable(self, e: content_coding.CodingError) -> bytes:
+        if isinstance(e, content_coding.DecodedTooLarge):
+            self.error_code = "answer_too_large"
+            return self._refuse(ANSWER_UNINSPECTABLE, f"The answer is larger than {self._limit} bytes once decompressed; "
+                                "Proxilion cannot inspect it, so it was not passed on.", "uninspectable_answer")
+        self.error_code = "undecodable_answer"
+        return self._refuse(ANSWER_UNINSPECTABLE, f"The provider's answer is not valid {e.coding[:32]} data; "
+                            "Proxilion cannot inspect it, so it was not passed on.", "uninspectable_answer")
 
     def feed(self, chunk: bytes) -> bytes:
         if self.uninspected:
@@ -104,12 +127,9 @@ class BufferedInspection:
                 self.uninspected = True
                 self.error_code = "answer_too_large_uninspected"
                 return held
-            self.blocked = True
-            self.action = "block"
             self.error_code = "answer_too_large"
-            self.status = 502
-            return error_body(self._dialect, self.status, f"The answer is larger than {self._limit} bytes; "
-                              "Proxilion cannot inspect it, so it was not passed on.", "uninspectable_answer")
+            return self._refuse(ANSWER_UNINSPECTABLE, f"The answer is larger than {self._limit} bytes; "
+                                "Proxilion cannot inspect it, so it was not passed on.", "uninspectable_answer")
         return b""
 
     def finish(self) -> bytes:
@@ -117,30 +137,51 @@ class BufferedInspection:
             return b""
         body = b"".join(self._parts)
         self._parts = []
+        if self._coding is not None:
+            try:
+                body = content_coding.decode(body, self._coding, self._limit)
+            except content_coding.CodingError as e:
+                return self._undecodable(e)
         return self._judged(self._inspector.inspect_response(self._provider, self._path, body, self._identity))
 
     def outcome(self) -> TransformOutcome:
         action = self.action or ("block" if self.blocked else "allow")
-        return TransformOutcome(action, self.findings, self.error_code, self.scan_seconds, self.tokens, self.status)
+        return TransformOutcome(action, self.findings, self.error_code, self.scan_seconds, self.tokens, self.status,
+                                self.headers)
 
     def finish_later(self) -> Deferred[bytes] | None:
         """What L{finish} returns, from the scan pool, for an answer too large to inspect on the reactor;
         None when L{finish} should be called instead."""
-        if self._pool is None or self.uninspected or self.blocked or self._size <= self._offload_bytes:
+        if self._pool is None or self.uninspected or self.blocked:
+            return None
+        coding = self._coding
+        if coding is None and self._size <= self._offload_bytes:
             return None
         body = b"".join(self._parts)
         self._parts = []
+        if coding is not None and self._size <= self._offload_bytes:
+            # Small ones are decoded here, up to the size the reactor inspects itself.
+            limit = min(self._offload_bytes, self._limit)
+            try:
+                self._parts = [content_coding.decode(body, coding, limit)]
+                self._coding = None
+                return None
+            except content_coding.DecodedTooLarge as e:
+                if limit == self._limit:
+                    return succeed(self._undecodable(e))
+            except content_coding.CodingError as e:
+                return succeed(self._undecodable(e))
         try:
-            d = self._pool.inspect(self._inspector, "response", self._provider, self._path, body, self._identity)
+            d = self._pool.inspect(self._inspector, "response", self._provider, self._path, body, self._identity,
+                                   coding, self._limit)
         except PoolFull:
-            self.blocked = True
-            self.action = "block"
             self.error_code = "scan_pool_full"
-            self.status = 503
-            return succeed(error_body(self._dialect, self.status, "Proxilion is busy inspecting other large answers; "
-                                      "retry shortly.", "scan_pool_full"))
+            return succeed(self._refuse(ANSWER_UNINSPECTABLE, "Proxilion was too busy inspecting other large answers "
+                                        "to inspect this one, so it was not passed on.", "scan_pool_full"))
 
         def failed(failure: Failure) -> bytes:
+            if failure.check(content_coding.CodingError):
+                return self._undecodable(failure.value)
             # A scan that did not finish (a worker died) fails closed, as the scanner's own errors do.
             return self._judged(self._inspector._scanner_error(body, 0.0))
 
@@ -157,10 +198,8 @@ class BufferedInspection:
         elif verdict.error:
             self.error_code = "scanner_error"
         if verdict.action == "block":
-            self.blocked = True
-            self.status = 403 if not verdict.error else 502
-            return error_body(self._dialect, self.status, "Answer blocked by Proxilion policy: " + verdict.message,
-                              verdict.code or "blocked_by_policy")
+            return self._refuse(ANSWER_BLOCKED if not verdict.error else ANSWER_UNINSPECTABLE,
+                                "Answer blocked by Proxilion policy: " + verdict.message, verdict.code or "blocked_by_policy")
         return verdict.body
 
 
@@ -226,9 +265,11 @@ class Relay(Protocol):
         """The transform's last bytes; when nothing was written yet they are the whole body,
         sent with the transform's status, if it set one, and their length."""
         if not self._request.started_writing:
-            status = self.transform.outcome().status if self.transform is not None else None
-            if status is not None:
-                self._request.set_code(status)
+            outcome = self.transform.outcome() if self.transform is not None else PASSED_THROUGH
+            if outcome.status is not None:
+                self._request.set_code(outcome.status)
+                for name, value in outcome.headers:
+                    self._request.set_header(name.lower().encode("ascii"), value.encode("ascii"))
             self._request.set_header(b"content-length", b"%d" % len(data))
         self._write(data)
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
+
+import brotli
+import pytest
+import zstandard
 
 from proxilion.inspect.inspector import Inspector
 from proxilion.inspect.policy import load_policy, parse_policy
@@ -27,7 +33,8 @@ def test_an_answer_within_the_limit_is_inspected_whole():
 def test_an_answer_too_large_to_hold_is_refused_by_default():
     transform = BufferedInspection(Inspector(load_policy(None)), "anthropic", "/v1/messages", None, 100)
     out = _feed(transform, ANSWER)
-    assert transform.blocked and transform.status == 502 and transform.error_code == "answer_too_large"
+    assert transform.blocked and transform.status == 422 and transform.error_code == "answer_too_large"
+    assert ("x-should-retry", "false") in transform.outcome().headers
     error = json.loads(out)
     assert error["type"] == "error" and "larger than 100 bytes" in error["error"]["message"]
     assert b"4111" not in out
@@ -39,3 +46,24 @@ def test_an_answer_too_large_to_hold_passes_uninspected_when_the_policy_allows_i
     assert _feed(transform, ANSWER) == ANSWER
     assert transform.uninspected and not transform.blocked
     assert transform.error_code == "answer_too_large_uninspected"
+
+
+@pytest.mark.parametrize("compress, coding", [(gzip.compress, b"gzip"), (zlib.compress, b"deflate"),
+                                              (brotli.compress, b"br"), (zstandard.ZstdCompressor().compress, b"zstd")])
+def test_a_compressed_answer_is_decoded_inspected_and_released_decoded(compress, coding):
+    transform = BufferedInspection(Inspector(load_policy(None)), "openai", "/v1/chat/completions", None, 1 << 20,
+                                   coding=coding)
+    out = _feed(transform, compress(ANSWER))
+    assert b"4111" not in out and b"[REDACTED:CREDIT_CARD]" in out and json.loads(out)
+    assert not transform.blocked
+
+
+@pytest.mark.parametrize("data, coding, code", [(b"not gzip", b"gzip", "undecodable_answer"),
+                                                (brotli.compress(b" " * 5000), b"br", "answer_too_large")])
+def test_a_compressed_answer_that_cannot_be_read_is_refused_without_inviting_a_retry(data, coding, code):
+    transform = BufferedInspection(Inspector(load_policy(None)), "anthropic", "/v1/messages", None, 1000, coding=coding)
+    out = _feed(transform, data)
+    outcome = transform.outcome()
+    assert transform.blocked and outcome.status == 422 and outcome.error_code == code
+    assert json.loads(out)["error"]["type"] == "invalid_request_error"
+    assert ("x-should-retry", "false") in outcome.headers
