@@ -66,6 +66,8 @@ class TransformOutcome:
     status: int | None = None
     # Headers of the answer the transform replaced the provider's with (its error shape's).
     headers: tuple[tuple[str, str], ...] = ()
+    # The policy rule behind C{action}, if one decided it.
+    rule: str | None = None
 
 
 # The outcome of an answer passed on untouched (no transform).

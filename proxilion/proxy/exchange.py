@@ -21,7 +21,7 @@ from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError as
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from proxilion.inspect.decide import counted
+from proxilion.inspect.decide import block_message, counted
 from proxilion.inspect.findings import TOO_MANY_FINDINGS, Finding
 from proxilion.providers.errors import ANSWER_UNINSPECTABLE, error_body, error_headers, refusal_headers, wire_dialect
 from proxilion.providers.usage import model_from, model_of
@@ -122,6 +122,8 @@ class Exchange:
         self.identity: Identity | None = None
         self.decision = "allow"
         self.findings: dict[str, int] = {}
+        # The policy rule behind the decision (request or answer side), if one decided it.
+        self.rule: str | None = None
         self.model: str | None = None
         self._model_known = False
         self.error: str | None = None
@@ -376,6 +378,9 @@ class Exchange:
             action = "block"
         ctx.metrics.scan_duration.labels("request").observe(verdict.scan_seconds)
         ctx.metrics.policy_decisions.labels(action).inc()
+        if verdict.rule is not None:
+            self.rule = verdict.rule
+            ctx.metrics.policy_rule_decisions.labels("request", verdict.action, verdict.rule).inc()
         if verdict.error:
             ctx.metrics.scanner_errors.inc()
         self._count(verdict.findings, verdict.action)
@@ -389,17 +394,23 @@ class Exchange:
                 "but it is signed with AWS SigV4 and a changed body would fail AWS's signature check. "
                 "Send it without those values.",
                 "blocked_by_policy",
+                rule=verdict.rule,
             )
             return None
         if action == "block":
             if verdict.code == TOO_MANY_FINDINGS:
                 self.error = TOO_MANY_FINDINGS
                 ctx.metrics.findings_cap_exceeded.labels("request").inc()
-                self.respond_error(403, "Request blocked by Proxilion: " + verdict.message, TOO_MANY_FINDINGS)
+                self.respond_error(403, block_message("Request", None, (), verdict.message.removeprefix("blocked: ")),
+                                   TOO_MANY_FINDINGS)
                 return None
             if verdict.error:
                 self.error = "scanner_error"
-            self.respond_error(403, "Request blocked by Proxilion policy: " + verdict.message, "blocked_by_policy")
+                self.respond_error(403, block_message("Request", None, (), verdict.message.removeprefix("blocked: ")),
+                                   "blocked_by_policy")
+                return None
+            self.respond_error(403, block_message("Request", verdict.rule, verdict.findings), "blocked_by_policy",
+                               rule=verdict.rule)
             return None
         if action == "redact":
             return verdict.body
@@ -484,6 +495,10 @@ class Exchange:
             self.ctx.metrics.scan_duration.labels("response").observe(outcome.scan_seconds)
         if outcome.findings:
             self._count(outcome.findings, outcome.action)
+        if outcome.rule is not None:
+            self.ctx.metrics.policy_rule_decisions.labels("response", outcome.action, outcome.rule).inc()
+            if ACTION_ORDER.get(outcome.action, 0) >= ACTION_ORDER.get(self.decision, 0):
+                self.rule = outcome.rule
         if outcome.findings or outcome.action == "block":
             self._escalate(outcome.action)
         error_code = outcome.error_code
@@ -561,13 +576,13 @@ class Exchange:
 
     # Answers
     def respond_error(self, status: int, message: str, code: str, *, retry_after: float | None = None,
-                      answered: bool = False) -> None:
+                      answered: bool = False, rule: str | None = None) -> None:
         """Answer with an error shaped like this provider's own errors (a 429 says when to retry;
         one refusing an answer the provider gave, C{answered}, says not to)."""
         if self._done:
             return
         request = self.request
-        body = error_body(self.dialect, status, message, code, retry_after=retry_after)
+        body = error_body(self.dialect, status, message, code, retry_after=retry_after, rule=rule)
         request.set_code(status)
         request.set_header(b"content-type", _JSON)
         for name, value in (refusal_headers(self.dialect, status) if answered else error_headers(self.dialect, status).items()):
@@ -615,6 +630,7 @@ class Exchange:
             bytes_out=record.bytes_out,
             streamed=record.streamed,
             error=record.error,
+            rule=record.rule,
             findings=dict(record.findings) or None,
         )
         if ctx.record is not None:
@@ -658,6 +674,7 @@ class Exchange:
             tokens_out=tokens_out,
             error=self.error,
             mode=getattr(self.request.connection, "mode", "explicit"),
+            rule=self.rule,
         )
 
     def _before_end(self) -> None:

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
+from proxilion.inspect.decide import block_message
 from proxilion.inspect.findings import PASSED_THROUGH, TOO_MANY_FINDINGS, Finding, TransformOutcome, Verdict
 from proxilion.inspect.inspector import Inspector
 from proxilion.providers.errors import ANSWER_BLOCKED, ANSWER_UNINSPECTABLE, error_body, refusal_headers, wire_dialect
@@ -96,14 +97,15 @@ class BufferedInspection:
         self.scan_seconds: float | None = None
         self.tokens: tuple[int | None, int | None] = (None, None)
         self.headers: tuple[tuple[str, str], ...] = ()
+        self.rule: str | None = None
 
-    def _refuse(self, status: int, message: str, code: str) -> bytes:
+    def _refuse(self, status: int, message: str, code: str, rule: str | None = None) -> bytes:
         """Replace the answer with an error no SDK retries (see L{ANSWER_BLOCKED})."""
         self.blocked = True
         self.action = "block"
         self.status = status
         self.headers = refusal_headers(self._dialect, status)
-        return error_body(self._dialect, status, message, code)
+        return error_body(self._dialect, status, message, code, rule=rule)
 
     def _undecodable(self, e: content_coding.CodingError) -> bytes:
         if isinstance(e, content_coding.DecodedTooLarge):
@@ -147,7 +149,7 @@ class BufferedInspection:
     def outcome(self) -> TransformOutcome:
         action = self.action or ("block" if self.blocked else "allow")
         return TransformOutcome(action, self.findings, self.error_code, self.scan_seconds, self.tokens, self.status,
-                                self.headers)
+                                self.headers, self.rule)
 
     def finish_later(self) -> Deferred[bytes] | None:
         """What L{finish} returns, from the scan pool, for an answer too large to inspect on the reactor;
@@ -193,13 +195,20 @@ class BufferedInspection:
         self.findings = verdict.findings
         self.action = verdict.action
         self.scan_seconds = verdict.scan_seconds
+        self.rule = verdict.rule
         if verdict.code == TOO_MANY_FINDINGS:
             self.error_code = TOO_MANY_FINDINGS
         elif verdict.error:
             self.error_code = "scanner_error"
         if verdict.action == "block":
-            return self._refuse(ANSWER_BLOCKED if not verdict.error else ANSWER_UNINSPECTABLE,
-                                "Answer blocked by Proxilion policy: " + verdict.message, verdict.code or "blocked_by_policy")
+            if verdict.error:
+                return self._refuse(ANSWER_UNINSPECTABLE, block_message("Answer", None, (), verdict.message.removeprefix("blocked: ")),
+                                    "uninspectable_answer")
+            if verdict.code is not None:
+                return self._refuse(ANSWER_BLOCKED, block_message("Answer", None, (), verdict.message.removeprefix("blocked: ")),
+                                    verdict.code)
+            return self._refuse(ANSWER_BLOCKED, block_message("Answer", verdict.rule, verdict.findings), "blocked_by_policy",
+                                verdict.rule)
         return verdict.body
 
 

@@ -22,7 +22,9 @@ from google.genai import errors as genai_errors, types as genai_types
 
 from support.daemon import Daemon, clear_fake, fake_requests, running
 
-from .conftest import upstream_args
+from support.daemon import eventually
+
+from .conftest import admin, upstream_args
 
 SSN = "536-22-4187"
 CARD = "4111 1111 1111 1111"
@@ -41,7 +43,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, fake: str):
     workdir = tmp_path_factory.mktemp("refusals")
     policy = workdir / "policy.yaml"
     policy.write_text(resources.files("proxilion.inspect").joinpath("default_policy.yaml").read_text("utf-8") + POLICY)
-    args = [*upstream_args(fake), *upstream_args(fake, "bedrock"), "--policy", str(policy)]
+    args = [*upstream_args(fake), *upstream_args(fake, "bedrock"), "--policy", str(policy), "--admin-token", "e2e-admin-token"]
     with running(Daemon(workdir, args, {"RATE_LIMIT_PER_MINUTE": "0"})) as d:
         yield d
 
@@ -124,3 +126,41 @@ def test_an_answer_too_large_to_inspect_is_one_call(tmp_path: Path, fake: str) -
             model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
             extra_headers={"x-fake-reply": " ".join(["word"] * 1200), "x-fake-encoding": "br"}))
         assert isinstance(e, openai.UnprocessableEntityError) and e.code == "uninspectable_answer"
+
+
+def _row(daemon: Daemon, rid: str) -> dict:
+    return eventually(lambda: next((e for e in admin(daemon, "GET", "/api/v1/events")[2]["events"] if e["request_id"] == rid), None),
+                      what="audit row")
+
+
+def _line(daemon: Daemon, rid: str) -> dict:
+    return eventually(lambda: next((e for e in daemon.log_events() if e.get("request_id") == rid), None), what="access line")
+
+
+def test_request_and_answer_blocks_name_the_same_code_and_their_rule_everywhere(daemon: Daemon, fake: str) -> None:
+    client = openai.OpenAI(base_url=daemon.url + "/proxy/openai/v1", api_key="sk-e2e-refusals", max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError) as request_side:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"card {CARD}"}])
+    error = request_side.value.body
+    rule = error["rule"]
+    assert error["code"] == "blocked_by_policy" and rule
+    assert request_side.value.message.count("blocked") == 1 and f"rule '{rule}'" in request_side.value.message
+
+    with pytest.raises(openai.PermissionDeniedError) as answer_side:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], extra_headers=BLOCKED)
+    assert answer_side.value.body["code"] == "blocked_by_policy" and answer_side.value.body["rule"] == "block-ssn-in-answers"
+
+    with pytest.raises(openai.APIError) as streamed:
+        for _ in client.chat.completions.create(model="gpt-4o", stream=True, messages=[{"role": "user", "content": "hi"}],
+                                                extra_headers={**BLOCKED, "x-fake-chunks": "6"}):
+            pass
+    assert streamed.value.body["code"] == "blocked_by_policy" and streamed.value.body["rule"] == "block-ssn-in-answers"
+    assert streamed.value.body["type"] == "permission_error"
+
+    for caught, expected in ((request_side, rule), (answer_side, "block-ssn-in-answers")):
+        rid = caught.value.response.headers["x-request-id"]
+        assert _row(daemon, rid)["rule"] == expected
+        assert _line(daemon, rid)["rule"] == expected
+    assert daemon.metric("proxilion_policy_rule_decisions_total", direction="response", action="block",
+                         rule="block-ssn-in-answers") >= 2
+    assert daemon.metric("proxilion_policy_rule_decisions_total", direction="request", action="block", rule=rule) >= 1
