@@ -129,6 +129,7 @@ class Exchange:
         self.error: str | None = None
         self.upstream_seconds: float | None = None
         self.streamed = False
+        self._sse = False  # the answer is a server-sent-event stream
         self.tokens: tuple[int | None, int | None] = (None, None)
         self.body: bytes = request.body
         self.relay: Relay | None = None
@@ -422,6 +423,7 @@ class Exchange:
         assert route is not None and self.identity is not None
         content_type = (response.header(b"content-type") or b"").lower()
         self.streamed = content_type.startswith(_STREAM_TYPES)
+        self._sse = content_type.startswith(b"text/event-stream")
         # Only an inspected answer needs its coding read.
         coding = b", ".join(value for name, value in response.headers if name == b"content-encoding") if inspector is not None else b""
         if content_coding.is_identity(coding):
@@ -467,8 +469,23 @@ class Exchange:
                                            self.ctx.scan_pool, self.ctx.settings.scan_offload_bytes, coding or None)
         if transform is None and length is not None:
             request.set_header(b"content-length", b"%d" % length)
-        self.relay = Relay(request, self._relay_done, transform, self.ctx.clock)
+        self.relay = Relay(request, self._relay_done, transform, self.ctx.clock,
+                           on_end=self._final_decision if transform is not None else None)
         response.deliver_body(self.relay)
+
+    def _final_decision(self) -> bytes:
+        """The request's final decision, its answer's inspection included, as the answer ends: in the
+        x-proxilion-decision header while headers have not left, and for a server-sent-event stream
+        (whose headers left with the request side's decision) as a last SSE comment, which SSE
+        clients skip; but google-genai, which reads every line as JSON (measured: UnknownApiResponseError),
+        so Gemini's own streams carry the decision only in the audit row."""
+        self._absorb_transform()
+        decision = self.decision.encode("ascii")
+        if not self.request.started_writing:
+            self.request.set_header(b"x-proxilion-decision", decision)
+        if self._sse and self.dialect != "gemini":
+            return b": x-proxilion-decision: %s\n\n" % decision
+        return b""
 
     def _relay_done(self, error: str | None) -> None:
         if error is not None:

@@ -217,6 +217,9 @@ class Relay(Protocol):
 
     When the body fails before anything was written to the client, C{on_done}
     gets the error with the response unsent, and must answer the client.
+    C{on_end}, called as a transformed answer's last bytes are about to be
+    written (its transform's outcome final), may still set headers if none
+    left yet, and returns bytes to write after the last ones.
     """
 
     def __init__(
@@ -226,8 +229,10 @@ class Relay(Protocol):
         transform: BodyTransform | None = None,
         clock: Any = None,
         timer: Callable[[], float] = time.perf_counter,
+        on_end: Callable[[], bytes] | None = None,
     ) -> None:
         self._request = request
+        self._on_end = on_end
         self._on_done = on_done
         self.transform = transform
         self._clock = clock  # schedules the next slice; only needed with a transform
@@ -273,6 +278,9 @@ class Relay(Protocol):
     def _write_last(self, data: bytes) -> None:
         """The transform's last bytes; when nothing was written yet they are the whole body,
         sent with the transform's status, if it set one, and their length."""
+        tail = self._on_end() if self._on_end is not None else b""
+        if tail:
+            data += tail
         if not self._request.started_writing:
             outcome = self.transform.outcome() if self.transform is not None else PASSED_THROUGH
             if outcome.status is not None:
