@@ -448,11 +448,7 @@ class Exchange:
             inspector = None
             coding = b""
         request.set_code(response.code, response.phrase or None)
-        headers = client_response_headers(response.headers)
-        if coding:
-            # Released decoded (BufferedInspection): its length is set when it is.
-            headers = [(name, value) for name, value in headers if name not in (b"content-encoding", b"content-length")]
-        request.response_headers = headers + request.response_headers
+        request.response_headers = client_response_headers(response.headers) + request.response_headers
         self._own_headers()
         length = response.length
         transform = None
@@ -467,6 +463,9 @@ class Exchange:
             # Error answers too: a provider's error message may quote the prompt.
             transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size,
                                            self.ctx.scan_pool, self.ctx.settings.scan_offload_bytes, coding or None)
+            if coding:
+                # Released decoded, its length set when it is (the upstream's never passes).
+                request.response_headers = [(name, value) for name, value in request.response_headers if name != b"content-encoding"]
         if transform is None and length is not None:
             request.set_header(b"content-length", b"%d" % length)
         self.relay = Relay(request, self._relay_done, transform, self.ctx.clock,

@@ -125,7 +125,8 @@ class BufferedInspection:
         self._size += len(chunk)
         if self._size > self._limit:
             held, self._parts = b"".join(self._parts), []
-            if self._inspector.policy.settings.on_scanner_error == "allow":
+            # A compressed answer cannot pass as it came: its Content-Encoding header was dropped.
+            if self._inspector.policy.settings.on_scanner_error == "allow" and self._coding is None:
                 self.uninspected = True
                 self.error_code = "answer_too_large_uninspected"
                 return held

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import zlib
 
 import brotli
@@ -116,3 +117,11 @@ def test_a_small_compressed_answer_is_decoded_on_the_reactor_and_a_corrupt_one_i
                                  pool, offload_bytes=16, coding=b"gzip")
     out = _feed_later(corrupt, b"\x1f\x8b" + b"not really gzip" * 4)
     assert corrupt.outcome().status == 422 and json.loads(out)["error"]["status"] == "FAILED_PRECONDITION"
+
+
+def test_a_compressed_answer_too_large_to_hold_is_refused_even_when_uninspected_answers_may_pass():
+    # Its Content-Encoding header is dropped for the decoded answer: the raw bytes could not pass as they came.
+    policy = parse_policy({"settings": {"on_scanner_error": "allow"}, "rules": []}, environ={})
+    transform = BufferedInspection(Inspector(policy), "openai", "/v1/chat/completions", None, 100, coding=b"gzip")
+    out = _feed(transform, gzip.compress(os.urandom(400)))
+    assert transform.blocked and transform.outcome().status == 422 and json.loads(out)["error"]["code"] == "uninspectable_answer"

@@ -73,3 +73,4 @@ def test_a_gemini_stream_ends_without_the_comment_google_genai_cannot_parse(harn
                                       "x-fake-chunks": "4"})
     assert answer.status == 200 and b"[REDACTED:CREDIT_CARD]" in answer.body
     assert b"x-proxilion-decision" not in answer.body
+
