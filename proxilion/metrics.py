@@ -95,6 +95,11 @@ class Metrics:
         # Inspection.
         self.findings = Counter("proxilion_findings", "Findings by detector type and the action taken.", ["type", "action"], registry=r)
         self.policy_decisions = Counter("proxilion_policy_decisions", "Policy decisions by action.", ["action"], registry=r)
+        # Bounded: rule ids come from the policy file, not from requests.
+        self.policy_rule_decisions = Counter(
+            "proxilion_policy_rule_decisions", "Requests and answers a policy rule decided, by direction, action and rule id.",
+            ["direction", "action", "rule"], registry=r
+        )
         self.scan_duration = Histogram(
             "proxilion_scan_duration_seconds", "Time spent inspecting one body.", ["direction"], buckets=_FAST_BUCKETS, registry=r
         )

@@ -46,6 +46,7 @@ _FIELDS = (
     ("client_ip", "client_ip"),
     ("error", "error"),
     ("mode", "mode"),
+    ("rule", "rule"),
 )
 
 

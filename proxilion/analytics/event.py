@@ -87,6 +87,8 @@ class AuditEvent:
     error: str | None = None
     # How the client reached the proxy (L{MODES}).
     mode: str = "explicit"
+    # The id of the policy rule that decided the request (its strongest action), if one did.
+    rule: str | None = None
 
 
 # Column order of audit_events inserts, spool lines and query results.
@@ -115,6 +117,7 @@ COLUMNS = (
     "client_ip",
     "error",
     "mode",
+    "rule",
 )
 
 
@@ -150,6 +153,7 @@ def event_row(event: AuditEvent, truncate: bool = False) -> AuditRow:
         truncate_ip(event.client_ip) if truncate else event.client_ip,
         event.error,
         event.mode,
+        event.rule,
     )
 
 
@@ -194,4 +198,5 @@ def event_from_row(row: Mapping[str, Any]) -> AuditEvent:
         client_ip=row["client_ip"],
         error=row["error"],
         mode=row["mode"],
+        rule=row["rule"],
     )

@@ -47,6 +47,10 @@ POSTGRESQL: tuple[tuple[int, tuple[str, ...]], ...] = (
         2,
         ("ALTER TABLE audit_events ADD COLUMN mode TEXT NOT NULL DEFAULT 'explicit'",),
     ),
+    (
+        3,
+        ("ALTER TABLE audit_events ADD COLUMN rule TEXT",),
+    ),
 )
 
 SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -85,5 +89,9 @@ SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         2,
         ("ALTER TABLE audit_events ADD COLUMN mode TEXT NOT NULL DEFAULT 'explicit'",),
+    ),
+    (
+        3,
+        ("ALTER TABLE audit_events ADD COLUMN rule TEXT",),
     ),
 )

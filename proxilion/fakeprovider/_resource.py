@@ -8,11 +8,14 @@ import http
 import json
 import os
 import re
+import zlib
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 import attrs
+import brotli
+import zstandard
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -104,13 +107,14 @@ class Script:
     chunk_delay: float | None = None
     stream_bytes: int | None = None
     gzip: bool = False
+    encoding: str | None = None
 
     @classmethod
     def from_headers(cls, headers: Headers) -> Script:
         """Parse the scripting headers; a bad value raises ValueError naming the header."""
         found = {}
         for name in ("reply", "status", "error", "delay", "chunks", "chunk-delay",
-                     "stream-bytes", "gzip"):
+                     "stream-bytes", "gzip", "encoding"):
             raw = headers.getRawHeaders(b"x-fake-" + name.encode())
             if raw:
                 found[name] = _header_text(raw[-1])
@@ -126,12 +130,23 @@ class Script:
                 chunk_delay=_bounded(float, found, "chunk-delay", 0, 3600),
                 stream_bytes=_bounded(int, found, "stream-bytes", 0, 1 << 40),
                 gzip=found.get("gzip") == "1",
+                encoding=_choice(found, "encoding", tuple(_ENCODERS)),
             )
         except ValueError as e:
             raise ValueError(f"bad x-fake-{e.args[0]} header") from None
 
 
 _NO_SCRIPT = Script()
+
+_ENCODERS: dict[str, Callable[[bytes], bytes]] = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress,
+             "zstd": lambda data: zstandard.ZstdCompressor().compress(data)}
+
+
+def _choice(found: dict[str, str], name: str, allowed: tuple[str, ...]) -> str | None:
+    value = found.get(name)
+    if value is not None and value not in allowed:
+        raise ValueError(name)
+    return value
 
 
 def _set_status(request: Request, status: int) -> None:
@@ -197,7 +212,7 @@ class FakeProvider(Resource):
     - `x-fake-delay: <seconds>`: wait before the response headers (3600 hangs);
     - `x-fake-chunks: <n>`, `x-fake-chunk-delay: <seconds>`: shape a stream;
     - `x-fake-gzip: 1`: gzip a non-streamed answer whatever the request's
-      Accept-Encoding says;
+      Accept-Encoding says; `x-fake-encoding: gzip|deflate|br|zstd` likewise;
     - `x-fake-stream-bytes: <n>`: stream at least n bytes of the provider's
       frames, generated as the client reads (implies streaming, except on
       Bedrock, whose streaming is chosen by the path).
@@ -358,10 +373,11 @@ class FakeProvider(Resource):
                 found.stream if found.kind == "gemini" else parsed.get("stream") is True)
         if not wanted:
             reply = dialect.reply(ex, text)
-            if script.gzip:
+            encoding = "gzip" if script.gzip else script.encoding
+            if encoding is not None:
                 # Compressed whatever the client accepts, as a misbehaving gateway might.
-                request.setHeader(b"content-encoding", b"gzip")
-                reply = gzip.compress(reply)
+                request.setHeader(b"content-encoding", encoding.encode("ascii"))
+                reply = _ENCODERS[encoding](reply)
             return self._json(request, reply)
         if found.kind == "gemini" and found.stream and request.args.get(b"alt") != [b"sse"]:
             stream = dialect.array_stream(ex)

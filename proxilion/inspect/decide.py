@@ -45,6 +45,15 @@ def describe(action: str, findings: Sequence[Finding]) -> str:
     return f"{_VERBS[action]}: " + (counted(action, findings) or "no findings")
 
 
+def block_message(subject: str, rule: str | None, findings: Sequence[Finding], reason: str | None = None) -> str:
+    """The one sentence a block answers with: what was blocked, by which rule, and why (finding
+    types and counts, never values): "Request blocked by Proxilion policy rule 'block-cards': 1 credit_card."
+    C{reason} replaces the counts when no finding decided it (too many findings, a failed scan)."""
+    why = reason or counted("block", findings) or "no findings"
+    by = f"Proxilion policy rule '{rule}'" if rule else "Proxilion policy"
+    return f"{subject} blocked by {by}: {why}."
+
+
 def decide(policy: Policy, direction: str, provider: str, path: str, identity: str | None,
            findings: Sequence[Finding]) -> PolicyDecision:
     rules = policy.rules_for(direction, provider, path, identity)

@@ -54,7 +54,8 @@ class TransformOutcome:
 
     C{action} is the answer's own decision; C{error_code} names why it could not be
     inspected or was refused without a finding deciding it; C{status} is the status the
-    transform answered with when it replaced the answer (None: the upstream's).
+    transform answered with when it replaced the answer (None: the upstream's), and C{headers}
+    those it needs.
     """
 
     action: str = "allow"
@@ -63,6 +64,10 @@ class TransformOutcome:
     scan_seconds: float | None = None
     tokens: tuple[int | None, int | None] = (None, None)
     status: int | None = None
+    # Headers of the answer the transform replaced the provider's with (its error shape's).
+    headers: tuple[tuple[str, str], ...] = ()
+    # The policy rule behind C{action}, if one decided it.
+    rule: str | None = None
 
 
 # The outcome of an answer passed on untouched (no transform).

@@ -78,7 +78,7 @@ class Inspector:
         if redactor.error:
             return self._scanner_error(body, elapsed)
         if redactor.blocked:
-            return Verdict("block", findings, body, None, redactor.message, elapsed, code=redactor.error_code)
+            return Verdict("block", findings, body, redactor.rule, redactor.message, elapsed, code=redactor.error_code)
         action = max((f.action for f in findings), key=ACTION_RANK.__getitem__, default="allow")
         if out == events:
             return Verdict(action, findings, body, None, describe(action, findings), elapsed, document=chunks)

@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
-from proxilion.inspect.decide import decide, describe
+from proxilion.inspect.decide import block_message, decide, describe
 from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Finding, TransformOutcome
 from proxilion.inspect.redact import replacement
 from proxilion.inspect.scanner import Budget, Scanner
 from proxilion.providers import eventstream
 from proxilion.providers.body import ANSWER_METADATA
-from proxilion.providers.errors import stream_error_event, wire_dialect
+from proxilion.providers.errors import ANSWER_BLOCKED, ANSWER_UNINSPECTABLE, stream_error_event, wire_dialect
 from proxilion.providers.fields import encode, format_path, rewrite, secret_keys, walk
 from proxilion.providers.usage import event_usage
 from proxilion.providers.sse import FrameTooLarge, SSEFrame, split_lines, split_sse
@@ -204,7 +204,15 @@ class StreamRedactor:
         """How the answer ended: blocked, or the strongest action of its findings."""
         findings = tuple(self.findings)
         action = "block" if self.blocked else max((f.action for f in findings), key=ACTION_RANK.__getitem__, default="allow")
-        return TransformOutcome(action, findings, self.error_code, None, self.tokens)
+        return TransformOutcome(action, findings, self.error_code, None, self.tokens, rule=self.rule)
+
+    @property
+    def rule(self) -> str | None:
+        """The policy rule behind the answer's strongest action (the first finding that took it)."""
+        strongest = max(self.findings, key=lambda f: ACTION_RANK[f.action], default=None)
+        if self.blocked and (strongest is None or strongest.action != "block"):
+            return None  # refused without a finding deciding it (too many findings, a failed scan)
+        return strongest.rule if strongest is not None else None
 
     @property
     def error(self) -> bool:
@@ -217,6 +225,8 @@ class StreamRedactor:
             return f"blocked: too many findings (more than {self.max_findings})"
         if self.error_code == STREAM_EVENT_TOO_LARGE:
             return f"blocked: a streamed event larger than {self.max_event_bytes} bytes is too large to inspect"
+        if self.error_code == SCANNER_ERROR:
+            return "blocked: scanner error"
         return describe("block" if self.blocked else "redact", self.findings)
 
     # -- framing --------------------------------------------------------------------------------
@@ -252,7 +262,7 @@ class StreamRedactor:
             self.error_code = STREAM_EVENT_TOO_LARGE if too_large else SCANNER_ERROR
             if self.settings.on_scanner_error == "block":
                 self.blocked = True
-                return b"".join(out) + self._block_event(None if too_large else "blocked: scanner error")
+                return b"".join(out) + self._block_event()
             self._passthrough = True
             rest = (b"".join(f.raw for f in self._queue) + b"".join(self._raw(item) for item in unqueued)
                     + bytes(self._buffer))
@@ -620,9 +630,18 @@ class StreamRedactor:
             frame.doc = rewrite(frame.doc, {slot.path: new_text})
             frame.changed = True
 
-    def _block_event(self, message: str | None = None) -> bytes:
+    def _block_event(self) -> bytes:
         self.blocked = True
         self._queue.clear()
         self._buffer.clear()
+        # The same code, status and sentence as a whole answer's refusal (relay.BufferedInspection).
+        if self.error_code is None:
+            status, code, reason = ANSWER_BLOCKED, "blocked_by_policy", None
+        elif self.error_code == TOO_MANY_FINDINGS:
+            status, code, reason = ANSWER_BLOCKED, TOO_MANY_FINDINGS, self.message.removeprefix("blocked: ")
+        else:
+            status, code, reason = ANSWER_UNINSPECTABLE, "uninspectable_answer", self.message.removeprefix("blocked: ")
+        rule = self.rule
         return stream_error_event(wire_dialect(self.provider, self.path) if self.provider != "unknown" else "openai",
-                                  message or self.message, 400, cohere_v1=self.format == "cohere_v1")
+                                  block_message("Answer", rule, self.findings, reason), status, code=code, rule=rule,
+                                  cohere_v1=self.format == "cohere_v1")

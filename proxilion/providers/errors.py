@@ -70,6 +70,19 @@ _BEDROCK_TYPES = {
 }
 
 
+# After the provider answered, a refusal must not invite a retry: each retry is another billable call.
+# No official SDK retries these (openai, anthropic and cohere retry 408, 409, 429 and 5xx; google-genai
+# 408, 429 and 5xx; botocore 5xx and its throttling and timeout error types).
+ANSWER_BLOCKED = 403
+ANSWER_UNINSPECTABLE = 422
+
+
+def refusal_headers(provider: str, status: int) -> tuple[tuple[str, str], ...]:
+    """Headers of an error answer that replaces a provider's answer: its shape's, and "do not retry"
+    (x-should-retry, which the OpenAI and Anthropic SDKs obey before their status rules)."""
+    return tuple(error_headers(provider, status).items()) + (("x-should-retry", "false"),)
+
+
 def _dumps(obj: object) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -112,27 +125,46 @@ def bedrock_stream_exception(status: int) -> str:
     return "internalServerException" if status >= 500 else "modelStreamErrorException"
 
 
-def _openai_payload(status: int, message: str, code: str | None) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": message,
-            "type": openai_error_type(status),
-            "param": None,
-            "code": code if code is not None else _OPENAI_CODES.get(status),
-        }
+def _ours(error: dict[str, Any], code: str | None, rule: str | None) -> dict[str, Any]:
+    """C{error} with our code and the deciding rule's id, for shapes whose own fields hold neither:
+    an app reads C{code == "blocked_by_policy"} the same way from every provider's error."""
+    if code is not None:
+        error["code"] = code
+    if rule is not None:
+        error["rule"] = rule
+    return error
+
+
+def _openai_payload(status: int, message: str, code: str | None, rule: str | None = None) -> dict[str, Any]:
+    error = {
+        "message": message,
+        "type": openai_error_type(status),
+        "param": None,
+        "code": code if code is not None else _OPENAI_CODES.get(status),
     }
+    return {"error": _ours(error, None, rule)}
 
 
-def _anthropic_payload(status: int, message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
+def _anthropic_payload(status: int, message: str, code: str | None = None, rule: str | None = None) -> dict[str, Any]:
+    return {"type": "error", "error": _ours({"type": anthropic_error_type(status), "message": message}, code, rule)}
 
 
-def _gemini_payload(status: int, message: str, retry_after: float | None = None) -> dict[str, Any]:
+def _gemini_payload(status: int, message: str, retry_after: float | None = None, code: str | None = None,
+                    rule: str | None = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": status, "message": message, "status": gemini_status(status)}
+    details: list[dict[str, Any]] = []
     if status == 429 and retry_after is not None:
         # google.rpc.RetryInfo is where Google's clients look for the delay (a protobuf Duration, "12s").
-        error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                             "retryDelay": f"{max(1, math.ceil(retry_after - 1e-9))}s"}]
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                        "retryDelay": f"{max(1, math.ceil(retry_after - 1e-9))}s"})
+    if code is not None:
+        # google.rpc.ErrorInfo: Google's place for a machine-readable reason and its metadata.
+        info: dict[str, Any] = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": code, "domain": "proxilion"}
+        if rule is not None:
+            info["metadata"] = {"rule": rule}
+        details.append(info)
+    if details:
+        error["details"] = details
     return {"error": error}
 
 
@@ -147,19 +179,22 @@ def wire_dialect(provider: str, path: str) -> str:
 
 
 def error_body(provider: str, status: int, message: str, code: str | None = None, *,
-               retry_after: float | None = None) -> bytes:
+               retry_after: float | None = None, rule: str | None = None) -> bytes:
     """The JSON body of an error response in `provider`'s shape (unknown -> OpenAI shape).
 
     C{retry_after} (seconds, for a 429) goes where the provider's own body
-    carries it, which only Gemini's does; the others read headers.
+    carries it, which only Gemini's does; the others read headers. C{code}
+    (ours, such as "blocked_by_policy") and C{rule} (the deciding policy
+    rule's id) go into every shape: OpenAI's C{code}, Gemini's ErrorInfo, and
+    extra C{code}/C{rule} fields elsewhere, which the SDKs keep in the body.
     """
     if provider == "anthropic":
-        return _dumps(_anthropic_payload(status, message))
+        return _dumps(_anthropic_payload(status, message, code, rule))
     if provider == "gemini":
-        return _dumps(_gemini_payload(status, message, retry_after))
+        return _dumps(_gemini_payload(status, message, retry_after, code, rule))
     if provider in ("cohere", "bedrock"):
-        return _dumps({"message": message})
-    return _dumps(_openai_payload(status, message, code))
+        return _dumps(_ours({"message": message}, code, rule))
+    return _dumps(_openai_payload(status, message, code, rule))
 
 
 def error_headers(provider: str, status: int) -> dict[str, str]:
@@ -171,7 +206,8 @@ def error_headers(provider: str, status: int) -> dict[str, str]:
 
 
 def stream_error_event(
-    provider: str, message: str, status: int = 400, *, cohere_v1: bool = False
+    provider: str, message: str, status: int = ANSWER_BLOCKED, *, code: str | None = None, rule: str | None = None,
+    cohere_v1: bool = False
 ) -> bytes:
     """One stream frame that makes the provider's SDK stop with an API error.
 
@@ -180,21 +216,21 @@ def stream_error_event(
     use AWS event-stream frames.
     """
     if provider == "anthropic":
-        return b"event: error\ndata: " + _dumps(_anthropic_payload(status, message)) + b"\n\n"
+        return b"event: error\ndata: " + _dumps(_anthropic_payload(status, message, code, rule)) + b"\n\n"
     if provider == "gemini":
-        return b"data: " + _dumps(_gemini_payload(status, message)) + b"\n\n"
+        return b"data: " + _dumps(_gemini_payload(status, message, None, code, rule)) + b"\n\n"
     if provider == "cohere":
         if cohere_v1:
-            return _dumps({"is_finished": True, "event_type": "stream-end",
-                           "finish_reason": "ERROR", "error": message}) + b"\n"
+            return _dumps(_ours({"is_finished": True, "event_type": "stream-end",
+                                 "finish_reason": "ERROR", "error": message}, code, rule)) + b"\n"
         return (b"event: message-end\ndata: "
                 + _dumps({"type": "message-end",
-                          "delta": {"finish_reason": "ERROR", "error": message}})
+                          "delta": _ours({"finish_reason": "ERROR", "error": message}, code, rule)})
                 + b"\n\n")
     if provider == "bedrock":
         return eventstream.encode(
             {":message-type": "exception", ":exception-type": bedrock_stream_exception(status),
              ":content-type": "application/json"},
-            _dumps({"message": message}),
+            _dumps(_ours({"message": message}, code, rule)),
         )
-    return b"data: " + _dumps(_openai_payload(status, message, None)) + b"\n\n"
+    return b"data: " + _dumps(_openai_payload(status, message, code, rule)) + b"\n\n"

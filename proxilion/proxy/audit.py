@@ -43,6 +43,7 @@ def audit_recorder(instance_id: str, record: Callable[[AuditEvent], None]) -> Ca
                 client_ip=done.client_ip,
                 error=done.error,
                 mode=done.mode,
+                rule=done.rule,
             )
         )
 

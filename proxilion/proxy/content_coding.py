@@ -1,21 +1,31 @@
 """Undo a request body's Content-Encoding so inspection reads what the provider would read.
 
 Pure: no Twisted, no I/O. gzip (and x-gzip) and deflate are decoded, in the
-reverse of the order they were applied; anything else is refused, because a
-body we cannot read must not pass unread. Output is bounded: a small
-compressed body may not expand past the proxy's body size limit.
+reverse of the order they were applied, and so are br and zstd (answers come
+that way from providers that ignore Accept-Encoding); anything else is refused,
+because a body we cannot read must not pass unread. Output is bounded: a small
+compressed body may not expand past the proxy's body size limit. Every decoder
+is fed its input once, so time is linear in input plus output.
 """
 
 from __future__ import annotations
 
+import io
 import zlib
 
-__all__ = ["CodingError", "UnsupportedCoding", "DecodedTooLarge", "decode", "is_identity"]
+import brotli
+import zstandard
+
+__all__ = ["CodingError", "UnsupportedCoding", "DecodedTooLarge", "decode", "decodable", "is_identity"]
 
 _IDENTITY = frozenset({"", "identity"})
 # gzip members one body may hold: real clients send one; thousands of empty ones are an attack.
 MAX_MEMBERS = 1000
 _FIRST_PIECE = 256
+_PIECE = 65536
+_DECODABLE = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
+# RFC 8878 asks HTTP decoders to support 8 MiB windows and no more; it bounds a decoder's memory.
+_ZSTD_MAX_WINDOW = 8 << 20
 
 
 class CodingError(ValueError):
@@ -27,7 +37,7 @@ class CodingError(ValueError):
 
 
 class UnsupportedCoding(CodingError):
-    """A coding we do not decode (br, zstd, compress, ...)."""
+    """A coding we do not decode (compress, ...)."""
 
 
 class DecodedTooLarge(CodingError):
@@ -45,6 +55,11 @@ def is_identity(header: bytes) -> bool:
     return not _codings(header)
 
 
+def decodable(header: bytes) -> bool:
+    """True when L{decode} knows every coding a Content-Encoding value names."""
+    return all(c in _DECODABLE for c in _codings(header))
+
+
 def decode(body: bytes, header: bytes, limit: int) -> bytes:
     """C{body} with the codings in C{header} (a Content-Encoding value) undone, at most C{limit} bytes."""
     for coding in reversed(_codings(header)):
@@ -58,9 +73,51 @@ def decode(body: bytes, header: bytes, limit: int) -> bytes:
                 raise
             except CodingError:
                 body = _inflate(body, -zlib.MAX_WBITS, limit, coding)
+        elif coding == "br":
+            body = _unbrotli(body, limit)
+        elif coding == "zstd":
+            body = _unzstd(body, limit)
         else:
             raise UnsupportedCoding(coding)
     return body
+
+
+def _unbrotli(data: bytes, limit: int) -> bytes:
+    decoder = brotli.Decompressor()
+    view = memoryview(data)
+    out = bytearray()
+    pos = 0
+    while True:
+        # Once the output bound holds output back, the decoder takes no input until it is drained.
+        chunk = view[pos:pos + _PIECE] if decoder.can_accept_more_data() else view[0:0]
+        pos += len(chunk)
+        try:
+            out += decoder.process(chunk, output_buffer_limit=limit + 1 - len(out))
+        except brotli.error:
+            raise CodingError("br") from None
+        if len(out) > limit:
+            raise DecodedTooLarge("br")
+        if decoder.is_finished():
+            if pos < len(view):
+                raise CodingError("br")  # bytes after the end
+            return bytes(out)
+        if not chunk and decoder.can_accept_more_data():
+            raise CodingError("br")  # cut short
+
+
+def _unzstd(data: bytes, limit: int) -> bytes:
+    try:
+        reader = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW).stream_reader(
+            io.BytesIO(data), read_across_frames=True)
+        out = bytearray()
+        while len(out) <= limit:
+            piece = reader.read(min(_PIECE, limit + 1 - len(out)))
+            if not piece:
+                return bytes(out)
+            out += piece
+    except zstandard.ZstdError:
+        raise CodingError("zstd") from None
+    raise DecodedTooLarge("zstd")
 
 
 def _inflate(data: bytes, wbits: int, limit: int, coding: str) -> bytes:

@@ -21,9 +21,9 @@ from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError as
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from proxilion.inspect.decide import counted
+from proxilion.inspect.decide import block_message, counted
 from proxilion.inspect.findings import TOO_MANY_FINDINGS, Finding
-from proxilion.providers.errors import error_body, error_headers, wire_dialect
+from proxilion.providers.errors import ANSWER_UNINSPECTABLE, error_body, error_headers, refusal_headers, wire_dialect
 from proxilion.providers.usage import model_from, model_of
 from proxilion.proxy import content_coding
 from proxilion.proxy.context import ProxyContext
@@ -122,11 +122,14 @@ class Exchange:
         self.identity: Identity | None = None
         self.decision = "allow"
         self.findings: dict[str, int] = {}
+        # The policy rule behind the decision (request or answer side), if one decided it.
+        self.rule: str | None = None
         self.model: str | None = None
         self._model_known = False
         self.error: str | None = None
         self.upstream_seconds: float | None = None
         self.streamed = False
+        self._sse = False  # the answer is a server-sent-event stream
         self.tokens: tuple[int | None, int | None] = (None, None)
         self.body: bytes = request.body
         self.relay: Relay | None = None
@@ -329,7 +332,7 @@ class Exchange:
         if isinstance(e, content_coding.UnsupportedCoding):
             status, code = 415, "unsupported_content_encoding"
             message = (f"Proxilion inspects request bodies and cannot read Content-Encoding '{e.coding[:32]}'; "
-                       "send the body uncompressed, gzip or deflate.")
+                       "send the body uncompressed, gzip, deflate, br or zstd.")
         elif isinstance(e, content_coding.DecodedTooLarge):
             status, code = 413, "request_too_large"
             message = f"The request body is larger than {self.ctx.settings.max_body_size} bytes once decompressed."
@@ -376,6 +379,9 @@ class Exchange:
             action = "block"
         ctx.metrics.scan_duration.labels("request").observe(verdict.scan_seconds)
         ctx.metrics.policy_decisions.labels(action).inc()
+        if verdict.rule is not None:
+            self.rule = verdict.rule
+            ctx.metrics.policy_rule_decisions.labels("request", verdict.action, verdict.rule).inc()
         if verdict.error:
             ctx.metrics.scanner_errors.inc()
         self._count(verdict.findings, verdict.action)
@@ -389,17 +395,23 @@ class Exchange:
                 "but it is signed with AWS SigV4 and a changed body would fail AWS's signature check. "
                 "Send it without those values.",
                 "blocked_by_policy",
+                rule=verdict.rule,
             )
             return None
         if action == "block":
             if verdict.code == TOO_MANY_FINDINGS:
                 self.error = TOO_MANY_FINDINGS
                 ctx.metrics.findings_cap_exceeded.labels("request").inc()
-                self.respond_error(403, "Request blocked by Proxilion: " + verdict.message, TOO_MANY_FINDINGS)
+                self.respond_error(403, block_message("Request", None, (), verdict.message.removeprefix("blocked: ")),
+                                   TOO_MANY_FINDINGS)
                 return None
             if verdict.error:
                 self.error = "scanner_error"
-            self.respond_error(403, "Request blocked by Proxilion policy: " + verdict.message, "blocked_by_policy")
+                self.respond_error(403, block_message("Request", None, (), verdict.message.removeprefix("blocked: ")),
+                                   "blocked_by_policy")
+                return None
+            self.respond_error(403, block_message("Request", verdict.rule, verdict.findings), "blocked_by_policy",
+                               rule=verdict.rule)
             return None
         if action == "redact":
             return verdict.body
@@ -409,30 +421,36 @@ class Exchange:
         request = self.request
         route = self.route
         assert route is not None and self.identity is not None
+        content_type = (response.header(b"content-type") or b"").lower()
+        self.streamed = content_type.startswith(_STREAM_TYPES)
+        self._sse = content_type.startswith(b"text/event-stream")
         # Only an inspected answer needs its coding read.
         coding = b", ".join(value for name, value in response.headers if name == b"content-encoding") if inspector is not None else b""
-        if coding and not content_coding.is_identity(coding):
-            # Asked for identity and answered compressed: an answer we cannot read must not pass unread.
+        if content_coding.is_identity(coding):
+            coding = b""
+        elif self.streamed or not content_coding.decodable(coding):
+            # Asked for identity and answered in a coding we do not read (or a compressed stream):
+            # an answer we cannot read must not pass unread.
             self.ctx.metrics.scanner_errors.inc()
             if inspector.policy.settings.on_scanner_error != "allow":
                 response.deliver_body(_Discard())
                 self.decision = "block"
                 self.error = "compressed_answer"
                 self.respond_error(
-                    502,
+                    ANSWER_UNINSPECTABLE,
                     "The provider answered compressed (Content-Encoding: %s) although asked not to; "
                     "Proxilion cannot inspect that answer." % coding.decode("latin-1")[:32],
                     "uninspectable_answer",
+                    answered=True,
                 )
                 return
             self.error = "compressed_answer_uninspected"
             inspector = None
+            coding = b""
         request.set_code(response.code, response.phrase or None)
         request.response_headers = client_response_headers(response.headers) + request.response_headers
         self._own_headers()
-        content_type = (response.header(b"content-type") or b"").lower()
         length = response.length
-        self.streamed = content_type.startswith(_STREAM_TYPES)
         transform = None
         if request.method == b"HEAD" or response.code in (204, 304):
             # No body follows these headers: nothing to inspect, and a made-up
@@ -444,11 +462,29 @@ class Exchange:
         elif inspector is not None and (not content_type.startswith(_MEDIA_TYPES) or content_type.startswith(b"image/svg")):
             # Error answers too: a provider's error message may quote the prompt.
             transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size,
-                                           self.ctx.scan_pool, self.ctx.settings.scan_offload_bytes)
+                                           self.ctx.scan_pool, self.ctx.settings.scan_offload_bytes, coding or None)
+            if coding:
+                # Released decoded, its length set when it is (the upstream's never passes).
+                request.response_headers = [(name, value) for name, value in request.response_headers if name != b"content-encoding"]
         if transform is None and length is not None:
             request.set_header(b"content-length", b"%d" % length)
-        self.relay = Relay(request, self._relay_done, transform, self.ctx.clock)
+        self.relay = Relay(request, self._relay_done, transform, self.ctx.clock,
+                           on_end=self._final_decision if transform is not None else None)
         response.deliver_body(self.relay)
+
+    def _final_decision(self) -> bytes:
+        """The request's final decision, its answer's inspection included, as the answer ends: in the
+        x-proxilion-decision header while headers have not left, and for a server-sent-event stream
+        (whose headers left with the request side's decision) as a last SSE comment, which SSE
+        clients skip; but google-genai, which reads every line as JSON (measured: UnknownApiResponseError),
+        so Gemini's own streams carry the decision only in the audit row."""
+        self._absorb_transform()
+        decision = self.decision.encode("ascii")
+        if not self.request.started_writing:
+            self.request.set_header(b"x-proxilion-decision", decision)
+        if self._sse and self.dialect != "gemini":
+            return b": x-proxilion-decision: %s\n\n" % decision
+        return b""
 
     def _relay_done(self, error: str | None) -> None:
         if error is not None:
@@ -475,6 +511,10 @@ class Exchange:
             self.ctx.metrics.scan_duration.labels("response").observe(outcome.scan_seconds)
         if outcome.findings:
             self._count(outcome.findings, outcome.action)
+        if outcome.rule is not None:
+            self.ctx.metrics.policy_rule_decisions.labels("response", outcome.action, outcome.rule).inc()
+            if ACTION_ORDER.get(outcome.action, 0) >= ACTION_ORDER.get(self.decision, 0):
+                self.rule = outcome.rule
         if outcome.findings or outcome.action == "block":
             self._escalate(outcome.action)
         error_code = outcome.error_code
@@ -551,15 +591,17 @@ class Exchange:
             self._pending.cancel()
 
     # Answers
-    def respond_error(self, status: int, message: str, code: str, *, retry_after: float | None = None) -> None:
-        """Answer with an error shaped like this provider's own errors (a 429 says when to retry)."""
+    def respond_error(self, status: int, message: str, code: str, *, retry_after: float | None = None,
+                      answered: bool = False, rule: str | None = None) -> None:
+        """Answer with an error shaped like this provider's own errors (a 429 says when to retry;
+        one refusing an answer the provider gave, C{answered}, says not to)."""
         if self._done:
             return
         request = self.request
-        body = error_body(self.dialect, status, message, code, retry_after=retry_after)
+        body = error_body(self.dialect, status, message, code, retry_after=retry_after, rule=rule)
         request.set_code(status)
         request.set_header(b"content-type", _JSON)
-        for name, value in error_headers(self.dialect, status).items():
+        for name, value in (refusal_headers(self.dialect, status) if answered else error_headers(self.dialect, status).items()):
             request.set_header(name.lower().encode("ascii"), value.encode("ascii"))
         request.set_header(b"content-length", b"%d" % len(body))
         self._own_headers()
@@ -604,6 +646,7 @@ class Exchange:
             bytes_out=record.bytes_out,
             streamed=record.streamed,
             error=record.error,
+            rule=record.rule,
             findings=dict(record.findings) or None,
         )
         if ctx.record is not None:
@@ -647,6 +690,7 @@ class Exchange:
             tokens_out=tokens_out,
             error=self.error,
             mode=getattr(self.request.connection, "mode", "explicit"),
+            rule=self.rule,
         )
 
     def _before_end(self) -> None:

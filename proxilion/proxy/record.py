@@ -37,3 +37,5 @@ class ExchangeRecord:
     error: str | None
     # How the client reached the proxy: explicit (plain HTTP), connect (CONNECT, intercepted) or transparent (TLS_PORT).
     mode: str = "explicit"
+    # The policy rule that decided the request, request or answer side (its strongest action).
+    rule: str | None = None

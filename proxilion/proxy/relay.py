@@ -19,10 +19,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
+from proxilion.inspect.decide import block_message
 from proxilion.inspect.findings import PASSED_THROUGH, TOO_MANY_FINDINGS, Finding, TransformOutcome, Verdict
 from proxilion.inspect.inspector import Inspector
-from proxilion.providers.errors import error_body, wire_dialect
+from proxilion.providers.errors import ANSWER_BLOCKED, ANSWER_UNINSPECTABLE, error_body, refusal_headers, wire_dialect
 from proxilion.providers.usage import usage_of
+from proxilion.proxy import content_coding
 from proxilion.proxy.http11 import HTTPRequest
 from proxilion.proxy.offload import PoolFull, ScanPool
 from proxilion.proxy.upstream import BodyDone, BodyIdle
@@ -64,13 +66,17 @@ class BufferedInspection:
 
     An answer larger than C{limit} is not buffered: that would let one answer
     take the process's memory. Like any answer that cannot be scanned it
-    follows the policy's C{on_scanner_error}: blocked (a 502 in the
+    follows the policy's C{on_scanner_error}: blocked (a 422 in the
     provider's shape, the default), or released uninspected as it comes, and
     C{uninspected} says so. Either way C{error_code} names what happened.
+
+    An answer in a Content-Encoding (C{coding}) is decoded, within C{limit}, and
+    released decoded; one that does not decode is refused.
     """
 
     def __init__(self, inspector: Inspector, provider: str, path: str, identity: str | None, limit: int,
-                 pool: ScanPool | None = None, offload_bytes: int = 0) -> None:
+                 pool: ScanPool | None = None, offload_bytes: int = 0, coding: bytes | None = None) -> None:
+        self._coding = coding
         self._inspector = inspector
         # Answers larger than offload_bytes are inspected in the scan pool, off the reactor.
         self._pool = pool
@@ -90,6 +96,25 @@ class BufferedInspection:
         self.status: int | None = None
         self.scan_seconds: float | None = None
         self.tokens: tuple[int | None, int | None] = (None, None)
+        self.headers: tuple[tuple[str, str], ...] = ()
+        self.rule: str | None = None
+
+    def _refuse(self, status: int, message: str, code: str, rule: str | None = None) -> bytes:
+        """Replace the answer with an error no SDK retries (see L{ANSWER_BLOCKED})."""
+        self.blocked = True
+        self.action = "block"
+        self.status = status
+        self.headers = refusal_headers(self._dialect, status)
+        return error_body(self._dialect, status, message, code, rule=rule)
+
+    def _undecodable(self, e: content_coding.CodingError) -> bytes:
+        if isinstance(e, content_coding.DecodedTooLarge):
+            self.error_code = "answer_too_large"
+            return self._refuse(ANSWER_UNINSPECTABLE, f"The answer is larger than {self._limit} bytes once decompressed; "
+                                "Proxilion cannot inspect it, so it was not passed on.", "uninspectable_answer")
+        self.error_code = "undecodable_answer"
+        return self._refuse(ANSWER_UNINSPECTABLE, f"The provider's answer is not valid {e.coding[:32]} data; "
+                            "Proxilion cannot inspect it, so it was not passed on.", "uninspectable_answer")
 
     def feed(self, chunk: bytes) -> bytes:
         if self.uninspected:
@@ -100,16 +125,14 @@ class BufferedInspection:
         self._size += len(chunk)
         if self._size > self._limit:
             held, self._parts = b"".join(self._parts), []
-            if self._inspector.policy.settings.on_scanner_error == "allow":
+            # A compressed answer cannot pass as it came: its Content-Encoding header was dropped.
+            if self._inspector.policy.settings.on_scanner_error == "allow" and self._coding is None:
                 self.uninspected = True
                 self.error_code = "answer_too_large_uninspected"
                 return held
-            self.blocked = True
-            self.action = "block"
             self.error_code = "answer_too_large"
-            self.status = 502
-            return error_body(self._dialect, self.status, f"The answer is larger than {self._limit} bytes; "
-                              "Proxilion cannot inspect it, so it was not passed on.", "uninspectable_answer")
+            return self._refuse(ANSWER_UNINSPECTABLE, f"The answer is larger than {self._limit} bytes; "
+                                "Proxilion cannot inspect it, so it was not passed on.", "uninspectable_answer")
         return b""
 
     def finish(self) -> bytes:
@@ -117,30 +140,51 @@ class BufferedInspection:
             return b""
         body = b"".join(self._parts)
         self._parts = []
+        if self._coding is not None:
+            try:
+                body = content_coding.decode(body, self._coding, self._limit)
+            except content_coding.CodingError as e:
+                return self._undecodable(e)
         return self._judged(self._inspector.inspect_response(self._provider, self._path, body, self._identity))
 
     def outcome(self) -> TransformOutcome:
         action = self.action or ("block" if self.blocked else "allow")
-        return TransformOutcome(action, self.findings, self.error_code, self.scan_seconds, self.tokens, self.status)
+        return TransformOutcome(action, self.findings, self.error_code, self.scan_seconds, self.tokens, self.status,
+                                self.headers, self.rule)
 
     def finish_later(self) -> Deferred[bytes] | None:
         """What L{finish} returns, from the scan pool, for an answer too large to inspect on the reactor;
         None when L{finish} should be called instead."""
-        if self._pool is None or self.uninspected or self.blocked or self._size <= self._offload_bytes:
+        if self._pool is None or self.uninspected or self.blocked:
+            return None
+        coding = self._coding
+        if coding is None and self._size <= self._offload_bytes:
             return None
         body = b"".join(self._parts)
         self._parts = []
+        if coding is not None and self._size <= self._offload_bytes:
+            # Small ones are decoded here, up to the size the reactor inspects itself.
+            limit = min(self._offload_bytes, self._limit)
+            try:
+                self._parts = [content_coding.decode(body, coding, limit)]
+                self._coding = None
+                return None
+            except content_coding.DecodedTooLarge as e:
+                if limit == self._limit:
+                    return succeed(self._undecodable(e))
+            except content_coding.CodingError as e:
+                return succeed(self._undecodable(e))
         try:
-            d = self._pool.inspect(self._inspector, "response", self._provider, self._path, body, self._identity)
+            d = self._pool.inspect(self._inspector, "response", self._provider, self._path, body, self._identity,
+                                   coding, self._limit)
         except PoolFull:
-            self.blocked = True
-            self.action = "block"
             self.error_code = "scan_pool_full"
-            self.status = 503
-            return succeed(error_body(self._dialect, self.status, "Proxilion is busy inspecting other large answers; "
-                                      "retry shortly.", "scan_pool_full"))
+            return succeed(self._refuse(ANSWER_UNINSPECTABLE, "Proxilion was too busy inspecting other large answers "
+                                        "to inspect this one, so it was not passed on.", "scan_pool_full"))
 
         def failed(failure: Failure) -> bytes:
+            if failure.check(content_coding.CodingError):
+                return self._undecodable(failure.value)
             # A scan that did not finish (a worker died) fails closed, as the scanner's own errors do.
             return self._judged(self._inspector._scanner_error(body, 0.0))
 
@@ -152,15 +196,20 @@ class BufferedInspection:
         self.findings = verdict.findings
         self.action = verdict.action
         self.scan_seconds = verdict.scan_seconds
+        self.rule = verdict.rule
         if verdict.code == TOO_MANY_FINDINGS:
             self.error_code = TOO_MANY_FINDINGS
         elif verdict.error:
             self.error_code = "scanner_error"
         if verdict.action == "block":
-            self.blocked = True
-            self.status = 403 if not verdict.error else 502
-            return error_body(self._dialect, self.status, "Answer blocked by Proxilion policy: " + verdict.message,
-                              verdict.code or "blocked_by_policy")
+            if verdict.error:
+                return self._refuse(ANSWER_UNINSPECTABLE, block_message("Answer", None, (), verdict.message.removeprefix("blocked: ")),
+                                    "uninspectable_answer")
+            if verdict.code is not None:
+                return self._refuse(ANSWER_BLOCKED, block_message("Answer", None, (), verdict.message.removeprefix("blocked: ")),
+                                    verdict.code)
+            return self._refuse(ANSWER_BLOCKED, block_message("Answer", verdict.rule, verdict.findings), "blocked_by_policy",
+                                verdict.rule)
         return verdict.body
 
 
@@ -169,6 +218,9 @@ class Relay(Protocol):
 
     When the body fails before anything was written to the client, C{on_done}
     gets the error with the response unsent, and must answer the client.
+    C{on_end}, called as a transformed answer's last bytes are about to be
+    written (its transform's outcome final), may still set headers if none
+    left yet, and returns bytes to write after the last ones.
     """
 
     def __init__(
@@ -178,8 +230,10 @@ class Relay(Protocol):
         transform: BodyTransform | None = None,
         clock: Any = None,
         timer: Callable[[], float] = time.perf_counter,
+        on_end: Callable[[], bytes] | None = None,
     ) -> None:
         self._request = request
+        self._on_end = on_end
         self._on_done = on_done
         self.transform = transform
         self._clock = clock  # schedules the next slice; only needed with a transform
@@ -225,10 +279,15 @@ class Relay(Protocol):
     def _write_last(self, data: bytes) -> None:
         """The transform's last bytes; when nothing was written yet they are the whole body,
         sent with the transform's status, if it set one, and their length."""
+        tail = self._on_end() if self._on_end is not None else b""
+        if tail:
+            data += tail
         if not self._request.started_writing:
-            status = self.transform.outcome().status if self.transform is not None else None
-            if status is not None:
-                self._request.set_code(status)
+            outcome = self.transform.outcome() if self.transform is not None else PASSED_THROUGH
+            if outcome.status is not None:
+                self._request.set_code(outcome.status)
+                for name, value in outcome.headers:
+                    self._request.set_header(name.lower().encode("ascii"), value.encode("ascii"))
             self._request.set_header(b"content-length", b"%d" % len(data))
         self._write(data)
 

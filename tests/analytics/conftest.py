@@ -159,6 +159,7 @@ def make_event(i: int, **overrides: Any) -> AuditEvent:
         tokens_out=None if decision != "allow" else 20 + i % 17,
         client_ip=f"10.0.{i % 256}.{(i * 7) % 256}",
         error="upstream_timeout" if decision == "error" else None,
+        rule={"block": "block-credentials", "redact": "redact-pii"}.get(decision),
     )
     values.update(overrides)
     return AuditEvent(**values)

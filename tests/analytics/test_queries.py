@@ -15,7 +15,7 @@ from twisted.web.server import Site
 
 from proxilion.analytics import query
 from proxilion.analytics.admin import EventsResource, SummaryResource, event_json
-from proxilion.analytics.event import event_row
+from proxilion.analytics.event import COLUMNS, event_row, row_from_json, row_json
 
 from .conftest import make_event, make_settings, wait_for
 
@@ -142,6 +142,12 @@ def test_summary_defaults_to_last_day():
         query.parse_summary_query({"since": ["200"], "until": ["100"]}, now=0)
 
 
+def test_a_spool_line_from_before_the_rule_column_reads_no_rule():
+    line = json.loads(row_json(event_row(make_event(2))))
+    assert line.pop("rule") == "block-credentials"
+    assert dict(zip(COLUMNS, row_from_json(json.dumps(line))))["rule"] is None
+
+
 def test_event_row_findings_are_counts_only():
     row = event_row(make_event(2))
     assert row[11] == '{"aws_key":1,"email":2}' and row[12] == 3
@@ -163,6 +169,7 @@ async def test_http_resources(new_writer, tmp_path, metrics):
         body = json.loads(await response.content())
         assert [e["request_id"] for e in body["events"]] == ["req-000594", "req-000586"]
         assert body["events"][0]["findings"] == {"aws_key": 1, "email": 0}
+        assert body["events"][0]["rule"] == "block-credentials"
         response = await treq.get(f"{base}/events", params={"limit": "2", "decision": "block", "cursor": body["next_cursor"]})
         assert [e["request_id"] for e in json.loads(await response.content())["events"]] == ["req-000578", "req-000570"]
 

@@ -103,7 +103,8 @@ def test_block_ends_the_stream_with_the_provider_error_event(fmt):
     assert redactor.blocked and b"4111" not in out
     last = out.replace(b"\r\n", b"\n").rstrip(b"\n").split(b"\n\n")[-1]
     doc = json.loads(last.split(b"data: ", 1)[1])
-    assert "blocked: 1 credit_card" in json.dumps(doc)
+    assert "Answer blocked by Proxilion policy rule 'no-cards-out': 1 credit_card." in json.dumps(doc)
+    assert "blocked_by_policy" in json.dumps(doc) and "no-cards-out" in json.dumps(doc)
     if fmt == "anthropic":
         assert last.startswith(b"event: error")
     assert redactor.feed(b"data: {}\n\n") == b"" and redactor.finish() == b""
@@ -273,7 +274,7 @@ def test_memory_bound_scans_an_event_before_forcing_it_out():
     out = blocking.feed(event(0, "card " + CARD))
     for _ in range(30):
         out += blocking.feed(event(1, "lorem ipsum "))
-    assert blocking.blocked and b"4111" not in out and b"blocked: 1 credit_card" in out
+    assert blocking.blocked and b"4111" not in out and b": 1 credit_card." in out
 
 
 def test_gemini_function_call_beside_text_in_one_event_is_scanned():

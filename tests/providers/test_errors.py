@@ -69,7 +69,7 @@ def test_stream_error_events():
     anthropic = stream_error_event("anthropic", "m")
     assert anthropic.startswith(b"event: error\n") and anthropic.endswith(b"\n\n")
     assert _sse_data(anthropic)["type"] == "error"
-    assert _sse_data(stream_error_event("gemini", "m"))["error"]["status"] == "INVALID_ARGUMENT"
+    assert _sse_data(stream_error_event("gemini", "m"))["error"]["status"] == "PERMISSION_DENIED"
     assert _sse_data(stream_error_event("cohere", "m"))["delta"]["finish_reason"] == "ERROR"
     v1 = json.loads(stream_error_event("cohere", "m", cohere_v1=True))
     assert v1["event_type"] == "stream-end" and v1["finish_reason"] == "ERROR"
@@ -133,3 +133,28 @@ def test_bedrock_throttling_is_what_botocore_retries():
     assert error_headers("bedrock", 429)["x-amzn-ErrorType"] == "ThrottlingException"
     assert json.loads(error_body("bedrock", 429, "slow down")) == {"message": "slow down"}
     assert "ThrottlingException" in ThrottledRetryableChecker._THROTTLED_ERROR_CODES
+
+
+def _code_and_rule(provider: str, body: dict) -> tuple:
+    if provider == "gemini":
+        [info] = [d for d in body["error"]["details"] if d["@type"].endswith("ErrorInfo")]
+        return info["reason"], info["metadata"]["rule"]
+    error = body["error"] if isinstance(body.get("error"), dict) else body
+    return error["code"], error["rule"]
+
+
+@pytest.mark.parametrize("provider", ["openai", "azure", "anthropic", "gemini", "cohere", "bedrock"])
+def test_every_block_carries_our_code_and_the_rule_in_every_shape(provider):
+    whole = json.loads(error_body(provider, 403, "m", "blocked_by_policy", rule="block-cards"))
+    assert _code_and_rule(provider, whole) == ("blocked_by_policy", "block-cards")
+    event = stream_error_event(provider, "m", code="blocked_by_policy", rule="block-cards")
+    if provider == "bedrock":
+        [(_, payload)] = eventstream.split_frames(bytearray(event))
+        streamed = json.loads(payload)
+    elif provider == "cohere":
+        streamed = _sse_data(event)["delta"]
+    else:
+        streamed = _sse_data(event)
+    assert _code_and_rule(provider, streamed) == ("blocked_by_policy", "block-cards")
+    if provider in ("openai", "azure"):
+        assert streamed["error"]["type"] == "permission_error"

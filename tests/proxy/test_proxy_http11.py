@@ -251,7 +251,7 @@ def test_an_answer_too_large_to_scan_is_refused_and_recorded_as_a_block(tmp_path
                       "  - {id: log-answers, direction: response, action: log}\n")
     with running(Daemon(tmp_path, ["--upstream", f"openai={upstream.url}", "--policy", str(policy)], NO_LIMITS)) as d:
         status, _, body = split_response(raw_exchange(d.port, _post("/big", extra=b"Connection: close\r\n")))
-        assert status == 502 and b"larger than the 1024 bytes Proxilion scans" in body and b"4111" not in body
+        assert status == 422 and b"larger than the 1024 bytes Proxilion scans" in body and b"4111" not in body
         line = eventually(lambda: next((e for e in d.log_events() if e.get("path", "").endswith("/big")), None),
                           what="the access line")
-        assert (line["status"], line["decision"], line["error"]) == (502, "block", "scanner_error")
+        assert (line["status"], line["decision"], line["error"]) == (422, "block", "scanner_error")
