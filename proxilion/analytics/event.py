@@ -14,6 +14,7 @@ import types
 from typing import Any, Mapping
 
 import attrs
+import orjson
 
 from proxilion.proxy.safe_target import safe_path
 
@@ -159,7 +160,13 @@ def event_row(event: AuditEvent, truncate: bool = False) -> AuditRow:
 
 def row_json(row: AuditRow) -> str:
     """One spool line (without newline) for C{row}: a JSON object keyed by column."""
-    return json.dumps(dict(zip(COLUMNS, row)), separators=(",", ":"))
+    data = dict(zip(COLUMNS, row))
+    try:
+        # orjson: the journal writes one line per request on the reactor thread; json.dumps cost ~6 µs of it.
+        return orjson.dumps(data).decode()
+    except orjson.JSONEncodeError:
+        # An integer past 64 bits (a value the database will refuse, and the writer reject, on its own).
+        return json.dumps(data, separators=(",", ":"))
 
 
 def row_from_json(line: str) -> AuditRow:
