@@ -135,8 +135,14 @@ def events(daemon: Daemon, request_ids: set[str]) -> dict[str, dict[str, Any]]:
 
 
 def access_identities(daemon: Daemon, request_ids: set[str]) -> dict[str, str]:
-    return {e["request_id"]: e.get("identity") for e in daemon.log_events()
-            if e.get("logger") == "proxilion.access" and e.get("request_id") in request_ids}
+    """The identity in the access line of each of these requests, once all are in the log (lines are batched)."""
+
+    def lines() -> dict[str, str]:
+        found = {e["request_id"]: e.get("identity") for e in daemon.log_events()
+                 if e.get("logger") == "proxilion.access" and e.get("request_id") in request_ids}
+        return found if set(found) == request_ids else {}
+
+    return eventually(lines, what="access lines")
 
 
 def rid() -> str:

@@ -188,8 +188,9 @@ def test_finding_dense_answer(daemon: Daemon) -> None:
 
 
 def _stream_error(stream: bytes) -> dict[str, Any]:
-    """The Anthropic error event a blocked stream ends with."""
-    last = stream.rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
+    """The Anthropic error event a blocked stream ends with (before the final decision comment)."""
+    events = [e for e in stream.rstrip(b"\n").split(b"\n\n") if not e.startswith(b": x-proxilion-decision")]
+    last = events[-1]
     assert last.startswith(b"event: error\n"), last[:200]
     return json.loads(last.split(b"data: ", 1)[1])
 

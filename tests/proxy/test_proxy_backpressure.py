@@ -71,8 +71,10 @@ def _slow_then_full_read(daemon: Daemon, fake_url: str, size: int, slow_seconds:
     upstream_sent = fake_stats(fake_url)["bytes_streamed"] - streamed_before
     assert received < size // 8
     # The proxy stopped reading upstream: what the provider wrote is bounded by socket
-    # buffers, not by how much of the stream exists.
-    assert upstream_sent < 16 * MB, upstream_sent
+    # buffers, not by how much of the stream exists. Loopback autotuning lets the two
+    # connections' four kernel buffers hold 7-26 MB between them (seen here; the proxy's own
+    # memory meanwhile grew by kilobytes, which the next line checks).
+    assert upstream_sent < 32 * MB, upstream_sent
     assert peak - baseline < 6 * MB, (baseline, peak)
     tail = b""
     while chunk := response.read1(MB):
