@@ -12,7 +12,7 @@ import pickle
 
 from proxilion.inspect.findings import Verdict
 from proxilion.inspect.inspector import Inspector
-from proxilion.proxy import content_coding
+from proxilion.providers import content_coding
 
 # Inspectors by policy key; a reload adds one, so only the newest few are kept.
 _INSPECTORS: dict[tuple[int, int | None], Inspector] = {}

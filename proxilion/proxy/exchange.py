@@ -23,9 +23,9 @@ from twisted.python.failure import Failure
 
 from proxilion.inspect.decide import block_message, counted
 from proxilion.inspect.findings import TOO_MANY_FINDINGS, Finding
+from proxilion.providers import content_coding
 from proxilion.providers.errors import ANSWER_UNINSPECTABLE, error_body, error_headers, refusal_headers, wire_dialect
 from proxilion.providers.usage import model_from, model_of
-from proxilion.proxy import content_coding
 from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.headers import client_response_headers, replace_header, request_id, upstream_request_headers
 from proxilion.proxy.http11 import HTTPRequest

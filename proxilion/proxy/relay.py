@@ -22,9 +22,9 @@ from twisted.python.failure import Failure
 from proxilion.inspect.decide import block_message
 from proxilion.inspect.findings import PASSED_THROUGH, TOO_MANY_FINDINGS, Finding, TransformOutcome, Verdict
 from proxilion.inspect.inspector import Inspector
+from proxilion.providers import content_coding
 from proxilion.providers.errors import ANSWER_BLOCKED, ANSWER_UNINSPECTABLE, error_body, refusal_headers, wire_dialect
 from proxilion.providers.usage import usage_of
-from proxilion.proxy import content_coding
 from proxilion.proxy.http11 import HTTPRequest
 from proxilion.proxy.offload import PoolFull, ScanPool
 from proxilion.proxy.upstream import BodyDone, BodyIdle

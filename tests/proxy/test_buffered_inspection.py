@@ -14,7 +14,7 @@ from twisted.internet.defer import fail, succeed
 
 from proxilion.inspect.inspector import Inspector
 from proxilion.inspect.policy import load_policy, parse_policy
-from proxilion.proxy import content_coding
+from proxilion.providers import content_coding
 from proxilion.proxy.relay import BufferedInspection
 
 ANSWER = json.dumps({"id": "x", "object": "chat.completion", "choices": [

@@ -1,4 +1,4 @@
-"""Undo a request body's Content-Encoding so inspection reads what the provider would read.
+"""Undo a body's Content-Encoding (a request's, or an answer's) so inspection reads what the provider would read.
 
 Pure: no Twisted, no I/O. gzip (and x-gzip) and deflate are decoded, in the
 reverse of the order they were applied, and so are br and zstd (answers come

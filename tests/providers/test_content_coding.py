@@ -11,8 +11,8 @@ import brotli
 import pytest
 import zstandard
 
-from proxilion.proxy import content_coding
-from proxilion.proxy.content_coding import CodingError, DecodedTooLarge, UnsupportedCoding, decode, is_identity
+from proxilion.providers import content_coding
+from proxilion.providers.content_coding import CodingError, DecodedTooLarge, UnsupportedCoding, decode, is_identity
 
 BODY = b'{"messages": [{"role": "user", "content": "card 4111 1111 1111 1111"}]}'
 
