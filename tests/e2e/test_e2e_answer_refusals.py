@@ -7,7 +7,6 @@ not retry (403 blocked, 422 not inspectable).
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import anthropic
@@ -20,29 +19,22 @@ import pytest
 from google import genai
 from google.genai import errors as genai_errors, types as genai_types
 
-from support.daemon import Daemon, clear_fake, fake_requests, running
+from support.daemon import Daemon, clear_fake, eventually, fake_requests, running
+from support.policies import BLOCK_SSN_IN_ANSWERS, shipped_policy_with
 
-from support.daemon import eventually
 
 from .conftest import admin, upstream_args
 
 SSN = "536-22-4187"
 CARD = "4111 1111 1111 1111"
 BLOCKED = {"x-fake-reply": f"The SSN is {SSN}."}
-POLICY = """
-  - id: block-ssn-in-answers
-    direction: response
-    priority: 200
-    match: {types: [ssn]}
-    action: block
-"""
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, fake: str):
     workdir = tmp_path_factory.mktemp("refusals")
     policy = workdir / "policy.yaml"
-    policy.write_text(resources.files("proxilion.inspect").joinpath("default_policy.yaml").read_text("utf-8") + POLICY)
+    policy.write_text(shipped_policy_with(BLOCK_SSN_IN_ANSWERS))
     args = [*upstream_args(fake), *upstream_args(fake, "bedrock"), "--policy", str(policy), "--admin-token", "e2e-admin-token"]
     with running(Daemon(workdir, args, {"RATE_LIMIT_PER_MINUTE": "0"})) as d:
         yield d

@@ -13,7 +13,6 @@ import json
 import signal
 import subprocess
 import zlib
-from importlib import resources
 from pathlib import Path
 
 import anthropic
@@ -24,6 +23,7 @@ import openai
 import pytest
 
 from support.daemon import Daemon, clear_fake, eventually, fake_requests, http_json, running
+from support.policies import BLOCK_SSN_IN_ANSWERS, shipped_policy_with
 
 from .conftest import admin, upstream_args
 
@@ -33,17 +33,10 @@ SSN = "536-22-4187"
 EMAIL = "jane.roe@example.org"
 AWS_KEY = "AKIAZ3MVJQ5T4XW7PLQA"
 
-ANSWER_SSN_BLOCK = """
-  - id: block-ssn-in-answers
-    direction: response
-    priority: 200
-    match: {types: [ssn]}
-    action: block
-"""
 
 
 def _policy_text() -> str:
-    return resources.files("proxilion.inspect").joinpath("default_policy.yaml").read_text("utf-8") + ANSWER_SSN_BLOCK
+    return shipped_policy_with(BLOCK_SSN_IN_ANSWERS)
 
 
 @pytest.fixture(scope="module")

@@ -20,23 +20,14 @@ import pytest
 
 from proxilion.fakeprovider.testing import running_fake_provider
 from support.daemon import eventually
+from support.policies import CREDENTIALS_BLOCKED_IN_PROMPTS
 
 TOKEN = "ha-admin-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 CHAT_PATH = "/proxy/openai/v1/chat/completions"
 
-# Streamed answers are inspected with a holdback by the default policy, which
-# would deliver a paced stream in one lump at its end; these tests need the
-# stream's real timing, so their policy has request rules only.
-POLICY = """\
-version: 1
-rules:
-  - id: block-credentials
-    direction: request
-    match:
-      categories: [credential]
-    action: block
-"""
+# These tests need a stream's real timing: request rules only (see support.policies).
+POLICY = CREDENTIALS_BLOCKED_IN_PROMPTS
 
 
 @pytest.fixture(scope="session")

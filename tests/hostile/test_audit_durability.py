@@ -23,17 +23,10 @@ import pytest
 
 from proxilion.fakeprovider.testing import running_fake_provider
 from support.daemon import Daemon, eventually, running
+from support.policies import CREDENTIALS_BLOCKED_IN_PROMPTS
 
 CHAT_PATH = "/proxy/openai/v1/chat/completions"
-POLICY = """\
-version: 1
-rules:
-  - id: block-credentials
-    direction: request
-    match:
-      categories: [credential]
-    action: block
-"""
+POLICY = CREDENTIALS_BLOCKED_IN_PROMPTS
 # A credential the default detectors find: these requests are refused with 403.
 SECRET = "AKIAZ7VRSQ5TJW3MXQ4B"
 

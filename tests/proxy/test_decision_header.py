@@ -8,29 +8,21 @@ headers leave before its answer is inspected, ends with an SSE comment line
 from __future__ import annotations
 
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from proxilion.testing import InMemoryProxilion
+from support.policies import BLOCK_SSN_IN_ANSWERS, shipped_policy_with
 
 CARD = "4111 1111 1111 1111"
 SSN = "536-22-4187"
-BLOCK_SSN_ANSWERS = """
-  - id: block-ssn-in-answers
-    direction: response
-    priority: 200
-    match: {types: [ssn]}
-    action: block
-"""
 
 
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[InMemoryProxilion]:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(resources.files("proxilion.inspect").joinpath("default_policy.yaml").read_text("utf-8")
-                      + BLOCK_SSN_ANSWERS)
+    policy.write_text(shipped_policy_with(BLOCK_SSN_IN_ANSWERS))
     proxilion = InMemoryProxilion(policy=policy)
     proxilion.start()
     yield proxilion
