@@ -7,7 +7,7 @@ from typing import Any, Callable
 from proxilion.analytics.event import AuditEvent
 from proxilion.proxy.identity import identify
 from proxilion.proxy.record import ExchangeRecord
-from proxilion.proxy.safe_target import safe_label, safe_uri
+from proxilion.proxy.safe_target import safe_uri
 
 __all__ = ["audit_recorder", "refusal_recorder"]
 
@@ -25,7 +25,7 @@ def audit_recorder(instance_id: str, record: Callable[[AuditEvent], None]) -> Ca
                 identity=done.identity if done.identity is not None else "unknown",
                 tenant=done.tenant,
                 provider=done.provider,
-                model=safe_label(done.model) if done.model else None,
+                model=done.model,
                 method=done.method,
                 path=done.path,
                 status=done.status,

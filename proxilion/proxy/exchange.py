@@ -34,7 +34,7 @@ from proxilion.proxy.offload import PoolFull
 from proxilion.proxy.record import ExchangeRecord
 from proxilion.proxy.relay import BufferedInspection, Relay
 from proxilion.proxy.routing import Route, RouteError
-from proxilion.proxy.safe_target import safe_target, safe_uri
+from proxilion.proxy.safe_target import safe_label, safe_target, safe_uri
 from proxilion.proxy.upstream import UpstreamDisconnected, UpstreamResponse, UpstreamTimeout, UpstreamTLSError
 
 __all__ = ["Exchange", "Phase", "ACTION_ORDER", "bounded_method", "log_refused"]
@@ -680,7 +680,8 @@ class Exchange:
             identity=identity.key if identity is not None else None,
             tenant=identity.tenant if identity is not None else None,
             client_ip=identity.client_ip if identity is not None else None,
-            model=model,
+            # The model name is the client's to choose (a path segment, a body field): kept masked, like the path.
+            model=safe_label(model) if model else None,
             bytes_in=len(self.body),
             bytes_out=self.relay.bytes_out if self.relay is not None else self.error_bytes,
             streamed=self.streamed,
