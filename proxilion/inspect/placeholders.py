@@ -28,6 +28,7 @@ DOCUMENTED_EXAMPLES = frozenset({
     "sk_test_26PHem9AhJZvU623DfE1x4sd",
     "ghp_16C7e42F292c6912E7710c838347Ae178B4a",      # GitHub docs
     "gho_16C7e42F292c6912E7710c838347Ae178B4a",
+    "110201543:AAHdqTcvCH1vGWJxfSe1ofSAs0K5PALDsaw",  # Telegram Bot API docs
 })
 
 # Template syntax: shell/compose variables, Jinja/Helm/Mustache, printf, angle brackets,

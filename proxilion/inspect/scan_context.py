@@ -17,7 +17,10 @@ _A = re.ASCII
 
 # --- email -----------------------------------------------------------------------------------
 _LOCAL_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
-_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+([A-Za-z]{2,24})(?![A-Za-z0-9-])", _A)
+# The top-level domain is letters, or punycode for a non-Latin one (xn--p1ai is .рф).
+_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+([A-Za-z]{2,24}|xn--[A-Za-z0-9]{2,59})(?![A-Za-z0-9-])", _A)
+# "https://user:password@host": the password and host of a URL, not an address (url_credentials judges it).
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*:\Z", _A)
 # "icon@2x.png" and friends are file names, not addresses.
 _FILE_SUFFIXES = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "tif", "tiff"})
 # Image names ("icon@2x.png") and names inside networks, which no mail reaches (kube contexts
@@ -37,7 +40,8 @@ def find_emails(view: TextView, ends: list[int], hits: list[Hit]) -> None:
         while start < pos and raw[start] in b".-":
             start += 1
         m = _DOMAIN.match(view.text, pos + 1) if start < pos else None
-        if m and m.group(1).lower() not in _NOT_MAIL_SUFFIXES and not _machine_address(view.text[start:pos], m.group()):
+        if (m and m.group(1).lower() not in _NOT_MAIL_SUFFIXES and not _machine_address(view.text[start:pos], m.group())
+                and not _URL_PASSWORD.search(view.text, max(0, start - 128), start)):
             hits.append(Hit("email", start, m.end()))
 
 

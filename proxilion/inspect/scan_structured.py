@@ -34,7 +34,7 @@ def find_telegram(view: TextView, ends: list[int], hits: list[Hit]) -> None:
     for end in ends:
         colon = end - 36
         m = _TELEGRAM.search(view.text, max(0, colon - 10), end + 1)
-        if m and m.end(1) == end and _random(m.group(1)[2:]):
+        if m and m.end(1) == end and _random(m.group(1)[2:]) and not is_placeholder_token(m.group(), m.group(1)):
             hits.append(Hit("telegram_bot_token", m.start(), m.end()))
 
 

@@ -25,7 +25,7 @@ from proxilion.inspect.triggers import Pass, Trigger
 _MIN_RUN = 16
 _TRIGGERS = (
     Trigger(rb"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)[A-Z2-7]{16}"
-            rb"|gh[pousr]_|github_pat_|sk-|xox[abeoprs]-|xapp-|hooks\.slack\.com/|[sr]k_(?:live|test)_|AIza|eyJ"
+            rb"|gh[pousr]_|github_pat_|sk-|xox[abeoprs]-|xapp-|hooks\.slack\.com/|[sr]k_(?:live|test|prod)_|AIza|eyJ"
             rb"|gl(?:pat|dt|rt|rtr|ptt|ft|imt|agent|cbt|oas|soat|ffct)-|GR1348941"
             rb"|SK[0-9a-fA-F]{32}|SG\.[A-Za-z0-9_-]{22}\.|key-[0-9a-f]{32}|hf_|api_org_|npm_|pypi-AgE|dckr_(?:pat|oat)_"
             rb"|AccountKey=|SharedAccessKey=|NR(?:AK|II|IQ|RA|JS)-|NRAL|shp(?:at|ca|pa|ss)_|ATATT3|ATCTT3|ATBB"
@@ -49,7 +49,7 @@ _KEYS = re.compile(
     r"|(?P<openai_api_key>(?<![A-Za-z0-9_-])sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,400}(?![A-Za-z0-9_-]))"
     r"|(?P<slack_token>(?<![A-Za-z0-9])(?:xoxe\.xox[bp]-|xox[abeoprs]-|xapp-)[A-Za-z0-9-]{10,250})"
     r"|(?P<slack_webhook_url>(?<![A-Za-z0-9.])hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/-]{20,200})"
-    r"|(?P<stripe_key>(?<![A-Za-z0-9])[sr]k_(?:live|test)_[A-Za-z0-9]{20,250})"
+    r"|(?P<stripe_key>(?<![A-Za-z0-9])[sr]k_(?:live|test|prod)_[A-Za-z0-9]{20,250})"
     r"|(?P<google_api_key>(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-]))"
     r"|(?P<jwt>(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*(?![A-Za-z0-9_-]))"
     r"|(?P<gitlab_token>(?<![A-Za-z0-9_-])(?:gl(?:pat|dt|rt|rtr|ptt|ft|imt|agent|cbt|oas|soat|ffct)-[A-Za-z0-9_.-]{20,300}"
@@ -59,7 +59,7 @@ _KEYS = re.compile(
     r"|(?P<mailgun_api_key>(?<![A-Za-z0-9])key-[0-9a-f]{32}(?![A-Za-z0-9]))"
     r"|(?P<huggingface_token>(?<![A-Za-z0-9_])(?:hf_|api_org_)[A-Za-z]{34}(?![A-Za-z0-9_]))"
     r"|(?P<npm_token>(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}(?![A-Za-z0-9_]))"
-    r"|(?P<pypi_token>(?<![A-Za-z0-9_-])pypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50,1000})"
+    r"|(?P<pypi_token>(?<![A-Za-z0-9_-])pypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{70,1000})"
     r"|(?P<dockerhub_token>(?<![A-Za-z0-9_])dckr_(?:pat|oat)_[A-Za-z0-9_-]{27,64}(?![A-Za-z0-9_-]))"
     r"|(?P<azure_storage_account_key>(?<=AccountKey=)[A-Za-z0-9+/]{86}==)"
     r"|(?P<azure_shared_access_key>(?<=SharedAccessKey=)[A-Za-z0-9+/]{43}=)"
@@ -90,12 +90,24 @@ _DISCORD_WORDS = re.compile(rb"(?<![a-z])discord")
 # The fixed prefix of each family; what follows is the random part the placeholder rules judge.
 _PREFIX = re.compile(
     r"gh[pousr]_|github_pat_|sk-(?:ant-|proj-|svcacct-|admin-)?|xoxe\.xox[bp]-|xox[a-z]-|xapp-|hooks\.slack\.com/"
-    r"|[sr]k_(?:live|test)_|AIza|gl[a-z]+-|GR1348941|SK|SG\.|key-|hf_|api_org_|npm_|pypi-AgE|dckr_(?:pat|oat)_"
+    r"|[sr]k_(?:live|test|prod)_|AIza|gl[a-z]+-|GR1348941|SK|SG\.|key-|hf_|api_org_|npm_|pypi-AgE|dckr_(?:pat|oat)_"
     r"|NR[A-Z]{2}-|shp[a-z]{2}_|AT[AC]TT3|ATBB|sq0[a-z]{3}-|EAAA|AGE-SECRET-KEY-1|discord(?:app)?\.com/api/webhooks/"
     r"|A[A-Z]{3}(?=[A-Z2-7]{16}\Z)",
     re.ASCII,
 )
 _CHECKSUMMED = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "npm_")
+# GitLab token kinds whose length GitLab's generator fixes (SecureRandom.hex(20) for trigger tokens,
+# hex(32) for OAuth secrets, 16 bytes in base 36 for incoming mail; gitleaks and detect-secrets agree);
+# the others are Devise.friendly_token (20) or up to 50, longer only in the routable form with a '.'.
+_GITLAB_LENGTHS = {"glimt-": (25, 25), "glptt-": (40, 40), "gloas-": (64, 64), "glagent-": (50, 1024)}
+_HEX = frozenset("0123456789abcdef")
+
+
+def _gitlab(value: str, body: str) -> bool:
+    low, high = next((n for p, n in _GITLAB_LENGTHS.items() if value.startswith(p)), (20, 50))
+    if value.startswith("glptt-") and not set(body) <= _HEX:
+        return False
+    return low <= len(body) <= high or ("." in body and low == 20)
 
 
 def _mixed(value: str) -> bool:
@@ -146,7 +158,11 @@ def _kind(view: TextView, kind: str, m: re.Match[str]) -> str | None:
         return None
     if kind in ("openai_api_key", "anthropic_api_key"):
         body = value.split("-", 2)[-1]
-        ok = _mixed(body) and v.entropy(body) >= 3.5
+        # OpenAI keys carry "T3BlbkFJ" (base64 of "OpenAI"); the marker with an edited letter is a made-up key.
+        ok = (_mixed(body) and v.entropy(body) >= 3.5
+              and not ("BlbkFJ" in body and "T3BlbkFJ" not in body))
+    elif kind == "gitlab_token":
+        ok = _random(body) and _gitlab(value, body)
     elif kind == "aws_secret_access_key":
         ok = (_mixed(value) and v.entropy(value) >= 4.0
               and view.has_context(m.start(), _AWS_SECRET_WORDS, _CONTEXT_REACH))
