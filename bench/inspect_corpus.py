@@ -1,8 +1,11 @@
-"""Recall and false-positive rate per detector on a generated, labelled corpus of prompts.
+"""Recall and false-positive rate per detector on the generated corpus and on the external set.
 
-    .venv/bin/python bench/inspect_corpus.py [--prompts 3000] [--seed 7]
+    .venv/bin/python bench/inspect_corpus.py [--set external|generated|both] [--prompts 3000] [--seed 7]
 
-Each prompt is prompt-like text with planted values (label: type and exact
+The external set (tests/data/external, see its README) is other projects'
+detector tests: recall per expected type, false positives per upstream rule
+(the look-alike kind), out-of-scope examples counted apart. The generated
+corpus is ours: each prompt is prompt-like text with planted values (label: type and exact
 span) and look-alikes (label: must not fire). Recall per type = planted values
 found with the right type and span; false-positive rate per detector = share
 of look-alike plantings on which that detector fired. Values come from
@@ -17,11 +20,14 @@ import random
 import sys
 from collections import Counter
 
+import attrs
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the working tree, not an installed copy
 sys.path.insert(0, str(ROOT / "tests" / "inspect"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import external_set  # noqa: E402
 import valuegen as g  # noqa: E402
 from scan_throughput import prompt_text  # noqa: E402
 
@@ -91,16 +97,39 @@ def _plant(rng: random.Random, value: str, template: str) -> tuple[str, int, int
     return text, start, start + len(value)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=3000)
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
-    rng = random.Random(args.seed)
-    scanner = Scanner()
+def external(scanner: Scanner, verbose: bool) -> None:
+    examples = external_set.load()
+    score = external_set.score(examples, scanner)
+    negatives = sum(score.negatives.values())
+    print(f"external set: {len(examples)} examples from {len({e.source for e in examples})} projects "
+          f"({sum(score.planted.values())} in-scope positives, {negatives} in-scope negatives, "
+          f"{score.out_of_scope} out of scope)")
+    print(f"{'type':34s} {'positives':>9s} {'recall':>8s}")
+    for kind in sorted(score.planted):
+        print(f"{kind:34s} {score.planted[kind]:9d} {score.recall(kind):8.3f}")
+    print(f"false positives on negatives: {sum(score.flagged.values())} of {negatives} ({score.fp_rate():.4f})")
+    for kind in sorted(score.flagged):
+        print(f"  {kind:50s} {score.flagged[kind]:3d} of {score.negatives[kind]:3d}")
+    if verbose:
+        for ex in score.missed:
+            print(f"missed {ex.expect}: {ex.source} {ex.rule}: {ex.text[:100]!r}")
+        for ex, types in score.false_positives:
+            print(f"flagged {types}: {ex.source} {ex.rule}: {ex.text[:100]!r}")
 
+
+@attrs.frozen
+class Generated:
+    planted: Counter[str]
+    found: Counter[str]
+    lookalike_runs: int
+    fired: Counter[str]       # findings on a planted look-alike, per type
+    background: Counter[str]  # findings in the prompt text around it
+
+
+def score_generated(scanner: Scanner, prompts: int, seed: int) -> Generated:
+    rng = random.Random(seed)
     planted, found = Counter(), Counter()
-    per_type = max(1, args.prompts // (2 * len(PLANTS)))
+    per_type = max(1, prompts // (2 * len(PLANTS)))
     for kind, (make, templates) in PLANTS.items():
         for _ in range(per_type):
             text, start, end = _plant(rng, make(rng), rng.choice(templates))
@@ -109,7 +138,7 @@ def main() -> None:
                 found[kind] += 1
 
     lookalike_runs, fired = 0, Counter()
-    per_lookalike = max(1, args.prompts // (2 * len(g.LOOKALIKES)))
+    per_lookalike = max(1, prompts // (2 * len(g.LOOKALIKES)))
     background = Counter()
     for name, make in g.LOOKALIKES.items():
         for _ in range(per_lookalike):
@@ -121,9 +150,16 @@ def main() -> None:
                 else:
                     background[h.type] += 1
 
+    return Generated(planted, found, lookalike_runs, fired, background)
+
+
+def generated(scanner: Scanner, prompts: int, seed: int) -> None:
+    score = score_generated(scanner, prompts, seed)
+    planted, found, fired, lookalike_runs = score.planted, score.found, score.fired, score.lookalike_runs
+    per_lookalike = lookalike_runs // len(g.LOOKALIKES)
     total = sum(planted.values()) + lookalike_runs
     print(f"corpus: {total} prompts ({sum(planted.values())} with planted values, {lookalike_runs} with look-alikes), "
-          f"seed {args.seed}")
+          f"seed {seed}")
     print(f"{'detector':32s} {'planted':>8s} {'recall':>8s} {'FP on look-alikes':>18s}")
     for kind in PLANTS:
         recall = found[kind] / planted[kind]
@@ -132,7 +168,23 @@ def main() -> None:
     for kind in others:
         print(f"{kind:32s} {'-':>8s} {'-':>8s} {fired[kind] / lookalike_runs:18.4f}")
     print(f"look-alike kinds: {', '.join(g.LOOKALIKES)} ({per_lookalike} each)")
-    print(f"findings in the surrounding prompt text (no value planted there): {dict(background) or 0}")
+    print(f"findings in the surrounding prompt text (no value planted there): {dict(score.background) or 0}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", choices=("external", "generated", "both"), default="both")
+    parser.add_argument("--prompts", type=int, default=3000, help="size of the generated corpus")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated corpus")
+    parser.add_argument("--verbose", action="store_true", help="list every missed and flagged external example")
+    args = parser.parse_args()
+    scanner = Scanner()
+    if args.set in ("generated", "both"):
+        generated(scanner, args.prompts, args.seed)
+    if args.set == "both":
+        print()
+    if args.set in ("external", "both"):
+        external(scanner, args.verbose)
 
 
 if __name__ == "__main__":

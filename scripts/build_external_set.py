@@ -119,7 +119,7 @@ def gitleaks(git_dir: str) -> list[dict]:
                     rows.append(_row(text, e, "gitleaks/gitleaks", path, commit, "MIT", s, w, rule=rule_id))
             for statement in _statements(func, "fps"):
                 for text, _ in _literals(statement):
-                    e, s, w = mapping.case_override("gitleaks", rule_id, text, "none", scope, "")
+                    e, s, w = mapping.case_override("gitleaks", rule_id, text, "none", scope, why if scope != "in" else "")
                     rows.append(_row(text, e, "gitleaks/gitleaks", path, commit, "MIT", s, w, rule=rule_id))
     return rows
 
