@@ -185,7 +185,7 @@ def detect_secrets(git_dir: str) -> list[dict]:
                 if not isinstance(text, str) or not isinstance(flag, bool):
                     continue
                 e = expect if flag else "none"
-                e, s, w = mapping.case_override("detect-secrets", name, text, e, scope, why if flag else "")
+                e, s, w = mapping.case_override("detect-secrets", name, text, e, scope, why if flag or scope != "in" else "")
                 rows.append(_row(text, e, "Yelp/detect-secrets", path, commit, "Apache-2.0", s, w, rule=name))
     return rows
 
