@@ -4,7 +4,8 @@ Every such key lies in a run of 16+ key characters, and the whole run is
 matched against the key patterns. The trigger scan reports the runs worth it:
 those holding a key's literal prefix (AKIA..., ghp_, glpat-, sk-, eyJ...), and
 those starting within 200 characters after a word that a key without a prefix
-needs before it ("aws"/"secret" for AWS secrets, "datadog", "twilio", "discord").
+needs before it ("aws"/"secret" for AWS secrets, "datadog", "twilio", "discord",
+"jira"/"atlassian"/"confluence" for Atlassian's older 24-character API tokens).
 
 A token whose random part is a placeholder (`ghp_xxxx...`, `...EXAMPLE`,
 `sk_live_1234567890abcdef...`) is no finding, and a token whose vendor embeds a
@@ -30,7 +31,8 @@ _TRIGGERS = (
             rb"|SK[0-9a-fA-F]{32}|SG\.[A-Za-z0-9_-]{22}\.|key-[0-9a-f]{32}|hf_|api_org_|npm_|pypi-AgE|dckr_(?:pat|oat)_"
             rb"|AccountKey=|SharedAccessKey=|NR(?:AK|II|IQ|RA|JS)-|NRAL|shp(?:at|ca|pa|ss)_|ATATT3|ATCTT3|ATBB"
             rb"|sq0(?:atp|csp)-|EAAA[A-Za-z0-9_-]{60}|AGE-SECRET-KEY-1|AC[0-9a-f]{32}"),
-    Trigger(rb"aws|secret|datadog|dd[_-]ap[ip]|twilio|discord|(?:akia|asia)[a-z2-7]{16}", caseless=True),
+    Trigger(rb"aws|secret|datadog|dd[_-]ap[ip]|twilio|discord|jira|atlassian|confluence|(?:akia|asia)[a-z2-7]{16}",
+            caseless=True),
 )
 _KEY_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+/=.-")
 _RUN = re.compile(rb"[A-Za-z0-9_+/=.\-]{%d,}" % _MIN_RUN)
@@ -38,7 +40,7 @@ _RUN_REST = re.compile(rb"[A-Za-z0-9_+/=.\-]*")
 _CONTEXT_REACH = 200
 # Context words the second trigger reports, and their lengths (where each starts).
 _CONTEXT_WORDS = ((b"aws", 3), (b"secret", 6), (b"datadog", 7), (b"dd_api", 6), (b"dd-api", 6), (b"dd_app", 6),
-                  (b"dd-app", 6), (b"twilio", 6), (b"discord", 7))
+                  (b"dd-app", 6), (b"twilio", 6), (b"discord", 7), (b"jira", 4), (b"atlassian", 9), (b"confluence", 10))
 
 _KEYS = re.compile(
     r"(?P<aws_access_key_id>(?<![A-Za-z0-9])"
@@ -77,6 +79,7 @@ _KEYS = re.compile(
     # Without a prefix: hex keys named by the context before them (Datadog, Twilio).
     r"|(?P<hex32>(?<![A-Za-z0-9])[a-f0-9]{32}(?![A-Za-z0-9]))"
     r"|(?P<hex40>(?<![A-Za-z0-9+/])[a-f0-9]{40}(?![A-Za-z0-9+/=]))"
+    r"|(?P<alnum24>(?<![A-Za-z0-9_+/.-])[A-Za-z0-9]{24}(?![A-Za-z0-9_+/=.-]))"
     r"|(?P<aws_secret_access_key>(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{40}(?![A-Za-z0-9+/=]))",
     re.ASCII,
 )
@@ -87,6 +90,8 @@ _TWILIO_WORDS = re.compile(rb"(?<![a-z])twilio|(?<![a-z0-9])ac[0-9a-f]{32}(?![a-
 # ... and a Datadog API key (32 hex) or application key (40 hex) after Datadog's names.
 _DATADOG_WORDS = re.compile(rb"(?<![a-z])(?:datadog|dd[_-]api|dd[_-]app)")
 _DISCORD_WORDS = re.compile(rb"(?<![a-z])discord")
+# Atlassian API tokens made before 2023 are 24 letters and digits with no prefix.
+_ATLASSIAN_WORDS = re.compile(rb"(?<![a-z])(?:jira|atlassian|confluence)")
 # The fixed prefix of each family; what follows is the random part the placeholder rules judge.
 _PREFIX = re.compile(
     r"gh[pousr]_|github_pat_|sk-(?:ant-|proj-|svcacct-|admin-)?|xoxe\.xox[bp]-|xox[a-z]-|xapp-|hooks\.slack\.com/"
@@ -150,6 +155,10 @@ def _kind(view: TextView, kind: str, m: re.Match[str]) -> str | None:
         else:
             return None
         return kind if _random(value) and not is_placeholder_token(value, value) else None
+    if kind == "alnum24":
+        ok = (view.has_context(m.start(), _ATLASSIAN_WORDS, _CONTEXT_REACH) and _mixed(value)
+              and v.entropy(value) >= 3.5 and not is_placeholder_token(value, value))
+        return "atlassian_token" if ok else None
     if kind == "hex40":
         ok = view.has_context(m.start(), _DATADOG_WORDS, _CONTEXT_REACH) and _random(value)
         return "datadog_app_key" if ok and not is_placeholder_token(value, value) else None

@@ -54,7 +54,16 @@ def card_brand(digits: str) -> str | None:
         return "diners"
     if p2 == 62 and 16 <= n <= 19:
         return "unionpay"
+    # Maestro's own ranges and Denmark's Dankort, 16-19 digits (Maestro's 12-15 digit cards are
+    # rare and that short a run is more often an ID); Mir (Russia) 2200-2204.
+    if (p4 in _MAESTRO or p4 == 5019) and 16 <= n <= 19:
+        return "maestro"
+    if 2200 <= p4 <= 2204 and 16 <= n <= 19:
+        return "mir"
     return None
+
+
+_MAESTRO = frozenset({5018, 5020, 5038, 5893, 6304, 6759, 6761, 6762, 6763})
 
 
 def credit_card(text: str) -> bool:

@@ -78,3 +78,16 @@ def test_url_password_is_not_an_email_address():
 
 def test_punycode_top_level_domain_is_an_email_domain():
     assert _types("a@xn--d1acufc.xn--p1ai") == [("email", "a@xn--d1acufc.xn--p1ai")]
+
+
+@pytest.mark.parametrize("number", ["5019717010103742", "6759649826438453", "6759 6498 2643 8453"])
+def test_maestro_and_dankort_cards(number):
+    assert _types(f"card {number} please") == [("credit_card", number)]
+
+
+def test_atlassian_legacy_token_needs_its_context():
+    token = "HXe8DGg1iJd2AopzyxkFB7F2"
+    assert _types(f"JIRA_API_TOKEN={token}") == [("atlassian_token", token)]
+    assert _types(f"confluence token: {token}") == [("atlassian_token", token)]
+    assert _types(f"build id {token} passed") == []
+    assert _types("jira ticket ABCDEFGHIJKLMNOPQRSTUVWX is open") == []
