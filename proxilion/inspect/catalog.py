@@ -78,7 +78,7 @@ BUILTIN = {d.type: d for d in (
     _d("newrelic_key", "credential", "high", ["SOC2"], "New Relic key (NRAK-, NRII-, NRIQ-, NRRA-, NRJS-, ...NRAL license key)"),
     _d("shopify_token", "credential", "critical", ["SOC2", "PCI-DSS"], "Shopify token (shpat_, shpca_, shppa_, shpss_)"),
     _d("atlassian_token", "credential", "critical", ["SOC2"], "Atlassian API token (ATATT3..., ATCTT3..., or 24 characters after jira/atlassian/confluence) or Bitbucket app password (ATBB...)"),
-    _d("discord_bot_token", "credential", "critical", ["SOC2"], "Discord bot token (base64 user id.timestamp.hmac) after 'discord'"),
+    _d("discord_bot_token", "credential", "critical", ["SOC2"], "Discord bot token (base64 numeric user id.timestamp.hmac)"),
     _d("discord_webhook_url", "credential", "medium", ["SOC2"], "Discord webhook URL (discord.com/api/webhooks/id/token)"),
     _d("telegram_bot_token", "credential", "high", ["SOC2"], "Telegram bot token (bot id:AA + 33 characters)"),
     _d("square_token", "credential", "critical", ["SOC2", "PCI-DSS"], "Square access token or OAuth secret (sq0atp-, sq0csp-, EAAA...)"),

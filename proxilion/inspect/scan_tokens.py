@@ -2,10 +2,11 @@
 
 Every such key lies in a run of 16+ key characters, and the whole run is
 matched against the key patterns. The trigger scan reports the runs worth it:
-those holding a key's literal prefix (AKIA..., ghp_, glpat-, sk-, eyJ...), and
-those starting within 200 characters after a word that a key without a prefix
-needs before it ("aws"/"secret" for AWS secrets, "datadog", "twilio", "discord",
-"jira"/"atlassian"/"confluence" for Atlassian's older 24-character API tokens).
+those holding a key's literal prefix (AKIA..., ghp_, glpat-, sk-, eyJ..., the
+base64 of digits a Discord bot token starts with), and those starting within
+200 characters after a word that a key without a prefix needs before it
+("aws"/"secret" for AWS secrets, "datadog", "twilio", "jira"/"atlassian"/
+"confluence" for Atlassian's older 24-character API tokens; "discord" for webhooks).
 
 A token whose random part is a placeholder (`ghp_xxxx...`, `...EXAMPLE`,
 `sk_live_1234567890abcdef...`) is no finding, and a token whose vendor embeds a
@@ -30,7 +31,10 @@ _TRIGGERS = (
             rb"|gl(?:pat|dt|rt|rtr|ptt|ft|imt|agent|cbt|oas|soat|ffct)-|GR1348941"
             rb"|SK[0-9a-fA-F]{32}|SG\.[A-Za-z0-9_-]{22}\.|key-[0-9a-f]{32}|hf_|api_org_|npm_|pypi-AgE|dckr_(?:pat|oat)_"
             rb"|AccountKey=|SharedAccessKey=|NR(?:AK|II|IQ|RA|JS)-|NRAL|shp(?:at|ca|pa|ss)_|ATATT3|ATCTT3|ATBB"
-            rb"|sq0(?:atp|csp)-|EAAA[A-Za-z0-9_-]{60}|AGE-SECRET-KEY-1|AC[0-9a-f]{32}"),
+            rb"|sq0(?:atp|csp)-|EAAA[A-Za-z0-9_-]{60}|AGE-SECRET-KEY-1|AC[0-9a-f]{32}"
+            # Base64 of 12 ASCII digits, as a Discord bot token starts: each group of four characters
+            # holds three digits, which fixes what each of the four can be.
+            rb"|(?:M[Tjz]|N[DTjz]|O[DT])[AEIMQUYcgk][w-z0-5](?:[MNO][DTjz][AEIMQUYcgk][w-z0-5]){3}"),
     Trigger(rb"aws|secret|datadog|dd[_-]ap[ip]|twilio|discord|jira|atlassian|confluence|(?:akia|asia)[a-z2-7]{16}",
             caseless=True),
 )
@@ -89,7 +93,6 @@ _AWS_SECRET_WORDS = re.compile(rb"(?<![a-z])(?:aws|secret)|(?<![a-z0-9])(?:akia|
 _TWILIO_WORDS = re.compile(rb"(?<![a-z])twilio|(?<![a-z0-9])ac[0-9a-f]{32}(?![a-z0-9])")
 # ... and a Datadog API key (32 hex) or application key (40 hex) after Datadog's names.
 _DATADOG_WORDS = re.compile(rb"(?<![a-z])(?:datadog|dd[_-]api|dd[_-]app)")
-_DISCORD_WORDS = re.compile(rb"(?<![a-z])discord")
 # Atlassian API tokens made before 2023 are 24 letters and digits with no prefix.
 _ATLASSIAN_WORDS = re.compile(rb"(?<![a-z])(?:jira|atlassian|confluence)")
 # The fixed prefix of each family; what follows is the random part the placeholder rules judge.
@@ -185,8 +188,7 @@ def _kind(view: TextView, kind: str, m: re.Match[str]) -> str | None:
     elif kind == "age_secret_key":
         ok = v.bech32(value)
     elif kind == "discord_bot_token":
-        ok = (_discord_id(value.split(".", 1)[0]) and _random(value)
-              and view.has_context(m.start(), _DISCORD_WORDS, _CONTEXT_REACH))
+        ok = _discord_id(value.split(".", 1)[0]) and _random(value)
     elif kind in ("slack_token", "stripe_key"):
         ok = any(c.isdigit() for c in value)
         if kind == "stripe_key" and value[3:7] == "test":
