@@ -10,6 +10,8 @@ from proxilion.inspect.triggers import Pass, Trigger
 
 _A = re.ASCII
 _IBAN = re.compile(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])", _A)
+# Grouped with dashes (AL47-2121-1009-...), one dash between every group of four.
+_IBAN_DASHED = re.compile(r"[A-Z]{2}[0-9]{2}(?:-[A-Z0-9]{4}){2,7}(?:-[A-Z0-9]{1,4})?(?![A-Za-z0-9-])", _A)
 _DEA = re.compile(r"[ABCDEFGHJKLMPRSTUX][A-Z9][0-9]{7}(?![A-Za-z0-9])", _A)
 _MBI = re.compile(r"[1-9][A-Z][A-Z0-9][0-9]-?[A-Z][A-Z0-9][0-9]-?[A-Z]{2}[0-9]{2}(?![A-Za-z0-9])", _A)
 _PASSPORT = re.compile(r"[A-Z][0-9]{8}(?![A-Za-z0-9])", _A)
@@ -47,9 +49,9 @@ def find_codes(view: TextView, ends: list[int], hits: list[Hit]) -> None:
 def _at(view: TextView, start: int, hits: list[Hit]) -> int:
     """Try each code at a token start; returns the end of what was recognised."""
     text = view.text
-    m = _IBAN.match(text, start)
+    m = _IBAN.match(text, start) or _IBAN_DASHED.match(text, start)
     if m:
-        length = _iban(m.group())
+        length = _iban(m.group().replace("-", " "))
         if length:
             hits.append(Hit("iban", start, start + length))
             return start + length

@@ -91,3 +91,9 @@ def test_atlassian_legacy_token_needs_its_context():
     assert _types(f"confluence token: {token}") == [("atlassian_token", token)]
     assert _types(f"build id {token} passed") == []
     assert _types("jira ticket ABCDEFGHIJKLMNOPQRSTUVWX is open") == []
+
+
+def test_iban_grouped_with_dashes():
+    assert _types("pay AL47-2121-1009-0000-0002-3569-8741 now") == [("iban", "AL47-2121-1009-0000-0002-3569-8741")]
+    assert _types("pay AL47-2121-1009-0000-0002-3569-8740 now") == []  # mod-97 fails
+    assert _types("ticket AB12-ABCD-1234-5678") == []
