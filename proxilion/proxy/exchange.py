@@ -459,6 +459,7 @@ class Exchange:
         elif inspector is not None and self.streamed:
             transform = inspector.stream_redactor(route.provider, route.path, self.identity.key,
                                                   self.ctx.settings.stream_max_event_bytes)
+            request.announce_trailer(b"x-proxilion-decision")
             if coding:
                 # Decoded as it comes, within the size limit of a whole answer, and relayed decoded.
                 decoder = content_coding.StreamDecoder(coding, self.ctx.settings.max_body_size)
@@ -477,14 +478,16 @@ class Exchange:
 
     def _final_decision(self) -> bytes:
         """The request's final decision, its answer's inspection included, as the answer ends: in the
-        x-proxilion-decision header while headers have not left, and for a server-sent-event stream
-        (whose headers left with the request side's decision) as a last SSE comment, which SSE
-        clients skip; but google-genai, which reads every line as JSON (measured: UnknownApiResponseError),
-        so Gemini's own streams carry the decision only in the audit row."""
+        x-proxilion-decision header while headers have not left; for a stream (whose headers left with
+        the request side's decision) in the x-proxilion-decision trailer after its last chunk, which
+        every official SDK's HTTP client reads past; and for a server-sent-event stream also as a last
+        SSE comment, which SSE clients skip, but google-genai, which reads every line as JSON (measured:
+        UnknownApiResponseError), does not: Gemini's own streams carry it in the trailer only."""
         self._absorb_transform()
         decision = self.decision.encode("ascii")
         if not self.request.started_writing:
             self.request.set_header(b"x-proxilion-decision", decision)
+        self.request.set_trailer(b"x-proxilion-decision", decision)
         if self._sse and self.dialect != "gemini":
             return b": x-proxilion-decision: %s\n\n" % decision
         return b""
