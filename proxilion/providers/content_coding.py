@@ -295,7 +295,8 @@ class _Unbrotli(_Stage):
         # Once the output bound holds output back, the decoder takes no input until it is drained.
         taken = piece if d.can_accept_more_data() else piece[:0]
         out = d.process(taken, output_buffer_limit=size)
-        return out, len(taken), not d.can_accept_more_data()
+        # Input it accepted may still hold output: drained until a call gives none.
+        return out, len(taken), bool(out) or not d.can_accept_more_data()
 
     def _at_end(self) -> bool:
         return not self._started or self._d.is_finished()

@@ -117,6 +117,15 @@ def test_a_bomb_stops_at_the_limit_with_bounded_reads_in_linear_time(coding: byt
     assert _decode(StreamDecoder(coding, 5000), [CODINGS[coding](b"x" * 5000)]) == b"x" * 5000
 
 
+@pytest.mark.parametrize("coding", sorted(CODINGS))
+def test_a_long_stream_compressed_whole_decodes_to_its_end(coding: bytes) -> None:
+    # 5 MB of events compress a thousandfold with br: the decoder holds output back past its input.
+    events = EVENTS * 300
+    decoder = StreamDecoder(coding, len(events))
+    coded = CODINGS[coding](events)
+    assert _decode(decoder, [coded[i:i + 65536] for i in range(0, len(coded), 65536)]) == events
+
+
 @pytest.mark.parametrize("coding", [b"gzip", b"br", b"zstd"])
 def test_one_large_piece_read_slowly_holds_little(coding: bytes) -> None:
     # A whole upstream read (64 KiB of incompressible data) read 1 KiB at a time:
