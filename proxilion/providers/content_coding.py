@@ -220,8 +220,8 @@ class _Stage:
                 raise CodingError(self.coding) from None
             if used:
                 self.input.advance(used)
-            elif not out and not self._more:
-                break
+            elif not out:
+                break  # a step that took nothing and gave nothing: the next one would too
         # Some decoders overshoot the bound they are given (brotli's output buffer grows in blocks) or
         # take none (zstd): the excess, at most what one step of input decodes to, waits for the next read.
         out, self._kept = out[:size], out[size:]
@@ -266,13 +266,13 @@ class _Inflate(_Stage):
                 # What zlib itself checks: method 8, and the first two bytes a multiple of 31.
                 wrapped = head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
                 z = self._z = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
-                if self._head:
-                    # The byte held back goes in first; all of this piece counts as used.
-                    out = z.decompress(self._head, size)
-                    self._head = b""
-                    return out, 0, True
-        out = z.decompress(piece, size)
-        used = len(piece) - len(z.unconsumed_tail) - len(z.unused_data)
+        held, self._head = self._head, b""
+        data = held + bytes(piece) if held else piece
+        out = z.decompress(data, size)
+        # A byte held back goes in first; zlib takes a stream's first bytes before it gives any output.
+        used = len(data) - len(z.unconsumed_tail) - len(z.unused_data) - len(held)
+        if used < 0:
+            raise CodingError(self.coding)
         return out, used, len(out) == size and not z.eof
 
     def _at_end(self) -> bool:

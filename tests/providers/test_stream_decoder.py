@@ -140,3 +140,9 @@ def test_one_large_piece_read_slowly_holds_little(coding: bytes) -> None:
     decoder.end()
     assert bytes(out) == data
     assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize("encoded", [zlib.compress(EVENTS[:2000]), zlib.compress(EVENTS[:2000])[2:-4]], ids=["zlib", "raw"])
+def test_deflate_fed_a_byte_at_a_time_tells_zlib_from_raw(encoded: bytes) -> None:
+    pieces = [encoded[i:i + 1] for i in range(len(encoded))]
+    assert _decode(StreamDecoder(b"deflate", 1 << 20), pieces, 7) == EVENTS[:2000]
