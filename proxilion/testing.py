@@ -67,6 +67,8 @@ class Answer:
     # Lower-case names; repeated headers joined with ", ".
     headers: Mapping[str, str]
     body: bytes
+    # Trailer fields after a chunked body's last chunk, named and joined as headers are.
+    trailers: Mapping[str, str] = attrs.field(factory=dict)
 
     def json(self) -> Any:
         return jsonlib.loads(self.body)
@@ -130,6 +132,8 @@ class ClientConnection(Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._waiters: list[Deferred[Answer]] = []
         self._headers: dict[str, str] = {}
+        self._trailers: dict[str, str] = {}
+        self._fields = self._headers  # where the parser's fields go: headers, then trailers
         self._body: list[bytes] = []
         self._handed = 0
 
@@ -169,13 +173,19 @@ class ClientConnection(Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
-        self._headers = {}
+        self._headers = self._fields = {}
+        self._trailers = {}
         self._body = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
-        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+        fields = self._fields
+        fields[key] = f"{fields[key]}, {text}" if key in fields else text
+
+    def on_headers_complete(self) -> None:
+        # llhttp reports a chunked body's trailer fields through on_header too.
+        self._fields = self._trailers
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -184,7 +194,7 @@ class ClientConnection(Protocol):
         status = self._parser.get_status_code()
         if 100 <= status < 200:
             return
-        self.answers.append(Answer(status, self._headers, b"".join(self._body)))
+        self.answers.append(Answer(status, self._headers, b"".join(self._body), self._trailers))
         self._hand_out()
 
 

@@ -142,6 +142,27 @@ _ENCODERS: dict[str, Callable[[bytes], bytes]] = {"gzip": gzip.compress, "deflat
              "zstd": lambda data: zstandard.ZstdCompressor().compress(data)}
 
 
+class _StreamCoder:
+    """Compresses a stream as it is written, flushed after each write so every event can be decoded on arrival."""
+
+    def __init__(self, encoding: str) -> None:
+        if encoding in ("gzip", "deflate"):
+            z = zlib.compressobj(6, zlib.DEFLATED, 31 if encoding == "gzip" else 15)
+            self._piece = lambda data: z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+            self._end: Callable[[], bytes] = z.flush
+        elif encoding == "br":
+            b = brotli.Compressor()
+            self._piece = lambda data: b.process(data) + b.flush()
+            self._end = b.finish
+        else:
+            c = zstandard.ZstdCompressor().compressobj()
+            self._piece = lambda data: c.compress(data) + c.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+            self._end = c.flush
+
+    def write(self, data: bytes, last: bool) -> bytes:
+        return self._piece(data) + self._end() if last else self._piece(data)
+
+
 def _choice(found: dict[str, str], name: str, allowed: tuple[str, ...]) -> str | None:
     value = found.get(name)
     if value is not None and value not in allowed:
@@ -211,8 +232,9 @@ class FakeProvider(Resource):
       the body when it is a JSON object);
     - `x-fake-delay: <seconds>`: wait before the response headers (3600 hangs);
     - `x-fake-chunks: <n>`, `x-fake-chunk-delay: <seconds>`: shape a stream;
-    - `x-fake-gzip: 1`: gzip a non-streamed answer whatever the request's
-      Accept-Encoding says; `x-fake-encoding: gzip|deflate|br|zstd` likewise;
+    - `x-fake-gzip: 1`: gzip the answer whatever the request's
+      Accept-Encoding says; `x-fake-encoding: gzip|deflate|br|zstd` likewise,
+      streams too (flushed after each event, as a streaming server does);
     - `x-fake-stream-bytes: <n>`: stream at least n bytes of the provider's
       frames, generated as the client reads (implies streaming, except on
       Bedrock, whose streaming is chosen by the path).
@@ -401,19 +423,28 @@ class FakeProvider(Resource):
         request.setHeader(b"cache-control", b"no-cache")
         if not script.delay:
             self._track(request)
+        write: _Write = self._write
+        encoding = "gzip" if script.gzip else script.encoding
+        if encoding is not None:
+            request.setHeader(b"content-encoding", encoding.encode("ascii"))
+            coder = _StreamCoder(encoding)
+
+            def write(request: Request, data: bytes, last: bool = False) -> None:
+                self._write(request, coder.write(data, last))
         if script.stream_bytes is not None:
-            _BulkStream(self._clock, request, self._write, stream, script.stream_bytes).start()
+            _BulkStream(self._clock, request, write, stream, script.stream_bytes).start()
             return
         delay = self.chunk_delay if script.chunk_delay is None else script.chunk_delay
         pieces = _wire.split_text(text, script.chunks)
-        _PacedStream(self._clock, request, self._write, stream, pieces, delay).start()
+        _PacedStream(self._clock, request, write, stream, pieces, delay).start()
 
-    def _write(self, request: Request, data: bytes) -> None:
+    def _write(self, request: Request, data: bytes, last: bool = False) -> None:
         self.bytes_streamed += len(data)
         request.write(data)
 
 
-_Write = Callable[[Request, bytes], None]
+# Writes a piece of a stream; C{last} for its end (a compressed stream's trailer follows it).
+_Write = Callable[..., None]
 
 
 class _PacedStream:
@@ -438,7 +469,7 @@ class _PacedStream:
         self._call = None
         piece = next(self._pieces, None)
         if piece is None:
-            self._write(self._request, self._stream.tail())
+            self._write(self._request, self._stream.tail(), last=True)
             self._request.finish()
             return
         self._write(self._request, self._stream.delta(piece))
@@ -474,9 +505,9 @@ class _BulkStream:
         self._write(self._stream.head())
         self._schedule()
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, last: bool = False) -> None:
         self._remaining -= len(data)
-        self._send(self._request, data)
+        self._send(self._request, data, last=last)
 
     def _schedule(self) -> None:
         if self._call is None and not self._paused and not self._done:
@@ -488,7 +519,7 @@ class _BulkStream:
         while budget > 0 and not self._paused and not self._done:
             if self._remaining <= 0:
                 self._done = True
-                self._write(self._stream.tail())
+                self._write(self._stream.tail(), last=True)
                 self._request.unregisterProducer()
                 self._request.finish()
                 return

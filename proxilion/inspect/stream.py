@@ -159,6 +159,7 @@ class StreamRedactor:
         # Why the answer could not be inspected (STREAM_EVENT_TOO_LARGE, SCANNER_ERROR) or was refused
         # without a finding deciding it (TOO_MANY_FINDINGS); None otherwise.
         self.error_code: str | None = None
+        self._refusal: str | None = None  # why L{refuse} ended the stream
         # (input, output) tokens, from the events that report usage (see event_usage).
         self.tokens: tuple[int | None, int | None] = (None, None)
         self._stop_types = stop_types
@@ -200,6 +201,12 @@ class StreamRedactor:
         """Streams are inspected as they come: nothing is left to inspect elsewhere at the end."""
         return None
 
+    def refuse(self, error_code: str, reason: str) -> bytes:
+        """End the stream now with the provider's error event, as an answer that cannot be inspected:
+        the rest of it cannot be read (a compressed stream that does not decode). Held events are dropped."""
+        self.error_code, self._refusal = error_code, reason
+        return self._block_event()
+
     def outcome(self) -> TransformOutcome:
         """How the answer ended: blocked, or the strongest action of its findings."""
         findings = tuple(self.findings)
@@ -221,6 +228,8 @@ class StreamRedactor:
 
     @property
     def message(self) -> str:
+        if self._refusal is not None:
+            return f"blocked: {self._refusal}"
         if self.error_code == TOO_MANY_FINDINGS:
             return f"blocked: too many findings (more than {self.max_findings})"
         if self.error_code == STREAM_EVENT_TOO_LARGE:

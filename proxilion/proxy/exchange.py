@@ -428,9 +428,8 @@ class Exchange:
         coding = b", ".join(value for name, value in response.headers if name == b"content-encoding") if inspector is not None else b""
         if content_coding.is_identity(coding):
             coding = b""
-        elif self.streamed or not content_coding.decodable(coding):
-            # Asked for identity and answered in a coding we do not read (or a compressed stream):
-            # an answer we cannot read must not pass unread.
+        elif not content_coding.decodable(coding):
+            # Asked for identity and answered in a coding we do not read: an answer we cannot read must not pass unread.
             self.ctx.metrics.scanner_errors.inc()
             if inspector.policy.settings.on_scanner_error != "allow":
                 response.deliver_body(_Discard())
@@ -452,6 +451,7 @@ class Exchange:
         self._own_headers()
         length = response.length
         transform = None
+        decoder = None
         if request.method == b"HEAD" or response.code in (204, 304):
             # No body follows these headers: nothing to inspect, and a made-up
             # "Content-Length: 0" would misstate a HEAD answer and is forbidden on 204.
@@ -459,29 +459,35 @@ class Exchange:
         elif inspector is not None and self.streamed:
             transform = inspector.stream_redactor(route.provider, route.path, self.identity.key,
                                                   self.ctx.settings.stream_max_event_bytes)
+            request.announce_trailer(b"x-proxilion-decision")
+            if coding:
+                # Decoded as it comes, within the size limit of a whole answer, and relayed decoded.
+                decoder = content_coding.StreamDecoder(coding, self.ctx.settings.max_body_size)
         elif inspector is not None and (not content_type.startswith(_MEDIA_TYPES) or content_type.startswith(b"image/svg")):
             # Error answers too: a provider's error message may quote the prompt.
             transform = BufferedInspection(inspector, route.provider, route.path, self.identity.key, self.ctx.settings.max_body_size,
                                            self.ctx.scan_pool, self.ctx.settings.scan_offload_bytes, coding or None)
-            if coding:
-                # Released decoded, its length set when it is (the upstream's never passes).
-                request.response_headers = [(name, value) for name, value in request.response_headers if name != b"content-encoding"]
+        if coding and transform is not None:
+            # Released decoded: a whole answer with its length set when it is, a stream chunked.
+            request.response_headers = [(name, value) for name, value in request.response_headers if name != b"content-encoding"]
         if transform is None and length is not None:
             request.set_header(b"content-length", b"%d" % length)
         self.relay = Relay(request, self._relay_done, transform, self.ctx.clock,
-                           on_end=self._final_decision if transform is not None else None)
+                           on_end=self._final_decision if transform is not None else None, decoder=decoder)
         response.deliver_body(self.relay)
 
     def _final_decision(self) -> bytes:
         """The request's final decision, its answer's inspection included, as the answer ends: in the
-        x-proxilion-decision header while headers have not left, and for a server-sent-event stream
-        (whose headers left with the request side's decision) as a last SSE comment, which SSE
-        clients skip; but google-genai, which reads every line as JSON (measured: UnknownApiResponseError),
-        so Gemini's own streams carry the decision only in the audit row."""
+        x-proxilion-decision header while headers have not left; for a stream (whose headers left with
+        the request side's decision) in the x-proxilion-decision trailer after its last chunk, which
+        every official SDK's HTTP client reads past; and for a server-sent-event stream also as a last
+        SSE comment, which SSE clients skip, but google-genai, which reads every line as JSON (measured:
+        UnknownApiResponseError), does not: Gemini's own streams carry it in the trailer only."""
         self._absorb_transform()
         decision = self.decision.encode("ascii")
         if not self.request.started_writing:
             self.request.set_header(b"x-proxilion-decision", decision)
+        self.request.set_trailer(b"x-proxilion-decision", decision)
         if self._sse and self.dialect != "gemini":
             return b": x-proxilion-decision: %s\n\n" % decision
         return b""

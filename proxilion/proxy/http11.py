@@ -97,6 +97,7 @@ class HTTPRequest:
     __slots__ = (
         "connection", "method", "uri", "version", "headers", "body", "persistent", "code", "phrase",
         "response_headers", "started_writing", "finished", "on_lost", "before_end", "_chunked", "_no_body", "_body_left",
+        "_trailer_names", "_trailers",
     )
 
     def __init__(self, connection: "HTTPConnection", method: bytes, uri: bytes, version: bytes,
@@ -123,6 +124,9 @@ class HTTPRequest:
         self._body_left: int | None = None
         self._chunked = False
         self._no_body = False
+        # Trailer fields announced in the head, and their values, sent after a chunked body's last chunk.
+        self._trailer_names: tuple[bytes, ...] = ()
+        self._trailers: list[tuple[bytes, bytes]] = []
 
     # The request
     def header(self, name: bytes) -> bytes | None:
@@ -148,6 +152,21 @@ class HTTPRequest:
             headers = self.response_headers = [(k, v) for k, v in headers if k != name]
         headers.append((name, value))
 
+    def announce_trailer(self, name: bytes) -> None:
+        """Announce trailer field C{name} (lower-case) in the head; L{set_trailer} gives its value.
+
+        Only a chunked body has trailers: a body with a length, or sent to an
+        HTTP/1.0 client, announces and sends none.
+        """
+        if name not in self._trailer_names:
+            self._trailer_names += (name,)
+
+    def set_trailer(self, name: bytes, value: bytes) -> None:
+        """The value of announced trailer field C{name}, sent after the last chunk."""
+        if name in self._trailer_names:
+            self._trailers = [(k, v) for k, v in self._trailers if k != name]
+            self._trailers.append((name, value))
+
     def close_after(self) -> None:
         """Close the connection once this response is done (and tell the client so)."""
         self.persistent = False
@@ -166,6 +185,8 @@ class HTTPRequest:
             if self.version == b"1.1":
                 self._chunked = True
                 parts.append(b"transfer-encoding: chunked\r\n")
+                if self._trailer_names:
+                    parts.append(b"trailer: %s\r\n" % b", ".join(self._trailer_names))
             else:
                 # An HTTP/1.0 client learns where the body ends from the close.
                 self.persistent = False
@@ -227,7 +248,8 @@ class HTTPRequest:
             self.write(b"")
         elif self._chunked and self.connection.transport is not None:
             self._ending()
-            write_now(self.connection.transport, b"0\r\n\r\n")
+            fields = b"".join(b"%s: %s\r\n" % field for field in self._trailers)
+            write_now(self.connection.transport, b"0\r\n%s\r\n" % fields)
         # A body that ends with the connection (HTTP/1.0 without a length) ends here.
         self._ending()
         self.finished = True

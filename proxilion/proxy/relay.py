@@ -7,13 +7,18 @@ socket, so a slow client never makes the proxy buffer a stream. A transform
 reactor turn has spent C{TURN_SECONDS} on them, the upstream read is paused
 and the rest waits for the next turn, so other connections are served in
 between however costly the answer is to inspect.
+
+A stream in a Content-Encoding (a provider that ignored our request for
+identity) comes with a L{content_coding.StreamDecoder}: the backlog then holds
+coded bytes and hands the transform decoded slices, so a compressed read that
+decodes to megabytes is fed, and held in memory, a slice at a time too.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable, Protocol as TypingProtocol
+from typing import Any, Callable, Protocol as TypingProtocol, runtime_checkable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol
@@ -29,7 +34,7 @@ from proxilion.proxy.http11 import HTTPRequest
 from proxilion.proxy.offload import PoolFull, ScanPool
 from proxilion.proxy.upstream import BodyDone, BodyIdle
 
-__all__ = ["Relay", "BodyTransform", "BufferedInspection"]
+__all__ = ["Relay", "BodyTransform", "StreamTransform", "BufferedInspection"]
 
 # Measured: a 1 KiB slice of finding-dense events (phone numbers, each validated) takes up to ~30 ms
 # to redact on a loaded machine, 4 KiB up to ~150 ms. Ordinary chunks (a few events) are one slice,
@@ -59,6 +64,73 @@ class BodyTransform(TypingProtocol):
         ...
 
     def outcome(self) -> TransformOutcome: ...
+
+
+@runtime_checkable
+class StreamTransform(BodyTransform, TypingProtocol):
+    """A transform that can end the answer itself when the rest of it cannot be read (the stream redactor)."""
+
+    def refuse(self, error_code: str, reason: str) -> bytes:
+        """The last bytes of an answer refused as uninspectable (C{blocked} turns True)."""
+        ...
+
+
+class _Backlog:
+    """Upstream bytes not fed to the transform yet, handed out in slices of at most C{SLICE} bytes."""
+
+    def __init__(self) -> None:
+        self._parts: deque[bytes] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self._parts)
+
+    def append(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def clear(self) -> None:
+        self._parts.clear()
+
+    def take(self) -> bytes:
+        """The next slice; b"" when nothing came of the bytes taken (coded bytes not decoded yet)."""
+        data = self._parts.popleft()
+        if len(data) > SLICE:
+            self._parts.appendleft(data[SLICE:])
+            data = data[:SLICE]
+        return data
+
+
+class _DecodedBacklog(_Backlog):
+    """Coded upstream bytes, handed out decoded: C{SLICE} decoded bytes at a time, whatever they decode to."""
+
+    def __init__(self, decoder: content_coding.StreamDecoder, transform: StreamTransform) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self._transform = transform
+        self._more = False  # the last slice was not empty: the decoder may hold more
+
+    def __bool__(self) -> bool:
+        return self._more or bool(self._parts)
+
+    def clear(self) -> None:
+        super().clear()
+        self._more = False
+
+    def take(self) -> bytes:
+        """The next decoded slice; raises L{content_coding.CodingError} as the decoder does."""
+        self._more = False
+        decoder = self.decoder
+        out = decoder.read(SLICE)
+        while not out and self._parts:
+            decoder.feed(self._parts.popleft())
+            out = decoder.read(SLICE)
+        self._more = bool(out)
+        return out
+
+    def refused(self, error: content_coding.CodingError) -> bytes:
+        """The transform's end of a stream that does not decode (or decodes past the size limit)."""
+        if isinstance(error, content_coding.DecodedTooLarge):
+            return self._transform.refuse("answer_too_large", "the streamed answer is larger than the size limit once decompressed")
+        return self._transform.refuse("undecodable_answer", f"the streamed answer is not valid {error.coding[:32]} data")
 
 
 class BufferedInspection:
@@ -231,7 +303,9 @@ class Relay(Protocol):
         clock: Any = None,
         timer: Callable[[], float] = time.perf_counter,
         on_end: Callable[[], bytes] | None = None,
+        decoder: content_coding.StreamDecoder | None = None,
     ) -> None:
+        """C{decoder} undoes the stream's Content-Encoding; it comes with a L{StreamTransform}."""
         self._request = request
         self._on_end = on_end
         self._on_done = on_done
@@ -244,7 +318,10 @@ class Relay(Protocol):
         self.bytes_out = 0
         # Upstream bytes not fed to the transform yet; bounded: the upstream read is paused while
         # it is not empty, so it grows by one read at most.
-        self._backlog: deque[bytes] = deque()
+        self._backlog = _Backlog()
+        if decoder is not None:
+            assert isinstance(transform, StreamTransform), "a decoder comes with a transform that can refuse"
+            self._backlog = _DecodedBacklog(decoder, transform)
         self._later: Any = None
         self._lost: BaseException | None = None  # the upstream body ended while the backlog was fed
         self._client_paused = False
@@ -312,11 +389,15 @@ class Relay(Protocol):
                 backlog.clear()
                 self._settle()
                 return
-            data = backlog.popleft()
-            if len(data) > SLICE:
-                backlog.appendleft(data[SLICE:])
-                data = data[:SLICE]
-            out = transform.feed(data)
+            try:
+                data = backlog.take()
+            except content_coding.CodingError as error:
+                assert isinstance(backlog, _DecodedBacklog)
+                out = backlog.refused(error)
+            else:
+                if not data:
+                    continue
+                out = transform.feed(data)
             if transform.blocked:
                 # The transform ended the answer: the stream redactor with the provider's error
                 # event, or an answer too large to inspect with an error body and its own status.
@@ -340,6 +421,18 @@ class Relay(Protocol):
             self.connectionLost(reason)
         elif not self._client_paused:
             self.transport.resumeProducing()
+
+    def _last(self) -> bytes:
+        """The transform's last bytes at the end of the upstream body (the error event of a compressed
+        stream cut short)."""
+        transform, backlog = self.transform, self._backlog
+        assert transform is not None
+        if isinstance(backlog, _DecodedBacklog):
+            try:
+                backlog.decoder.end()
+            except content_coding.CodingError as error:
+                return backlog.refused(error)
+        return transform.finish()
 
     def _settle(self) -> None:
         """The upstream body ended while the backlog was fed: its end, held back, is reported now.
@@ -383,7 +476,7 @@ class Relay(Protocol):
                     self._ended = True
                     pending.addCallback(self._finish_with)
                     return
-                self._write_last(self.transform.finish())
+                self._write_last(self._last())
             self._request.finish()
             self._on_done(None)
             return

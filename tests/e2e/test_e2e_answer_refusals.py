@@ -156,3 +156,21 @@ def test_request_and_answer_blocks_name_the_same_code_and_their_rule_everywhere(
     assert daemon.metric("proxilion_policy_rule_decisions_total", direction="response", action="block",
                          rule="block-ssn-in-answers") >= 2
     assert daemon.metric("proxilion_policy_rule_decisions_total", direction="request", action="block", rule=rule) >= 1
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br"])
+def test_a_compressed_stream_is_inspected_and_arrives_decoded_in_one_call(daemon: Daemon, fake: str, encoding: str) -> None:
+    client = openai.OpenAI(base_url=daemon.url + "/proxy/openai/v1", api_key="sk-e2e-refusals")
+    clear_fake(fake)
+    with client.chat.completions.with_streaming_response.create(
+            model="gpt-4o", stream=True, messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-fake-reply": f"my card is {CARD} thanks", "x-fake-encoding": encoding, "x-fake-chunks": "6"}) as raw:
+        assert raw.headers.get("content-encoding") is None
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices)
+    assert text == "my card is [REDACTED:CREDIT_CARD] thanks"
+    assert _calls(fake) == 1
+
+    e = _one_call(fake, lambda: list(client.chat.completions.create(
+        model="gpt-4o", stream=True, messages=[{"role": "user", "content": "hi"}],
+        extra_headers={**BLOCKED, "x-fake-encoding": encoding, "x-fake-chunks": "6"})))
+    assert isinstance(e, openai.APIError) and e.body["code"] == "blocked_by_policy"
