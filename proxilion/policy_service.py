@@ -36,7 +36,7 @@ def _stamp(path: str | None) -> tuple[float, int, int] | None:
 class PolicyService(Service):
     """Holds the current L{Inspector}; C{inspector} is always a valid one."""
 
-    name = "policy"
+    name = "policy"  # type: ignore[assignment]  # Twisted's Service declares `name = None` without a type
 
     def __init__(self, path: str | None, metrics: Metrics, clock: Any, poll_interval: float = 2.0, handle_sighup: bool = False,
                  max_findings: int | None = None) -> None:

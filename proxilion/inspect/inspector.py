@@ -176,10 +176,10 @@ class Inspector:
 
     def _redact(self, parsed: Body, fields: list[TextField], hits: list[list[Any]], findings: tuple[Finding, ...]) -> bytes:
         style = self.policy.settings.redaction
-        replacements = {}
+        replacements: dict[Path, str] = {}
         judged = iter(findings)
         for field, field_hits in zip(fields, hits):
             spans = [(f.start, f.end, f.type) for f in (next(judged) for _ in field_hits) if f.action == "redact"]
-            if spans:
+            if spans and field.path is not None:  # always: located() fields carry their paths
                 replacements[field.path] = redact_text(field.text, spans, style)
         return parsed.rebuild(replacements)

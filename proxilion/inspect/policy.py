@@ -259,7 +259,7 @@ def _parse_detector(raw: Any, index: int, errors: _Errors) -> CustomDetector | N
     if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= 1000:
         errors.add(where, "context_window", f"must be an integer from 1 to 1000; got {window!r}")
         ok = False
-    if not ok or compiled is None:
+    if not ok or compiled is None or not isinstance(name, str):
         return None
     return CustomDetector(name=name, pattern=compiled, category=category, severity=severity,
                           compliance=compliance, validator=validator,
@@ -360,9 +360,9 @@ def _extend(data: dict[str, Any], errors: _Errors) -> tuple[dict[str, Any], list
     overrides: dict[str, tuple[Any, str]] = {}
     added = []
     for item in own:
-        rule_id = item[0].get("id") if isinstance(item[0], dict) else None
-        if rule_id in kept_ids and rule_id not in overrides:
-            overrides[rule_id] = item
+        own_id = item[0].get("id") if isinstance(item[0], dict) else None
+        if isinstance(own_id, str) and own_id in kept_ids and own_id not in overrides:
+            overrides[own_id] = item
         else:
             # Includes a second rule with an overridden id: parsing reports it as a duplicate.
             added.append(item)

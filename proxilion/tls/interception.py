@@ -108,7 +108,7 @@ class Interception:
 class TLSListener(Service):
     """TLS_PORT: HTTPS whose leaf is chosen by SNI; the connections inside are proxy-port connections."""
 
-    name = "tls"
+    name = "tls"  # type: ignore[assignment]  # Twisted's Service declares `name = None` without a type
 
     def __init__(self, reactor: Any, settings: Any, interception: Interception, proxy_factory: Any) -> None:
         self._reactor = reactor
