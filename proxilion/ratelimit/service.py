@@ -71,7 +71,7 @@ class RateLimiter(Service):
 
     def startService(self) -> None:
         super().startService()
-        if self._client is not None:
+        if self._client is not None and self._target is not None:
             self.log.info("Rate limits shared through Redis at {target}", target=self._target.describe())
             self._set_redis(False, "connecting")
             self._client.start()
@@ -119,7 +119,7 @@ class RateLimiter(Service):
             "limits": [attrs.asdict(limit) for limit in self.limits],
             "local_buckets": len(self.memory),
         }
-        if self._client is not None:
+        if self._client is not None and self._target is not None:
             out["redis"] = {
                 "target": self._target.describe(),
                 "fail_closed": self.fail_closed,
@@ -216,7 +216,7 @@ class RateLimiter(Service):
         """Every bucket C{owner} (an identity key, C{tenant:<name>}, C{provider:<name>} or C{global}) can hold."""
         kind = owner.partition(":")[0]
         scopes = {"tenant": ("tenant",), "provider": ("provider",), "global": ("global",)}.get(kind, IDENTITY_SCOPES)
-        out = []
+        out: list[Bucket] = []
         for limit in self.limits:
             if limit.scope not in scopes:
                 continue
