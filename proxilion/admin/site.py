@@ -8,12 +8,14 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.web import http
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site, UnsupportedMethod
 
 from proxilion.drain import DrainState
 from proxilion.metrics import CONTENT_TYPE_LATEST, HEALTH_DEGRADED, HEALTH_DOWN, HEALTH_OK, Metrics
+from proxilion.transport import StreamTransport
 
 __all__ = ["AdminSite", "Directory", "build_admin_site", "health_value", "json_response", "JsonError", "JsonResource"]
 
@@ -185,6 +187,8 @@ class _AdminChannel(HTTPChannel):
     """twisted.web's channel, answering 431 where it would close silently (a head line over C{MAX_LENGTH})
     or answer a bare 400 (more than C{totalHeadersSize} bytes or C{maxHeaders} headers)."""
 
+    transport: StreamTransport  # type: ignore[assignment]  # see proxilion.transport
+
     def lineLengthExceeded(self, line: bytes) -> None:
         self._headers_too_large()
 
@@ -213,9 +217,10 @@ class AdminSite(Site):
     displayTracebacks = False
     noisy = False
     # HTTP/1.1 only (no HTTP/2 negotiation on the admin port), with 431 for oversized heads.
-    protocol = _AdminChannel
+    # Twisted types it as the factory of its HTTP/2-capable wrapper; a plain HTTP/1.1 channel is the point here.
+    protocol = _AdminChannel  # type: ignore[assignment]
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         """Probes every few seconds would drown the access log; nothing is logged per admin request."""
 
 
