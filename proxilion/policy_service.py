@@ -14,6 +14,7 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from proxilion.component import Health
 from proxilion.inspect.inspector import Inspector
 from proxilion.inspect.policy import PolicyError, load_policy
 from proxilion.metrics import Metrics
@@ -88,7 +89,7 @@ class PolicyService(Service):
         log.info("policy reloaded ({why}) from {path}", why=why, path=self.path or "(shipped default)")
         return True
 
-    def health(self) -> str:
+    def health(self) -> Health:
         return "ok" if self.last_error is None else "degraded"
 
     def status(self) -> dict[str, Any]:

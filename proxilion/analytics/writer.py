@@ -36,12 +36,13 @@ from proxilion.analytics.event import AuditEvent, event_row, row_json
 from proxilion.analytics.journal import Journal
 from proxilion.analytics.spool import Segment, Spool
 from proxilion.analytics.store import EventStore, open_store
+from proxilion.component import Health
 from proxilion.metrics import HEALTH_DEGRADED, HEALTH_OK
 
 __all__ = ["AnalyticsWriter", "OK", "SPOOLING"]
 
-OK = "ok"
-SPOOLING = "spooling"
+OK: Health = "ok"
+SPOOLING: Health = "spooling"
 
 _RETRY_FIRST = 0.5
 _DROP_LOG_EVERY = 10.0
@@ -230,7 +231,7 @@ class AnalyticsWriter(Service):
     def store(self) -> EventStore:
         return self._store
 
-    def health(self) -> str:
+    def health(self) -> Health:
         return self._state
 
     def status(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from proxilion.component import Health
 from proxilion.config import PROVIDER_NAMES
 from proxilion.metrics import HEALTH_DEGRADED, HEALTH_DOWN, HEALTH_OK
 from proxilion.proxy.identity import Identity
@@ -47,6 +48,7 @@ class RateLimiter(Service):
     a L{twisted.internet.task.Clock}.
     """
 
+    name = "ratelimit"  # type: ignore[assignment]  # Twisted's Service declares `name = None` without a type
     log = Logger()
 
     def __init__(self, settings: Any, metrics: Any, reactor: Any, *, max_buckets: int = DEFAULT_MAX_BUCKETS) -> None:
@@ -101,11 +103,11 @@ class RateLimiter(Service):
             mode = "refusing requests with 503" if self.fail_closed else "using local buckets"
             self.log.warn("Redis rate limiting unavailable ({why}); {mode}", why=why, mode=mode)
 
-    def health(self) -> str:
+    def health(self) -> Health:
         """C{ok} or C{degraded}; Redis trouble never makes the process unhealthy."""
         return "ok" if self._client is None or self._redis_ok else "degraded"
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         if self._client is None:
             state = "ok"
         elif self._redis_ok:
