@@ -17,8 +17,8 @@ from twisted.python.failure import Failure
 
 from proxilion.component import Health
 from proxilion.config import PROVIDER_NAMES
+from proxilion.identity_key import Identity
 from proxilion.metrics import HEALTH_DEGRADED, HEALTH_DOWN, HEALTH_OK
-from proxilion.proxy.identity import Identity
 from proxilion.ratelimit.buckets import (
     IDENTITY_SCOPES,
     UNLIMITED,
