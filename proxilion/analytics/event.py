@@ -11,11 +11,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import types
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping, get_args
 
 import attrs
 import orjson
 
+from proxilion.inspect.findings import ACTIONS, Action
 from proxilion.proxy.safe_target import safe_path
 
 __all__ = [
@@ -24,7 +25,9 @@ __all__ = [
     "COLUMNS",
     "Column",
     "DECISIONS",
+    "Decision",
     "MODES",
+    "Mode",
     "PROVIDERS",
     "event_from_row",
     "event_row",
@@ -33,8 +36,13 @@ __all__ = [
     "truncate_ip",
 ]
 
-DECISIONS = ("allow", "log", "alert", "redact", "block", "ratelimited", "rejected", "error", "tunnel")
-MODES = ("explicit", "connect", "transparent")
+# A request's outcome: the policy's action, or why it never reached (or came back from) a provider.
+_Unjudged = Literal["ratelimited", "rejected", "error", "tunnel"]
+Decision = Action | _Unjudged
+DECISIONS: tuple[Decision, ...] = ACTIONS + get_args(_Unjudged)
+# How the client reached the proxy: /proxy/... (or a provider Host), CONNECT, or the TLS listener.
+Mode = Literal["explicit", "connect", "transparent"]
+MODES: tuple[Mode, ...] = get_args(Mode)
 PROVIDERS = ("openai", "anthropic", "gemini", "cohere", "azure", "bedrock", "unknown")
 
 def truncate_ip(ip: str | None) -> str | None:
@@ -76,7 +84,7 @@ class AuditEvent:
     # The proxy hands in paths made safe already; made safe again here (cheap: cached) for any other writer.
     path: str = attrs.field(converter=safe_path)
     status: int = attrs.field(converter=int)
-    decision: str
+    decision: Decision
     findings: Mapping[str, int] = attrs.field(converter=_findings)
     bytes_in: int = attrs.field(converter=int)
     bytes_out: int = attrs.field(converter=int)
@@ -89,7 +97,7 @@ class AuditEvent:
     client_ip: str | None = None
     error: str | None = None
     # How the client reached the proxy (L{MODES}).
-    mode: str = "explicit"
+    mode: Mode = "explicit"
     # The id of the policy rule that decided the request (its strongest action), if one did.
     rule: str | None = None
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from proxilion.inspect.catalog import BUILTIN
 from proxilion.inspect.decide import PolicyDecision, decide, describe
-from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Finding, Verdict
+from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Action, Finding, Verdict
 from proxilion.inspect.policy import Policy
 from proxilion.inspect.redact import redact_text
 from proxilion.inspect.scanner import Budget, Scanner
@@ -79,7 +79,7 @@ class Inspector:
             return self._scanner_error(body, elapsed)
         if redactor.blocked:
             return Verdict("block", findings, body, redactor.rule, redactor.message, elapsed, code=redactor.error_code)
-        action = max((f.action for f in findings), key=ACTION_RANK.__getitem__, default="allow")
+        action: Action = max((f.action for f in findings), key=ACTION_RANK.__getitem__, default="allow")
         if out == events:
             return Verdict(action, findings, body, None, describe(action, findings), elapsed, document=chunks)
         redacted = [json.loads(event[len(b"data: "):]) for event in out.split(b"\n\n") if event.startswith(b"data: ")]

@@ -10,13 +10,13 @@ import fnmatch
 import os
 import re
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import yaml
 
 from proxilion.inspect.catalog import BUILTIN, CATEGORIES
-from proxilion.inspect.findings import ACTIONS, SEVERITIES, SEVERITY_RANK
+from proxilion.inspect.findings import ACTIONS, SEVERITIES, SEVERITY_RANK, Action
 from proxilion.inspect.scanner import CustomDetector
 from proxilion.inspect.textview import context_words
 from proxilion.inspect.validators import VALIDATORS
@@ -43,7 +43,7 @@ class PolicyError(Exception):
 @attrs.frozen
 class Rule:
     id: str
-    action: str
+    action: Action
     priority: int = 0
     direction: str = "request"
     types: frozenset[str] = frozenset()
@@ -85,7 +85,7 @@ class Redaction:
 @attrs.frozen
 class PolicySettings:
     redaction: Redaction = Redaction()
-    on_scanner_error: str = "block"
+    on_scanner_error: Literal["block", "allow"] = "block"
     stream_holdback_chars: int = 256
     max_scan_bytes: int = 8 * 1024 * 1024
     disabled_detectors: frozenset[str] = frozenset()

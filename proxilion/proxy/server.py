@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from twisted.internet.protocol import Factory
 
+from proxilion.analytics.event import Decision
 from proxilion.providers.errors import error_body
 from proxilion.proxy import proxy_protocol
 from proxilion.proxy.context import ProxyContext
@@ -165,7 +166,7 @@ class ProxyConnection(HTTPConnection):
         return partial, _guess_provider(uri, partial.header(b"host")), request_id(partial.header(b"x-request-id"))
 
     def _account(self, partial: HTTPRequest, provider: str, rid: bytes, uri: bytes | None, status: int, code: str,
-                 bytes_out: int, bytes_in: int, decision: str = "rejected") -> None:
+                 bytes_out: int, bytes_in: int, decision: Decision = "rejected") -> None:
         """Metrics, access line and audit row of a request that never became an exchange."""
         ctx = self.ctx
         method = bounded_method(partial.method.decode("latin-1"))
