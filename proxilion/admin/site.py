@@ -13,6 +13,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site, UnsupportedMethod
 
+from proxilion.admin.errors import admin_error, admin_error_bytes
 from proxilion.drain import DrainState
 from proxilion.metrics import CONTENT_TYPE_LATEST, HEALTH_DEGRADED, HEALTH_DOWN, HEALTH_OK, Metrics
 from proxilion.transport import StreamTransport
@@ -36,9 +37,10 @@ def json_response(request: Request, status: int, payload: Any) -> bytes:
 class JsonError(Exception):
     """Raised inside a L{JsonResource} handler to answer an error."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
         self.message = message
 
 
@@ -52,12 +54,12 @@ class JsonResource(Resource):
             return super().render(request)
         except UnsupportedMethod:
             request.setHeader(b"allow", b", ".join(self.allowed_methods()))
-            return json_response(request, 405, {"error": {"message": "method not allowed", "status": 405}})
+            return json_response(request, 405, admin_error(405, "method_not_allowed", "method not allowed"))
         except JsonError as e:
-            return json_response(request, e.status, {"error": {"message": e.message, "status": e.status}})
+            return json_response(request, e.status, admin_error(e.status, e.code, e.message))
         except Exception:
             log.failure("admin request failed")
-            return json_response(request, 500, {"error": {"message": "internal error", "status": 500}})
+            return json_response(request, 500, admin_error(500, "internal_error", "internal error"))
 
     def render_HEAD(self, request: Request) -> bytes | int:
         render_get = getattr(self, "render_GET", None)
@@ -75,7 +77,7 @@ class JsonResource(Resource):
 
 class _NotFound(JsonResource):
     def render(self, request: Request) -> bytes:
-        return json_response(request, 404, {"error": {"message": "not found", "status": 404}})
+        return json_response(request, 404, admin_error(404, "not_found", "not found"))
 
 
 class Directory(Resource):
@@ -151,12 +153,12 @@ class BearerGuard(Resource):
 
     def _denied(self, request: Request) -> Resource | None:
         if self._token is None:
-            return _Refusal(403, "The admin API is disabled: set ADMIN_TOKEN to enable it.")
+            return _Refusal(403, "admin_api_disabled", "The admin API is disabled: set ADMIN_TOKEN to enable it.")
         header = request.getHeader(b"authorization") or b""
         scheme, _, supplied = header.partition(b" ")
         if scheme.lower() != b"bearer" or not hmac.compare_digest(supplied.strip(), self._token):
             request.setHeader(b"www-authenticate", b'Bearer realm="proxilion-admin"')
-            return _Refusal(401, "Missing or wrong bearer token.")
+            return _Refusal(401, "unauthorized", "Missing or wrong bearer token.")
         return None
 
     def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
@@ -171,16 +173,15 @@ class BearerGuard(Resource):
 
 
 class _Refusal(JsonResource):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__()
-        self._status = status
-        self._message = message
+        self._error = admin_error(status, code, message)
 
     def render(self, request: Request) -> bytes:
-        return json_response(request, self._status, {"error": {"message": self._message, "status": self._status}})
+        return json_response(request, self._error["error"]["status"], self._error)
 
 
-_TOO_LARGE = json.dumps({"error": {"message": "Request header fields too large.", "status": 431}}).encode("ascii")
+_TOO_LARGE = admin_error_bytes(431, "request_header_fields_too_large", "Request header fields too large.")
 
 
 class _AdminChannel(HTTPChannel):
