@@ -25,7 +25,8 @@ from proxilion.policy_service import PolicyService
 from proxilion.proxy.audit import audit_recorder, refusal_recorder
 from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.offload import ScanPool
-from proxilion.proxy.routing import PROVIDER_HOSTS, Router
+from proxilion.providers.names import PROVIDER_HOSTS
+from proxilion.proxy.routing import Router
 from proxilion.proxy.server import ProxyFactory
 from proxilion.proxy.upstream import EndpointFactory, UpstreamClient
 from proxilion.ratelimit.admin import RateLimitAdminResource

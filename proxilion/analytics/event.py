@@ -17,6 +17,7 @@ import attrs
 import orjson
 
 from proxilion.inspect.findings import ACTIONS, Action
+from proxilion.providers.names import PROVIDER_LABELS
 from proxilion.proxy.safe_target import safe_path
 
 __all__ = [
@@ -43,7 +44,7 @@ DECISIONS: tuple[Decision, ...] = ACTIONS + get_args(_Unjudged)
 # How the client reached the proxy: /proxy/... (or a provider Host), CONNECT, or the TLS listener.
 Mode = Literal["explicit", "connect", "transparent"]
 MODES: tuple[Mode, ...] = get_args(Mode)
-PROVIDERS = ("openai", "anthropic", "gemini", "cohere", "azure", "bedrock", "unknown")
+PROVIDERS = PROVIDER_LABELS
 
 def truncate_ip(ip: str | None) -> str | None:
     """C{ip} reduced to its /24 (IPv4) or /48 (IPv6) network; unparseable values become None."""

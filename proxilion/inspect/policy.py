@@ -20,8 +20,9 @@ from proxilion.inspect.findings import ACTIONS, SEVERITIES, SEVERITY_RANK, Actio
 from proxilion.inspect.scanner import CustomDetector
 from proxilion.inspect.textview import context_words
 from proxilion.inspect.validators import VALIDATORS
+from proxilion.providers.names import PROVIDER_LABELS
 
-PROVIDERS = ("openai", "anthropic", "gemini", "cohere", "azure", "bedrock", "unknown")
+PROVIDERS = PROVIDER_LABELS
 DIRECTIONS = ("request", "response", "both")
 REDACTION_STYLES = ("placeholder", "mask", "hash")
 DEFAULT_HASH_KEY_ENV = "PROXILION_REDACTION_KEY"

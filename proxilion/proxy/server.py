@@ -13,6 +13,7 @@ from twisted.internet.protocol import Factory
 
 from proxilion.analytics.event import Decision
 from proxilion.providers.errors import error_body
+from proxilion.providers.names import PROVIDER_NAMES
 from proxilion.proxy import proxy_protocol
 from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.exchange import Exchange, bounded_method, log_refused
@@ -24,7 +25,6 @@ from proxilion.tls.connect import check_intercepted, handle_connect
 
 __all__ = ["ProxyFactory", "ProxyConnection", "health_body"]
 
-_PROVIDERS = ("openai", "anthropic", "gemini", "cohere", "azure", "bedrock")
 
 
 def health_body(status: str) -> bytes:
@@ -35,7 +35,7 @@ def _guess_provider(uri: bytes | None, host: bytes | None) -> str:
     """Best-effort provider for errors raised before routing (so the error has its shape)."""
     if uri and uri.startswith(b"/proxy/"):
         target = uri[7:].split(b"/", 1)[0].split(b"?", 1)[0].decode("latin-1").lower()
-        return target if target in _PROVIDERS else (provider_for_host(target) or "unknown")
+        return target if target in PROVIDER_NAMES else (provider_for_host(target) or "unknown")
     if host:
         return provider_for_host(host.decode("latin-1").split(":")[0]) or "unknown"
     return "unknown"
