@@ -99,13 +99,7 @@ class HealthResource(JsonResource):
         self._readiness = readiness
 
     def render_GET(self, request: Request) -> bytes:
-        status = self._drain.status()
-        if self._readiness:
-            ok = status == "healthy"
-        else:
-            ok = status != "draining"
-            status = "healthy" if ok else status
-        return json_response(request, 200 if ok else 503, {"status": status, "inflight": self._drain.inflight})
+        return json_response(request, *self._drain.probe(self._readiness))
 
 
 class MetricsResource(JsonResource):

@@ -23,12 +23,7 @@ from proxilion.proxy.identity import is_trusted
 from proxilion.proxy.routing import provider_for_host
 from proxilion.tls.connect import check_intercepted, handle_connect
 
-__all__ = ["ProxyFactory", "ProxyConnection", "health_body"]
-
-
-
-def health_body(status: str) -> bytes:
-    return json.dumps({"status": status}).encode("ascii")
+__all__ = ["ProxyFactory", "ProxyConnection"]
 
 
 def _guess_provider(uri: bytes | None, host: bytes | None) -> str:
@@ -124,9 +119,9 @@ class ProxyConnection(HTTPConnection):
 
     def _health(self, request: HTTPRequest) -> None:
         drain = self.ctx.drain
-        status = drain.status()
-        body = health_body(status)
-        request.set_code(200 if status == "healthy" else 503)
+        code, answer = drain.probe(readiness=True)
+        body = json.dumps(answer).encode("ascii")
+        request.set_code(code)
         request.response_headers += [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),
