@@ -16,6 +16,8 @@ from twisted.internet.interfaces import IAddress, IPushProducer
 
 class StreamTransport(Protocol):
     disconnecting: bool
+    # The producer registered with it, if any.
+    producer: object
 
     def write(self, data: bytes) -> None: ...
 

@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError as ConnectTimeoutError
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -705,6 +706,8 @@ class Exchange:
 
 class _Discard(Protocol):
     """Takes an answer nobody is waiting for, and stops it."""
+
+    transport: IPushProducer  # type: ignore[assignment]  # the upstream body's producer, as Relay's
 
     def connectionMade(self) -> None:
         self.transport.stopProducing()
