@@ -6,6 +6,7 @@ import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -16,6 +17,7 @@ from proxilion.admin.site import Directory, build_admin_site, health_value
 from proxilion.analytics.admin import EventsResource, SummaryResource
 from proxilion.analytics.store import EventStore
 from proxilion.analytics.writer import AnalyticsWriter
+from proxilion.component import Component
 from proxilion.drain import DrainState
 from proxilion.logs import AccessLogger
 from proxilion.metrics import Metrics
@@ -23,7 +25,8 @@ from proxilion.policy_service import PolicyService
 from proxilion.proxy.audit import audit_recorder, refusal_recorder
 from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.offload import ScanPool
-from proxilion.proxy.routing import PROVIDER_HOSTS, Router
+from proxilion.providers.names import PROVIDER_HOSTS
+from proxilion.proxy.routing import Router
 from proxilion.proxy.server import ProxyFactory
 from proxilion.proxy.upstream import EndpointFactory, UpstreamClient
 from proxilion.ratelimit.admin import RateLimitAdminResource
@@ -79,7 +82,6 @@ def build(
                            max_findings=settings.max_findings_per_body)
     scans = ScanPool(reactor, metrics, settings.scan_workers, settings.scan_queue_size) if settings.inspection and scan_pool else None
     limiter = RateLimiter(settings, metrics, reactor)
-    limiter.name = "ratelimit"
     analytics = AnalyticsWriter(settings, metrics, reactor, store=analytics_store, io=analytics_io)
     upstream = UpstreamClient(reactor, settings.pool_size, settings.connect_timeout, settings.response_timeout, settings.stream_idle_timeout,
                               endpoint_factory=upstream_endpoint, ca_bundle=settings.upstream_ca_bundle)
@@ -110,7 +112,7 @@ def build(
     proxy_service = ProxySiteService(reactor, settings, proxy_factory, drain, metrics, upstream)
     tls_listener = TLSListener(reactor, settings, interception, proxy_factory) if settings.tls_port else None
     started_at = time.time()
-    components = {"policy": policy, "redis" if settings.rate_limit_store == "redis" else "ratelimit": limiter, "analytics": analytics}
+    components: dict[str, Component] = {"policy": policy, "redis" if settings.rate_limit_store == "redis" else "ratelimit": limiter, "analytics": analytics}
 
     def component_states() -> dict[str, str]:
         states = {"proxy": "draining" if drain.draining else ("ok" if drain.ready else "starting")}
@@ -161,7 +163,7 @@ def build(
     # (spool replay), limiter, policy, then the proxy port; stop is the reverse,
     # so the proxy drains before the limiter closes and analytics flushes.
     # The scan pool stops after the proxy has drained: no body is waiting for it then.
-    children = [admin_service, analytics, limiter, policy, *([scans] if scans is not None else []), proxy_service,
+    children: list[IService] = [admin_service, analytics, limiter, policy, *([scans] if scans is not None else []), proxy_service,
                 *([tls_listener] if tls_listener is not None else [])]
     root = ProxilionService(
         reactor,

@@ -15,10 +15,9 @@ from urllib.parse import urlsplit
 import attrs
 import yaml
 
+from proxilion.providers.names import PROVIDER_NAMES
+
 __all__ = ["ConfigError", "RateLimitEntry", "Settings", "SPECS", "Spec", "load_settings", "setting", "PROVIDER_NAMES"]
-
-PROVIDER_NAMES = ("openai", "anthropic", "gemini", "cohere", "azure", "bedrock")
-
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LimitScope = Literal["identity", "tenant", "provider", "identity+provider", "global"]
@@ -185,7 +184,7 @@ def _upstreams(value: Any) -> dict[str, str]:
             if not sep:
                 raise ValueError(f"{item!r} must look like NAME=URL, e.g. openai=http://127.0.0.1:9000")
             pairs.append((name, url))
-    result = {}
+    result: dict[str, str] = {}
     for name, url in pairs:
         name = str(name).strip().lower()
         if name not in PROVIDER_NAMES:

@@ -89,3 +89,14 @@ class DrainState:
         if self.draining:
             return "draining"
         return "healthy" if self.ready else "starting"
+
+    def probe(self, readiness: bool) -> tuple[int, dict[str, Any]]:
+        """The answer to a health probe on either port: its status code and JSON body.
+
+        Readiness (C{/ready}, and both probes on the proxy port, which load balancers
+        route by) is 200 only while serving; liveness (C{/health} on the admin port)
+        fails only while draining, so a process still starting is not restarted.
+        """
+        status = self.status()
+        ok = status == "healthy" if readiness else status != "draining"
+        return (200 if ok else 503), {"status": "healthy" if ok else status, "inflight": self.inflight}

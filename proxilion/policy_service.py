@@ -14,6 +14,7 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from proxilion.component import Health
 from proxilion.inspect.inspector import Inspector
 from proxilion.inspect.policy import PolicyError, load_policy
 from proxilion.metrics import Metrics
@@ -36,7 +37,7 @@ def _stamp(path: str | None) -> tuple[float, int, int] | None:
 class PolicyService(Service):
     """Holds the current L{Inspector}; C{inspector} is always a valid one."""
 
-    name = "policy"
+    name = "policy"  # type: ignore[assignment]  # Twisted's Service declares `name = None` without a type
 
     def __init__(self, path: str | None, metrics: Metrics, clock: Any, poll_interval: float = 2.0, handle_sighup: bool = False,
                  max_findings: int | None = None) -> None:
@@ -88,7 +89,7 @@ class PolicyService(Service):
         log.info("policy reloaded ({why}) from {path}", why=why, path=self.path or "(shipped default)")
         return True
 
-    def health(self) -> str:
+    def health(self) -> Health:
         return "ok" if self.last_error is None else "degraded"
 
     def status(self) -> dict[str, Any]:

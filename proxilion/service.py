@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from typing import Any
+from typing import Any, TypeVar
 
-from twisted.application.service import Service
+from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.logger import ILogObserver, Logger
@@ -125,13 +125,28 @@ def exit_when_start_fails(reactor: Any, root: "ProxilionService") -> None:
     root.started.addErrback(failed)
 
 
+_T = TypeVar("_T")
+
+
+def _each_own(shared: Deferred[None]) -> Deferred[None]:
+    """A Deferred of the caller's own, fired with None when C{shared} fires; C{shared}'s result passes on unchanged."""
+    d: Deferred[None] = Deferred()
+
+    def fire(result: _T) -> _T:
+        d.callback(None)
+        return result
+
+    shared.addBoth(fire)
+    return d
+
+
 class ProxilionService(Service):
     """Owns the children and runs the ordered start and stop."""
 
     def __init__(
         self,
         clock: Any,
-        children: list[Service],
+        children: list[IService],
         stop_deadlines: dict[str, float] | None = None,
         log_observer: Any = None,
     ) -> None:
@@ -176,9 +191,7 @@ class ProxilionService(Service):
         if self._stopping is None:
             super().stopService()
             self._stopping = Deferred.fromCoroutine(self._stop())
-        d: Deferred[None] = Deferred()
-        self._stopping.addBoth(lambda r: (d.callback(None), r)[1])
-        return d
+        return _each_own(self._stopping)
 
     async def _stop(self) -> None:
         for child in reversed(self.children):
@@ -194,6 +207,8 @@ class ProxilionService(Service):
 
 class ListeningService(Service):
     """Listens on a TCP port while running."""
+
+    name: str  # type: ignore[assignment]  # Twisted's Service declares `name = None` without a type
 
     def __init__(self, name: str, reactor: Any, port: int, interface: str, factory: Any, reuse_port: bool = False) -> None:
         self.name = name
@@ -254,9 +269,7 @@ class ProxySiteService(ListeningService):
         """Run the drain (without exiting); every caller gets its own Deferred."""
         if self._draining is None:
             self._draining = Deferred.fromCoroutine(self._drain_steps())
-        d: Deferred[None] = Deferred()
-        self._draining.addBoth(lambda r: (d.callback(None), r)[1])
-        return d
+        return _each_own(self._draining)
 
     async def _drain_steps(self) -> None:
         drain, clock = self._drain, self._reactor

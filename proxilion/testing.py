@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import httptools
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
@@ -40,6 +41,7 @@ from proxilion.analytics.store import MemoryStore
 from proxilion.app import Proxilion, build
 from proxilion.config import PROVIDER_NAMES, load_settings
 from proxilion.fakeprovider import FakeProvider, make_site
+from proxilion.transport import StreamTransport
 
 if TYPE_CHECKING:
     from treq.testing import StubTreq
@@ -81,7 +83,7 @@ class InMemoryNetwork:
         self.clock = clock
         self._pumps: list[iosim.IOPump] = []
 
-    def connect(self, server: Protocol, client: Protocol, client_ip: str = "127.0.0.1") -> iosim.IOPump:
+    def connect(self, server: IProtocol, client: IProtocol, client_ip: str = "127.0.0.1") -> iosim.IOPump:
         """Join C{client} to C{server}; bytes move on L{pump}."""
         server_address = IPv4Address("TCP", "10.0.0.1", 443)
         client_address = IPv4Address("TCP", client_ip, 40000 + len(self._pumps) % 20000)
@@ -117,12 +119,16 @@ class _Endpoint:
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[Any]:
         server = self._server_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         client = protocolFactory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 443))
+        if server is None or client is None:
+            return fail(ConnectionRefusedError("a factory refused the connection"))
         self._network.connect(server, client)
         return succeed(client)
 
 
 class ClientConnection(Protocol):
     """A raw client connection to the proxy port: send bytes, read what came back."""
+
+    transport: StreamTransport  # type: ignore[assignment]  # see proxilion.transport
 
     def __init__(self) -> None:
         self.received = b""
@@ -321,6 +327,8 @@ class InMemoryProxilion:
         """A new client connection to the proxy port."""
         client = ClientConnection()
         server = self._listening(self.settings.port).buildProtocol(IPv4Address("TCP", client_ip, 40000))
+        if server is None:
+            raise RuntimeError("the proxy port refused the connection")
         self.network.connect(server, client, client_ip)
         self.settle()
         return client

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian/Ubuntu machine, then run it.
 # Installs missing system packages (Redis, PostgreSQL, HAProxy, nginx, validators) with apt,
-# creates .venv with Python 3.11 or newer (PYTHON=... to choose), installs Proxilion with its test extras, and runs pytest.
+# creates .venv with Python 3.11 or newer (PYTHON=... to choose), installs Proxilion with its test extras,
+# type-checks it with mypy (any error fails the run; configured in setup.cfg), and runs pytest.
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/proxy -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,5 +41,8 @@ if [ ! -x .venv/bin/python ]; then "$PYTHON" -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 # compat mode puts the checkout on sys.path, so twistd finds twisted/plugins/proxilion_plugin.py from anywhere.
 .venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+
+# Before the tests: a type error fails the run in seconds, not after the suite.
+.venv/bin/python -m mypy
 
 exec .venv/bin/python -m pytest "$@"

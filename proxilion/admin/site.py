@@ -8,12 +8,15 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.web import http
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site, UnsupportedMethod
 
+from proxilion.admin.errors import admin_error, admin_error_bytes
 from proxilion.drain import DrainState
 from proxilion.metrics import CONTENT_TYPE_LATEST, HEALTH_DEGRADED, HEALTH_DOWN, HEALTH_OK, Metrics
+from proxilion.transport import StreamTransport
 
 __all__ = ["AdminSite", "Directory", "build_admin_site", "health_value", "json_response", "JsonError", "JsonResource"]
 
@@ -34,9 +37,10 @@ def json_response(request: Request, status: int, payload: Any) -> bytes:
 class JsonError(Exception):
     """Raised inside a L{JsonResource} handler to answer an error."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
         self.message = message
 
 
@@ -50,12 +54,12 @@ class JsonResource(Resource):
             return super().render(request)
         except UnsupportedMethod:
             request.setHeader(b"allow", b", ".join(self.allowed_methods()))
-            return json_response(request, 405, {"error": {"message": "method not allowed", "status": 405}})
+            return json_response(request, 405, admin_error(405, "method_not_allowed", "method not allowed"))
         except JsonError as e:
-            return json_response(request, e.status, {"error": {"message": e.message, "status": e.status}})
+            return json_response(request, e.status, admin_error(e.status, e.code, e.message))
         except Exception:
             log.failure("admin request failed")
-            return json_response(request, 500, {"error": {"message": "internal error", "status": 500}})
+            return json_response(request, 500, admin_error(500, "internal_error", "internal error"))
 
     def render_HEAD(self, request: Request) -> bytes | int:
         render_get = getattr(self, "render_GET", None)
@@ -73,7 +77,7 @@ class JsonResource(Resource):
 
 class _NotFound(JsonResource):
     def render(self, request: Request) -> bytes:
-        return json_response(request, 404, {"error": {"message": "not found", "status": 404}})
+        return json_response(request, 404, admin_error(404, "not_found", "not found"))
 
 
 class Directory(Resource):
@@ -95,13 +99,7 @@ class HealthResource(JsonResource):
         self._readiness = readiness
 
     def render_GET(self, request: Request) -> bytes:
-        status = self._drain.status()
-        if self._readiness:
-            ok = status == "healthy"
-        else:
-            ok = status != "draining"
-            status = "healthy" if ok else status
-        return json_response(request, 200 if ok else 503, {"status": status, "inflight": self._drain.inflight})
+        return json_response(request, *self._drain.probe(self._readiness))
 
 
 class MetricsResource(JsonResource):
@@ -149,12 +147,12 @@ class BearerGuard(Resource):
 
     def _denied(self, request: Request) -> Resource | None:
         if self._token is None:
-            return _Refusal(403, "The admin API is disabled: set ADMIN_TOKEN to enable it.")
+            return _Refusal(403, "admin_api_disabled", "The admin API is disabled: set ADMIN_TOKEN to enable it.")
         header = request.getHeader(b"authorization") or b""
         scheme, _, supplied = header.partition(b" ")
         if scheme.lower() != b"bearer" or not hmac.compare_digest(supplied.strip(), self._token):
             request.setHeader(b"www-authenticate", b'Bearer realm="proxilion-admin"')
-            return _Refusal(401, "Missing or wrong bearer token.")
+            return _Refusal(401, "unauthorized", "Missing or wrong bearer token.")
         return None
 
     def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
@@ -169,21 +167,22 @@ class BearerGuard(Resource):
 
 
 class _Refusal(JsonResource):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__()
-        self._status = status
-        self._message = message
+        self._error = admin_error(status, code, message)
 
     def render(self, request: Request) -> bytes:
-        return json_response(request, self._status, {"error": {"message": self._message, "status": self._status}})
+        return json_response(request, self._error["error"]["status"], self._error)
 
 
-_TOO_LARGE = json.dumps({"error": {"message": "Request header fields too large.", "status": 431}}).encode("ascii")
+_TOO_LARGE = admin_error_bytes(431, "request_header_fields_too_large", "Request header fields too large.")
 
 
 class _AdminChannel(HTTPChannel):
     """twisted.web's channel, answering 431 where it would close silently (a head line over C{MAX_LENGTH})
     or answer a bare 400 (more than C{totalHeadersSize} bytes or C{maxHeaders} headers)."""
+
+    transport: StreamTransport  # type: ignore[assignment]  # see proxilion.transport
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._headers_too_large()
@@ -213,9 +212,10 @@ class AdminSite(Site):
     displayTracebacks = False
     noisy = False
     # HTTP/1.1 only (no HTTP/2 negotiation on the admin port), with 431 for oversized heads.
-    protocol = _AdminChannel
+    # Twisted types it as the factory of its HTTP/2-capable wrapper; a plain HTTP/1.1 channel is the point here.
+    protocol = _AdminChannel  # type: ignore[assignment]
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         """Probes every few seconds would drown the access log; nothing is logged per admin request."""
 
 

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from proxilion.admin.errors import admin_error_bytes
 from proxilion.analytics import query
 from proxilion.analytics.store import EventStore
 
@@ -80,7 +81,7 @@ class _QueryResource(Resource):
             parsed = self._parse(_args(request))
         except query.QueryError as e:
             request.setResponseCode(400)
-            return json.dumps({"error": {"type": "invalid_request", "message": str(e)}}).encode()
+            return admin_error_bytes(400, "invalid_request", str(e))
         d = defer.ensureDeferred(self._answer(parsed))
         request.notifyFinish().addErrback(lambda _: d.cancel())
         d.addCallbacks(self._respond, self._failed, callbackArgs=(request,), errbackArgs=(request,))
@@ -101,7 +102,7 @@ class _QueryResource(Resource):
             return
         self.log.warn("analytics API: store query failed ({error})", error=type(failure.value).__name__)
         request.setResponseCode(503)
-        request.write(json.dumps({"error": {"type": "unavailable", "message": "analytics store unavailable"}}).encode())
+        request.write(admin_error_bytes(503, "unavailable", "analytics store unavailable"))
         request.finish()
 
 

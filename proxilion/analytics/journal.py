@@ -17,6 +17,7 @@ stored.
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import re
@@ -69,16 +70,16 @@ class Journal:
     def start(self) -> list[str]:
         """Open a new active file; return the files a previous run left, oldest first. Blocking, once."""
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        found = sorted(name for name in os.listdir(self.directory) if _FILE.match(name))
-        self._gen = int(_FILE.match(found[-1]).group(1)) + 1 if found else 0
+        found = sorted((m for m in map(_FILE.match, os.listdir(self.directory)) if m), key=lambda m: m.group(0))
+        self._gen = int(found[-1].group(1)) + 1 if found else 0
         self._open_active()
-        return [os.path.join(self.directory, name) for name in found]
+        return [os.path.join(self.directory, m.group(0)) for m in found]
 
     def _open_active(self) -> None:
         self._fd = os.open(self._path(self._gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
         self._size = 0
 
-    def append(self, line: bytes) -> int | None:
+    def append(self, line: builtins.bytes) -> int | None:  # C{bytes} here is the property above
         """Write one row's line; its generation, or None when it is not journaled (full, failing, closed).
 
         On the reactor thread: one C{write(2)}, no fsync.

@@ -74,7 +74,7 @@ class Spool:
         """Create the directory, seal what a previous run left active, and return the bytes waiting."""
         os.makedirs(self.directory, exist_ok=True)
         segments = self._segments()
-        self._next = int(_SEGMENT.match(segments[-1]).group(1)) + 1 if segments else 0
+        self._next = int(segments[-1][len("seg-") : -len(".jsonl")]) + 1 if segments else 0  # a name _SEGMENT accepted
         active = self._path(_ACTIVE)
         if os.path.exists(active):
             if os.path.getsize(active):

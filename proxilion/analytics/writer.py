@@ -36,12 +36,13 @@ from proxilion.analytics.event import AuditEvent, event_row, row_json
 from proxilion.analytics.journal import Journal
 from proxilion.analytics.spool import Segment, Spool
 from proxilion.analytics.store import EventStore, open_store
+from proxilion.component import Health
 from proxilion.metrics import HEALTH_DEGRADED, HEALTH_OK
 
 __all__ = ["AnalyticsWriter", "OK", "SPOOLING"]
 
-OK = "ok"
-SPOOLING = "spooling"
+OK: Health = "ok"
+SPOOLING: Health = "spooling"
 
 _RETRY_FIRST = 0.5
 _DROP_LOG_EVERY = 10.0
@@ -81,7 +82,7 @@ class AnalyticsWriter(Service):
     """
 
     log = Logger()
-    name = "analytics"
+    name = "analytics"  # type: ignore[assignment]  # Twisted's Service declares `name = None` without a type
 
     def __init__(
         self,
@@ -230,7 +231,7 @@ class AnalyticsWriter(Service):
     def store(self) -> EventStore:
         return self._store
 
-    def health(self) -> str:
+    def health(self) -> Health:
         return self._state
 
     def status(self) -> dict[str, Any]:
@@ -252,6 +253,12 @@ class AnalyticsWriter(Service):
         }
 
     # -- service lifecycle ---------------------------------------------
+
+    def _spool_io(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        """Run a blocking spool function off the reactor (C{_io} is set while the service runs)."""
+        if self._io is None:
+            return defer.fail(RuntimeError("analytics: spool I/O while the writer is stopped"))
+        return self._io(fn, *args)
 
     def startService(self) -> None:
         Service.startService(self)
@@ -276,7 +283,7 @@ class AnalyticsWriter(Service):
 
     async def _start(self) -> None:
         try:
-            waiting = await self._io(self._spool.load)
+            waiting = await self._spool_io(self._spool.load)
         except OSError as e:
             self.log.critical(
                 "analytics: spool directory {directory} unusable ({error}); rows will be lost if the database fails",
@@ -286,7 +293,7 @@ class AnalyticsWriter(Service):
         else:
             if self._journal_leftovers:
                 try:
-                    waiting += await self._io(self._spool.adopt, self._journal_leftovers)
+                    waiting += await self._spool_io(self._spool.adopt, self._journal_leftovers)
                 except OSError as e:
                     self.log.error("analytics: cannot move the previous run's journal to the spool ({error})", error=_short(e))
                 self._journal_leftovers = []
@@ -350,7 +357,7 @@ class AnalyticsWriter(Service):
         else:
             self.log.warn("analytics: a database call is still running; its connection closes at process exit")
         if self._io_pool is not None:
-            self._io(self._spool.close)
+            self._spool_io(self._spool.close)
             self._io_pool.stop()
             self._io_pool = None
             self._io = None
@@ -514,9 +521,13 @@ class AnalyticsWriter(Service):
         self._counts["rejected"] += 1
         if write.replayed:
             self._replayed(1)
-        d = self._io(self._spool.reject, [row])
+        d = self._spool_io(self._spool.reject, [row])
+        def kept_or_drop(kept: bool) -> None:
+            if not kept:
+                self._drop(1, "rejected row: spool full")
+
         d.addCallbacks(
-            lambda kept: kept or self._drop(1, "rejected row: spool full"),
+            kept_or_drop,
             lambda f: self._drop(1, f"rejected row: {_short(f.value)}"),
         )
 
@@ -596,7 +607,7 @@ class AnalyticsWriter(Service):
     def _to_spool(self, events: Sequence[AuditEvent]) -> defer.Deferred[None]:
         self._spool_writes += 1
         events = list(events)
-        d = self._io(self._spool_rows, events)
+        d = self._spool_io(self._spool_rows, events)
         d.addCallback(self._spooled, events)
         d.addErrback(self._spool_failed, events)
         d.addBoth(self._spool_done)
@@ -672,7 +683,7 @@ class AnalyticsWriter(Service):
 
     def _load_segment(self) -> None:
         self._replay_loading = True
-        d = self._io(self._spool.oldest)
+        d = self._spool_io(self._spool.oldest)
         d.addCallbacks(self._segment_loaded, self._segment_failed)
         d.addBoth(lambda _: self._notify())
 
@@ -699,7 +710,7 @@ class AnalyticsWriter(Service):
         if name is None or self._replay_outstanding > 0 or self._replay:
             return
         self._replay_segment = None
-        d = self._io(self._spool.remove, name)
+        d = self._spool_io(self._spool.remove, name)
         d.addErrback(lambda f: self.log.error("analytics: cannot remove replayed {segment} ({error})", segment=name, error=_short(f.value)))
         d.addBoth(lambda _: self._pump())
 

@@ -18,6 +18,7 @@ import brotli
 import zstandard
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
+from twisted.web.http import Request as HTTPRequest
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -204,7 +205,7 @@ class _QuietSite(Site):
 
     displayTracebacks = False
 
-    def log(self, request: Request) -> None:
+    def log(self, request: HTTPRequest) -> None:
         pass
 
 
@@ -275,7 +276,7 @@ class FakeProvider(Resource):
         path = request.path.decode("utf-8", "replace")
         if path.startswith("/_fake/"):
             return self._control(request, path)
-        body = request.content.read()
+        body = request.content.read() if request.content is not None else b""
         self._remember(request, path, body)
         found = route(request.method, path)
         if found is None:
@@ -401,12 +402,12 @@ class FakeProvider(Resource):
                 request.setHeader(b"content-encoding", encoding.encode("ascii"))
                 reply = _ENCODERS[encoding](reply)
             return self._json(request, reply)
-        if found.kind == "gemini" and found.stream and request.args.get(b"alt") != [b"sse"]:
-            stream = dialect.array_stream(ex)
-        elif found.kind == "invoke":
+        if found.kind == "invoke":
             stream = _wire.bedrock_invoke_stream(parsed, ex)
+        elif found.kind == "gemini" and found.stream and (request.args.get(b"alt") if request.args else None) != [b"sse"]:
+            stream = _DIALECTS["gemini"].array_stream(ex)
         else:
-            stream = dialect.stream(ex)
+            stream = _DIALECTS[found.kind].stream(ex)
         self._stream(request, stream, text, script)
         return NOT_DONE_YET
 

@@ -260,7 +260,8 @@ def embeddings_reply(body: Json, model: str) -> bytes:
     inputs = raw if isinstance(raw, list) else [raw]
     texts = [i if isinstance(i, str) else " ".join(map(str, i)) if isinstance(i, list) else ""
              for i in inputs]
-    dims = body.get("dimensions") if isinstance(body.get("dimensions"), int) else 1536
+    asked = body.get("dimensions")
+    dims = asked if isinstance(asked, int) else 1536
     as_base64 = body.get("encoding_format") == "base64"
     data = []
     for index, text in enumerate(texts):
@@ -424,7 +425,7 @@ class _AnthropicStream(Stream):
         return sse(event, event["type"])
 
     def head(self) -> bytes:
-        events = [{"type": "message_start", "message": self._dialect.message(self.ex, None)},
+        events: list[Json] = [{"type": "message_start", "message": self._dialect.message(self.ex, None)},
                   {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}]
         if self.ping:
             events.append({"type": "ping"})

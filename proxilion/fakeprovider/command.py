@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import cast
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM. Prints the URL (with the real port) once listening."""
     from twisted.internet import reactor
+    from twisted.internet.address import IPv4Address, IPv6Address
     from twisted.internet.error import CannotListenError
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
@@ -31,12 +33,13 @@ def run(args: argparse.Namespace) -> int:
     site = make_site(clock=reactor, chunk_delay=args.chunk_delay)
     try:
         # A deep backlog: benchmarks open hundreds of connections at once.
-        port = reactor.listenTCP(args.port, site, backlog=1024, interface=args.bind)
+        # Twisted types listenTCP's factory as a parametrised ServerFactory; Site is not parametrised.
+        port = reactor.listenTCP(args.port, site, backlog=1024, interface=args.bind)  # type: ignore[arg-type]
     except CannotListenError as e:
         print(f"fake-provider: cannot listen on {args.bind}:{args.port}: {e.socketError}",
               file=sys.stderr)
         return 1
-    host = port.getHost()
+    host = cast(IPv4Address | IPv6Address, port.getHost())  # a TCP port's address
     print(f"fake provider listening on http://{host.host}:{host.port}", flush=True)
     reactor.run()
     return 0

@@ -25,7 +25,7 @@ def running_fake_provider(chunk_delay: float = 0.01) -> Iterator[str]:
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
-        line = proc.stdout.readline()
+        line = proc.stdout.readline() if proc.stdout is not None else ""
         if not line.startswith("fake provider listening on "):
             raise RuntimeError(f"fake provider did not start: {line!r}")
         yield line.split()[-1]
@@ -53,7 +53,7 @@ def call(base: str, method: str, path: str, body: object = None,
     """One blocking request; the body is kept as the reads that delivered it, so a
     test can tell a stream that arrived in pieces from one lump."""
     parts = urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
     try:
         data = None if body is None else json.dumps(body).encode()
         conn.request(method, parts.path.rstrip("/") + path, body=data,

@@ -13,16 +13,16 @@ from collections.abc import Sequence
 
 import attrs
 
-from proxilion.inspect.findings import ACTION_RANK, Finding
+from proxilion.inspect.findings import ACTION_RANK, Action, Finding
 from proxilion.inspect.policy import Policy
 
 _VERBS = {"block": "blocked", "redact": "redacted", "alert": "alert", "log": "logged", "allow": "allowed"}
-UNMATCHED_ACTION = "log"
+UNMATCHED_ACTION: Action = "log"
 
 
 @attrs.frozen
 class PolicyDecision:
-    action: str
+    action: Action
     rule: str | None
     findings: tuple[Finding, ...]
     message: str

@@ -6,15 +6,17 @@ logged, counted and stored without leaking what it describes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import attrs
 
 SEVERITIES = ("low", "medium", "high", "critical")
-ACTIONS = ("allow", "log", "alert", "redact", "block")
+# What a policy rule does with a finding, weakest first.
+Action = Literal["allow", "log", "alert", "redact", "block"]
+ACTIONS: tuple[Action, ...] = get_args(Action)
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
-# Strength of an action when several rules apply to one request.
-ACTION_RANK = {name: rank for rank, name in enumerate(ACTIONS)}
+# Strength of an action when several rules apply to one request: the one home of their order.
+ACTION_RANK: dict[str, int] = {name: rank for rank, name in enumerate(ACTIONS)}
 # The code of a body blocked because it holds more findings than the limit (an abusive body).
 TOO_MANY_FINDINGS = "too_many_findings"
 
@@ -28,13 +30,13 @@ class Finding:
     location: str
     start: int
     end: int
-    action: str = "log"
+    action: Action = "log"
     rule: str | None = None
 
 
 @attrs.frozen
 class Verdict:
-    action: str
+    action: Action
     findings: tuple[Finding, ...]
     body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     rule: str | None = None
@@ -58,7 +60,7 @@ class TransformOutcome:
     those it needs.
     """
 
-    action: str = "allow"
+    action: Action = "allow"
     findings: tuple[Finding, ...] = ()
     error_code: str | None = None
     scan_seconds: float | None = None

@@ -66,8 +66,8 @@ def _table() -> dict[int, str]:
 def _character_class(codepoints: frozenset[int]) -> re.Pattern[str]:
     """A regex matching any one of C{codepoints}, written as ranges (cached: the same sets recur)."""
     ranges = []
-    for _, run in itertools.groupby(enumerate(sorted(codepoints)), lambda pair: pair[1] - pair[0]):
-        run = list(run)
+    for _, group in itertools.groupby(enumerate(sorted(codepoints)), lambda pair: pair[1] - pair[0]):
+        run = list(group)
         first, last = run[0][1], run[-1][1]
         ranges.append(re.escape(chr(first)) + ("-" + re.escape(chr(last)) if last > first else ""))
     return re.compile("[" + "".join(ranges) + "]")

@@ -8,7 +8,7 @@ from typing import Any
 
 from proxilion.inspect.catalog import BUILTIN
 from proxilion.inspect.decide import PolicyDecision, decide, describe
-from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Finding, Verdict
+from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Action, Finding, Verdict
 from proxilion.inspect.policy import Policy
 from proxilion.inspect.redact import redact_text
 from proxilion.inspect.scanner import Budget, Scanner
@@ -79,7 +79,7 @@ class Inspector:
             return self._scanner_error(body, elapsed)
         if redactor.blocked:
             return Verdict("block", findings, body, redactor.rule, redactor.message, elapsed, code=redactor.error_code)
-        action = max((f.action for f in findings), key=ACTION_RANK.__getitem__, default="allow")
+        action: Action = max((f.action for f in findings), key=ACTION_RANK.__getitem__, default="allow")
         if out == events:
             return Verdict(action, findings, body, None, describe(action, findings), elapsed, document=chunks)
         redacted = [json.loads(event[len(b"data: "):]) for event in out.split(b"\n\n") if event.startswith(b"data: ")]
@@ -176,10 +176,10 @@ class Inspector:
 
     def _redact(self, parsed: Body, fields: list[TextField], hits: list[list[Any]], findings: tuple[Finding, ...]) -> bytes:
         style = self.policy.settings.redaction
-        replacements = {}
+        replacements: dict[Path, str] = {}
         judged = iter(findings)
         for field, field_hits in zip(fields, hits):
             spans = [(f.start, f.end, f.type) for f in (next(judged) for _ in field_hits) if f.action == "redact"]
-            if spans:
+            if spans and field.path is not None:  # always: located() fields carry their paths
                 replacements[field.path] = redact_text(field.text, spans, style)
         return parsed.rebuild(replacements)

@@ -10,18 +10,19 @@ import fnmatch
 import os
 import re
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import yaml
 
 from proxilion.inspect.catalog import BUILTIN, CATEGORIES
-from proxilion.inspect.findings import ACTIONS, SEVERITIES, SEVERITY_RANK
+from proxilion.inspect.findings import ACTIONS, SEVERITIES, SEVERITY_RANK, Action
 from proxilion.inspect.scanner import CustomDetector
 from proxilion.inspect.textview import context_words
 from proxilion.inspect.validators import VALIDATORS
+from proxilion.providers.names import PROVIDER_LABELS
 
-PROVIDERS = ("openai", "anthropic", "gemini", "cohere", "azure", "bedrock", "unknown")
+PROVIDERS = PROVIDER_LABELS
 DIRECTIONS = ("request", "response", "both")
 REDACTION_STYLES = ("placeholder", "mask", "hash")
 DEFAULT_HASH_KEY_ENV = "PROXILION_REDACTION_KEY"
@@ -43,7 +44,7 @@ class PolicyError(Exception):
 @attrs.frozen
 class Rule:
     id: str
-    action: str
+    action: Action
     priority: int = 0
     direction: str = "request"
     types: frozenset[str] = frozenset()
@@ -85,7 +86,7 @@ class Redaction:
 @attrs.frozen
 class PolicySettings:
     redaction: Redaction = Redaction()
-    on_scanner_error: str = "block"
+    on_scanner_error: Literal["block", "allow"] = "block"
     stream_holdback_chars: int = 256
     max_scan_bytes: int = 8 * 1024 * 1024
     disabled_detectors: frozenset[str] = frozenset()
@@ -259,7 +260,7 @@ def _parse_detector(raw: Any, index: int, errors: _Errors) -> CustomDetector | N
     if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= 1000:
         errors.add(where, "context_window", f"must be an integer from 1 to 1000; got {window!r}")
         ok = False
-    if not ok or compiled is None:
+    if not ok or compiled is None or not isinstance(name, str):
         return None
     return CustomDetector(name=name, pattern=compiled, category=category, severity=severity,
                           compliance=compliance, validator=validator,
@@ -360,9 +361,9 @@ def _extend(data: dict[str, Any], errors: _Errors) -> tuple[dict[str, Any], list
     overrides: dict[str, tuple[Any, str]] = {}
     added = []
     for item in own:
-        rule_id = item[0].get("id") if isinstance(item[0], dict) else None
-        if rule_id in kept_ids and rule_id not in overrides:
-            overrides[rule_id] = item
+        own_id = item[0].get("id") if isinstance(item[0], dict) else None
+        if isinstance(own_id, str) and own_id in kept_ids and own_id not in overrides:
+            overrides[own_id] = item
         else:
             # Includes a second rule with an overridden id: parsing reports it as a duplicate.
             added.append(item)

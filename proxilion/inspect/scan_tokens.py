@@ -238,7 +238,7 @@ def _windows(raw: bytes, ends: list[int]) -> list[tuple[int, int, int]]:
         else:
             # Runs that may start where this word still counts as the key's context.
             for m in _RUN.finditer(raw, max(run_start, word - _LONG_RUN), word + _CONTEXT_REACH + _MIN_RUN):
-                stop = _RUN_REST.match(raw, m.end()).end()
+                stop = _RUN_REST.match(raw, m.end()).end()  # type: ignore[union-attr]  # it matches the empty string
                 found.append((m.start(), min(stop, word + _CONTEXT_REACH + _AFTER), stop))
     found.sort()
     merged: list[tuple[int, int, int]] = []
@@ -257,7 +257,7 @@ def find_tokens(view: TextView, ends: list[int], hits: list[Hit]) -> None:
             for m in _KEYS.finditer(view.text, start, stop):
                 if m.end() == stop < run_end:
                     continue  # cut by the window: the key's own trigger window holds it whole
-                kind = _kind(view, m.lastgroup, m)
+                kind = _kind(view, m.lastgroup, m)  # type: ignore[arg-type]  # every alternative of _KEYS is named
                 if kind is not None:
                     hits.append(Hit(kind, m.start(), m.end()))
 

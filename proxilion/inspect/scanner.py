@@ -86,7 +86,7 @@ class CustomDetector:
     severity: str
     compliance: tuple[str, ...] = ()
     validator: str | None = None
-    context: re.Pattern[str] | None = attrs.field(default=None, repr=lambda p: 'set' if p else 'None')
+    context: re.Pattern[bytes] | None = attrs.field(default=None, repr=lambda p: 'set' if p else 'None')
     context_window: int = 48
 
     def find(self, view: TextView, hits: list[Hit]) -> None:

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any, Callable
 import orjson
 
 from proxilion.inspect.decide import block_message, decide, describe
-from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Finding, TransformOutcome
+from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Action, Finding, TransformOutcome
 from proxilion.inspect.redact import replacement
 from proxilion.inspect.scanner import Budget, Scanner
 from proxilion.providers import eventstream
 from proxilion.providers.body import ANSWER_METADATA
 from proxilion.providers.errors import ANSWER_BLOCKED, ANSWER_UNINSPECTABLE, stream_error_event, wire_dialect
-from proxilion.providers.fields import encode, format_path, rewrite, secret_keys, walk
+from proxilion.providers.fields import Path, encode, format_path, rewrite, secret_keys, walk
 from proxilion.providers.usage import event_usage
 from proxilion.providers.sse import FrameTooLarge, SSEFrame, split_lines, split_sse
 from proxilion.providers.streams import ALL, stream_format, text_slots
@@ -79,33 +79,34 @@ def _parse(text: str) -> Any:
 class _Slot:
     __slots__ = ("channel", "path", "start", "end", "text")
 
-    def __init__(self, channel: _Channel, path, start, end, text):
+    def __init__(self, channel: _Channel, path: tuple[str | int, ...], start: int, end: int, text: str) -> None:
         self.channel, self.path, self.start, self.end, self.text = channel, path, start, end, text
 
 
 class _Frame:
     __slots__ = ("raw", "doc", "slots", "rebuild", "changed")
 
-    def __init__(self, raw: bytes, doc: Any = None, rebuild: Callable[[Any], bytes] | None = None):
+    def __init__(self, raw: bytes, doc: Any = None, rebuild: Callable[[Any], bytes] | None = None) -> None:
         self.raw, self.doc, self.rebuild = raw, doc, rebuild
         self.slots: list[_Slot] = []
         self.changed = False
 
     def encode(self) -> bytes:
-        return self.rebuild(self.doc) if self.changed else self.raw
+        # Only frames with a rebuild have slots, and only slots change a frame.
+        return self.rebuild(self.doc) if self.changed else self.raw  # type: ignore[misc]
 
 
 class _Span:
     __slots__ = ("start", "end", "type", "placed")
 
-    def __init__(self, start, end, type_):
+    def __init__(self, start: int, end: int, type_: str) -> None:
         self.start, self.end, self.type, self.placed = start, end, type_, False
 
 
 class _Channel:
     __slots__ = ("id", "sent_tail", "held", "base", "spans", "ended", "path", "scanned")
 
-    def __init__(self, channel_id: Any, path: tuple):
+    def __init__(self, channel_id: Any, path: tuple[str | int, ...]) -> None:
         self.id = channel_id
         self.sent_tail = ""
         self.held = ""
@@ -169,7 +170,7 @@ class StreamRedactor:
         self._buffer = bytearray()
         self._queue: deque[_Frame] = deque()
         self._channels: dict[Any, _Channel] = {}
-        self._seen: dict[tuple, str] = {}
+        self._seen: dict[tuple[Any, int, str], str] = {}
         # What beside the text slots was already scanned clean (see _scan_beside).
         self._clean_shapes: set[bytes] = set()
         self._clean_texts: set[tuple[str, str | None]] = set()
@@ -210,7 +211,7 @@ class StreamRedactor:
     def outcome(self) -> TransformOutcome:
         """How the answer ended: blocked, or the strongest action of its findings."""
         findings = tuple(self.findings)
-        action = "block" if self.blocked else max((f.action for f in findings), key=ACTION_RANK.__getitem__, default="allow")
+        action: Action = "block" if self.blocked else max((f.action for f in findings), key=ACTION_RANK.__getitem__, default="allow")
         return TransformOutcome(action, findings, self.error_code, None, self.tokens, rule=self.rule)
 
     @property
@@ -357,7 +358,7 @@ class StreamRedactor:
         return self._json_frame(raw, event, doc,
                                 lambda d: eventstream.encode(headers, encode(d)))
 
-    def _json_frame(self, raw: bytes, event: str | None, doc: Any, rebuild) -> _Frame:
+    def _json_frame(self, raw: bytes, event: str | None, doc: Any, rebuild: Callable[[Any], bytes]) -> _Frame:
         frame = _Frame(raw, doc, rebuild)
         tokens_in, tokens_out = event_usage(doc)
         if tokens_in is not None or tokens_out is not None:
@@ -391,13 +392,13 @@ class StreamRedactor:
             self._end(ends)
         return frame
 
-    def _text_frame(self, raw: bytes, text: str, rebuild) -> _Frame:
+    def _text_frame(self, raw: bytes, text: str, rebuild: Callable[[Any], bytes]) -> _Frame:
         """A frame whose data is not JSON: scanned and redacted as plain text."""
         frame = _Frame(raw, text, rebuild)
         self._scan_whole(frame)
         return frame
 
-    def _end(self, ends: list) -> None:
+    def _end(self, ends: list[Any]) -> None:
         for channel_id, channel in self._channels.items():
             if not channel.ended and (ALL in ends or channel_id[0] in ends):
                 channel.ended = True
@@ -442,14 +443,14 @@ class StreamRedactor:
                 where.append(field)
         if not new:
             return
-        replacements: dict[tuple, list] = {}
+        replacements: dict[Path, list[Finding]] = {}
         for finding, field in zip(self._judge(new), where):
             if finding.action == "redact":
-                replacements.setdefault(field.path, []).append(finding)
+                replacements.setdefault(field.path, []).append(finding)  # type: ignore[arg-type]  # walked with paths
         if replacements and not self.blocked:
             style = self.settings.redaction
             texts = {f.path: f.text for f in fields}
-            new_texts = {}
+            new_texts: dict[Path, str] = {}
             for path, found in replacements.items():
                 text = texts[path]
                 for f in sorted(found, key=lambda f: -f.start):
@@ -598,7 +599,7 @@ class StreamRedactor:
                         self._redact_slot(frame, slot, channel)
                     sent[channel] = sent.get(channel, 0) + len(slot.text)
                     self._held -= len(slot.text)
-            out.append(frame.raw if not frame.changed else frame.rebuild(frame.doc))
+            out.append(frame.raw if not frame.changed else frame.rebuild(frame.doc))  # type: ignore[misc]  # see _Frame.encode
         if sent:
             self._sent(sent)
         if len(out) == 1:

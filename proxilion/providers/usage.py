@@ -57,8 +57,8 @@ def model_of(body: bytes | None, path: str) -> str | None:
 
 def model_from(parsed: Any, path: str) -> str | None:
     """L{model_of} for a body already parsed (None when it was not JSON)."""
-    if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
-        return parsed["model"][:128]
+    if isinstance(parsed, dict) and isinstance(model := parsed.get("model"), str):
+        return model[:128]
     for marker in ("/models/", "/model/", "/deployments/"):
         if marker in path:
             name = unquote(path.split(marker, 1)[1].split("/", 1)[0])

@@ -18,11 +18,13 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError as ConnectTimeoutError
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from proxilion.analytics.event import Decision
 from proxilion.inspect.decide import block_message, counted
-from proxilion.inspect.findings import TOO_MANY_FINDINGS, Finding
+from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Action, Finding
 from proxilion.providers import content_coding
 from proxilion.providers.errors import ANSWER_UNINSPECTABLE, error_body, error_headers, refusal_headers, wire_dialect
 from proxilion.providers.usage import model_from, model_of
@@ -48,7 +50,7 @@ _JSON = b"application/json"
 # at all) is held and read.
 _MEDIA_TYPES = (b"image/", b"audio/", b"video/", b"font/")
 _STREAM_TYPES = (b"text/event-stream", b"application/vnd.amazon.eventstream", b"application/x-ndjson", b"application/stream+json")
-ACTION_ORDER = {"allow": 0, "log": 1, "alert": 2, "redact": 3, "block": 4}
+ACTION_ORDER = ACTION_RANK  # the one order of the actions lives beside them
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT"})
 
 
@@ -63,7 +65,7 @@ def bounded_method(method: str) -> str:
 
 
 def log_refused(log: Logger, rid: bytes, provider: str, method: str, uri: bytes | None, status: int, code: str,
-                decision: str = "rejected") -> None:
+                decision: Decision = "rejected") -> None:
     """The access line of a request that never became an exchange: refused before it was complete
     (408, 413, 431), a denied CONNECT, or a blind tunnel (C{decision} "tunnel")."""
     log.info(
@@ -120,7 +122,7 @@ class Exchange:
         self.dialect = "unknown"  # whose error shapes the client reads (see wire_dialect)
         self.route: Route | None = None
         self.identity: Identity | None = None
-        self.decision = "allow"
+        self.decision: Decision = "allow"
         self.findings: dict[str, int] = {}
         # The policy rule behind the decision (request or answer side), if one decided it.
         self.rule: str | None = None
@@ -361,7 +363,7 @@ class Exchange:
             self.findings[finding.type] = self.findings.get(finding.type, 0) + 1
             metrics.findings.labels(finding.type, finding.action or action).inc()
 
-    def _escalate(self, action: str) -> None:
+    def _escalate(self, action: Action) -> None:
         if ACTION_ORDER.get(action, 0) > ACTION_ORDER.get(self.decision, 0):
             self.decision = action
 
@@ -710,6 +712,8 @@ class Exchange:
 
 class _Discard(Protocol):
     """Takes an answer nobody is waiting for, and stops it."""
+
+    transport: IPushProducer  # type: ignore[assignment]  # the upstream body's producer, as Relay's
 
     def connectionMade(self) -> None:
         self.transport.stopProducing()

@@ -20,6 +20,7 @@ from twisted.internet.protocol import Protocol
 
 from proxilion.proxy.deadline import Deadline
 from proxilion.proxy.headers import first_header
+from proxilion.transport import StreamTransport
 
 __all__ = ["HTTPConnection", "HTTPRequest", "reason_phrase", "write_now"]
 
@@ -298,6 +299,8 @@ class HTTPConnection(Protocol):
     L{abandoned} (the client left before its request was dispatched).
     """
 
+    transport: StreamTransport  # type: ignore[assignment]  # see proxilion.transport
+
     def __init__(self, clock: Any, max_body: int, max_headers: int, max_head_size: int, idle_timeout: float) -> None:
         self.clock = clock
         self.max_body = max_body
@@ -378,12 +381,13 @@ class HTTPConnection(Protocol):
             self._deadline.set(self.idle_timeout)
 
     def on_url(self, url: bytes) -> None:
-        parsing = self._parsing
+        # llhttp calls back only between on_message_begin (which sets it) and on_message_complete.
+        parsing: _Parsing = self._parsing  # type: ignore[assignment]
         parsing.url += url
         parsing.size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        parsing = self._parsing
+        parsing: _Parsing = self._parsing  # type: ignore[assignment]  # as in on_url
         if parsing.rejected:
             return
         name = name.lower()
@@ -397,7 +401,7 @@ class HTTPConnection(Protocol):
             parsing.expect_continue = True
 
     def on_headers_complete(self) -> None:
-        parsing = self._parsing
+        parsing: _Parsing = self._parsing  # type: ignore[assignment]  # as in on_url
         if parsing.rejected:
             return
         # The head is complete: from here on, bytes are body.
@@ -420,7 +424,7 @@ class HTTPConnection(Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, data: bytes) -> None:
-        parsing = self._parsing
+        parsing: _Parsing = self._parsing  # type: ignore[assignment]  # as in on_url
         if parsing.rejected:
             return
         parsing.body_size += len(data)

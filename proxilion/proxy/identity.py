@@ -16,6 +16,8 @@ from urllib.parse import parse_qsl, quote
 
 import attrs
 
+from proxilion.identity_key import Identity
+
 # Every header a provider reads a credential from. All of them go upstream, so
 # a request carrying more than one line of them (the same name twice, or two
 # names) is refused whatever the route: the proxy cannot know which one the
@@ -73,23 +75,6 @@ class ClientAddress:
 
     ip: str
     chain: tuple[str, ...] = ()
-
-
-@attrs.frozen
-class Identity:
-    """The bucket owner of one request.
-
-    C{key} is C{"key:<16 hex>"}, C{"user:<name>"} (C{"user:#<16 hex>"} when the name holds
-    a secret or personal data) or C{"ip:<address>"}; it never contains a provider key,
-    only a truncated SHA-256 of one. C{forwarded_chain} is L{ClientAddress.chain}, for the
-    X-Forwarded-For sent upstream.
-    """
-
-    key: str
-    kind: str
-    tenant: str | None
-    client_ip: str
-    forwarded_chain: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=1024)

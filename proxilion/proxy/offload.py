@@ -37,7 +37,7 @@ class PoolFull(Exception):
 
 
 class ScanPool(Service):
-    name = "scanpool"
+    name = "scanpool"  # type: ignore[assignment]  # Twisted's Service declares `name = None` without a type
 
     def __init__(self, reactor: Any, metrics: Metrics, workers: int, queue_size: int) -> None:
         self._reactor = reactor

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import attrs
 
+from proxilion.analytics.event import Decision, Mode
+
 __all__ = ["ExchangeRecord"]
 
 
@@ -21,7 +23,7 @@ class ExchangeRecord:
     method: str  # as sent, at most 16 characters
     path: str
     status: int
-    decision: str
+    decision: Decision
     findings: tuple[tuple[str, int], ...]
     identity: str | None
     tenant: str | None
@@ -36,6 +38,6 @@ class ExchangeRecord:
     tokens_out: int | None
     error: str | None
     # How the client reached the proxy: explicit (plain HTTP), connect (CONNECT, intercepted) or transparent (TLS_PORT).
-    mode: str = "explicit"
+    mode: Mode = "explicit"
     # The policy rule that decided the request, request or answer side (its strongest action).
     rule: str | None = None

@@ -21,11 +21,12 @@ from collections import deque
 from typing import Any, Callable, Protocol as TypingProtocol, runtime_checkable
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from proxilion.inspect.decide import block_message
-from proxilion.inspect.findings import PASSED_THROUGH, TOO_MANY_FINDINGS, Finding, TransformOutcome, Verdict
+from proxilion.inspect.findings import PASSED_THROUGH, TOO_MANY_FINDINGS, Action, Finding, TransformOutcome, Verdict
 from proxilion.inspect.inspector import Inspector
 from proxilion.providers import content_coding
 from proxilion.providers.errors import ANSWER_BLOCKED, ANSWER_UNINSPECTABLE, error_body, refusal_headers, wire_dialect
@@ -163,7 +164,7 @@ class BufferedInspection:
         self.uninspected = False
         self.error_code: str | None = None
         self.findings: tuple[Finding, ...] = ()
-        self.action: str | None = None
+        self.action: Action | None = None
         self.blocked = False
         self.status: int | None = None
         self.scan_seconds: float | None = None
@@ -294,6 +295,9 @@ class Relay(Protocol):
     written (its transform's outcome final), may still set headers if none
     left yet, and returns bytes to write after the last ones.
     """
+
+    # The upstream body's producer (pause, resume, stop), not a socket.
+    transport: IPushProducer  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -459,7 +463,7 @@ class Relay(Protocol):
             if not self._ended and self._lost is None:
                 self.transport.stopProducing()
 
-    def connectionLost(self, reason: BaseException | None = None) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: BaseException | None = None) -> None:
         if self._backlog and not (self._client_gone or self._ended):
             # The body is complete upstream, but not yet fed: it ends once the backlog is.
             self._lost = reason

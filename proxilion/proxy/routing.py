@@ -12,17 +12,9 @@ from urllib.parse import urlsplit
 
 import attrs
 
-__all__ = ["Route", "RouteError", "Router", "PROVIDER_HOSTS"]
+from proxilion.providers.names import PROVIDER_HOSTS
 
-# Hosts each provider answers on; the first is the default upstream.
-PROVIDER_HOSTS: dict[str, tuple[str, ...]] = {
-    "openai": ("api.openai.com",),
-    "anthropic": ("api.anthropic.com",),
-    "gemini": ("generativelanguage.googleapis.com",),
-    "cohere": ("api.cohere.com", "api.cohere.ai"),
-    "azure": (),
-    "bedrock": ("bedrock-runtime.us-east-1.amazonaws.com",),
-}
+__all__ = ["Route", "RouteError", "Router", "PROVIDER_HOSTS"]
 
 _HOST_TO_PROVIDER = {host: name for name, hosts in PROVIDER_HOSTS.items() for host in hosts}
 _PATTERN_HOSTS = (

@@ -11,7 +11,9 @@ from typing import Any, Callable
 
 from twisted.internet.protocol import Factory
 
+from proxilion.analytics.event import Decision
 from proxilion.providers.errors import error_body
+from proxilion.providers.names import PROVIDER_NAMES
 from proxilion.proxy import proxy_protocol
 from proxilion.proxy.context import ProxyContext
 from proxilion.proxy.exchange import Exchange, bounded_method, log_refused
@@ -21,20 +23,14 @@ from proxilion.proxy.identity import is_trusted
 from proxilion.proxy.routing import provider_for_host
 from proxilion.tls.connect import check_intercepted, handle_connect
 
-__all__ = ["ProxyFactory", "ProxyConnection", "health_body"]
-
-_PROVIDERS = ("openai", "anthropic", "gemini", "cohere", "azure", "bedrock")
-
-
-def health_body(status: str) -> bytes:
-    return json.dumps({"status": status}).encode("ascii")
+__all__ = ["ProxyFactory", "ProxyConnection"]
 
 
 def _guess_provider(uri: bytes | None, host: bytes | None) -> str:
     """Best-effort provider for errors raised before routing (so the error has its shape)."""
     if uri and uri.startswith(b"/proxy/"):
         target = uri[7:].split(b"/", 1)[0].split(b"?", 1)[0].decode("latin-1").lower()
-        return target if target in _PROVIDERS else (provider_for_host(target) or "unknown")
+        return target if target in PROVIDER_NAMES else (provider_for_host(target) or "unknown")
     if host:
         return provider_for_host(host.decode("latin-1").split(":")[0]) or "unknown"
     return "unknown"
@@ -123,9 +119,9 @@ class ProxyConnection(HTTPConnection):
 
     def _health(self, request: HTTPRequest) -> None:
         drain = self.ctx.drain
-        status = drain.status()
-        body = health_body(status)
-        request.set_code(200 if status == "healthy" else 503)
+        code, answer = drain.probe(readiness=True)
+        body = json.dumps(answer).encode("ascii")
+        request.set_code(code)
         request.response_headers += [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),
@@ -165,7 +161,7 @@ class ProxyConnection(HTTPConnection):
         return partial, _guess_provider(uri, partial.header(b"host")), request_id(partial.header(b"x-request-id"))
 
     def _account(self, partial: HTTPRequest, provider: str, rid: bytes, uri: bytes | None, status: int, code: str,
-                 bytes_out: int, bytes_in: int, decision: str = "rejected") -> None:
+                 bytes_out: int, bytes_in: int, decision: Decision = "rejected") -> None:
         """Metrics, access line and audit row of a request that never became an exchange."""
         ctx = self.ctx
         method = bounded_method(partial.method.decode("latin-1"))

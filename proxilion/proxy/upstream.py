@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from proxilion.proxy.deadline import Deadline
 from proxilion.proxy.headers import first_header
 from proxilion.proxy.http11 import write_now
+from proxilion.transport import StreamTransport
 
 __all__ = ["EndpointFactory", "network_endpoint", "UpstreamClient", "UpstreamResponse", "UpstreamTimeout", "UpstreamDisconnected", "UpstreamTLSError", "BodyDone", "BodyIncomplete", "BodyIdle"]
 
@@ -118,6 +119,8 @@ class _BodyProducer:
 class _UpstreamConnection(Protocol):
     """One upstream connection: one request at a time, reused while the server keeps it alive."""
 
+    transport: StreamTransport  # type: ignore[assignment]  # see proxilion.transport
+
     def __init__(self, pool: "UpstreamClient", key: tuple[str, str, int]) -> None:
         self.pool = pool
         self.key = key
@@ -152,7 +155,7 @@ class _UpstreamConnection(Protocol):
         self._early_body = []
         self._in_body = False
         self._complete = False
-        self._waiting = d = Deferred(self._cancel)
+        self._waiting = d = Deferred[UpstreamResponse](self._cancel)
         self._deadline.set(timeout)
         write_now(self.transport, data)
         return d
@@ -248,7 +251,7 @@ class _UpstreamConnection(Protocol):
 
     def deliver_body(self, protocol: Protocol) -> None:
         self._body_protocol = protocol
-        protocol.makeConnection(_BodyProducer(self))  # type: ignore[arg-type]
+        protocol.makeConnection(_BodyProducer(self))
         early, self._early_body = self._early_body, []
         for data in early:
             protocol.dataReceived(data)
@@ -269,13 +272,14 @@ class _UpstreamConnection(Protocol):
             self.pool.release(self)
         elif self.connected:
             self.transport.loseConnection()
-        protocol.connectionLost(_BODY_DONE)
+        # A body's end is the exception itself (Relay tells BodyDone apart), not a Failure.
+        protocol.connectionLost(_BODY_DONE)  # type: ignore[arg-type]
 
     def _end_body(self, reason: Exception) -> None:
         protocol, self._body_protocol = self._body_protocol, None
         self._in_body = False
         if protocol is not None:
-            protocol.connectionLost(reason)
+            protocol.connectionLost(reason)  # type: ignore[arg-type]  # as in _finish_body
 
     def connectionLost(self, reason: Any = None) -> None:
         self.connected = False
@@ -303,7 +307,7 @@ class _UpstreamConnection(Protocol):
 
     @property
     def usable(self) -> bool:
-        return self.connected and self._reusable
+        return bool(self.connected) and self._reusable
 
 
 class _ConnectionFactory(Factory):

@@ -5,7 +5,7 @@ GET    /api/v1/ratelimits/<owner>      {"identity": owner, "buckets": [...]}
 DELETE /api/v1/ratelimits/<owner>      {"identity": owner, "reset": n}
 
 <owner> is an identity key (key:<fp>, user:<name>, ip:<address>) or
-tenant:<name>, provider:<name>, global. Errors are {"error": {"code", "message"}}.
+tenant:<name>, provider:<name>, global. Errors have the admin port's one shape (proxilion/admin/errors.py).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from proxilion.admin.errors import admin_error
 from proxilion.ratelimit.redisclient import RedisUnavailable
 
 __all__ = ["RateLimitAdminResource"]
@@ -37,10 +38,6 @@ def _write(request: Any, status: int, body: dict) -> None:
     request.finish()
 
 
-def _error(status: int, code: str, message: str) -> dict:
-    return {"error": {"code": code, "message": message}}
-
-
 class _OwnerResource(Resource):
     isLeaf = True
     log = Logger()
@@ -53,10 +50,10 @@ class _OwnerResource(Resource):
     def _respond(self, request: Any, d: defer.Deferred, body: Any) -> Any:
         def failed(failure: Failure) -> None:
             if failure.check(RedisUnavailable):
-                _write(request, 503, _error(503, "redis_unavailable", "the shared rate limit store is unavailable"))
+                _write(request, 503, admin_error(503, "redis_unavailable", "the shared rate limit store is unavailable"))
                 return
             self.log.failure("rate limit admin request failed", failure)
-            _write(request, 500, _error(500, "internal_error", "internal error"))
+            _write(request, 500, admin_error(500, "internal_error", "internal error"))
 
         d.addCallback(lambda result: _write(request, 200, body(result))).addErrback(failed)
         return NOT_DONE_YET
@@ -76,7 +73,7 @@ class _Problem(Resource):
         self.status, self.code, self.message = status, code, message
 
     def render(self, request: Any) -> Any:
-        _write(request, self.status, _error(self.status, self.code, self.message))
+        _write(request, self.status, admin_error(self.status, self.code, self.message))
         return NOT_DONE_YET
 
 
@@ -108,6 +105,6 @@ class RateLimitAdminResource(Resource):
 
     def render(self, request: Any) -> Any:
         if request.method not in (b"GET", b"HEAD"):
-            _write(request, 405, _error(405, "method_not_allowed", "use GET"))
+            _write(request, 405, admin_error(405, "method_not_allowed", "use GET"))
             return NOT_DONE_YET
         return super().render(request)

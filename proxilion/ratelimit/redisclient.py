@@ -11,7 +11,7 @@ server fails fast instead of queueing requests.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 from urllib.parse import unquote, urlsplit
 
 from twisted.application.internet import ClientService, backoffPolicy
@@ -160,9 +160,7 @@ def parse_target(settings: Any) -> RedisTarget:
 
 def _endpoint(reactor: Any, host: str, port: int, tls: bool, timeout: float) -> IStreamClientEndpoint:
     endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
-    if tls:
-        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
-    return endpoint
+    return wrapClientTLS(optionsForClientTLS(host), endpoint) if tls else endpoint
 
 
 class _NodeProtocol(RespProtocol):
@@ -205,7 +203,8 @@ class _ReadyEndpoint:
         return defer.ensureDeferred(self._connect(protocolFactory))
 
     async def _connect(self, protocolFactory: Any) -> Any:
-        proto = await self.endpoint.connect(_Factory(self.node))
+        # Endpoints are typed as returning any IProtocol; this one is what _Factory built.
+        proto = cast(_NodeProtocol, await self.endpoint.connect(_Factory(self.node)))
         try:
             await self.node._setup(proto)
         except BaseException:

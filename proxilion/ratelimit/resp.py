@@ -23,6 +23,8 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.python.failure import Failure
 
+from proxilion.transport import StreamTransport
+
 __all__ = ["ResponseError", "RedisUnavailable", "RespProtocol", "describe", "encode", "encode_args"]
 
 # Consecutive timeouts after which a connection is presumed dead and dropped.
@@ -122,6 +124,8 @@ class RespProtocol(protocol.Protocol):
     not desynchronise the stream: the late reply is read and dropped.
     """
 
+    transport: StreamTransport  # type: ignore[assignment]  # see proxilion.transport
+
     def __init__(self, name: str, clock: Any) -> None:
         self.name = name
         self.clock = clock
@@ -137,7 +141,7 @@ class RespProtocol(protocol.Protocol):
     def connectionMade(self) -> None:
         # Commands are small and latency-bound: never hold one back for an ACK.
         # Under TLS the switch is on the TCP transport below the TLS one.
-        transport = self.transport
+        transport: Any = self.transport  # whichever transport in the stack has the switch
         while transport is not None and not hasattr(transport, "setTcpNoDelay"):
             transport = getattr(transport, "transport", None)
         if transport is not None:
@@ -149,7 +153,7 @@ class RespProtocol(protocol.Protocol):
     def request(self, payload: bytes, timeout: float) -> defer.Deferred:
         if self._lost or self.transport is None:
             return defer.fail(RedisUnavailable(f"not connected to {self.name}"))
-        d = defer.Deferred()
+        d: defer.Deferred[Any] = defer.Deferred()
         deadline = self.clock.seconds() + timeout
         self._pending.append([d, deadline])
         self.transport.write(payload)

@@ -15,9 +15,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from proxilion.component import Health
 from proxilion.config import PROVIDER_NAMES
+from proxilion.identity_key import Identity
 from proxilion.metrics import HEALTH_DEGRADED, HEALTH_DOWN, HEALTH_OK
-from proxilion.proxy.identity import Identity
 from proxilion.ratelimit.buckets import (
     IDENTITY_SCOPES,
     UNLIMITED,
@@ -47,6 +48,7 @@ class RateLimiter(Service):
     a L{twisted.internet.task.Clock}.
     """
 
+    name = "ratelimit"  # type: ignore[assignment]  # Twisted's Service declares `name = None` without a type
     log = Logger()
 
     def __init__(self, settings: Any, metrics: Any, reactor: Any, *, max_buckets: int = DEFAULT_MAX_BUCKETS) -> None:
@@ -71,7 +73,7 @@ class RateLimiter(Service):
 
     def startService(self) -> None:
         super().startService()
-        if self._client is not None:
+        if self._client is not None and self._target is not None:
             self.log.info("Rate limits shared through Redis at {target}", target=self._target.describe())
             self._set_redis(False, "connecting")
             self._client.start()
@@ -101,11 +103,11 @@ class RateLimiter(Service):
             mode = "refusing requests with 503" if self.fail_closed else "using local buckets"
             self.log.warn("Redis rate limiting unavailable ({why}); {mode}", why=why, mode=mode)
 
-    def health(self) -> str:
+    def health(self) -> Health:
         """C{ok} or C{degraded}; Redis trouble never makes the process unhealthy."""
         return "ok" if self._client is None or self._redis_ok else "degraded"
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         if self._client is None:
             state = "ok"
         elif self._redis_ok:
@@ -119,7 +121,7 @@ class RateLimiter(Service):
             "limits": [attrs.asdict(limit) for limit in self.limits],
             "local_buckets": len(self.memory),
         }
-        if self._client is not None:
+        if self._client is not None and self._target is not None:
             out["redis"] = {
                 "target": self._target.describe(),
                 "fail_closed": self.fail_closed,
@@ -216,7 +218,7 @@ class RateLimiter(Service):
         """Every bucket C{owner} (an identity key, C{tenant:<name>}, C{provider:<name>} or C{global}) can hold."""
         kind = owner.partition(":")[0]
         scopes = {"tenant": ("tenant",), "provider": ("provider",), "global": ("global",)}.get(kind, IDENTITY_SCOPES)
-        out = []
+        out: list[Bucket] = []
         for limit in self.limits:
             if limit.scope not in scopes:
                 continue

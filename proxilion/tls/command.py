@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 __all__ = ["add_arguments"]
@@ -43,7 +44,7 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _certificates(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
+def _certificates(args: argparse.Namespace) -> list[x509.Certificate]:
     from proxilion.tls.ca import load_certificate
 
     if not args.cert:

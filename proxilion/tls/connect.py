@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from proxilion.providers.errors import error_body
 from proxilion.proxy.headers import request_id
 from proxilion.proxy.routing import provider_for_host
+from proxilion.transport import StreamTransport
 
 __all__ = ["ConnectPolicy", "parse_authority", "refuse_request", "handle_connect", "check_intercepted", "CONNECT_DECISIONS"]
 
@@ -173,7 +174,7 @@ class ConnectPolicy:
 
 
 def _addresses(host: str, port: int) -> list[str]:
-    return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 
 
 class _Tunnel:
@@ -185,7 +186,7 @@ class _Tunnel:
         self.host = host
         self.port = port
         self.started = started
-        self.upstream: Protocol | None = None
+        self.upstream: _TunnelUpstream | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.pending = b""
@@ -248,6 +249,8 @@ class _Tunnel:
 
 
 class _TunnelUpstream(Protocol):
+    transport: StreamTransport  # type: ignore[assignment]  # see proxilion.transport
+
     def __init__(self, tunnel: _Tunnel) -> None:
         self.tunnel = tunnel
 

@@ -6,9 +6,10 @@ import signal
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
 
 from proxilion.tls.ca import CA, CAError, describe, load_ca
 from proxilion.tls.connect import ConnectPolicy
@@ -108,7 +109,7 @@ class Interception:
 class TLSListener(Service):
     """TLS_PORT: HTTPS whose leaf is chosen by SNI; the connections inside are proxy-port connections."""
 
-    name = "tls"
+    name = "tls"  # type: ignore[assignment]  # Twisted's Service declares `name = None` without a type
 
     def __init__(self, reactor: Any, settings: Any, interception: Interception, proxy_factory: Any) -> None:
         self._reactor = reactor
@@ -129,6 +130,7 @@ class TLSListener(Service):
         return port.stopListening() if port is not None else None
 
 
+@implementer(IProtocolFactory)
 class _Transparent:
     """Builds proxy connections marked as reached through the TLS listener."""
 

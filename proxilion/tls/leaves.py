@@ -68,7 +68,7 @@ class Handshake:
             self.end("client_rejected")
 
 
-def _alpn_select(connection: SSL.Connection, offered: list[bytes]) -> bytes | object:
+def _alpn_select(connection: SSL.Connection, offered: list[bytes]) -> bytes | SSL._NoOverlappingProtocols:
     # HTTP/1.1 only: the proxy port speaks nothing else.
     return _ALPN if _ALPN in offered else SSL.NO_OVERLAPPING_PROTOCOLS
 
@@ -154,7 +154,7 @@ class LeafCache:
             )
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)  # type: ignore[arg-type]
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
         )
         cert = builder.sign(ca.key, hashes.SHA256())
         self._metrics.tls_certificates_minted.inc()

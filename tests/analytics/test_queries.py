@@ -181,6 +181,6 @@ async def test_http_resources(new_writer, tmp_path, metrics):
         for url in (f"{base}/events?limit=abc", f"{base}/summary?group_by=nope", f"{base}/events?since=soon"):
             response = await treq.get(url)
             assert response.code == 400
-            assert json.loads(await response.content())["error"]["type"] == "invalid_request"
+            assert json.loads(await response.content())["error"]["code"] == "invalid_request"
     finally:
         await defer.maybeDeferred(port.stopListening)
