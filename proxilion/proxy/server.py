@@ -119,7 +119,7 @@ class ProxyConnection(HTTPConnection):
             return
         if self.mode != "explicit" and not check_intercepted(self, request):
             return
-        Exchange(self.ctx, request).start()
+        Exchange(self.ctx, request, self.mode).start()
 
     def _health(self, request: HTTPRequest) -> None:
         drain = self.ctx.drain

@@ -1,0 +1,152 @@
+"""The exchange's phase machine: it only moves forward, each phase's result is set once, and
+every way a request can end gives a record naming the phase that ended it.
+
+Driven in memory (proxilion.testing.InMemoryProxilion): the proxy built as the
+daemon builds it, the fake provider answering, no sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from proxilion.proxy.exchange import _once
+from proxilion.proxy.phases import Admission, Ending, Phase, PhaseError, RequestVerdict, advance
+from proxilion.proxy.record import ExchangeRecord
+from proxilion.testing import InMemoryProxilion
+from support.policies import BLOCK_SSN_IN_ANSWERS, shipped_policy_with
+
+CARD = "4111 1111 1111 1111"
+SSN = "536-22-4187"
+EMAIL = "jane.doe@example.com"
+CHAT_PATH = "/proxy/openai/v1/chat/completions"
+ORDER = [Phase.ROUTE, Phase.IDENTIFY, Phase.ADMIT, Phase.INSPECT_REQUEST, Phase.FORWARD, Phase.RELAY, Phase.COMPLETE]
+
+
+# The machine itself
+
+@pytest.mark.parametrize("current", ORDER[:-1])
+def test_a_phase_goes_to_the_next_or_completes(current: Phase) -> None:
+    following = ORDER[ORDER.index(current) + 1]
+    assert advance(current, following) is following
+    assert advance(current, Phase.COMPLETE) is Phase.COMPLETE
+
+
+@pytest.mark.parametrize(("current", "to"), [
+    *((a, b) for i, a in enumerate(ORDER) for b in ORDER[:i + 1]),  # back, or stay
+    *((a, b) for i, a in enumerate(ORDER) for b in ORDER[i + 2:-1]),  # skip ahead
+    (Phase.COMPLETE, Phase.COMPLETE),
+])
+def test_any_other_step_is_refused(current: Phase, to: Phase) -> None:
+    with pytest.raises(PhaseError):
+        advance(current, to)
+
+
+def test_a_phase_result_is_set_once() -> None:
+    kept = _once(None, Admission())
+    with pytest.raises(PhaseError, match="Admission"):
+        _once(kept, Admission())
+
+
+def test_phase_results_are_frozen() -> None:
+    for result in (Admission(), RequestVerdict("allow"), Ending(Phase.ROUTE, "bad_request")):
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            result.phase = Phase.RELAY  # type: ignore[union-attr]
+
+
+# Every ending names its phase
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[InMemoryProxilion]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(shipped_policy_with(BLOCK_SSN_IN_ANSWERS))
+    proxilion = InMemoryProxilion(policy=policy, settings={"response_timeout": 1.0})
+    proxilion.start()
+    yield proxilion
+    proxilion.stop()
+
+
+def _records(harness: InMemoryProxilion) -> list[ExchangeRecord]:
+    """The records of the exchanges from now on (the audit rows are still written)."""
+    records: list[ExchangeRecord] = []
+    ctx = harness.app.ctx
+    audit = ctx.record
+    assert audit is not None
+
+    def both(record: ExchangeRecord) -> None:
+        records.append(record)
+        audit(record)
+
+    ctx.record = both
+    return records
+
+
+def _chat(harness: InMemoryProxilion, text: str = "hi", path: str = CHAT_PATH, **headers: str) -> Any:
+    return harness.request("POST", path, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]},
+                           headers={"authorization": "Bearer sk-test-phases", **headers})
+
+
+@pytest.mark.parametrize(("send", "status", "ended_in", "decision", "error"), [
+    (lambda h: _chat(h, path="/proxy/nowhere/v1/chat"), 403, "route", "rejected", "unknown_upstream"),
+    (lambda h: _chat(h, Host="second.example"), 400, "route", "rejected", "duplicate_host"),
+    (lambda h: _chat(h, authorization="Bearer one two"), 400, "identify", "rejected", "ambiguous_credentials"),
+    (lambda h: _chat(h, f"my card is {CARD}"), 403, "inspect_request", "block", None),
+    (lambda h: _chat(h, **{"content-encoding": "snappy"}), 415, "inspect_request", "rejected", "unsupported_content_encoding"),
+    (lambda h: _chat(h, f"mail {EMAIL}", authorization="AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240101/x, Signature=s"),
+     403, "inspect_request", "block", "signed_request_needs_redaction"),
+    (lambda h: _chat(h, **{"x-fake-delay": "5"}), 504, "forward", "allow", "upstream_timeout"),
+    (lambda h: _chat(h, **{"x-fake-reply": f"the SSN is {SSN}"}), 403, "relay", "block", None),
+    (lambda h: _chat(h, **{"x-fake-reply": "plain words"}), 200, "relay", "allow", None),
+], ids=["unknown-provider", "duplicate-host", "ambiguous-credentials", "policy-block", "unreadable-coding", "signed-redaction",
+        "upstream-timeout", "answer-block", "relayed"])
+def test_the_record_names_the_phase_that_ended_the_request(harness: InMemoryProxilion, send: Any, status: int, ended_in: str,
+                                                           decision: str, error: str | None) -> None:
+    records = _records(harness)
+    answer = send(harness)
+    (record,) = records
+    assert (answer.status, record.status, record.ended_in, record.decision, record.error) == (status, status, ended_in, decision, error)
+    assert record.mode == "explicit"
+    (row,) = harness.audit()
+    assert (row.status, row.decision, row.error) == (status, decision, error)
+
+
+def test_a_refusal_by_policy_names_its_rule(harness: InMemoryProxilion) -> None:
+    records = _records(harness)
+    _chat(harness, f"my card is {CARD}")
+    _chat(harness, **{"x-fake-reply": f"the SSN is {SSN}"})
+    assert [(r.ended_in, r.rule) for r in records] == [("inspect_request", "block-cards-and-ssn"), ("relay", "block-ssn-in-answers")]
+
+
+def test_audit_unavailable_ends_the_request_in_route(harness: InMemoryProxilion) -> None:
+    records = _records(harness)
+    harness.app.ctx.audit_available = lambda: False
+    assert _chat(harness).status == 503
+    (record,) = records
+    assert (record.ended_in, record.decision, record.error) == ("route", "rejected", "audit_unavailable")
+
+
+def test_a_client_leaving_before_the_answer_ends_the_request_in_forward(harness: InMemoryProxilion) -> None:
+    records = _records(harness)
+    connection = harness.connect()
+    connection.send(b"POST %s HTTP/1.1\r\nHost: x\r\nx-fake-delay: 0.5\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+                    % CHAT_PATH.encode())
+    harness.settle()
+    connection.close()
+    harness.advance(1)
+    (record,) = records
+    assert (record.status, record.ended_in, record.error) == (499, "forward", "client_disconnected")
+
+
+def test_a_rate_limited_request_ends_in_admit(tmp_path: Path) -> None:
+    proxilion = InMemoryProxilion(rate_limit_per_minute=1, rate_limit_burst=1)
+    proxilion.start()
+    try:
+        records = _records(proxilion)
+        assert [_chat(proxilion).status for _ in range(2)] == [200, 429]
+        assert [(r.ended_in, r.decision, r.error) for r in records] == [("relay", "allow", None), ("admit", "ratelimited", None)]
+    finally:
+        proxilion.stop()
