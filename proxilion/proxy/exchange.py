@@ -32,7 +32,7 @@ from proxilion.proxy.headers import client_response_headers, replace_header, req
 from proxilion.proxy.http11 import HTTPRequest
 from proxilion.proxy.identity import Identity, IdentityConflict, identify
 from proxilion.proxy.offload import PoolFull
-from proxilion.proxy.phases import NOT_INSPECTED, Admission, Ending, Phase, PhaseError, RequestVerdict, UpstreamAnswer, advance
+from proxilion.proxy.phases import NOT_INSPECTED, Ending, Phase, PhaseError, Quota, RequestVerdict, UpstreamAnswer, advance
 from proxilion.proxy.record import ExchangeRecord
 from proxilion.proxy.relay import BufferedInspection, Relay
 from proxilion.proxy.routing import Route, RouteError
@@ -51,8 +51,8 @@ _JSON = b"application/json"
 _MEDIA_TYPES = (b"image/", b"audio/", b"video/", b"font/")
 _STREAM_TYPES = (b"text/event-stream", b"application/vnd.amazon.eventstream", b"application/x-ndjson", b"application/stream+json")
 ACTION_ORDER = {"allow": 0, "log": 1, "alert": 2, "redact": 3, "block": 4}
-# The admission of a request no limiter counts (rate limiting is off).
-_UNLIMITED = Admission()
+# The quota of a request no limiter counts (rate limiting is off).
+_UNLIMITED = Quota()
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT"})
 
 
@@ -110,7 +110,7 @@ class Exchange:
         # The phases' results, each set once (L{_once}).
         self.route: Route | None = None
         self.identity: Identity | None = None
-        self.admission: Admission | None = None
+        self.quota: Quota | None = None
         self.verdict: RequestVerdict | None = None
         self.upstream: UpstreamAnswer | None = None
         self.answer: TransformOutcome | None = None
@@ -237,9 +237,9 @@ class Exchange:
         if self._done:
             return
         if limit is None:
-            self.admission = _once(self.admission, _UNLIMITED)
+            self.quota = _once(self.quota, _UNLIMITED)
         else:
-            self.admission = _once(self.admission, Admission(
+            self.quota = _once(self.quota, Quota(
                 tuple((k.lower().encode("ascii"), v.encode("ascii")) for k, v in limit.headers().items())))
             if limit.unavailable:
                 self.respond_error(503, "Rate limiting is unavailable; try again shortly.", "ratelimit_unavailable",
@@ -546,8 +546,8 @@ class Exchange:
     def _own_headers(self) -> None:
         request = self.request
         request.set_header(b"x-request-id", self.rid)
-        if self.admission is not None:
-            for name, value in self.admission.headers:
+        if self.quota is not None:
+            for name, value in self.quota.headers:
                 request.set_header(name, value)
         if self.ctx.drain.draining:
             request.close_after()

@@ -2,7 +2,7 @@
 
 route → identify → admit → inspect request → forward → relay → complete. Each
 phase leaves one result on the exchange, set once: L{Route} (proxy/routing.py),
-L{Identity} (proxy/identity.py), L{Admission}, L{RequestVerdict},
+L{Identity} (proxy/identity.py), L{Quota}, L{RequestVerdict},
 L{UpstreamAnswer}, and the answer's L{TransformOutcome} (inspect/findings.py).
 An exchange the proxy ends itself (a refusal, a block, an upstream failure, the
 client leaving) also gets one L{Ending}, naming the phase that ended it. The
@@ -17,7 +17,7 @@ import attrs
 
 from proxilion.inspect.findings import Finding
 
-__all__ = ["Admission", "Ending", "Phase", "PhaseError", "RequestVerdict", "NOT_INSPECTED", "UpstreamAnswer", "advance"]
+__all__ = ["Ending", "NOT_INSPECTED", "Phase", "PhaseError", "Quota", "RequestVerdict", "UpstreamAnswer", "advance"]
 
 
 class Phase(enum.Enum):
@@ -60,10 +60,10 @@ def advance(current: Phase, to: Phase) -> Phase:
 
 
 @attrs.frozen
-class Admission:
-    """ADMIT's result: the rate limiter's answer headers (none when limiting is off).
-
-    Kept for a refused request too: a 429 carries them."""
+class Quota:
+    """ADMIT's result: where the identity stands against its limit, as the answer's
+    X-RateLimit-* headers (none when limiting is off). A refused request has one too:
+    its 429 carries them. (The limiter's own answer is L{proxilion.ratelimit.service.Admission}.)"""
 
     headers: tuple[tuple[bytes, bytes], ...] = ()
 

@@ -15,7 +15,7 @@ import attrs
 import pytest
 
 from proxilion.proxy.exchange import _once
-from proxilion.proxy.phases import Admission, Ending, Phase, PhaseError, RequestVerdict, advance
+from proxilion.proxy.phases import Ending, Phase, PhaseError, Quota, RequestVerdict, advance
 from proxilion.proxy.record import ExchangeRecord
 from proxilion.testing import InMemoryProxilion
 from support.policies import BLOCK_SSN_IN_ANSWERS, shipped_policy_with
@@ -47,13 +47,13 @@ def test_any_other_step_is_refused(current: Phase, to: Phase) -> None:
 
 
 def test_a_phase_result_is_set_once() -> None:
-    kept = _once(None, Admission())
-    with pytest.raises(PhaseError, match="Admission"):
-        _once(kept, Admission())
+    kept = _once(None, Quota())
+    with pytest.raises(PhaseError, match="Quota"):
+        _once(kept, Quota())
 
 
 def test_phase_results_are_frozen() -> None:
-    for result in (Admission(), RequestVerdict("allow"), Ending(Phase.ROUTE, "bad_request")):
+    for result in (Quota(), RequestVerdict("allow"), Ending(Phase.ROUTE, "bad_request")):
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
             result.phase = Phase.RELAY  # type: ignore[union-attr]
 
