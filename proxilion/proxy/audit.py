@@ -54,7 +54,7 @@ def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callab
     """A C{ProxyContext.record_refused} callback: the audit row of a request refused before it was complete."""
 
     def on_refused(request: Any, rid: bytes, provider: str, method: str, uri: bytes | None, status: int, code: str, bytes_out: int,
-                   bytes_in: int = 0, decision: str = "rejected") -> None:
+                   bytes_in: int = 0, decision: str = "rejected", mode: str = "explicit") -> None:
         identity = identify(request.headers, request.peer_ip, settings, strict=False)
         now = clock.seconds()
         record(
@@ -82,7 +82,7 @@ def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callab
                 client_ip=identity.client_ip,
                 # A tunnel is no error; its code only names it.
                 error=code if decision == "rejected" else None,
-                mode=getattr(request.connection, "mode", "explicit"),
+                mode=mode,
             )
         )
 

@@ -172,7 +172,8 @@ class ProxyConnection(HTTPConnection):
         ctx.metrics.http_requests.labels(provider, method, str(status)).inc()
         log_refused(ctx.access_log, rid, provider, method, uri, status, code, decision)
         if ctx.record_refused is not None:
-            ctx.record_refused(partial, rid, provider, method, uri, status, code, bytes_out, bytes_in=bytes_in, decision=decision)
+            ctx.record_refused(partial, rid, provider, method, uri, status, code, bytes_out, bytes_in=bytes_in, decision=decision,
+                              mode=self.mode)
 
 
 class ProxyFactory(Factory):

@@ -13,10 +13,12 @@ from typing import Any
 
 import attrs
 import pytest
+from twisted.internet.testing import StringTransport
 
 from proxilion.proxy.exchange import _once
 from proxilion.proxy.phases import Ending, Phase, PhaseError, Quota, RequestVerdict, advance
 from proxilion.proxy.record import ExchangeRecord
+from proxilion.proxy.server import ProxyFactory
 from proxilion.testing import InMemoryProxilion
 from support.policies import BLOCK_SSN_IN_ANSWERS, shipped_policy_with
 
@@ -150,3 +152,13 @@ def test_a_rate_limited_request_ends_in_admit(tmp_path: Path) -> None:
         assert [(r.ended_in, r.decision, r.error) for r in records] == [("relay", "allow", None), ("admit", "ratelimited", None)]
     finally:
         proxilion.stop()
+
+
+@pytest.mark.parametrize("mode", ["explicit", "connect", "transparent"])
+def test_how_the_client_came_is_recorded_for_a_request_refused_before_it_was_whole(harness: InMemoryProxilion, mode: str) -> None:
+    connection = ProxyFactory(harness.app.ctx).buildProtocol(None)
+    connection.mode = mode
+    connection.makeConnection(StringTransport())
+    connection.dataReceived(b"POST /proxy/openai/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+    (row,) = harness.audit()
+    assert (row.status, row.error, row.mode) == (400, "bad_request", mode)
