@@ -66,7 +66,7 @@ def test_phase_results_are_frozen() -> None:
 def harness(tmp_path: Path) -> Iterator[InMemoryProxilion]:
     policy = tmp_path / "policy.yaml"
     policy.write_text(shipped_policy_with(BLOCK_SSN_IN_ANSWERS))
-    proxilion = InMemoryProxilion(policy=policy, settings={"response_timeout": 1.0})
+    proxilion = InMemoryProxilion(policy=policy, settings={"response_timeout": 1.0, "stream_idle_timeout": 1.0})
     proxilion.start()
     yield proxilion
     proxilion.stop()
@@ -141,6 +141,31 @@ def test_a_client_leaving_before_the_answer_ends_the_request_in_forward(harness:
     harness.advance(1)
     (record,) = records
     assert (record.status, record.ended_in, record.error) == (499, "forward", "client_disconnected")
+
+
+def _stream(connection: Any, chunk_delay: str) -> None:
+    body = b'{"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "one two three four"}]}'
+    connection.send(b"POST %s HTTP/1.1\r\nHost: x\r\nx-fake-chunks: 4\r\nx-fake-chunk-delay: %s\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (CHAT_PATH.encode(), chunk_delay.encode(), len(body), body))
+
+
+def test_an_answer_that_stops_coming_ends_the_request_in_relay(harness: InMemoryProxilion) -> None:
+    records = _records(harness)
+    _stream(harness.connect(), "5")
+    harness.advance(10)
+    (record,) = records
+    assert (record.ended_in, record.error, record.streamed) == ("relay", "upstream_idle_timeout", True)
+
+
+def test_a_client_leaving_during_the_answer_ends_the_request_in_relay(harness: InMemoryProxilion) -> None:
+    records = _records(harness)
+    connection = harness.connect()
+    _stream(connection, "0.5")
+    harness.advance(0.1)
+    connection.close()
+    harness.advance(3)
+    (record,) = records
+    assert (record.ended_in, record.error) == ("relay", "client_disconnected")
 
 
 def test_a_rate_limited_request_ends_in_admit(tmp_path: Path) -> None:
