@@ -381,7 +381,7 @@ class Exchange:
         self.upstream = _once(self.upstream, UpstreamAnswer(
             seconds, streamed, content_type.startswith(b"text/event-stream"), coding,
             # Asked for identity and answered in a coding we do not read (or a compressed stream).
-            unreadable=bool(coding) and (streamed or not content_coding.decodable(coding)),
+            bool(coding) and (streamed or not content_coding.decodable(coding)),
         ))
         self._enter(Phase.RELAY)
         self._relay(response, inspector, content_type)
