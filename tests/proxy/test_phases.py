@@ -16,6 +16,7 @@ import pytest
 from twisted.internet.testing import StringTransport
 
 from proxilion.proxy.exchange import _once
+from proxilion.proxy.offload import PoolFull
 from proxilion.proxy.phases import Ending, Phase, PhaseError, Quota, RequestVerdict, advance
 from proxilion.proxy.record import ExchangeRecord
 from proxilion.proxy.server import ProxyFactory
@@ -187,3 +188,38 @@ def test_how_the_client_came_is_recorded_for_a_request_refused_before_it_was_who
     connection.dataReceived(b"POST /proxy/openai/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
     (row,) = harness.audit()
     assert (row.status, row.error, row.mode) == (400, "bad_request", mode)
+
+
+class _FullPool:
+    """A scan pool with every worker busy and its queue full."""
+
+    def inspect(self, *args: Any) -> Any:
+        raise PoolFull()
+
+
+class _BrokenLimiter:
+    """A limiter with a defect: the exchange answers 500 and records it."""
+
+    def take(self, *args: Any) -> Any:
+        raise RuntimeError("a defect")
+
+
+def test_a_full_scan_pool_ends_the_request_in_inspect_request(tmp_path: Path) -> None:
+    proxilion = InMemoryProxilion(settings={"scan_offload_bytes": 1024})
+    proxilion.start()
+    try:
+        records = _records(proxilion)
+        proxilion.app.ctx.scan_pool = _FullPool()
+        assert _chat(proxilion, "word " * 400).status == 503
+        (record,) = records
+        assert (record.ended_in, record.decision, record.error) == ("inspect_request", "rejected", "scan_pool_full")
+    finally:
+        proxilion.stop()
+
+
+def test_an_internal_error_is_recorded_in_the_phase_it_happened(harness: InMemoryProxilion) -> None:
+    records = _records(harness)
+    harness.app.ctx.limiter = _BrokenLimiter()
+    assert _chat(harness).status == 500
+    (record,) = records
+    assert (record.ended_in, record.decision, record.error) == ("admit", "error", "internal_error")
