@@ -587,13 +587,13 @@ class Exchange:
         errlog.failure("unexpected error handling request {request_id}", failure=failure, request_id=self.rid.decode("ascii"))
         if self._done:
             return
-        if self.ending is None and not self.request.started_writing:
-            self.respond_error(500, "Proxilion hit an internal error; the request was not forwarded.", "internal_error",
-                               error="internal_error", decision="error")
-            return
         if self.ending is None:
+            if not self.request.started_writing:
+                self.respond_error(500, "Proxilion hit an internal error; the request was not forwarded.", "internal_error",
+                                   error="internal_error", decision="error")
+                return
             self.ending = Ending(self.phase, "internal_error", "error")
-        # Else it failed while ending its own way, and that ending stands.
+        # (An exchange that failed while ending its own way keeps that ending; its answer may be half written.)
         self.request.abort()
         self._complete(self.request.code)
 
