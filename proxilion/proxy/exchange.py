@@ -32,7 +32,7 @@ from proxilion.proxy.headers import client_response_headers, replace_header, req
 from proxilion.proxy.http11 import HTTPRequest
 from proxilion.proxy.identity import Identity, IdentityConflict, identify
 from proxilion.proxy.offload import PoolFull
-from proxilion.proxy.phases import NOT_INSPECTED, Ending, Phase, PhaseError, Quota, RequestVerdict, UpstreamAnswer, advance
+from proxilion.proxy.phases import NEXT, NOT_INSPECTED, Ending, Phase, PhaseError, Quota, RequestVerdict, UpstreamAnswer
 from proxilion.proxy.record import ExchangeRecord
 from proxilion.proxy.relay import BufferedInspection, Relay
 from proxilion.proxy.routing import Route, RouteError
@@ -124,10 +124,9 @@ class Exchange:
         return self.phase is Phase.COMPLETE
 
     def _enter(self, phase: Phase) -> None:
-        try:
-            self.phase = advance(self.phase, phase)
-        except PhaseError as e:
-            raise PhaseError(f"exchange {self.rid.decode('ascii')}: {e}") from None
+        if phase not in NEXT[self.phase]:
+            raise PhaseError(f"exchange {self.rid.decode('ascii')} cannot go from {self.phase.value} to {phase.value}")
+        self.phase = phase
 
     @property
     def provider(self) -> str:
@@ -240,7 +239,7 @@ class Exchange:
             self.quota = _once(self.quota, _UNLIMITED)
         else:
             self.quota = _once(self.quota, Quota(
-                tuple((k.lower().encode("ascii"), v.encode("ascii")) for k, v in limit.headers().items())))
+                tuple([(k.lower().encode("ascii"), v.encode("ascii")) for k, v in limit.headers().items()])))
             if limit.unavailable:
                 self.respond_error(503, "Rate limiting is unavailable; try again shortly.", "ratelimit_unavailable",
                                    error="ratelimit_unavailable", decision="ratelimited")

@@ -17,7 +17,7 @@ import attrs
 
 from proxilion.inspect.findings import Finding
 
-__all__ = ["Ending", "NOT_INSPECTED", "Phase", "PhaseError", "Quota", "RequestVerdict", "UpstreamAnswer", "advance"]
+__all__ = ["Ending", "NEXT", "NOT_INSPECTED", "Phase", "PhaseError", "Quota", "RequestVerdict", "UpstreamAnswer"]
 
 
 class Phase(enum.Enum):
@@ -32,11 +32,16 @@ class Phase(enum.Enum):
     RELAY = "relay"
     COMPLETE = "complete"
 
+    # Members are singletons, so identity hashing is right; Enum's own __hash__ is a Python call,
+    # and every transition looks a phase up twice.
+    __hash__ = object.__hash__
 
+
+# Where each phase may go (L{proxilion.proxy.exchange.Exchange._enter} guards every step).
 # An enum with guarded transitions rather than an Automat machine: the phases are one line with
 # one exit, and a transition here is a set lookup, where Automat adds several calls per input
 # on a path whose CPU per request is measured (bench/request_path_cpu.py).
-_NEXT: dict[Phase, frozenset[Phase]] = {
+NEXT: dict[Phase, frozenset[Phase]] = {
     Phase.ROUTE: frozenset({Phase.IDENTIFY, Phase.COMPLETE}),
     Phase.IDENTIFY: frozenset({Phase.ADMIT, Phase.COMPLETE}),
     Phase.ADMIT: frozenset({Phase.INSPECT_REQUEST, Phase.COMPLETE}),
@@ -50,13 +55,6 @@ _NEXT: dict[Phase, frozenset[Phase]] = {
 class PhaseError(RuntimeError):
     """A step the phases do not allow (going back, or a phase's result set twice): a defect,
     answered as an internal error."""
-
-
-def advance(current: Phase, to: Phase) -> Phase:
-    """C{to}, if an exchange in C{current} may go there; else L{PhaseError}."""
-    if to not in _NEXT[current]:
-        raise PhaseError(f"cannot go from {current.value} to {to.value}")
-    return to
 
 
 @attrs.frozen
