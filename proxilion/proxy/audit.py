@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from proxilion.analytics.event import AuditEvent, Decision
+from proxilion.analytics.event import AuditEvent, Decision, Mode
 from proxilion.proxy.identity import identify
 from proxilion.proxy.record import ExchangeRecord
 from proxilion.proxy.safe_target import safe_uri
@@ -54,7 +54,7 @@ def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callab
     """A C{ProxyContext.record_refused} callback: the audit row of a request refused before it was complete."""
 
     def on_refused(request: Any, rid: bytes, provider: str, method: str, uri: bytes | None, status: int, code: str, bytes_out: int,
-                   bytes_in: int = 0, decision: Decision = "rejected") -> None:
+                   bytes_in: int = 0, decision: Decision = "rejected", mode: Mode = "explicit") -> None:
         identity = identify(request.headers, request.peer_ip, settings, strict=False)
         now = clock.seconds()
         record(
@@ -82,7 +82,7 @@ def refusal_recorder(instance_id: str, settings: Any, clock: Any, record: Callab
                 client_ip=identity.client_ip,
                 # A tunnel is no error; its code only names it.
                 error=code if decision == "rejected" else None,
-                mode=getattr(request.connection, "mode", "explicit"),
+                mode=mode,
             )
         )
 

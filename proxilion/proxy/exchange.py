@@ -2,7 +2,9 @@
 
 Steps 4-7 (extract, scan, decide, rewrite) are the pure inspection core; this
 module is the Twisted shell around them. An exchange moves forward through its
-L{Phase}s; every exit goes through L{Exchange._complete}, which builds the
+L{Phase}s (proxy/phases.py), each handing the next one frozen result, set
+once; a refusal or failure is one more, an L{Ending} naming its phase. Every
+exit goes through L{Exchange._complete}, which builds the
 request's one frozen L{ExchangeRecord} and makes its access line, metrics and
 audit row from it. It runs just before the response's last bytes are written
 (L{HTTPRequest.before_end}), so the audit row is journaled before the client
@@ -12,8 +14,7 @@ whole (the client left, the connection was cut)."""
 
 from __future__ import annotations
 
-import enum
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
@@ -22,9 +23,9 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from proxilion.analytics.event import Decision
+from proxilion.analytics.event import Decision, Mode
 from proxilion.inspect.decide import block_message, counted
-from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Action, Finding
+from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Finding, TransformOutcome
 from proxilion.providers import content_coding
 from proxilion.providers.errors import ANSWER_UNINSPECTABLE, error_body, error_headers, refusal_headers, wire_dialect
 from proxilion.providers.usage import model_from, model_of
@@ -33,13 +34,14 @@ from proxilion.proxy.headers import client_response_headers, replace_header, req
 from proxilion.proxy.http11 import HTTPRequest
 from proxilion.proxy.identity import Identity, IdentityConflict, identify
 from proxilion.proxy.offload import PoolFull
+from proxilion.proxy.phases import NEXT, NOT_INSPECTED, Ending, Phase, PhaseError, Quota, RequestVerdict, UpstreamAnswer
 from proxilion.proxy.record import ExchangeRecord
 from proxilion.proxy.relay import BufferedInspection, Relay
 from proxilion.proxy.routing import Route, RouteError
 from proxilion.proxy.safe_target import safe_label, safe_target, safe_uri
 from proxilion.proxy.upstream import UpstreamDisconnected, UpstreamResponse, UpstreamTimeout, UpstreamTLSError
 
-__all__ = ["Exchange", "Phase", "ACTION_ORDER", "bounded_method", "log_refused"]
+__all__ = ["Exchange", "Phase", "PhaseError", "ACTION_ORDER", "bounded_method", "log_refused"]
 
 errlog = Logger(namespace="proxilion.proxy")
 
@@ -51,6 +53,8 @@ _JSON = b"application/json"
 _MEDIA_TYPES = (b"image/", b"audio/", b"video/", b"font/")
 _STREAM_TYPES = (b"text/event-stream", b"application/vnd.amazon.eventstream", b"application/x-ndjson", b"application/stream+json")
 ACTION_ORDER = ACTION_RANK  # the one order of the actions lives beside them
+# The quota of a request no limiter counts (rate limiting is off).
+_UNLIMITED = Quota()
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT"})
 
 
@@ -80,77 +84,95 @@ def log_refused(log: Logger, rid: bytes, provider: str, method: str, uri: bytes 
     )
 
 
-class Phase(enum.Enum):
-    """Where an exchange is; it only moves forward, and may complete from any phase (an answer
-    given by the proxy itself: a refusal, a block, an upstream failure, the client leaving)."""
-
-    ROUTE = "route"
-    IDENTIFY = "identify"
-    ADMIT = "admit"
-    INSPECT_REQUEST = "inspect_request"
-    FORWARD = "forward"
-    RELAY = "relay"
-    COMPLETE = "complete"
+_T = TypeVar("_T")
 
 
-# An enum with guarded transitions rather than an Automat machine: the phases are one line with
-# one exit, and a transition here is a set lookup, where Automat adds several calls per input
-# on a path whose CPU per request is measured (bench/request_path_cpu.py).
-_NEXT: dict[Phase, frozenset[Phase]] = {
-    Phase.ROUTE: frozenset({Phase.IDENTIFY, Phase.COMPLETE}),
-    Phase.IDENTIFY: frozenset({Phase.ADMIT, Phase.COMPLETE}),
-    Phase.ADMIT: frozenset({Phase.INSPECT_REQUEST, Phase.COMPLETE}),
-    Phase.INSPECT_REQUEST: frozenset({Phase.FORWARD, Phase.COMPLETE}),
-    Phase.FORWARD: frozenset({Phase.RELAY, Phase.COMPLETE}),
-    Phase.RELAY: frozenset({Phase.COMPLETE}),
-    Phase.COMPLETE: frozenset(),
-}
-
-
-class PhaseError(RuntimeError):
-    """A transition the exchange's phases do not allow: a defect, answered as an internal error."""
+def _once(current: _T | None, result: _T) -> _T:
+    """A phase's result, to be kept where none is yet: each is set once, a second is a defect."""
+    if current is not None:
+        raise PhaseError(f"a {type(result).__name__} is already set")
+    return result
 
 
 class Exchange:
-    """The state of one proxied request, moving through its L{Phase}s to one L{ExchangeRecord}."""
+    """One proxied request: its L{Phase} and the frozen result each phase handed on
+    (L{proxilion.proxy.phases}), from which its one L{ExchangeRecord} is made.
 
-    def __init__(self, ctx: ProxyContext, request: HTTPRequest) -> None:
+    C{decision}, C{error} and C{rule} are read from those results, never assigned.
+    """
+
+    def __init__(self, ctx: ProxyContext, request: HTTPRequest, mode: Mode) -> None:
         self.ctx = ctx
         self.request = request
+        # How the client reached the proxy: explicit (plain HTTP), connect or transparent (TLS interception).
+        self.mode = mode
         self.started = ctx.clock.seconds()
-        self.provider = "unknown"
-        self.dialect = "unknown"  # whose error shapes the client reads (see wire_dialect)
+        self.rid = request_id(request.header(b"x-request-id"))
+        self.phase = Phase.ROUTE
+        # The phases' results, each set once (L{_once}).
         self.route: Route | None = None
         self.identity: Identity | None = None
-        self.decision: Decision = "allow"
-        self.findings: dict[str, int] = {}
-        # The policy rule behind the decision (request or answer side), if one decided it.
-        self.rule: str | None = None
-        self.model: str | None = None
-        self._model_known = False
-        self.error: str | None = None
-        self.upstream_seconds: float | None = None
-        self.streamed = False
-        self._sse = False  # the answer is a server-sent-event stream
-        self.tokens: tuple[int | None, int | None] = (None, None)
-        self.body: bytes = request.body
+        self.quota: Quota | None = None
+        self.verdict: RequestVerdict | None = None
+        self.upstream: UpstreamAnswer | None = None
+        self.answer: TransformOutcome | None = None
+        self.ending: Ending | None = None
         self.relay: Relay | None = None
-        self.error_bytes = 0
-        self._ratelimit_headers: list[tuple[bytes, bytes]] = []
         self._pending: Deferred[Any] | None = None
-        self.phase = Phase.ROUTE
-        self._absorbed = False
         self.record: ExchangeRecord | None = None
-        self.rid = request_id(request.header(b"x-request-id"))
 
     @property
     def _done(self) -> bool:
         return self.phase is Phase.COMPLETE
 
     def _enter(self, phase: Phase) -> None:
-        if phase not in _NEXT[self.phase]:
+        if phase not in NEXT[self.phase]:
             raise PhaseError(f"exchange {self.rid.decode('ascii')} cannot go from {self.phase.value} to {phase.value}")
         self.phase = phase
+
+    @property
+    def provider(self) -> str:
+        return self.route.provider if self.route is not None else "unknown"
+
+    @property
+    def dialect(self) -> str:
+        """Whose error shapes the client reads (see wire_dialect)."""
+        route = self.route
+        return wire_dialect(route.provider, route.path) if route is not None else "unknown"
+
+    @property
+    def decision(self) -> Decision:
+        """The decision so far: an ending's, else the request side's, raised by the answer's inspection."""
+        ending = self.ending
+        if ending is not None and ending.decision is not None:
+            return ending.decision
+        decision: Decision = self.verdict.action if self.verdict is not None else "allow"
+        answer = self.answer
+        if (answer is not None and (answer.findings or answer.action == "block")
+                and ACTION_ORDER.get(answer.action, 0) > ACTION_ORDER.get(decision, 0)):
+            return answer.action
+        return decision
+
+    @property
+    def error(self) -> str | None:
+        """Why the request did not go through whole: the ending's reason, else an answer passed on
+        unread, else why the answer could not be inspected."""
+        ending = self.ending
+        if ending is not None and ending.error is not None:
+            return ending.error
+        if self.upstream is not None and self.upstream.unreadable:
+            return "compressed_answer_uninspected"
+        return self.answer.error_code if self.answer is not None else None
+
+    @property
+    def rule(self) -> str | None:
+        """The policy rule behind the decision: the answer's, when its action is at least the request's."""
+        verdict = self.verdict
+        answer = self.answer
+        if answer is not None and answer.rule is not None and ACTION_ORDER.get(answer.action, 0) >= ACTION_ORDER.get(
+                verdict.action if verdict is not None else "allow", 0):
+            return answer.rule
+        return verdict.rule if verdict is not None else None
 
     # Entry point
     def start(self) -> None:
@@ -164,12 +186,11 @@ class Exchange:
                 # Tunnels would carry prompts past inspection unseen.
                 self.request.close_after()
                 raise RouteError(405, "CONNECT tunnelling is not supported; send requests to /proxy/<provider>/...", "method_not_allowed")
-            self.route = ctx.router.route(self.request.uri, self.request.header(b"host"))
+            route = ctx.router.route(self.request.uri, self.request.header(b"host"))
         except RouteError as e:
             self._refuse(e.status, e.message, e.code)
             return
-        self.provider = self.route.provider
-        self.dialect = wire_dialect(self.provider, self.route.path)
+        self.route = _once(self.route, route)
         if len(self.request.header_values(b"host")) > 1:
             # Routed by the first; a server behind us might read the other.
             self._refuse(400, "The request has more than one Host header.", "duplicate_host")
@@ -193,41 +214,41 @@ class Exchange:
         request = self.request
         self._enter(Phase.IDENTIFY)
         try:
-            self.identity = identify(request.headers, request.peer_ip, ctx.settings, provider=route.provider, query=route.query)
+            identity = identify(request.headers, request.peer_ip, ctx.settings, provider=route.provider, query=route.query)
         except IdentityConflict as e:
             self._refuse(400, e.message, e.code)
             return
+        self.identity = _once(self.identity, identity)
         self._enter(Phase.ADMIT)
         if ctx.limiter is None:
             self._admitted(None)
             return
-        d = self._pending = ctx.limiter.take(self.identity, route.provider, max(1, len(self.body) // 4))
+        d = self._pending = ctx.limiter.take(identity, route.provider, max(1, len(request.body) // 4))
         d.addCallback(self._admitted)
         d.addErrback(self._unexpected)
 
     def _refuse(self, status: int, message: str, code: str) -> None:
-        """Answer a request refused before admission; it counts against its IP whatever it claims."""
-        self.decision = "rejected"
-        self.error = code
+        """Answer a request refused before it was identified; it counts against its IP whatever it claims."""
         self.ctx.metrics.rejected_requests.labels(code).inc()
-        self.identity = identify(self.request.headers, self.request.peer_ip, self.ctx.settings, strict=False)
-        self.respond_error(status, message, code)
+        self.identity = _once(self.identity, identify(self.request.headers, self.request.peer_ip, self.ctx.settings, strict=False))
+        self.respond_error(status, message, code, error=code, decision="rejected")
 
-    def _admitted(self, decision: Any) -> None:
+    def _admitted(self, limit: Any) -> None:
         self._pending = None
         if self._done:
             return
-        if decision is not None:
-            self._ratelimit_headers = [(k.lower().encode("ascii"), v.encode("ascii")) for k, v in decision.headers().items()]
-            if decision.unavailable:
-                self.decision = "ratelimited"
-                self.error = "ratelimit_unavailable"
-                self.respond_error(503, "Rate limiting is unavailable; try again shortly.", "ratelimit_unavailable")
+        if limit is None:
+            self.quota = _once(self.quota, _UNLIMITED)
+        else:
+            self.quota = _once(self.quota, Quota(
+                tuple([(k.lower().encode("ascii"), v.encode("ascii")) for k, v in limit.headers().items()])))
+            if limit.unavailable:
+                self.respond_error(503, "Rate limiting is unavailable; try again shortly.", "ratelimit_unavailable",
+                                   error="ratelimit_unavailable", decision="ratelimited")
                 return
-            if not decision.allowed:
-                self.decision = "ratelimited"
+            if not limit.allowed:
                 self.respond_error(429, "Rate limit exceeded for this identity; retry after the Retry-After delay.", "rate_limit_exceeded",
-                                   retry_after=decision.retry_after)
+                                   retry_after=limit.retry_after, decision="ratelimited")
                 return
         self._forward()
 
@@ -237,9 +258,10 @@ class Exchange:
         request = self.request
         assert route is not None and self.identity is not None
         self._enter(Phase.INSPECT_REQUEST)
-        body = self.body
+        body = request.body
         inspector = ctx.policy.inspector if ctx.policy is not None else None
         if inspector is None:
+            self.verdict = _once(self.verdict, NOT_INSPECTED)
             self._send(body, False, None)
             return
         codings = request.header_values(b"content-encoding")
@@ -265,7 +287,7 @@ class Exchange:
             self._offload(pool, inspector, body, coding)
             return
         self._inspected(inspector.inspect_request(route.provider, route.path, body, self.identity.key), body,
-                       bool(codings) and bool(self.body), inspector)
+                        bool(codings) and bool(request.body), inspector)
 
     def _offload(self, pool: Any, inspector: Any, body: bytes, coding: bytes | None) -> None:
         """Decode and inspect C{body} in the scan pool; the exchange goes on when its verdict is back."""
@@ -275,9 +297,8 @@ class Exchange:
             d = self._pending = pool.inspect(inspector, "request", route.provider, route.path, body, self.identity.key,
                                              coding, self.ctx.settings.max_body_size)
         except PoolFull:
-            self.decision = "rejected"
-            self.error = "scan_pool_full"
-            self.respond_error(503, "Proxilion is busy inspecting other large requests; retry shortly.", "scan_pool_full")
+            self.respond_error(503, "Proxilion is busy inspecting other large requests; retry shortly.", "scan_pool_full",
+                               error="scan_pool_full", decision="rejected")
             return
         decoded = coding is not None or bool(self.request.header_values(b"content-encoding"))
 
@@ -341,10 +362,8 @@ class Exchange:
         else:
             status, code = 400, "invalid_content_encoding"
             message = f"The request body is not valid {e.coding[:32]} data."
-        self.decision = "rejected"
-        self.error = code
         self.ctx.metrics.rejected_requests.labels(code).inc()
-        self.respond_error(status, message, code)
+        self.respond_error(status, message, code, error=code, decision="rejected")
 
     def _answered(self, response: UpstreamResponse, sent: float, inspector: Any) -> None:
         self._pending = None
@@ -352,28 +371,32 @@ class Exchange:
             # The client left as the answer arrived: drop the upstream connection.
             response.deliver_body(_Discard())
             return
-        self.upstream_seconds = self.ctx.clock.seconds() - sent
-        self.ctx.metrics.upstream_request_duration.labels(self.provider).observe(self.upstream_seconds)
+        seconds = self.ctx.clock.seconds() - sent
+        self.ctx.metrics.upstream_request_duration.labels(self.provider).observe(seconds)
+        content_type = (response.header(b"content-type") or b"").lower()
+        streamed = content_type.startswith(_STREAM_TYPES)
+        # Only an inspected answer needs its coding read.
+        coding = b", ".join(value for name, value in response.headers if name == b"content-encoding") if inspector is not None else b""
+        if content_coding.is_identity(coding):
+            coding = b""
+        self.upstream = _once(self.upstream, UpstreamAnswer(
+            seconds, streamed, content_type.startswith(b"text/event-stream"), coding,
+            # Asked for identity and answered in a coding we do not read.
+            bool(coding) and not content_coding.decodable(coding),
+        ))
         self._enter(Phase.RELAY)
-        self._relay(response, inspector)
+        self._relay(response, inspector, content_type)
 
     def _count(self, findings: tuple[Finding, ...], action: str) -> None:
         metrics = self.ctx.metrics
         for finding in findings:
-            self.findings[finding.type] = self.findings.get(finding.type, 0) + 1
             metrics.findings.labels(finding.type, finding.action or action).inc()
-
-    def _escalate(self, action: Action) -> None:
-        if ACTION_ORDER.get(action, 0) > ACTION_ORDER.get(self.decision, 0):
-            self.decision = action
 
     def _apply_verdict(self, verdict: Any, body: bytes) -> bytes | None:
         """Act on the inspection core's verdict; return the body to forward, or None if answered here."""
         ctx = self.ctx
         route = self.route
         assert route is not None and self.identity is not None
-        if verdict.document is not None:
-            self.model, self._model_known = model_from(verdict.document, route.path), True
         action = verdict.action
         # AWS SigV4 signs the body: a redacted body would fail AWS's signature check, so refuse it here, clearly.
         signed = action == "redact" and _aws_signed(self.request, route.query)
@@ -382,15 +405,17 @@ class Exchange:
         ctx.metrics.scan_duration.labels("request").observe(verdict.scan_seconds)
         ctx.metrics.policy_decisions.labels(action).inc()
         if verdict.rule is not None:
-            self.rule = verdict.rule
             ctx.metrics.policy_rule_decisions.labels("request", verdict.action, verdict.rule).inc()
         if verdict.error:
             ctx.metrics.scanner_errors.inc()
         self._count(verdict.findings, verdict.action)
-        self.decision = action
+        document = verdict.document
+        self.verdict = _once(self.verdict, RequestVerdict(
+            action, verdict.rule, verdict.findings,
+            model_from(document, route.path) if document is not None else None, document is not None,
+        ))
         self.request.set_header(b"x-proxilion-decision", action.encode("ascii"))
         if signed:
-            self.error = "signed_request_needs_redaction"
             self.respond_error(
                 403,
                 f"Request blocked by Proxilion policy: it needs redacting ({counted('redact', verdict.findings)}), "
@@ -398,19 +423,18 @@ class Exchange:
                 "Send it without those values.",
                 "blocked_by_policy",
                 rule=verdict.rule,
+                error="signed_request_needs_redaction",
             )
             return None
         if action == "block":
             if verdict.code == TOO_MANY_FINDINGS:
-                self.error = TOO_MANY_FINDINGS
                 ctx.metrics.findings_cap_exceeded.labels("request").inc()
                 self.respond_error(403, block_message("Request", None, (), verdict.message.removeprefix("blocked: ")),
-                                   TOO_MANY_FINDINGS)
+                                   TOO_MANY_FINDINGS, error=TOO_MANY_FINDINGS)
                 return None
             if verdict.error:
-                self.error = "scanner_error"
                 self.respond_error(403, block_message("Request", None, (), verdict.message.removeprefix("blocked: ")),
-                                   "blocked_by_policy")
+                                   "blocked_by_policy", error="scanner_error")
                 return None
             self.respond_error(403, block_message("Request", verdict.rule, verdict.findings), "blocked_by_policy",
                                rule=verdict.rule)
@@ -419,33 +443,27 @@ class Exchange:
             return verdict.body
         return body
 
-    def _relay(self, response: UpstreamResponse, inspector: Any) -> None:
+    def _relay(self, response: UpstreamResponse, inspector: Any, content_type: bytes) -> None:
         request = self.request
         route = self.route
-        assert route is not None and self.identity is not None
-        content_type = (response.header(b"content-type") or b"").lower()
-        self.streamed = content_type.startswith(_STREAM_TYPES)
-        self._sse = content_type.startswith(b"text/event-stream")
-        # Only an inspected answer needs its coding read.
-        coding = b", ".join(value for name, value in response.headers if name == b"content-encoding") if inspector is not None else b""
-        if content_coding.is_identity(coding):
-            coding = b""
-        elif not content_coding.decodable(coding):
-            # Asked for identity and answered in a coding we do not read: an answer we cannot read must not pass unread.
+        answer = self.upstream
+        assert route is not None and self.identity is not None and answer is not None
+        coding = answer.coding
+        if answer.unreadable:
+            # An answer we cannot read must not pass unread.
             self.ctx.metrics.scanner_errors.inc()
             if inspector.policy.settings.on_scanner_error != "allow":
                 response.deliver_body(_Discard())
-                self.decision = "block"
-                self.error = "compressed_answer"
                 self.respond_error(
                     ANSWER_UNINSPECTABLE,
                     "The provider answered compressed (Content-Encoding: %s) although asked not to; "
                     "Proxilion cannot inspect that answer." % coding.decode("latin-1")[:32],
                     "uninspectable_answer",
                     answered=True,
+                    error="compressed_answer",
+                    decision="block",
                 )
                 return
-            self.error = "compressed_answer_uninspected"
             inspector = None
             coding = b""
         request.set_code(response.code, response.phrase or None)
@@ -458,7 +476,7 @@ class Exchange:
             # No body follows these headers: nothing to inspect, and a made-up
             # "Content-Length: 0" would misstate a HEAD answer and is forbidden on 204.
             length = None
-        elif inspector is not None and self.streamed:
+        elif inspector is not None and answer.streamed:
             transform = inspector.stream_redactor(route.provider, route.path, self.identity.key,
                                                   self.ctx.settings.stream_max_event_bytes)
             request.announce_trailer(b"x-proxilion-decision")
@@ -490,56 +508,55 @@ class Exchange:
         if not self.request.started_writing:
             self.request.set_header(b"x-proxilion-decision", decision)
         self.request.set_trailer(b"x-proxilion-decision", decision)
-        if self._sse and self.dialect != "gemini":
+        if self.upstream is not None and self.upstream.sse and self.dialect != "gemini":
             return b": x-proxilion-decision: %s\n\n" % decision
         return b""
 
     def _relay_done(self, error: str | None) -> None:
-        if error is not None:
-            self.error = error
+        if self._done:
+            return
         self._absorb_transform()
-        if error is not None and error != "client_disconnected" and not self.request.started_writing and not self.request.finished:
+        if error is None:
+            self._complete(self.request.code)
+            return
+        if error != "client_disconnected" and not self.request.started_writing and not self.request.finished:
             # The answer broke off while held for inspection: the client still gets an answer.
             self.request.response_headers = []
             if error == "upstream_idle_timeout":
-                self.respond_error(504, "The upstream provider stopped sending its answer.", error)
+                self.respond_error(504, "The upstream provider stopped sending its answer.", error, error=error)
             else:
-                self.respond_error(502, "The upstream provider closed the connection before its answer was complete.", error)
+                self.respond_error(502, "The upstream provider closed the connection before its answer was complete.", error,
+                                   error=error)
             return
+        self.ending = _once(self.ending, Ending(Phase.RELAY, error))
         self._complete(self.request.code)
 
     def _absorb_transform(self) -> None:
-        """Take the answer's inspection outcome (findings, decision, tokens) into the exchange, once."""
+        """Keep the answer's inspection outcome as the relay phase's result, and count it, once."""
         relay = self.relay
-        if self._absorbed or relay is None:
+        if relay is None or self.answer is not None:
             return
-        self._absorbed = True
-        outcome = relay.outcome()
+        outcome = self.answer = relay.outcome()
+        metrics = self.ctx.metrics
         if outcome.scan_seconds is not None:
-            self.ctx.metrics.scan_duration.labels("response").observe(outcome.scan_seconds)
+            metrics.scan_duration.labels("response").observe(outcome.scan_seconds)
         if outcome.findings:
             self._count(outcome.findings, outcome.action)
         if outcome.rule is not None:
-            self.ctx.metrics.policy_rule_decisions.labels("response", outcome.action, outcome.rule).inc()
-            if ACTION_ORDER.get(outcome.action, 0) >= ACTION_ORDER.get(self.decision, 0):
-                self.rule = outcome.rule
-        if outcome.findings or outcome.action == "block":
-            self._escalate(outcome.action)
+            metrics.policy_rule_decisions.labels("response", outcome.action, outcome.rule).inc()
         error_code = outcome.error_code
-        if error_code is not None:
-            self.error = self.error or error_code
-            if error_code == TOO_MANY_FINDINGS:
-                self.ctx.metrics.findings_cap_exceeded.labels("response").inc()
-            elif error_code != "scan_pool_full":
-                # An answer that could not be inspected: refused (its action says so), or passed on as the policy allows.
-                self.ctx.metrics.scanner_errors.inc()
-        self.tokens = outcome.tokens
+        if error_code == TOO_MANY_FINDINGS:
+            metrics.findings_cap_exceeded.labels("response").inc()
+        elif error_code is not None and error_code != "scan_pool_full":
+            # An answer that could not be inspected: refused (its action says so), or passed on as the policy allows.
+            metrics.scanner_errors.inc()
 
     def _own_headers(self) -> None:
         request = self.request
         request.set_header(b"x-request-id", self.rid)
-        for name, value in self._ratelimit_headers:
-            request.set_header(name, value)
+        if self.quota is not None:
+            for name, value in self.quota.headers:
+                request.set_header(name, value)
         if self.ctx.drain.draining:
             request.close_after()
 
@@ -561,7 +578,6 @@ class Exchange:
             kind, status, msg = "upstream_unreachable", 502, "The upstream provider could not be reached."
         else:
             kind, status, msg = "upstream_error", 502, "The upstream provider request failed."
-        self.error = kind
         self.ctx.metrics.upstream_errors.labels(self.provider, kind).inc()
         errlog.warn(
             "upstream {kind} for {provider} request {request_id}: {reason}",
@@ -570,50 +586,55 @@ class Exchange:
             request_id=self.rid.decode("ascii"),
             reason=failure.getErrorMessage()[:200],
         )
-        self.respond_error(status, msg, kind)
+        self.respond_error(status, msg, kind, error=kind)
 
     def _unexpected(self, failure: Failure) -> None:
         if failure.check(CancelledError) and self._done:
             # The client left while an awaited step (a Redis rate-limit call) was pending.
             return
         errlog.failure("unexpected error handling request {request_id}", failure=failure, request_id=self.rid.decode("ascii"))
-        self.error = "internal_error"
-        self.decision = "error"
         if self._done:
             return
-        if not self.request.started_writing:
-            self.respond_error(500, "Proxilion hit an internal error; the request was not forwarded.", "internal_error")
-        else:
-            self.request.abort()
-            self._complete(self.request.code)
+        if self.ending is None:
+            if not self.request.started_writing:
+                self.respond_error(500, "Proxilion hit an internal error; the request was not forwarded.", "internal_error",
+                                   error="internal_error", decision="error")
+                return
+            self.ending = Ending(self.phase, "internal_error", "error")
+        # (An exchange that failed while ending its own way keeps that ending; its answer may be half written.)
+        self.request.abort()
+        self._complete(self.request.code)
 
     def _client_lost(self) -> None:
         if self._done:
             return
-        self.error = self.error or "client_disconnected"
         if self.relay is not None:
+            # The relay stops, and reports the loss (L{_relay_done}).
             self.relay.client_gone()
             return
+        self.ending = _once(self.ending, Ending(self.phase, "client_disconnected"))
         self._complete(499)
         if self._pending is not None:
             self._pending.cancel()
 
     # Answers
-    def respond_error(self, status: int, message: str, code: str, *, retry_after: float | None = None,
-                      answered: bool = False, rule: str | None = None) -> None:
-        """Answer with an error shaped like this provider's own errors (a 429 says when to retry;
-        one refusing an answer the provider gave, C{answered}, says not to)."""
+    def respond_error(self, status: int, message: str, code: str, *, error: str | None = None, decision: Decision | None = None,
+                      retry_after: float | None = None, answered: bool = False, rule: str | None = None) -> None:
+        """End the exchange with an error shaped like this provider's own errors (a 429 says when to
+        retry; one refusing an answer the provider gave, C{answered}, says not to); C{code} is the
+        error body's, C{error} and C{decision} the record's (L{Ending})."""
         if self._done:
             return
         request = self.request
-        body = error_body(self.dialect, status, message, code, retry_after=retry_after, rule=rule)
+        dialect = self.dialect
+        body = error_body(dialect, status, message, code, retry_after=retry_after, rule=rule)
+        self.ending = _once(self.ending, Ending(self.phase, error, decision, status, rule, len(body)))
         request.set_code(status)
         request.set_header(b"content-type", _JSON)
-        for name, value in (refusal_headers(self.dialect, status) if answered else error_headers(self.dialect, status).items()):
+        for name, value in (refusal_headers(dialect, status) if answered else error_headers(dialect, status).items()):
             request.set_header(name.lower().encode("ascii"), value.encode("ascii"))
         request.set_header(b"content-length", b"%d" % len(body))
         self._own_headers()
-        self.error_bytes = len(body)
         request.write(body)
         request.finish()
         self._complete(status)
@@ -628,13 +649,14 @@ class Exchange:
         if self._done:
             return
         self._absorb_transform()
+        ended_in = self.phase
         self._enter(Phase.COMPLETE)
         ctx = self.ctx
         metrics = ctx.metrics
         # First: whatever fails below, the request no longer holds up a drain.
         ctx.drain.request_finished()
         metrics.inflight_requests.dec()
-        record = self.record = self._build_record(status, ctx.clock.seconds() - self.started)
+        record = self.record = self._build_record(status, ctx.clock.seconds() - self.started, ended_in)
         method = bounded_method(record.method)
         metrics.http_requests.labels(record.provider, method, str(status)).inc()
         metrics.http_request_duration.labels(record.provider).observe(record.duration_total)
@@ -668,14 +690,23 @@ class Exchange:
         self.request.before_end = None
         self.relay = None
 
-    def _build_record(self, status: int, total: float) -> ExchangeRecord:
+    def _build_record(self, status: int, total: float, ended_in: Phase) -> ExchangeRecord:
+        """The record, made from the phases' results alone."""
         route = self.route
-        model = self.model
-        if route is not None and not self._model_known:
-            # Parsed here, once, unless inspection already parsed the body.
-            model = model_of(self.body, route.path)
         identity = self.identity
-        tokens_in, tokens_out = self.tokens
+        verdict = self.verdict
+        upstream = self.upstream
+        answer = self.answer
+        ending = self.ending
+        if verdict is not None and verdict.model_known:
+            model = verdict.model
+        else:
+            # Parsed here, once, since inspection did not parse the body.
+            model = model_of(self.request.body, route.path) if route is not None else None
+        findings: dict[str, int] = {}
+        for finding in (verdict.findings if verdict is not None else ()) + (answer.findings if answer is not None else ()):
+            findings[finding.type] = findings.get(finding.type, 0) + 1
+        tokens_in, tokens_out = answer.tokens if answer is not None else (None, None)
         return ExchangeRecord(
             started=self.started,
             request_id=self.rid.decode("ascii"),
@@ -684,21 +715,22 @@ class Exchange:
             path=safe_target(route.path, route.query) if route else safe_uri(self.request.uri),
             status=status,
             decision=self.decision,
-            findings=tuple(self.findings.items()),
+            findings=tuple(findings.items()),
             identity=identity.key if identity is not None else None,
             tenant=identity.tenant if identity is not None else None,
             client_ip=identity.client_ip if identity is not None else None,
             # The model name is the client's to choose (a path segment, a body field): kept masked, like the path.
             model=safe_label(model) if model else None,
-            bytes_in=len(self.body),
-            bytes_out=self.relay.bytes_out if self.relay is not None else self.error_bytes,
-            streamed=self.streamed,
+            bytes_in=len(self.request.body),
+            bytes_out=self.relay.bytes_out if self.relay is not None else (ending.bytes_out if ending is not None else 0),
+            streamed=upstream.streamed if upstream is not None else False,
             duration_total=total,
-            duration_upstream=self.upstream_seconds,
+            duration_upstream=upstream.seconds if upstream is not None else None,
             tokens_in=tokens_in,
             tokens_out=tokens_out,
             error=self.error,
-            mode=getattr(self.request.connection, "mode", "explicit"),
+            ended_in=ended_in.value,
+            mode=self.mode,
             rule=self.rule,
         )
 

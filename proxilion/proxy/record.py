@@ -37,6 +37,9 @@ class ExchangeRecord:
     tokens_in: int | None
     tokens_out: int | None
     error: str | None
+    # The phase the exchange was in when it ended (proxilion.proxy.phases.Phase): "relay" for an
+    # answer relayed, else the phase whose refusal, failure or lost client ended it.
+    ended_in: str
     # How the client reached the proxy: explicit (plain HTTP), connect (CONNECT, intercepted) or transparent (TLS_PORT).
     mode: Mode = "explicit"
     # The policy rule that decided the request, request or answer side (its strongest action).

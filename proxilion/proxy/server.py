@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from twisted.internet.protocol import Factory
 
-from proxilion.analytics.event import Decision
+from proxilion.analytics.event import Decision, Mode
 from proxilion.providers.errors import error_body
 from proxilion.providers.names import PROVIDER_NAMES
 from proxilion.proxy import proxy_protocol
@@ -48,7 +48,7 @@ class ProxyConnection(HTTPConnection):
         # whose PROXY line is then malformed HTTP).
         self._proxy_header: bytes | None = None
         # How the client reached us: explicit (plain HTTP), connect or transparent (TLS interception).
-        self.mode = "explicit"
+        self.mode: Mode = "explicit"
         # The intercepting TLS handshake (proxilion.tls), once one started.
         self.tls: Any = None
         # Set by a CONNECT answer: switches the connection once the parser let go of it.
@@ -115,7 +115,7 @@ class ProxyConnection(HTTPConnection):
             return
         if self.mode != "explicit" and not check_intercepted(self, request):
             return
-        Exchange(self.ctx, request).start()
+        Exchange(self.ctx, request, self.mode).start()
 
     def _health(self, request: HTTPRequest) -> None:
         drain = self.ctx.drain
@@ -168,7 +168,8 @@ class ProxyConnection(HTTPConnection):
         ctx.metrics.http_requests.labels(provider, method, str(status)).inc()
         log_refused(ctx.access_log, rid, provider, method, uri, status, code, decision)
         if ctx.record_refused is not None:
-            ctx.record_refused(partial, rid, provider, method, uri, status, code, bytes_out, bytes_in=bytes_in, decision=decision)
+            ctx.record_refused(partial, rid, provider, method, uri, status, code, bytes_out, bytes_in=bytes_in, decision=decision,
+                              mode=self.mode)
 
 
 class ProxyFactory(Factory):

@@ -64,7 +64,7 @@ def test_the_record_is_frozen_and_made_once(tmp_path: Path) -> None:
 
 def test_phases_only_move_forward(tmp_path: Path) -> None:
     ctx = garbage._context(tmp_path, False, [])
-    exchange = Exchange(ctx, connection_request(ctx))
+    exchange = Exchange(ctx, connection_request(ctx), "explicit")
     assert exchange.phase is Phase.ROUTE
     with pytest.raises(PhaseError):
         exchange._enter(Phase.FORWARD)
