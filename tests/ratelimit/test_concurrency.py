@@ -1,4 +1,4 @@
-"""Three limiter processes sharing one Redis (or one Cluster) admit burst + rate x elapsed, within 2%."""
+"""Three limiter processes sharing one Redis (or one Cluster) admit at most burst + rate x elapsed (+2%)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,11 @@ def check(allowed: int, elapsed: float, results: list[dict]) -> None:
     expected = BURST + PER_MINUTE / 60 * elapsed
     assert all(r["other_store"] == 0 for r in results), results
     assert sum(r["refused"] for r in results) > 0, "the limit was never reached: demand too low to test anything"
-    assert abs(allowed - expected) <= 0.02 * expected, (allowed, expected, results)
+    # Never more than the limit (the property users rely on), within 2%. Fewer only when the
+    # hammers stall: on a loaded 2-core machine a pause longer than burst/rate (0.3 s) of all
+    # three lets the bucket fill to its cap and the excess is lost, as it should be.
+    assert allowed <= 1.02 * expected, (allowed, expected, results)
+    assert allowed >= 0.90 * expected, (allowed, expected, results)
 
 
 def test_three_processes_share_one_redis(redis_server):
