@@ -33,6 +33,7 @@ from proxilion.inspect.decide import block_message, decide, describe
 from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Finding, TransformOutcome
 from proxilion.inspect.redact import replacement
 from proxilion.inspect.scanner import Budget, Scanner
+from proxilion.inspect.tails import hold_from
 from proxilion.providers import eventstream
 from proxilion.providers.body import ANSWER_METADATA
 from proxilion.providers.errors import ANSWER_BLOCKED, ANSWER_UNINSPECTABLE, stream_error_event, wire_dialect
@@ -63,6 +64,8 @@ _CLEAN_SHAPES = 32
 _CLEAN_SHAPE_BYTES = 4096
 _CLEAN_TEXTS = 256
 _CLEAN_TEXT_CHARS = 64
+# The largest event, its text slot blanked, whose text is sent in two parts (ids, types, an index).
+_SPLITTABLE_BYTES = 512
 _decoder = json.JSONDecoder()
 _loads, _raw_decode = _decoder.decode, _decoder.raw_decode
 
@@ -84,12 +87,14 @@ class _Slot:
 
 
 class _Frame:
-    __slots__ = ("raw", "doc", "slots", "rebuild", "changed")
+    __slots__ = ("raw", "doc", "slots", "rebuild", "changed", "splittable")
 
     def __init__(self, raw: bytes, doc: Any = None, rebuild: Callable[[Any], bytes] | None = None):
         self.raw, self.doc, self.rebuild = raw, doc, rebuild
         self.slots: list[_Slot] = []
         self.changed = False
+        # Small beside its text (a plain delta, no audio or tool payload): its text may leave in two events.
+        self.splittable = False
 
     def encode(self) -> bytes:
         return self.rebuild(self.doc) if self.changed else self.raw
@@ -103,7 +108,7 @@ class _Span:
 
 
 class _Channel:
-    __slots__ = ("id", "sent_tail", "held", "base", "spans", "ended", "path", "scanned")
+    __slots__ = ("id", "sent_tail", "held", "base", "spans", "ended", "path", "scanned", "safe", "overflowing")
 
     def __init__(self, channel_id: Any, path: tuple):
         self.id = channel_id
@@ -114,6 +119,8 @@ class _Channel:
         self.ended = False
         self.path = path
         self.scanned = 0  # channel length at the last rescan: text before it has been scanned
+        self.safe = 0  # text before it was scanned and no value in progress can reach back into it
+        self.overflowing = False  # its candidate in progress is longer than the holdback
 
     @property
     def end(self) -> int:
@@ -154,6 +161,13 @@ class StreamRedactor:
         # not per event); the last scan decides what may leave, so text waits at most a step longer.
         self.rescan_step = max(32, self.holdback // 4)
         self._limit = 4 * self.holdback
+        # Text leaves up to where a value may still be in progress (see tails), which the built-in
+        # detectors' shapes tell; a policy's own regexes do not, so with them text waits the holdback.
+        self._tails = not scanner.custom
+        # Whether an event's text may leave in two events (off for an answer inspected whole).
+        self.split_events = True
+        # Candidates in progress that grew longer than the holdback: scanned and released in parts.
+        self.overflows = 0
         self.findings: list[Finding] = []
         self.blocked = False
         # Why the answer could not be inspected (STREAM_EVENT_TOO_LARGE, SCANNER_ERROR) or was refused
@@ -246,7 +260,8 @@ class StreamRedactor:
                 # Nothing else makes the queue's head ready, so most events skip the release.
                 if not self.blocked and (self._moved or len(self._queue) == 1 or self._held > self._limit):
                     self._moved = False
-                    out.append(self._release(force_all=False))
+                    # Only the last event of a chunk is split: a later one would free it as soon.
+                    out.append(self._release(force_all=False, split=self.split_events and not unqueued and not final))
                 if self.blocked:
                     return b"".join(out) + self._block_event()
             if final:
@@ -460,6 +475,7 @@ class StreamRedactor:
                 shape = orjson.dumps(frame.doc)
             except (TypeError, orjson.JSONEncodeError):  # lone surrogates, integers beyond 64 bits
                 shape = None
+            frame.splittable = shape is not None and len(shape) <= _SPLITTABLE_BYTES
             if shape is not None and shape in self._clean_shapes:
                 return
             clean = self._clean_texts
@@ -541,6 +557,10 @@ class StreamRedactor:
         for slot in frame.slots:
             channel = slot.channel
             grown = channel.end - channel.scanned
+            if self._tails and not channel.ended:
+                if grown:
+                    self._advance(channel)
+                continue
             # Rescanned once a step of new text has arrived and the held text is longer than the
             # holdback (so the scan lets something leave), or when the channel has ended.
             if grown and (channel.ended or (grown >= self.rescan_step
@@ -550,6 +570,27 @@ class StreamRedactor:
             for channel in self._ending:
                 self._rescan(channel)
             self._ending.clear()
+
+    def _advance(self, channel: _Channel) -> None:
+        """Scan a channel's new text when some of it may leave: up to where a value may be in progress."""
+        held = channel.held
+        # A key block may be held up to the memory bound, any other value up to the holdback.
+        at = hold_from(held, self.holdback, self._limit)
+        hold = channel.base + at
+        if at and at in (len(held) - self.holdback, len(held) - self._limit):
+            # A candidate as long as its bound: its older part leaves, scanned to the end
+            # first, and redacted if it is (the start of) a finding.
+            if not channel.overflowing:
+                channel.overflowing = True
+                self.overflows += 1
+            if hold > channel.safe:
+                self._rescan(channel, force=True)
+                channel.safe = hold
+            return
+        channel.overflowing = False
+        if hold > channel.safe:
+            self._rescan(channel)
+            channel.safe = max(channel.safe, min(hold, channel.scanned))
 
     # -- release --------------------------------------------------------------------------------
     def _ready(self, frame: _Frame) -> bool:
@@ -561,12 +602,16 @@ class StreamRedactor:
                 continue
             channel = slot.channel
             scanned = channel.scanned
+            if self._tails:
+                if slot.end > channel.safe and not (channel.ended and scanned == channel.end):
+                    return False
+                continue
             if scanned - slot.end < self.holdback and not (
                     channel.ended and scanned == channel.end):
                 return False
         return True
 
-    def _release(self, force_all: bool) -> bytes:
+    def _release(self, force_all: bool, split: bool = False) -> bytes:
         out = []
         queue = self._queue
         sent: dict[_Channel, int] = {}  # characters each channel sent in this pass
@@ -574,6 +619,8 @@ class StreamRedactor:
             frame = queue[0]
             if not (force_all or self._ready(frame)):
                 if self._held <= self._limit:
+                    if split and self._tails and frame.splittable and len(frame.slots) == 1:
+                        self._split_head(frame, frame.slots[0], out, sent)
                     break
                 # The memory bound forces the oldest event out: its text is scanned to the end first.
                 self._sent(sent)
@@ -595,6 +642,26 @@ class StreamRedactor:
         if len(out) == 1:
             return out[0]
         return b"".join(out)
+
+    def _split_head(self, frame: _Frame, slot: _Slot, out: list[bytes], sent: dict[_Channel, int]) -> None:
+        """Send the part of an event's text before its channel's held candidate, as an event of its own.
+
+        The event's other fields go with both parts: text deltas add up, so the SDKs see one text.
+        """
+        channel = slot.channel
+        cut = channel.safe - slot.start
+        if cut <= 0 or slot.end <= channel.safe or frame.doc is None:
+            return
+        head = _Slot(channel, slot.path, slot.start, channel.safe, slot.text[:cut])
+        frame.doc = rewrite(frame.doc, {slot.path: head.text})
+        if channel.spans:
+            self._redact_slot(frame, head, channel)
+        out.append(frame.rebuild(frame.doc))
+        sent[channel] = sent.get(channel, 0) + cut
+        self._held -= cut
+        slot.start, slot.text = channel.safe, slot.text[cut:]
+        frame.doc = rewrite(frame.doc, {slot.path: slot.text})
+        frame.changed = True
 
     @staticmethod
     def _sent(sent: dict[_Channel, int]) -> None:
