@@ -170,6 +170,9 @@ class StreamRedactor:
         self.overflows = 0
         self.findings: list[Finding] = []
         self.blocked = False
+        # Cohere's SDKs read past an error event (finish_reason ERROR) without raising: after it the
+        # stream is cut short, a transport error they do raise.
+        self.cut_on_block = self.format.startswith("cohere")
         # Why the answer could not be inspected (STREAM_EVENT_TOO_LARGE, SCANNER_ERROR) or was refused
         # without a finding deciding it (TOO_MANY_FINDINGS); None otherwise.
         self.error_code: str | None = None

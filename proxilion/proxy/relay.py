@@ -47,6 +47,8 @@ class BodyTransform(TypingProtocol):
     """
 
     blocked: bool
+    # Whether a blocked answer's body is cut short after its error event (see HTTPRequest.finish_cut).
+    cut_on_block: bool
 
     def feed(self, chunk: bytes) -> bytes: ...
 
@@ -93,6 +95,7 @@ class BufferedInspection:
         self.findings: tuple[Finding, ...] = ()
         self.action: str | None = None
         self.blocked = False
+        self.cut_on_block = False  # a refusal replaces the whole answer: nothing to cut
         self.status: int | None = None
         self.scan_seconds: float | None = None
         self.tokens: tuple[int | None, int | None] = (None, None)
@@ -324,7 +327,10 @@ class Relay(Protocol):
                 self._write_last(out)
                 self._ended = True
                 self._request.unregister_producer()
-                self._request.finish()
+                if transform.cut_on_block and self._request.started_writing:
+                    self._request.finish_cut()
+                else:
+                    self._request.finish()
                 if self._lost is None:
                     self.transport.stopProducing()
                 self._settle()
