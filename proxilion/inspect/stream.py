@@ -87,7 +87,7 @@ class _Slot:
 
 
 class _Frame:
-    __slots__ = ("raw", "doc", "slots", "rebuild", "changed", "splittable")
+    __slots__ = ("raw", "doc", "slots", "rebuild", "changed", "splittable", "arrived")
 
     def __init__(self, raw: bytes, doc: Any = None, rebuild: Callable[[Any], bytes] | None = None):
         self.raw, self.doc, self.rebuild = raw, doc, rebuild
@@ -95,6 +95,7 @@ class _Frame:
         self.changed = False
         # Small beside its text (a plain delta, no audio or tool payload): its text may leave in two events.
         self.splittable = False
+        self.arrived: float | None = None  # when the bytes that completed it arrived (see feed)
 
     def encode(self) -> bytes:
         return self.rebuild(self.doc) if self.changed else self.raw
@@ -194,16 +195,31 @@ class StreamRedactor:
         self._held = 0  # characters held over all channels
         self._ending: list[_Channel] = []  # channels ended by a parsed event, rescanned when it is accepted
         self._moved = False  # a channel was rescanned or ended: the queue's head may be ready now
+        self._arrived: float | None = None
+        # Bounded by the events one call releases: the caller takes them after each call.
+        self._released: list[float] = []
 
     # -- public ---------------------------------------------------------------------------------
-    def feed(self, chunk: bytes) -> bytes:
-        """Bytes that may be sent now."""
+    def feed(self, chunk: bytes, arrived: float | None = None) -> bytes:
+        """Bytes that may be sent now. C{arrived}, the caller's time of the chunk's arrival, is
+        handed back by L{take_released} for each event with text that leaves."""
         if self.blocked:
             return b""
         if self._passthrough:
             return chunk
         self._buffer += chunk
+        self._arrived = arrived
         return self._run(final=False)
+
+    def take_released(self) -> list[float]:
+        """The arrival times (see L{feed}) of the events with text released since the last call."""
+        released, self._released = self._released, []
+        return released
+
+    @property
+    def held_chars(self) -> int:
+        """Characters held back from the client now, over all channels."""
+        return self._held
 
     def finish(self) -> bytes:
         """Everything still held, at the end of the upstream stream."""
@@ -556,6 +572,7 @@ class StreamRedactor:
         channel.spans.append(_Span(start, end, type_))
 
     def _accept(self, frame: _Frame) -> None:
+        frame.arrived = self._arrived
         self._queue.append(frame)
         for slot in frame.slots:
             channel = slot.channel
@@ -632,6 +649,8 @@ class StreamRedactor:
                 if self.blocked:
                     break
             queue.popleft()
+            if frame.arrived is not None and any(slot.text for slot in frame.slots):
+                self._released.append(frame.arrived)
             for slot in frame.slots:
                 if slot.text:
                     channel = slot.channel
@@ -660,6 +679,8 @@ class StreamRedactor:
         if channel.spans:
             self._redact_slot(frame, head, channel)
         out.append(frame.rebuild(frame.doc))
+        if frame.arrived is not None:
+            self._released.append(frame.arrived)
         sent[channel] = sent.get(channel, 0) + cut
         self._held -= cut
         slot.start, slot.text = channel.safe, slot.text[cut:]

@@ -49,8 +49,15 @@ class BodyTransform(TypingProtocol):
     blocked: bool
     # Whether a blocked answer's body is cut short after its error event (see HTTPRequest.finish_cut).
     cut_on_block: bool
+    # Characters held back from the client now, and candidates that outgrew their bound so far.
+    held_chars: int
+    overflows: int
 
-    def feed(self, chunk: bytes) -> bytes: ...
+    def feed(self, chunk: bytes, arrived: float | None = None) -> bytes: ...
+
+    def take_released(self) -> list[float]:
+        """The arrival times (C{arrived} of L{feed}) of the content events released since the last call."""
+        ...
 
     def finish(self) -> bytes:
         """The last bytes, at the end of the upstream body."""
@@ -96,6 +103,7 @@ class BufferedInspection:
         self.action: str | None = None
         self.blocked = False
         self.cut_on_block = False  # a refusal replaces the whole answer: nothing to cut
+        self.held_chars = self.overflows = 0  # a stream's measures: a whole answer has none
         self.status: int | None = None
         self.scan_seconds: float | None = None
         self.tokens: tuple[int | None, int | None] = (None, None)
@@ -119,7 +127,7 @@ class BufferedInspection:
         return self._refuse(ANSWER_UNINSPECTABLE, f"The provider's answer is not valid {e.coding[:32]} data; "
                             "Proxilion cannot inspect it, so it was not passed on.", "uninspectable_answer")
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: bytes, arrived: float | None = None) -> bytes:
         if self.uninspected:
             return chunk
         if self.blocked:
@@ -154,6 +162,10 @@ class BufferedInspection:
         action = self.action or ("block" if self.blocked else "allow")
         return TransformOutcome(action, self.findings, self.error_code, self.scan_seconds, self.tokens, self.status,
                                 self.headers, self.rule)
+
+    def take_released(self) -> list[float]:
+        """A whole answer is one event, not measured as a stream's content events are."""
+        return []
 
     def finish_later(self) -> Deferred[bytes] | None:
         """What L{finish} returns, from the scan pool, for an answer too large to inspect on the reactor;
@@ -234,6 +246,7 @@ class Relay(Protocol):
         clock: Any = None,
         timer: Callable[[], float] = time.perf_counter,
         on_end: Callable[[], bytes] | None = None,
+        metrics: Any = None,
     ) -> None:
         self._request = request
         self._on_end = on_end
@@ -241,13 +254,15 @@ class Relay(Protocol):
         self.transform = transform
         self._clock = clock  # schedules the next slice; only needed with a transform
         self._timer = timer
+        self._metrics = metrics  # the added delay and held text of streamed answers
+        self._overflows = 0
         self._client_gone = False
         self._ended = False
         self._error: str | None = None
         self.bytes_out = 0
         # Upstream bytes not fed to the transform yet; bounded: the upstream read is paused while
         # it is not empty, so it grows by one read at most.
-        self._backlog: deque[bytes] = deque()
+        self._backlog: deque[tuple[bytes, float]] = deque()
         self._later: Any = None
         self._lost: BaseException | None = None  # the upstream body ended while the backlog was fed
         self._client_paused = False
@@ -300,7 +315,7 @@ class Relay(Protocol):
         if self.transform is None:
             self._write(data)
             return
-        self._backlog.append(data)
+        self._backlog.append((data, self._timer()))
         if self._later is None:
             self._feed()
 
@@ -315,16 +330,17 @@ class Relay(Protocol):
                 backlog.clear()
                 self._settle()
                 return
-            data = backlog.popleft()
+            data, arrived = backlog.popleft()
             if len(data) > SLICE:
-                backlog.appendleft(data[SLICE:])
+                backlog.appendleft((data[SLICE:], arrived))
                 data = data[:SLICE]
-            out = transform.feed(data)
+            out = transform.feed(data, arrived)
             if transform.blocked:
                 # The transform ended the answer: the stream redactor with the provider's error
                 # event, or an answer too large to inspect with an error body and its own status.
                 backlog.clear()
                 self._write_last(out)
+                self._observe()
                 self._ended = True
                 self._request.unregister_producer()
                 if transform.cut_on_block and self._request.started_writing:
@@ -336,6 +352,7 @@ class Relay(Protocol):
                 self._settle()
                 return
             self._write(out)
+            self._observe()
             if backlog and self._timer() - start >= TURN_SECONDS:
                 if self._lost is None:
                     self.transport.pauseProducing()
@@ -346,6 +363,21 @@ class Relay(Protocol):
             self.connectionLost(reason)
         elif not self._client_paused:
             self.transport.resumeProducing()
+
+    def _observe(self) -> None:
+        """Each content event just written: its delay since its bytes came from the upstream."""
+        metrics, transform = self._metrics, self.transform
+        if metrics is None or transform is None:
+            return
+        released = transform.take_released()
+        if released:
+            now = self._timer()
+            for arrived in released:
+                metrics.stream_hold_seconds.observe(now - arrived)
+            metrics.stream_held_chars.observe(transform.held_chars)
+        if transform.overflows > self._overflows:
+            metrics.stream_candidate_overflows.inc(transform.overflows - self._overflows)
+            self._overflows = transform.overflows
 
     def _settle(self) -> None:
         """The upstream body ended while the backlog was fed: its end, held back, is reported now.
@@ -390,6 +422,7 @@ class Relay(Protocol):
                     pending.addCallback(self._finish_with)
                     return
                 self._write_last(self.transform.finish())
+                self._observe()
             self._request.finish()
             self._on_done(None)
             return

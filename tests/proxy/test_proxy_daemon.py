@@ -489,6 +489,11 @@ def test_default_policy_streams_a_short_answer_as_it_comes(default_policy_daemon
     assert arrivals[0][0] - started < 0.25
     assert arrivals[-1][0] - arrivals[0][0] >= 0.25
     assert len({round(t, 2) for t, _ in arrivals}) >= 6
+    # The proxy's own measure of the delay it added to each content event.
+    events = default_policy_daemon.metric("proxilion_stream_hold_seconds_count")
+    assert events >= 8
+    assert default_policy_daemon.metric("proxilion_stream_hold_seconds_bucket", le="0.1") >= events / 2
+    assert default_policy_daemon.metric("proxilion_stream_held_chars_count") >= 1
 
 
 def test_default_policy_streams_a_short_answer_as_it_comes_to_the_anthropic_sdk(default_policy_daemon: Daemon) -> None:
