@@ -1,18 +1,20 @@
 """Time to first content token and added delay per content event of a paced stream (issue #16).
 
 The fake provider streams a 2,000-character prose answer in 200 events 20 ms
-apart (OpenAI chat format). A client reads it directly and through the proxy,
-recording when each character arrives (each SSE content event's arrival time,
-from the request's start). The upstream cuts the text as the fake provider
-does (`x-fake-chunks`), so each upstream event's characters are known; the
-proxy may send an event's text in two events (the part before a word still
-being written first), so the measures are per character, paired by position:
+apart (OpenAI chat format). Each run reads two such streams at the same time,
+one directly and one through the proxy, so both are paced by the same
+upstream reactor at the same moment (run after run, its pacing drifts by
+tens of milliseconds over a stream). The client records when each character
+arrives; the upstream cuts the text as the fake provider does
+(`x-fake-chunks`), so each upstream event's characters are known. The proxy
+may send an event's text in two events (the part before a word still being
+written first), so the measures are per character, paired by position:
 
-- first content: when the first character arrives;
-- per event, whole: when the event's last character arrives, minus the same
-  in the direct runs (median) — what a UI showing whole events waits;
-- per event, first: when the event's first character arrives, minus direct —
-  when the UI starts showing the event's text.
+- first content: when the first character arrives (request to first text);
+- per event, whole: when the event's last character arrives through the
+  proxy, minus directly — what a UI showing whole events waits;
+- per event, first: the same for its first character — when the UI starts
+  showing the event's text.
 """
 
 from __future__ import annotations
@@ -78,14 +80,19 @@ async def _one(port: int, path: str) -> list[float]:
     return arrivals
 
 
-def run(port: int, path: str, runs: int) -> list[list[float]]:
-    """C{runs} streams, one after the other; each the arrival time of every character."""
-    out = []
+async def _pair(direct: tuple[int, str], proxied: tuple[int, str]) -> tuple[list[float], list[float]]:
+    return await asyncio.gather(_one(*direct), _one(*proxied))
+
+
+def run(direct: tuple[int, str], proxied: tuple[int, str], runs: int) -> tuple[list[list[float]], list[list[float]]]:
+    """C{runs} pairs of streams read at once, direct and proxied (port, path): each the arrival
+    time of every character."""
+    out: tuple[list[list[float]], list[list[float]]] = ([], [])
     for _ in range(runs):
-        arrivals = asyncio.run(_one(port, path))
-        if len(arrivals) != len(PROSE):
-            raise RuntimeError(f"stream through {path} gave {len(arrivals)} characters, not {len(PROSE)}")
-        out.append(arrivals)
+        for side, arrivals in zip(out, asyncio.run(_pair(direct, proxied))):
+            if len(arrivals) != len(PROSE):
+                raise RuntimeError(f"a stream gave {len(arrivals)} characters, not {len(PROSE)}")
+            side.append(arrivals)
     return out
 
 
@@ -102,9 +109,9 @@ def summarise(direct: list[list[float]], proxied: list[list[float]]) -> dict:
         firsts.append(pos)
         pos += len(piece)
         lasts.append(pos - 1)
-    base = [statistics.median(run[i] for run in direct) for i in range(len(PROSE))]
-    whole = [(run[i] - base[i]) * 1e3 for run in proxied for i in lasts]
-    first = [(run[i] - base[i]) * 1e3 for run in proxied for i in firsts]
+    pairs = list(zip(direct, proxied))
+    whole = [(p[i] - d[i]) * 1e3 for d, p in pairs for i in lasts]
+    first = [(p[i] - d[i]) * 1e3 for d, p in pairs for i in firsts]
     ttft_direct = statistics.median(run[0] for run in direct) * 1e3
     ttft_proxied = statistics.median(run[0] for run in proxied) * 1e3
     return {
@@ -112,13 +119,24 @@ def summarise(direct: list[list[float]], proxied: list[list[float]]) -> dict:
         "ttft_ms_direct_p50": ttft_direct, "ttft_ms_p50": ttft_proxied, "added_ttft_ms_p50": ttft_proxied - ttft_direct,
         "added_event_whole_ms_p50": _pct(whole, 50), "added_event_whole_ms_p99": _pct(whole, 99),
         "added_event_first_ms_p50": _pct(first, 50), "added_event_first_ms_p99": _pct(first, 99),
-        "added_char_ms_p50": _pct([(run[i] - base[i]) * 1e3 for run in proxied for i in range(len(PROSE))], 50),
+        "added_char_ms_p50": _pct([(p[i] - d[i]) * 1e3 for d, p in pairs for i in range(len(PROSE))], 50),
     }
+
+
+# Bucket bounds of proxilion_stream_hold_seconds, as its /metrics page writes them.
+_HOLD_BUCKETS = ("0.0005", "0.001", "0.002", "0.005", "0.01", "0.025", "0.05", "0.1", "+Inf")
+
+
+def hold_shares(count_le) -> dict:
+    """The proxy's content events by added delay: how many, and the share at or under each bucket bound."""
+    total = count_le("+Inf")
+    shares = {le: (count_le(le) / total if total else None) for le in _HOLD_BUCKETS[:-1]}
+    return {"events": total, "share_le": shares}
 
 
 def report(rows: dict) -> list[str]:
     lines = ["", f"Paced stream: {len(PROSE)} characters of prose in {EVENTS} events {DELAY * 1e3:g} ms apart "
-             "(fake provider, OpenAI chat), added delay vs direct (median of direct runs per character)"]
+             "(fake provider, OpenAI chat), added delay vs a direct stream read at the same time"]
     for name, row in rows.items():
         if "error" in row:
             lines.append(f"{name:<11}not measured: {row['error']}")
@@ -129,4 +147,9 @@ def report(rows: dict) -> list[str]:
             f"+{row['added_event_whole_ms_p99']:.2f} ms p99; first character +{row['added_event_first_ms_p50']:.2f} ms p50 "
             f"+{row['added_event_first_ms_p99']:.2f} ms p99; per character +{row['added_char_ms_p50']:.2f} ms p50 "
             f"({row['runs']} runs)")
+        hold = row.get("hold")
+        if hold and hold["events"]:
+            lines.append(f"{'':<11}proxy's proxilion_stream_hold_seconds over {hold['events']:.0f} content events sent: "
+                         + ", ".join(f"{share:.1%} <= {float(le) * 1e3:g} ms"
+                                     for le, share in hold["share_le"].items() if share is not None))
     return lines

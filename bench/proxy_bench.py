@@ -466,14 +466,18 @@ def report(results: dict) -> str:
 def paced(fake_port: int, proxies: dict[str, subprocess.Popen], runs: int) -> dict:
     """First content token and added delay per content event of a paced prose stream, per variant."""
     rows: dict = {}
-    try:
-        direct = content_pacing.run(fake_port, CHAT_PATH, runs)
-    except Exception as e:
-        return {"direct": {"error": f"{type(e).__name__}: {e}"}}
     for variant, proxy in proxies.items():
         port = int(proxy.args[proxy.args.index("--port") + 1])
+        admin_port = int(proxy.args[proxy.args.index("--admin-port") + 1])
         try:
-            rows[variant] = content_pacing.summarise(direct, content_pacing.run(port, PROXY_PREFIX + CHAT_PATH, runs))
+            before = metrics(admin_port)
+            rows[variant] = content_pacing.summarise(
+                *content_pacing.run((fake_port, CHAT_PATH), (port, PROXY_PREFIX + CHAT_PATH), runs))
+            # The proxy's own measure: each content event from its bytes' arrival to its write.
+            after = metrics(admin_port)
+            rows[variant]["hold"] = content_pacing.hold_shares(
+                lambda le: sample(after, "proxilion_stream_hold_seconds_bucket", le=le)
+                - sample(before, "proxilion_stream_hold_seconds_bucket", le=le))
         except Exception as e:
             rows[variant] = {"error": f"{type(e).__name__}: {e}"}
         print(f"  paced {variant}: {json.dumps(rows[variant])}", file=sys.stderr)
