@@ -162,6 +162,9 @@ class StreamRedactor:
         # not per event); the last scan decides what may leave, so text waits at most a step longer.
         self.rescan_step = max(32, self.holdback // 4)
         self._limit = 4 * self.holdback
+        # What one call scans at most of a channel's new text; longer than any bound on a held
+        # candidate, so each piece lets some text leave.
+        self._piece = max(1024, self._limit + _TAIL)
         # Text leaves up to where a value may still be in progress (see tails), which the built-in
         # detectors' shapes tell; a policy's own regexes do not, so with them text waits the holdback.
         self._tails = not scanner.custom
@@ -195,6 +198,9 @@ class StreamRedactor:
         self._held = 0  # characters held over all channels
         self._ending: list[_Channel] = []  # channels ended by a parsed event, rescanned when it is accepted
         self._moved = False  # a channel was rescanned or ended: the queue's head may be ready now
+        self._behind: dict[_Channel, None] = {}  # channels with text not scanned yet, in order
+        # Events taken from the buffer, not parsed yet: they wait while a large event is scanned.
+        self._unframed: deque[Any] = deque()
         self._arrived: float | None = None
         # Bounded by the events one call releases: the caller takes them after each call.
         self._released: list[float] = []
@@ -266,8 +272,17 @@ class StreamRedactor:
     def _run(self, final: bool) -> bytes:
         out: list[bytes] = []
         # Frames taken from the buffer but not queued yet: passed on as they came if the scanner fails.
-        unqueued: deque[Any] = deque()
+        unqueued = self._unframed
         try:
+            if self._behind and not final:
+                # A large event's next piece first; newer events wait until it is scanned.
+                for channel in list(self._behind):
+                    self._advance(channel)
+                if self.blocked:
+                    return self._block_event()
+                out.append(self._release(force_all=False, split=self.split_events))
+                if self._behind:
+                    return b"".join(out)
             items, to_frame = self._split(final)
             unqueued.extend(items)
             while unqueued:
@@ -283,11 +298,17 @@ class StreamRedactor:
                     out.append(self._release(force_all=False, split=self.split_events and not unqueued and not final))
                 if self.blocked:
                     return b"".join(out) + self._block_event()
+                if self._behind and not final:
+                    break
             if final:
                 # Text that arrived since the last scans is scanned before anything leaves.
                 for channel in self._channels.values():
                     channel.ended = True
-                    self._rescan(channel)
+                    if not self._tails:
+                        self._rescan(channel)
+                        continue
+                    while channel.safe < channel.end and not self.blocked:
+                        self._advance(channel)
                 if self.blocked:
                     return b"".join(out) + self._block_event()
                 out.append(self._release(force_all=True))
@@ -514,8 +535,10 @@ class StreamRedactor:
             for parent, key, text in places:
                 parent[key] = text
 
-    def _rescan(self, channel: _Channel, force: bool = False) -> None:
-        end = channel.end
+    def _rescan(self, channel: _Channel, force: bool = False, stop: int | None = None) -> None:
+        """Scan the channel's text up to C{stop} (its end): all it holds and the sent tail, or with
+        the tails, from the safe point (and the context before it) only: text before it is judged."""
+        end = channel.end if stop is None else stop
         if end == channel.scanned:
             # Nothing arrived since the last scan (an event with empty text): nothing new to find.
             return
@@ -524,9 +547,12 @@ class StreamRedactor:
         channel_id = channel.id
         window = channel.sent_tail + channel.held
         offset = channel.base - len(channel.sent_tail)
+        first = max(0, channel.safe - _TAIL - offset) if self._tails else 0
+        window = window[first:end - offset]
+        offset += first
         budget = self._budget()
         hits = self.scanner.scan(window, None, budget)
-        final = force or channel.ended
+        final = force or (channel.ended and end == channel.end)
         if budget.stopped == "decided" and not final and not any(
                 h.type in self._stop_types and h.end < len(window) for h in hits):
             # The deciding hit may still grow (and change) with the next event: no early stop here.
@@ -535,9 +561,10 @@ class StreamRedactor:
         if self._over_limit(budget):
             return
         new, spans = [], []
+        judged = channel.safe if self._tails else channel.base
         for h in hits:
             start, end = offset + h.start, offset + h.end
-            if end <= channel.base:
+            if end <= judged:
                 continue
             if not final and _may_go_on(window, h.end):
                 # It may go on in the next event ("3023 3328 8391 9984" of an IBAN still arriving
@@ -577,8 +604,8 @@ class StreamRedactor:
         for slot in frame.slots:
             channel = slot.channel
             grown = channel.end - channel.scanned
-            if self._tails and not channel.ended:
-                if grown:
+            if self._tails:
+                if grown or (channel.ended and channel.safe < channel.end):
                     self._advance(channel)
                 continue
             # Rescanned once a step of new text has arrived and the held text is longer than the
@@ -588,15 +615,33 @@ class StreamRedactor:
                 self._rescan(channel)
         if self._ending:
             for channel in self._ending:
-                self._rescan(channel)
+                if self._tails:
+                    self._advance(channel)
+                else:
+                    self._rescan(channel)
             self._ending.clear()
 
     def _advance(self, channel: _Channel) -> None:
-        """Scan a channel's new text when some of it may leave: up to where a value may be in progress."""
-        held = channel.held
+        """Scan a channel's new text when some of it may leave: up to where a value may be in progress.
+
+        One call scans at most a piece past the safe point: a larger event is scanned over several
+        calls (L{busy}), so one event dense with values to validate cannot hold the caller's thread.
+        """
+        base, end = channel.base, channel.end
+        stop = min(end, max(channel.safe, base) + self._piece)
+        if stop < end:
+            self._behind[channel] = None
+        else:
+            self._behind.pop(channel, None)
+        if channel.ended and stop == end:
+            self._rescan(channel)
+            if not self.blocked:
+                channel.safe = end
+            return
+        held = channel.held[:stop - base]
         # A key block may be held up to the memory bound, any other value up to the holdback.
         at = hold_from(held, self.holdback, self._limit)
-        hold = channel.base + at
+        hold = base + at
         if at and at in (len(held) - self.holdback, len(held) - self._limit):
             # A candidate as long as its bound: its older part leaves, scanned to the end
             # first, and redacted if it is (the start of) a finding.
@@ -604,13 +649,19 @@ class StreamRedactor:
                 channel.overflowing = True
                 self.overflows += 1
             if hold > channel.safe:
-                self._rescan(channel, force=True)
+                self._rescan(channel, force=True, stop=stop)
                 channel.safe = hold
             return
         channel.overflowing = False
         if hold > channel.safe:
-            self._rescan(channel)
+            self._rescan(channel, stop=stop)
             channel.safe = max(channel.safe, min(hold, channel.scanned))
+
+    @property
+    def busy(self) -> bool:
+        """Text that arrived is not scanned yet (a large event, a piece per call): call L{feed} again,
+        with no new bytes if need be, before L{finish}."""
+        return bool(self._behind)
 
     # -- release --------------------------------------------------------------------------------
     def _ready(self, frame: _Frame) -> bool:
@@ -638,7 +689,8 @@ class StreamRedactor:
         while queue:
             frame = queue[0]
             if not (force_all or self._ready(frame)):
-                if self._held <= self._limit:
+                # A large event being scanned a piece per call is bounded by the event size limit.
+                if self._held <= self._limit or self._behind:
                     if split and self._tails and frame.splittable and len(frame.slots) == 1:
                         self._split_head(frame, frame.slots[0], out, sent)
                     break

@@ -52,6 +52,8 @@ class BodyTransform(TypingProtocol):
     # Characters held back from the client now, and candidates that outgrew their bound so far.
     held_chars: int
     overflows: int
+    # Bytes fed are not all inspected yet (a large event is scanned a piece per call): feed again.
+    busy: bool
 
     def feed(self, chunk: bytes, arrived: float | None = None) -> bytes: ...
 
@@ -104,6 +106,7 @@ class BufferedInspection:
         self.blocked = False
         self.cut_on_block = False  # a refusal replaces the whole answer: nothing to cut
         self.held_chars = self.overflows = 0  # a stream's measures: a whole answer has none
+        self.busy = False
         self.status: int | None = None
         self.scan_seconds: float | None = None
         self.tokens: tuple[int | None, int | None] = (None, None)
@@ -353,6 +356,9 @@ class Relay(Protocol):
                 return
             self._write(out)
             self._observe()
+            if transform.busy:
+                # The rest of a large event is scanned in the next feeds, a turn's time at a time.
+                backlog.appendleft((b"", arrived))
             if backlog and self._timer() - start >= TURN_SECONDS:
                 if self._lost is None:
                     self.transport.pauseProducing()
