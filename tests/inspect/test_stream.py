@@ -459,3 +459,29 @@ def test_a_string_scanned_clean_under_one_key_is_scanned_again_under_a_secret_na
     assert [f.type for f in redactor.findings] == ["generic_secret"]
     assert out.count(value.encode()) == 1
 
+
+
+def test_a_large_event_is_scanned_a_piece_per_call():
+    """One event of 20,000 characters is not scanned in one go: each call scans about a kilobyte,
+    the caller feeds again while the redactor is busy, and the answer is redacted as a whole one is."""
+    filler = "call +1 415 555 0100 and more words here. "
+    text = filler * 200 + "card " + CARD + " end. " + filler * 200
+    redactor = DEFAULT.stream_redactor("openai", "/v1/chat/completions")
+    scanned = []
+    scan = redactor.scanner.scan
+
+    def counting(window, key=None, budget=None):
+        scanned.append(len(window))
+        return scan(window, key, budget)
+    redactor.scanner = type("Counting", (), {"scan": staticmethod(counting), "custom": (),
+                                              "scan_many": redactor.scanner.scan_many})()
+    data = streams.openai([text])
+    out = redactor.feed(data[:-40])
+    calls = 1
+    while redactor.busy:
+        out += redactor.feed(b"")
+        calls += 1
+    out += redactor.feed(data[-40:]) + redactor.finish()
+    assert calls >= len(text) // 1500
+    assert max(scanned) <= 1200
+    assert streams.text_of("openai", out) == text.replace(CARD, "[REDACTED:CREDIT_CARD]")
