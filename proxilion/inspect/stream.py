@@ -1,22 +1,26 @@
 """Redacting streamed answers (SSE, NDJSON, AWS event-stream) on the fly.
 
 Each text the stream grows (a choice, a content block, tool-call arguments)
-is a channel. An event carrying text leaves only once a scan of its channel
-has covered `stream_holdback_chars` characters after it (or the channel's
-end), so a value split across events is scanned whole before any of it
-leaves. The held text, plus a short tail of what was already sent, is
-rescanned when a step of new text (a quarter of the holdback, at least 32
-characters) has arrived and the held text is longer than the holdback, when
-the channel ends, and before an event is forced out: one scan per step, not
-per event, and text is held at most a step (and one event) longer than the
-holdback. Events leave in their arrival order, each with its own text
-redacted, so the stream stays valid for the SDKs; an event with no text
-(OpenAI's opening role event) leaves at once when nothing is held ahead of
-it. Events without a text channel (tool calls, citations, final summaries)
-are scanned whole as JSON. A block ends the stream with the provider's error
-event, before any of the offending text leaves. Memory is bounded: held text
-never exceeds four times the holdback before the oldest event is forced out
-(scanned, then redacted).
+is a channel. A channel's text leaves as soon as it cannot be part of a
+finding: only the value that may still be in progress at its end is held,
+from the earliest place it could start (see tails), and at most
+`stream_holdback_chars` of one value (a key block: four times that). New text
+is scanned with the context already sent before it (the last 64 characters),
+so a context word that has left ("SSN:") still qualifies the value held now;
+the scan starts at the channel's safe point, as text before it is judged.
+Events leave in their arrival order, each with its own text redacted, so the
+stream stays valid for the SDKs; an event whose text ends inside a held value
+leaves in two events (the part before it first) when it is the last event of
+a chunk, and an event with no text (OpenAI's opening role event) leaves at
+once when nothing is held ahead of it. A large event's text is scanned a
+piece per call (L{StreamRedactor.busy}). Events without a text channel (tool
+calls, citations, final summaries) are scanned whole as JSON. A block ends
+the stream with the provider's error event, before any of the offending text
+leaves. A policy with its own regexes (whose values' unfinished shapes are
+unknown) holds each text until `stream_holdback_chars` more were scanned
+after it, rescanned a step (a quarter of the holdback) at a time. Memory is
+bounded: held text never exceeds four times the holdback before the oldest
+event is forced out (scanned, then redacted).
 """
 
 from __future__ import annotations
@@ -665,7 +669,8 @@ class StreamRedactor:
 
     # -- release --------------------------------------------------------------------------------
     def _ready(self, frame: _Frame) -> bool:
-        """Whether every text of the frame was scanned with the holdback after it, or its channel's end."""
+        """Whether every text of the frame is before its channel's safe point (with a policy's own
+        regexes: was scanned with the holdback after it), or its channel ended and was scanned."""
         for slot in frame.slots:
             if slot.end == slot.start:
                 # No text (OpenAI's opening role event): nothing to hold back, and

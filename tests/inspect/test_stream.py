@@ -485,3 +485,19 @@ def test_a_large_event_is_scanned_a_piece_per_call():
     assert calls >= len(text) // 1500
     assert max(scanned) <= 1200
     assert streams.text_of("openai", out) == text.replace(CARD, "[REDACTED:CREDIT_CARD]")
+
+
+def test_a_policy_with_its_own_regexes_holds_text_by_the_holdback():
+    """A custom regex's values may span spaces in ways the tails do not know ("EMP 123 456"): with
+    one, a stream's text waits until the holdback has been scanned after it, as before issue #16."""
+    policy = parse_policy({"detectors": {"custom": [{"name": "employee_id", "pattern": r"EMP \d{3} \d{3}",
+                                                     "category": "hr", "severity": "high"}]},
+                           "rules": REDACT_ANSWERS}, environ={})
+    text = "Your id is EMP 123 456, keep it."
+    for split in range(len("Your id is "), len("Your id is EMP 123 456") + 1):
+        redactor = Inspector(policy).stream_redactor("openai", "/v1/chat/completions")
+        events = streams.openai([text[:split], text[split:]]).split(b"\n\n")[:-1]
+        out = b"".join(redactor.feed(event + b"\n\n") for event in events) + redactor.finish()
+        assert streams.text_of("openai", out) == "Your id is [REDACTED:EMPLOYEE_ID], keep it.", split
+    redactor = Inspector(policy).stream_redactor("openai", "/v1/chat/completions")
+    assert redactor.feed(_openai_event("Hello there, ")) == b""
