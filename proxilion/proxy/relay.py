@@ -373,9 +373,11 @@ class Relay(Protocol):
     def _observe(self) -> None:
         """Each content event just written: its delay since its bytes came from the upstream."""
         metrics, transform = self._metrics, self.transform
-        if metrics is None or transform is None:
+        if transform is None:
             return
-        released = transform.take_released()
+        released = transform.take_released()  # taken even unmeasured: the transform keeps them until then
+        if metrics is None:
+            return
         if released:
             now = self._timer()
             for arrived in released:
