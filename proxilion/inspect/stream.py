@@ -657,9 +657,16 @@ class StreamRedactor:
                 channel.safe = hold
             return
         channel.overflowing = False
-        if hold > channel.safe:
+        before = channel.safe
+        if hold > before:
             self._rescan(channel, stop=stop)
-            channel.safe = max(channel.safe, min(hold, channel.scanned))
+            channel.safe = max(before, min(hold, channel.scanned))
+        if stop < end and channel.safe == before and not self.blocked:
+            # A piece of a large event must free some text, or the event would never finish:
+            # one whose values all look unfinished is judged as it is, up to the holdback.
+            channel.scanned = before
+            self._rescan(channel, force=True, stop=stop)
+            channel.safe = max(before, stop - self.holdback)
 
     @property
     def busy(self) -> bool:

@@ -501,3 +501,20 @@ def test_a_policy_with_its_own_regexes_holds_text_by_the_holdback():
         assert streams.text_of("openai", out) == "Your id is [REDACTED:EMPLOYEE_ID], keep it.", split
     redactor = Inspector(policy).stream_redactor("openai", "/v1/chat/completions")
     assert redactor.feed(_openai_event("Hello there, ")) == b""
+
+
+def test_a_large_event_finishes_even_if_no_piece_looks_finished(monkeypatch):
+    # Were every piece's end to look like a value in progress, the event would still be scanned
+    # and sent in a bounded number of calls, never leaving the caller feeding forever.
+    monkeypatch.setattr("proxilion.inspect.stream.hold_from", lambda text, reach, armour_reach: 0)
+    text = "lorem ipsum dolor " * 400
+    redactor = DEFAULT.stream_redactor("openai", "/v1/chat/completions")
+    data = streams.openai([text])
+    out = redactor.feed(data[:-60])
+    for _ in range(100):
+        if not redactor.busy:
+            break
+        out += redactor.feed(b"")
+    assert not redactor.busy
+    out += redactor.feed(data[-60:]) + redactor.finish()
+    assert streams.text_of("openai", out) == text
