@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import cohere
+import openai
 import pytest
 from google import genai
 from google.genai import types as genai_types
@@ -68,6 +69,16 @@ def test_cohere_stream_arrives_at_the_upstreams_pace(daemon: Daemon) -> None:
         request_options={"additional_headers": PACED}) if e.type == "content-delta"]
     assert "".join(t for _, t in texts) == PROSE
     _assert_paced([at for at, text in texts if text])
+
+
+def test_openai_responses_stream_helper_accumulates_split_events(daemon: Daemon) -> None:
+    """The Responses helper keeps state per event; events sent in two parts still add up to the answer."""
+    client = openai.OpenAI(base_url=daemon.url + "/proxy/openai/v1", api_key="sk-e2e-streams", max_retries=0)
+    with client.responses.stream(model="gpt-4o", input="hi", extra_headers=PACED) as stream:
+        deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert final.output_text == "".join(deltas) == PROSE
+    assert len(deltas) > 8  # some of the eight events left in two parts
 
 
 def _read(events, text_of):
