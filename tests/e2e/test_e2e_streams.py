@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import boto3
+import botocore.config
 import cohere
 import openai
 import pytest
@@ -25,7 +27,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, fake: str):
     workdir = tmp_path_factory.mktemp("streams")
     policy = workdir / "policy.yaml"
     policy.write_text(shipped_policy_with(BLOCK_SSN_IN_ANSWERS))
-    with running(Daemon(workdir, [*upstream_args(fake), "--policy", str(policy)], {"RATE_LIMIT_PER_MINUTE": "0"})) as d:
+    with running(Daemon(workdir, [*upstream_args(fake), *upstream_args(fake, "bedrock"), "--policy", str(policy)], {"RATE_LIMIT_PER_MINUTE": "0"})) as d:
         yield d
 
 
@@ -79,6 +81,25 @@ def test_openai_responses_stream_helper_accumulates_split_events(daemon: Daemon)
         final = stream.get_final_response()
     assert final.output_text == "".join(deltas) == PROSE
     assert len(deltas) > 8  # some of the eight events left in two parts
+
+
+def test_boto3_converse_stream_arrives_at_the_upstreams_pace(daemon: Daemon) -> None:
+    """AWS event-stream frames sent in two parts are re-encoded with their checksums: boto3 reads them."""
+    client = boto3.client(
+        "bedrock-runtime", endpoint_url=daemon.url + "/proxy/bedrock", region_name="us-east-1",
+        aws_access_key_id="AKIAE2ESTREAMSNOTREAL", aws_secret_access_key="e2e-not-a-real-secret",
+        config=botocore.config.Config(retries={"max_attempts": 1}))
+
+    def scripted(request, **_):
+        for name, value in PACED.items():
+            request.headers[name] = value
+    client.meta.events.register("before-sign.bedrock-runtime.*", scripted)
+    answer = client.converse_stream(modelId="anthropic.claude-3-5-sonnet-20240620-v1:0",
+                                    messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    texts = [(time.monotonic(), e["contentBlockDelta"]["delta"]["text"]) for e in answer["stream"]
+             if "contentBlockDelta" in e]
+    assert "".join(t for _, t in texts) == PROSE
+    _assert_paced([at for at, text in texts if text])
 
 
 def _read(events, text_of):
