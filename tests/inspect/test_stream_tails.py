@@ -170,3 +170,22 @@ def test_prose_is_held_only_by_its_last_unfinished_word():
     for end in range(1, len(text) + 1):
         held = text[hold_from(text[:end], 256, 1024):end]
         assert " " not in held, (end, held)
+
+
+@pytest.mark.parametrize(("text", "held"), [
+    ("Hello world", "world"),
+    ("Hello world ", ""),
+    ("card 4111 1111 ", "4111 1111 "),
+    ("call (555) 12", "(555) 12"),
+    ("tel +44 20 79", "+44 20 79"),
+    ("iban DE89 3704 00", "DE89 3704 00"),
+    ("born March 3, 19", "March 3, 19"),
+    ("born 12 Mar", "12 Mar"),
+    ("x -----BEGIN RSA PRIVATE KEY-----\nMIIabc", "-----BEGIN RSA PRIVATE KEY-----\nMIIabc"),
+    ("x -----BEGIN RSA PRIVATE KEY-----\nMII\n-----END RSA PRIVATE KEY----", "-----BEGIN RSA PRIVATE KEY-----\nMII\n-----END RSA PRIVATE KEY----"),
+    ("x -----BEGIN RSA PRIVATE KEY-----\nMII\n-----END RSA PRIVATE KEY----- ok", "ok"),
+    ("Ｈｅｌｌｏ ４１１１ ", "４１１１ "),
+    ("a" * 300, "a" * 256),
+])
+def test_what_is_held_at_the_end_of_a_text(text, held):
+    assert text[hold_from(text, 256, 1024):] == held
