@@ -5,7 +5,10 @@ Starts a fast upstream (nginx answering a fixed chat completion; or the fake
 provider), nginx as a keep-alive reverse proxy to it, and Proxilion
 (`twistd -n proxilion`) pointed at it; drives each with wrk posting a 1 KB
 chat-completion body; then runs 64 concurrent SSE streams from the fake
-provider, direct and through Proxilion, timing the first byte. Everything runs
+provider, direct and through Proxilion, timing the first byte; then a paced
+prose stream (200 events 20 ms apart), direct and through Proxilion, timing
+the first content token and the delay added to each content event
+(bench/content_pacing.py). Everything runs
 in a temporary directory and is stopped at the end. See bench/README.md.
 """
 
@@ -30,6 +33,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
+
+import content_pacing
 
 REPO = Path(__file__).resolve().parent.parent
 LUA = REPO / "bench" / "lib" / "chat_post.lua"
@@ -458,6 +463,27 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def paced(fake_port: int, proxies: dict[str, subprocess.Popen], runs: int) -> dict:
+    """First content token and added delay per content event of a paced prose stream, per variant."""
+    rows: dict = {}
+    for variant, proxy in proxies.items():
+        port = int(proxy.args[proxy.args.index("--port") + 1])
+        admin_port = int(proxy.args[proxy.args.index("--admin-port") + 1])
+        try:
+            before = metrics(admin_port)
+            rows[variant] = content_pacing.summarise(
+                *content_pacing.run((fake_port, CHAT_PATH), (port, PROXY_PREFIX + CHAT_PATH), runs))
+            # The proxy's own measure: each content event from its bytes' arrival to its write.
+            after = metrics(admin_port)
+            rows[variant]["hold"] = content_pacing.hold_shares(
+                lambda le: sample(after, "proxilion_stream_hold_seconds_bucket", le=le)
+                - sample(before, "proxilion_stream_hold_seconds_bucket", le=le))
+        except Exception as e:
+            rows[variant] = {"error": f"{type(e).__name__}: {e}"}
+        print(f"  paced {variant}: {json.dumps(rows[variant])}", file=sys.stderr)
+    return rows
+
+
 def export_head(dest: Path) -> Path:
     """The committed tree of HEAD, unpacked in `dest`: a stable source to benchmark
     while others edit the working tree."""
@@ -490,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-chunk-delay", type=float, default=0.02,
                         help="fake provider seconds between stream chunks")
     parser.add_argument("--no-streams", action="store_true", help="skip the streaming runs")
+    parser.add_argument("--paced-runs", type=int, default=5,
+                        help="paced prose streams (200 events 20 ms apart) per target, one after the other; "
+                             "0 skips them")
     parser.add_argument("--rounds", type=int, default=1,
                         help="measured runs per Proxilion variant, and stream rounds (each a direct "
                              "run then every variant); the run with the median figure is reported, "
@@ -617,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
                                 row[f"added_ttfb_ms_{p}"] = row[f"ttfb_ms_{p}"] - direct[f"ttfb_ms_{p}"]
                         rounds[variant].append(row)
                         print(f"  stream {variant}: {json.dumps(row)}", file=sys.stderr)
+                if args.paced_runs:
+                    results["paced"] = paced(fake_port, proxies, args.paced_runs)
                 for proxy in proxies.values():
                     procs.stop(proxy)
                 results["streams"]["direct"] = median_run(rounds["direct"], "ttfb_ms_p50")
@@ -626,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
             procs.stop_all()
 
     print(report(results))
+    if results.get("paced"):
+        print("\n".join(content_pacing.report(results["paced"])))
     if args.json:
         out_dir = REPO / "bench" / "results"
         out_dir.mkdir(exist_ok=True)

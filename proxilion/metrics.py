@@ -103,6 +103,21 @@ class Metrics:
         self.scan_duration = Histogram(
             "proxilion_scan_duration_seconds", "Time spent inspecting one body.", ["direction"], buckets=_FAST_BUCKETS, registry=r
         )
+        # Streamed answers: text is held only while a value may be in progress in it (issue #16).
+        self.stream_hold_seconds = Histogram(
+            "proxilion_stream_hold_seconds",
+            "Added delay of each streamed content event: from its bytes' arrival from the upstream to its write to the client.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r
+        )
+        self.stream_held_chars = Histogram(
+            "proxilion_stream_held_chars", "Characters of a streamed answer still held back when content events leave.",
+            buckets=(0, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r
+        )
+        self.stream_candidate_overflows = Counter(
+            "proxilion_stream_candidate_overflows",
+            "Values in progress longer than stream_holdback_chars: scanned, then released in parts (redacted if found).",
+            registry=r
+        )
         self.scanner_errors = Counter("proxilion_scanner_errors", "Inspection failures (each failed closed unless configured).", registry=r)
         self.findings_cap_exceeded = Counter(
             "proxilion_findings_cap_exceeded",

@@ -72,6 +72,7 @@ class Inspector:
             return None
         events = b"".join(b"data: " + encode(chunk) + b"\n\n" for chunk in chunks)
         redactor = self.stream_redactor(provider, path, identity)
+        redactor.split_events = False
         out = redactor.feed(events) + redactor.finish()
         elapsed = time.perf_counter() - started
         findings = tuple(redactor.findings)

@@ -1,22 +1,26 @@
 """Redacting streamed answers (SSE, NDJSON, AWS event-stream) on the fly.
 
 Each text the stream grows (a choice, a content block, tool-call arguments)
-is a channel. An event carrying text leaves only once a scan of its channel
-has covered `stream_holdback_chars` characters after it (or the channel's
-end), so a value split across events is scanned whole before any of it
-leaves. The held text, plus a short tail of what was already sent, is
-rescanned when a step of new text (a quarter of the holdback, at least 32
-characters) has arrived and the held text is longer than the holdback, when
-the channel ends, and before an event is forced out: one scan per step, not
-per event, and text is held at most a step (and one event) longer than the
-holdback. Events leave in their arrival order, each with its own text
-redacted, so the stream stays valid for the SDKs; an event with no text
-(OpenAI's opening role event) leaves at once when nothing is held ahead of
-it. Events without a text channel (tool calls, citations, final summaries)
-are scanned whole as JSON. A block ends the stream with the provider's error
-event, before any of the offending text leaves. Memory is bounded: held text
-never exceeds four times the holdback before the oldest event is forced out
-(scanned, then redacted).
+is a channel. A channel's text leaves as soon as it cannot be part of a
+finding: only the value that may still be in progress at its end is held,
+from the earliest place it could start (see tails), and at most
+`stream_holdback_chars` of one value (a key block: four times that). New text
+is scanned with the context already sent before it (the last 64 characters),
+so a context word that has left ("SSN:") still qualifies the value held now;
+the scan starts at the channel's safe point, as text before it is judged.
+Events leave in their arrival order, each with its own text redacted, so the
+stream stays valid for the SDKs; an event whose text ends inside a held value
+leaves in two events (the part before it first) when it is the last event of
+a chunk, and an event with no text (OpenAI's opening role event) leaves at
+once when nothing is held ahead of it. A large event's text is scanned a
+piece per call (L{StreamRedactor.busy}). Events without a text channel (tool
+calls, citations, final summaries) are scanned whole as JSON. A block ends
+the stream with the provider's error event, before any of the offending text
+leaves. A policy with its own regexes (whose values' unfinished shapes are
+unknown) holds each text until `stream_holdback_chars` more were scanned
+after it, rescanned a step (a quarter of the holdback) at a time. Memory is
+bounded: held text never exceeds four times the holdback before the oldest
+event is forced out (scanned, then redacted).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from proxilion.inspect.decide import block_message, decide, describe
 from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Action, Finding, TransformOutcome
 from proxilion.inspect.redact import replacement
 from proxilion.inspect.scanner import Budget, Scanner
+from proxilion.inspect.tails import hold_from
 from proxilion.providers import eventstream
 from proxilion.providers.body import ANSWER_METADATA
 from proxilion.providers.errors import ANSWER_BLOCKED, ANSWER_UNINSPECTABLE, stream_error_event, wire_dialect
@@ -63,6 +68,8 @@ _CLEAN_SHAPES = 32
 _CLEAN_SHAPE_BYTES = 4096
 _CLEAN_TEXTS = 256
 _CLEAN_TEXT_CHARS = 64
+# The largest event, its text slot blanked, whose text is sent in two parts (ids, types, an index).
+_SPLITTABLE_BYTES = 512
 _decoder = json.JSONDecoder()
 _loads, _raw_decode = _decoder.decode, _decoder.raw_decode
 
@@ -84,12 +91,15 @@ class _Slot:
 
 
 class _Frame:
-    __slots__ = ("raw", "doc", "slots", "rebuild", "changed")
+    __slots__ = ("raw", "doc", "slots", "rebuild", "changed", "splittable", "arrived")
 
     def __init__(self, raw: bytes, doc: Any = None, rebuild: Callable[[Any], bytes] | None = None) -> None:
         self.raw, self.doc, self.rebuild = raw, doc, rebuild
         self.slots: list[_Slot] = []
         self.changed = False
+        # Small beside its text (a plain delta, no audio or tool payload): its text may leave in two events.
+        self.splittable = False
+        self.arrived: float | None = None  # when the bytes that completed it arrived (see feed)
 
     def encode(self) -> bytes:
         # Only frames with a rebuild have slots, and only slots change a frame.
@@ -104,7 +114,7 @@ class _Span:
 
 
 class _Channel:
-    __slots__ = ("id", "sent_tail", "held", "base", "spans", "ended", "path", "scanned")
+    __slots__ = ("id", "sent_tail", "held", "base", "spans", "ended", "path", "scanned", "safe", "overflowing")
 
     def __init__(self, channel_id: Any, path: tuple[str | int, ...]) -> None:
         self.id = channel_id
@@ -115,6 +125,8 @@ class _Channel:
         self.ended = False
         self.path = path
         self.scanned = 0  # channel length at the last rescan: text before it has been scanned
+        self.safe = 0  # text before it was scanned and no value in progress can reach back into it
+        self.overflowing = False  # its candidate in progress is longer than the holdback
 
     @property
     def end(self) -> int:
@@ -155,8 +167,21 @@ class StreamRedactor:
         # not per event); the last scan decides what may leave, so text waits at most a step longer.
         self.rescan_step = max(32, self.holdback // 4)
         self._limit = 4 * self.holdback
+        # What one call scans at most of a channel's new text; longer than any bound on a held
+        # candidate, so each piece lets some text leave.
+        self._piece = max(1024, self._limit + _TAIL)
+        # Text leaves up to where a value may still be in progress (see tails), which the built-in
+        # detectors' shapes tell; a policy's own regexes do not, so with them text waits the holdback.
+        self._tails = not scanner.custom
+        # Whether an event's text may leave in two events (off for an answer inspected whole).
+        self.split_events = True
+        # Candidates in progress that grew longer than the holdback: scanned and released in parts.
+        self.overflows = 0
         self.findings: list[Finding] = []
         self.blocked = False
+        # Cohere's SDKs read past an error event (finish_reason ERROR) without raising: after it the
+        # stream is cut short, a transport error they do raise.
+        self.cut_on_block = self.format.startswith("cohere")
         # Why the answer could not be inspected (STREAM_EVENT_TOO_LARGE, SCANNER_ERROR) or was refused
         # without a finding deciding it (TOO_MANY_FINDINGS); None otherwise.
         self.error_code: str | None = None
@@ -179,16 +204,34 @@ class StreamRedactor:
         self._held = 0  # characters held over all channels
         self._ending: list[_Channel] = []  # channels ended by a parsed event, rescanned when it is accepted
         self._moved = False  # a channel was rescanned or ended: the queue's head may be ready now
+        self._behind: dict[_Channel, None] = {}  # channels with text not scanned yet, in order
+        # Events taken from the buffer, not parsed yet: they wait while a large event is scanned.
+        self._unframed: deque[Any] = deque()
+        self._arrived: float | None = None
+        # Bounded by the events one call releases: the caller takes them after each call.
+        self._released: list[float] = []
 
     # -- public ---------------------------------------------------------------------------------
-    def feed(self, chunk: bytes) -> bytes:
-        """Bytes that may be sent now."""
+    def feed(self, chunk: bytes, arrived: float | None = None) -> bytes:
+        """Bytes that may be sent now. C{arrived}, the caller's time of the chunk's arrival, is
+        handed back by L{take_released} for each event with text that leaves."""
         if self.blocked:
             return b""
         if self._passthrough:
             return chunk
         self._buffer += chunk
+        self._arrived = arrived
         return self._run(final=False)
+
+    def take_released(self) -> list[float]:
+        """The arrival times (see L{feed}) of the events with text released since the last call."""
+        released, self._released = self._released, []
+        return released
+
+    @property
+    def held_chars(self) -> int:
+        """Characters held back from the client now, over all channels."""
+        return self._held
 
     def finish(self) -> bytes:
         """Everything still held, at the end of the upstream stream."""
@@ -243,8 +286,17 @@ class StreamRedactor:
     def _run(self, final: bool) -> bytes:
         out: list[bytes] = []
         # Frames taken from the buffer but not queued yet: passed on as they came if the scanner fails.
-        unqueued: deque[Any] = deque()
+        unqueued = self._unframed
         try:
+            if self._behind and not final:
+                # A large event's next piece first; newer events wait until it is scanned.
+                for channel in list(self._behind):
+                    self._advance(channel)
+                if self.blocked:
+                    return self._block_event()
+                out.append(self._release(force_all=False, split=self.split_events))
+                if self._behind:
+                    return b"".join(out)
             items, to_frame = self._split(final)
             unqueued.extend(items)
             while unqueued:
@@ -256,14 +308,21 @@ class StreamRedactor:
                 # Nothing else makes the queue's head ready, so most events skip the release.
                 if not self.blocked and (self._moved or len(self._queue) == 1 or self._held > self._limit):
                     self._moved = False
-                    out.append(self._release(force_all=False))
+                    # Only the last event of a chunk is split: a later one would free it as soon.
+                    out.append(self._release(force_all=False, split=self.split_events and not unqueued and not final))
                 if self.blocked:
                     return b"".join(out) + self._block_event()
+                if self._behind and not final:
+                    break
             if final:
                 # Text that arrived since the last scans is scanned before anything leaves.
                 for channel in self._channels.values():
                     channel.ended = True
-                    self._rescan(channel)
+                    if not self._tails:
+                        self._rescan(channel)
+                        continue
+                    while channel.safe < channel.end and not self.blocked:
+                        self._advance(channel)
                 if self.blocked:
                     return b"".join(out) + self._block_event()
                 out.append(self._release(force_all=True))
@@ -470,6 +529,7 @@ class StreamRedactor:
                 shape = orjson.dumps(frame.doc)
             except (TypeError, orjson.JSONEncodeError):  # lone surrogates, integers beyond 64 bits
                 shape = None
+            frame.splittable = shape is not None and len(shape) <= _SPLITTABLE_BYTES
             if shape is not None and shape in self._clean_shapes:
                 return
             clean = self._clean_texts
@@ -489,8 +549,10 @@ class StreamRedactor:
             for parent, key, text in places:
                 parent[key] = text
 
-    def _rescan(self, channel: _Channel, force: bool = False) -> None:
-        end = channel.end
+    def _rescan(self, channel: _Channel, force: bool = False, stop: int | None = None) -> None:
+        """Scan the channel's text up to C{stop} (its end): all it holds and the sent tail, or with
+        the tails, from the safe point (and the context before it) only: text before it is judged."""
+        end = channel.end if stop is None else stop
         if end == channel.scanned:
             # Nothing arrived since the last scan (an event with empty text): nothing new to find.
             return
@@ -499,9 +561,12 @@ class StreamRedactor:
         channel_id = channel.id
         window = channel.sent_tail + channel.held
         offset = channel.base - len(channel.sent_tail)
+        first = max(0, channel.safe - _TAIL - offset) if self._tails else 0
+        window = window[first:end - offset]
+        offset += first
         budget = self._budget()
         hits = self.scanner.scan(window, None, budget)
-        final = force or channel.ended
+        final = force or (channel.ended and end == channel.end)
         if budget.stopped == "decided" and not final and not any(
                 h.type in self._stop_types and h.end < len(window) for h in hits):
             # The deciding hit may still grow (and change) with the next event: no early stop here.
@@ -510,9 +575,10 @@ class StreamRedactor:
         if self._over_limit(budget):
             return
         new, spans = [], []
+        judged = channel.safe if self._tails else channel.base
         for h in hits:
             start, end = offset + h.start, offset + h.end
-            if end <= channel.base:
+            if end <= judged:
                 continue
             if not final and _may_go_on(window, h.end):
                 # It may go on in the next event ("3023 3328 8391 9984" of an IBAN still arriving
@@ -547,10 +613,15 @@ class StreamRedactor:
         channel.spans.append(_Span(start, end, type_))
 
     def _accept(self, frame: _Frame) -> None:
+        frame.arrived = self._arrived
         self._queue.append(frame)
         for slot in frame.slots:
             channel = slot.channel
             grown = channel.end - channel.scanned
+            if self._tails:
+                if grown or (channel.ended and channel.safe < channel.end):
+                    self._advance(channel)
+                continue
             # Rescanned once a step of new text has arrived and the held text is longer than the
             # holdback (so the scan lets something leave), or when the channel has ended.
             if grown and (channel.ended or (grown >= self.rescan_step
@@ -558,12 +629,65 @@ class StreamRedactor:
                 self._rescan(channel)
         if self._ending:
             for channel in self._ending:
-                self._rescan(channel)
+                if self._tails:
+                    self._advance(channel)
+                else:
+                    self._rescan(channel)
             self._ending.clear()
+
+    def _advance(self, channel: _Channel) -> None:
+        """Scan a channel's new text when some of it may leave: up to where a value may be in progress.
+
+        One call scans at most a piece past the safe point: a larger event is scanned over several
+        calls (L{busy}), so one event dense with values to validate cannot hold the caller's thread.
+        """
+        base, end = channel.base, channel.end
+        stop = min(end, max(channel.safe, base) + self._piece)
+        if stop < end:
+            self._behind[channel] = None
+        else:
+            self._behind.pop(channel, None)
+        if channel.ended and stop == end:
+            self._rescan(channel)
+            if not self.blocked:
+                channel.safe = end
+            return
+        held = channel.held[:stop - base]
+        # A key block may be held up to the memory bound, any other value up to the holdback.
+        at = hold_from(held, self.holdback, self._limit)
+        hold = base + at
+        if at and at in (len(held) - self.holdback, len(held) - self._limit):
+            # A candidate as long as its bound: its older part leaves, scanned to the end
+            # first, and redacted if it is (the start of) a finding.
+            if not channel.overflowing:
+                channel.overflowing = True
+                self.overflows += 1
+            if hold > channel.safe:
+                self._rescan(channel, force=True, stop=stop)
+                channel.safe = hold
+            return
+        channel.overflowing = False
+        before = channel.safe
+        if hold > before:
+            self._rescan(channel, stop=stop)
+            channel.safe = max(before, min(hold, channel.scanned))
+        if stop < end and channel.safe == before and not self.blocked:
+            # A piece of a large event must free some text, or the event would never finish:
+            # one whose values all look unfinished is judged as it is, up to the holdback.
+            channel.scanned = before
+            self._rescan(channel, force=True, stop=stop)
+            channel.safe = max(before, stop - self.holdback)
+
+    @property
+    def busy(self) -> bool:
+        """Text that arrived is not scanned yet (a large event, a piece per call): call L{feed} again,
+        with no new bytes if need be, before L{finish}."""
+        return bool(self._behind)
 
     # -- release --------------------------------------------------------------------------------
     def _ready(self, frame: _Frame) -> bool:
-        """Whether every text of the frame was scanned with the holdback after it, or its channel's end."""
+        """Whether every text of the frame is before its channel's safe point (with a policy's own
+        regexes: was scanned with the holdback after it), or its channel ended and was scanned."""
         for slot in frame.slots:
             if slot.end == slot.start:
                 # No text (OpenAI's opening role event): nothing to hold back, and
@@ -571,19 +695,26 @@ class StreamRedactor:
                 continue
             channel = slot.channel
             scanned = channel.scanned
+            if self._tails:
+                if slot.end > channel.safe and not (channel.ended and scanned == channel.end):
+                    return False
+                continue
             if scanned - slot.end < self.holdback and not (
                     channel.ended and scanned == channel.end):
                 return False
         return True
 
-    def _release(self, force_all: bool) -> bytes:
-        out = []
+    def _release(self, force_all: bool, split: bool = False) -> bytes:
+        out: list[bytes] = []
         queue = self._queue
         sent: dict[_Channel, int] = {}  # characters each channel sent in this pass
         while queue:
             frame = queue[0]
             if not (force_all or self._ready(frame)):
-                if self._held <= self._limit:
+                # A large event being scanned a piece per call is bounded by the event size limit.
+                if self._held <= self._limit or self._behind:
+                    if split and self._tails and frame.splittable and len(frame.slots) == 1:
+                        self._split_head(frame, frame.slots[0], out, sent)
                     break
                 # The memory bound forces the oldest event out: its text is scanned to the end first.
                 self._sent(sent)
@@ -592,6 +723,8 @@ class StreamRedactor:
                 if self.blocked:
                     break
             queue.popleft()
+            if frame.arrived is not None and any(slot.text for slot in frame.slots):
+                self._released.append(frame.arrived)
             for slot in frame.slots:
                 if slot.text:
                     channel = slot.channel
@@ -605,6 +738,29 @@ class StreamRedactor:
         if len(out) == 1:
             return out[0]
         return b"".join(out)
+
+    def _split_head(self, frame: _Frame, slot: _Slot, out: list[bytes], sent: dict[_Channel, int]) -> None:
+        """Send the part of an event's text before its channel's held candidate, as an event of its own.
+
+        The event's other fields go with both parts: text deltas add up, so the SDKs see one text.
+        """
+        channel = slot.channel
+        cut = channel.safe - slot.start
+        rebuild = frame.rebuild
+        if cut <= 0 or slot.end <= channel.safe or frame.doc is None or rebuild is None:
+            return
+        head = _Slot(channel, slot.path, slot.start, channel.safe, slot.text[:cut])
+        frame.doc = rewrite(frame.doc, {slot.path: head.text})
+        if channel.spans:
+            self._redact_slot(frame, head, channel)
+        out.append(rebuild(frame.doc))
+        if frame.arrived is not None:
+            self._released.append(frame.arrived)
+        sent[channel] = sent.get(channel, 0) + cut
+        self._held -= cut
+        slot.start, slot.text = channel.safe, slot.text[cut:]
+        frame.doc = rewrite(frame.doc, {slot.path: slot.text})
+        frame.changed = True
 
     @staticmethod
     def _sent(sent: dict[_Channel, int]) -> None:

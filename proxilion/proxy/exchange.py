@@ -493,7 +493,8 @@ class Exchange:
         if transform is None and length is not None:
             request.set_header(b"content-length", b"%d" % length)
         self.relay = Relay(request, self._relay_done, transform, self.ctx.clock,
-                           on_end=self._final_decision if transform is not None else None, decoder=decoder)
+                           on_end=self._final_decision if transform is not None else None, decoder=decoder,
+                           metrics=self.ctx.metrics)
         response.deliver_body(self.relay)
 
     def _final_decision(self) -> bytes:

@@ -256,6 +256,18 @@ class HTTPRequest:
         self.finished = True
         self.connection.request_done(self)
 
+    def finish_cut(self) -> None:
+        """End the response without ending its chunked body, then close once what was written is sent.
+
+        The client sees an error event, then a body cut short: an error even to an SDK that
+        reads past error events (Cohere's)."""
+        if self.finished:
+            return
+        self.persistent = False
+        self._ending()
+        self.finished = True
+        self.connection.request_done(self)
+
     def register_producer(self, producer: Any) -> None:
         """Pause C{producer} (a streaming producer) while the client's socket buffer is full."""
         transport = self.connection.transport

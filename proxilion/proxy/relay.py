@@ -53,8 +53,19 @@ class BodyTransform(TypingProtocol):
     """
 
     blocked: bool
+    # Whether a blocked answer's body is cut short after its error event (see HTTPRequest.finish_cut).
+    cut_on_block: bool
+    # Characters held back from the client now, and candidates that outgrew their bound so far.
+    held_chars: int
+    overflows: int
+    # Bytes fed are not all inspected yet (a large event is scanned a piece per call): feed again.
+    busy: bool
 
-    def feed(self, chunk: bytes) -> bytes: ...
+    def feed(self, chunk: bytes, arrived: float | None = None) -> bytes: ...
+
+    def take_released(self) -> list[float]:
+        """The arrival times (C{arrived} of L{feed}) of the content events released since the last call."""
+        ...
 
     def finish(self) -> bytes:
         """The last bytes, at the end of the upstream body."""
@@ -77,27 +88,42 @@ class StreamTransform(BodyTransform, TypingProtocol):
 
 
 class _Backlog:
-    """Upstream bytes not fed to the transform yet, handed out in slices of at most C{SLICE} bytes."""
+    """Upstream bytes not fed to the transform yet, each with its arrival time, handed out in
+    slices of at most C{SLICE} bytes."""
 
     def __init__(self) -> None:
-        self._parts: deque[bytes] = deque()
+        self._parts: deque[tuple[bytes, float]] = deque()
+        # The transform is part way through a large event (C{busy}): it is fed b"" next, with the
+        # event's arrival time, to go on scanning it.
+        self._again: float | None = None
 
     def __bool__(self) -> bool:
-        return bool(self._parts)
+        return bool(self._parts) or self._again is not None
 
-    def append(self, data: bytes) -> None:
-        self._parts.append(data)
+    def append(self, data: bytes, arrived: float) -> None:
+        self._parts.append((data, arrived))
+
+    def again(self, arrived: float) -> None:
+        self._again = arrived
 
     def clear(self) -> None:
         self._parts.clear()
+        self._again = None
 
-    def take(self) -> bytes:
-        """The next slice; b"" when nothing came of the bytes taken (coded bytes not decoded yet)."""
-        data = self._parts.popleft()
+    def _resume(self) -> tuple[bytes, float] | None:
+        arrived, self._again = self._again, None
+        return None if arrived is None else (b"", arrived)
+
+    def take(self) -> tuple[bytes, float] | None:
+        """The next slice and its arrival time; None when nothing came of the bytes taken (coded bytes not decoded yet)."""
+        resumed = self._resume()
+        if resumed is not None:
+            return resumed
+        data, arrived = self._parts.popleft()
         if len(data) > SLICE:
-            self._parts.appendleft(data[SLICE:])
+            self._parts.appendleft((data[SLICE:], arrived))
             data = data[:SLICE]
-        return data
+        return data, arrived
 
 
 class _DecodedBacklog(_Backlog):
@@ -108,24 +134,29 @@ class _DecodedBacklog(_Backlog):
         self.decoder = decoder
         self._transform = transform
         self._more = False  # the last slice was not empty: the decoder may hold more
+        self._arrived = 0.0  # when the coded bytes being decoded arrived
 
     def __bool__(self) -> bool:
-        return self._more or bool(self._parts)
+        return self._more or super().__bool__()
 
     def clear(self) -> None:
         super().clear()
         self._more = False
 
-    def take(self) -> bytes:
+    def take(self) -> tuple[bytes, float] | None:
         """The next decoded slice; raises L{content_coding.CodingError} as the decoder does."""
+        resumed = self._resume()
+        if resumed is not None:
+            return resumed
         self._more = False
         decoder = self.decoder
         out = decoder.read(SLICE)
         while not out and self._parts:
-            decoder.feed(self._parts.popleft())
+            data, self._arrived = self._parts.popleft()
+            decoder.feed(data)
             out = decoder.read(SLICE)
         self._more = bool(out)
-        return out
+        return (out, self._arrived) if out else None
 
     def refused(self, error: content_coding.CodingError) -> bytes:
         """The transform's end of a stream that does not decode (or decodes past the size limit)."""
@@ -166,6 +197,9 @@ class BufferedInspection:
         self.findings: tuple[Finding, ...] = ()
         self.action: Action | None = None
         self.blocked = False
+        self.cut_on_block = False  # a refusal replaces the whole answer: nothing to cut
+        self.held_chars = self.overflows = 0  # a stream's measures: a whole answer has none
+        self.busy = False
         self.status: int | None = None
         self.scan_seconds: float | None = None
         self.tokens: tuple[int | None, int | None] = (None, None)
@@ -189,7 +223,7 @@ class BufferedInspection:
         return self._refuse(ANSWER_UNINSPECTABLE, f"The provider's answer is not valid {e.coding[:32]} data; "
                             "Proxilion cannot inspect it, so it was not passed on.", "uninspectable_answer")
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: bytes, arrived: float | None = None) -> bytes:
         if self.uninspected:
             return chunk
         if self.blocked:
@@ -224,6 +258,10 @@ class BufferedInspection:
         action = self.action or ("block" if self.blocked else "allow")
         return TransformOutcome(action, self.findings, self.error_code, self.scan_seconds, self.tokens, self.status,
                                 self.headers, self.rule)
+
+    def take_released(self) -> list[float]:
+        """A whole answer is one event, not measured as a stream's content events are."""
+        return []
 
     def finish_later(self) -> Deferred[bytes] | None:
         """What L{finish} returns, from the scan pool, for an answer too large to inspect on the reactor;
@@ -308,6 +346,7 @@ class Relay(Protocol):
         timer: Callable[[], float] = time.perf_counter,
         on_end: Callable[[], bytes] | None = None,
         decoder: content_coding.StreamDecoder | None = None,
+        metrics: Any = None,
     ) -> None:
         """C{decoder} undoes the stream's Content-Encoding; it comes with a L{StreamTransform}."""
         self._request = request
@@ -316,6 +355,8 @@ class Relay(Protocol):
         self.transform = transform
         self._clock = clock  # schedules the next slice; only needed with a transform
         self._timer = timer
+        self._metrics = metrics  # the added delay and held text of streamed answers
+        self._overflows = 0
         self._client_gone = False
         self._ended = False
         self._error: str | None = None
@@ -378,7 +419,7 @@ class Relay(Protocol):
         if self.transform is None:
             self._write(data)
             return
-        self._backlog.append(data)
+        self._backlog.append(data, self._timer())
         if self._later is None:
             self._feed()
 
@@ -394,27 +435,36 @@ class Relay(Protocol):
                 self._settle()
                 return
             try:
-                data = backlog.take()
+                item = backlog.take()
             except content_coding.CodingError as error:
                 assert isinstance(backlog, _DecodedBacklog)
                 out = backlog.refused(error)
             else:
-                if not data:
+                if item is None:
                     continue
-                out = transform.feed(data)
+                data, arrived = item
+                out = transform.feed(data, arrived)
             if transform.blocked:
                 # The transform ended the answer: the stream redactor with the provider's error
                 # event, or an answer too large to inspect with an error body and its own status.
                 backlog.clear()
                 self._write_last(out)
+                self._observe()
                 self._ended = True
                 self._request.unregister_producer()
-                self._request.finish()
+                if transform.cut_on_block and self._request.started_writing:
+                    self._request.finish_cut()
+                else:
+                    self._request.finish()
                 if self._lost is None:
                     self.transport.stopProducing()
                 self._settle()
                 return
             self._write(out)
+            self._observe()
+            if transform.busy:
+                # The rest of a large event is scanned in the next feeds, a turn's time at a time.
+                backlog.again(arrived)
             if backlog and self._timer() - start >= TURN_SECONDS:
                 if self._lost is None:
                     self.transport.pauseProducing()
@@ -437,6 +487,23 @@ class Relay(Protocol):
             except content_coding.CodingError as error:
                 return backlog.refused(error)
         return transform.finish()
+
+    def _observe(self) -> None:
+        """Each content event just written: its delay since its bytes came from the upstream."""
+        metrics, transform = self._metrics, self.transform
+        if transform is None:
+            return
+        released = transform.take_released()  # taken even unmeasured: the transform keeps them until then
+        if metrics is None:
+            return
+        if released:
+            now = self._timer()
+            for arrived in released:
+                metrics.stream_hold_seconds.observe(now - arrived)
+            metrics.stream_held_chars.observe(transform.held_chars)
+        if transform.overflows > self._overflows:
+            metrics.stream_candidate_overflows.inc(transform.overflows - self._overflows)
+            self._overflows = transform.overflows
 
     def _settle(self) -> None:
         """The upstream body ended while the backlog was fed: its end, held back, is reported now.
@@ -481,6 +548,7 @@ class Relay(Protocol):
                     pending.addCallback(self._finish_with)
                     return
                 self._write_last(self._last())
+                self._observe()
             self._request.finish()
             self._on_done(None)
             return

@@ -55,7 +55,12 @@ _CLOSE = (_sse("content_block_stop", {"type": "content_block_stop", "index": 0})
 STREAMS = {
     "huge-event": _OPEN + _delta("deadbeefcafebabe0123456789 " * (3_000_000 // 27)) + _CLOSE,
     "dense-events": _OPEN + b"".join(_delta("call +1 415 555 0100 ") for _ in range(20_000)) + _CLOSE,
+    # One large event (30 KB: the phone detector reports each number three times, so more would pass MAX_FINDINGS_PER_BODY), a phone number
+    # to validate every 21 characters.
+    "phone-event": _OPEN + _delta("call +1 415 555 0100 " * (30_000 // 21)) + _CLOSE,
 }
+# How long one streamed event may hold the reactor: issue 14's 20-30 ms, with room for a shared machine.
+MAX_EVENT_GAP = 0.12
 
 
 class _DenseAnswers(BaseHTTPRequestHandler):
@@ -211,6 +216,18 @@ def test_finding_dense_stream_is_blocked_without_stalling(daemon: Daemon) -> Non
     status, stream = hostile(daemon, "/proxy/anthropic/v1/messages", _stream("dense-events"), {"x-api-key": "test-key"})
     assert status == 200
     assert "too many findings" in _stream_error(stream)["error"]["message"]
+
+
+def test_one_event_dense_with_phone_numbers_is_scanned_in_slices(daemon: Daemon) -> None:
+    """A large event of phone numbers took 100-250 ms to scan in one go (each number validated):
+    it is scanned a slice per reactor turn, and passes on whole (the shipped policy logs phones)."""
+    with HealthPoller(daemon.port) as poller:
+        status, stream = post(daemon.port, "/proxy/anthropic/v1/messages", _stream("phone-event"), {"x-api-key": "test-key"})
+    assert status == 200 and b"message_stop" in stream
+    text = "".join(json.loads(e.split(b"data: ", 1)[1])["delta"]["text"]
+                   for e in stream.split(b"\n\n") if b'"text_delta"' in e)
+    assert text == "call +1 415 555 0100 " * (30_000 // 21)
+    assert poller.max_gap < MAX_EVENT_GAP, f"/health waited {poller.max_gap * 1e3:.0f} ms while the event was scanned"
 
 
 def test_ordinary_requests_still_served(daemon: Daemon) -> None:

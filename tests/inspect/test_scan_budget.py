@@ -68,4 +68,6 @@ def test_the_cap_applies_to_streamed_answers() -> None:
     redactor = inspector.stream_redactor("openai", CHAT)
     out = redactor.feed(events) + redactor.finish()
     assert redactor.blocked and redactor.error_code == TOO_MANY_FINDINGS
-    assert b"too many findings" in out and b"555 0100" not in out
+    # Text with findings the policy lets through (phones, logged) leaves as it is scanned: at most
+    # the cap's worth of them before the stream ends with the error event.
+    assert b"too many findings" in out and out.count(b"555 0100") <= 50

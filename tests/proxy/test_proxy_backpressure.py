@@ -88,7 +88,10 @@ def _slow_then_full_read(daemon: Daemon, fake_url: str, size: int, slow_seconds:
     assert ours in (b"", b": x-proxilion-decision: allow\n\n")
     received -= len(ours)
     assert received >= size
-    assert received == fake_stats(fake_url)["bytes_streamed"] - streamed_before
+    # Every byte arrives; an event whose text ends inside a word leaves as two events (the
+    # text before the word at once), so the client gets more bytes than the provider sent.
+    sent = fake_stats(fake_url)["bytes_streamed"] - streamed_before
+    assert sent <= received < 2 * sent
     assert peak - baseline < 12 * MB, (baseline, peak)
 
 

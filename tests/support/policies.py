@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from importlib import resources
 
-# Streamed answers are inspected with a holdback by the default policy, which would deliver a paced stream
-# in one lump at its end; tests that need a stream's real timing use this policy of request rules only.
+# The default policy inspects streamed answers, holding back a word or value still being written at the
+# end of each event; tests that need a stream's exact upstream timing use this policy of request rules only.
 CREDENTIALS_BLOCKED_IN_PROMPTS = """\
 version: 1
 rules:
