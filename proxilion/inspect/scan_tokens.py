@@ -58,8 +58,8 @@ _KEYS = re.compile(
     r"|(?P<stripe_key>(?<![A-Za-z0-9])[sr]k_(?:live|test|prod)_[A-Za-z0-9]{20,250})"
     r"|(?P<google_api_key>(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-]))"
     r"|(?P<jwt>(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*(?![A-Za-z0-9_-]))"
-    r"|(?P<gitlab_token>(?<![A-Za-z0-9_-])(?:gl(?:pat|dt|rt|rtr|ptt|ft|imt|agent|cbt|oas|soat|ffct)-[A-Za-z0-9_.-]{20,300}"
-    r"|GR1348941[A-Za-z0-9_-]{20,80})(?![A-Za-z0-9_.-]))"
+    r"|(?P<gitlab_token>(?<![A-Za-z0-9_-])(?:gl(?:pat|dt|rt|rtr|ptt|ft|imt|agent|cbt|oas|soat|ffct)-[A-Za-z0-9_.-]{19,299}[A-Za-z0-9_-]"
+    r"|GR1348941[A-Za-z0-9_-]{20,80})(?![A-Za-z0-9_-]|\.[A-Za-z0-9_-]))"  # a full stop may end the sentence
     r"|(?P<twilio_api_key>(?<![A-Za-z0-9])SK[0-9a-fA-F]{32}(?![A-Za-z0-9]))"
     r"|(?P<sendgrid_api_key>(?<![A-Za-z0-9])SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-]))"
     r"|(?P<mailgun_api_key>(?<![A-Za-z0-9])key-[0-9a-f]{32}(?![A-Za-z0-9]))"
@@ -79,7 +79,7 @@ _KEYS = re.compile(
     r"|(?P<discord_webhook_url>(?<![A-Za-z0-9.])discord(?:app)?\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9_-]{60,68}"
     r"(?![A-Za-z0-9_-]))"
     r"|(?P<discord_bot_token>(?<![A-Za-z0-9_.-])[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,38}"
-    r"(?![A-Za-z0-9_.-]))"
+    r"(?![A-Za-z0-9_-]|\.[A-Za-z0-9_-]))"
     # Without a prefix: hex keys named by the context before them (Datadog, Twilio).
     r"|(?P<hex32>(?<![A-Za-z0-9])[a-f0-9]{32}(?![A-Za-z0-9]))"
     r"|(?P<hex40>(?<![A-Za-z0-9+/])[a-f0-9]{40}(?![A-Za-z0-9+/=]))"

@@ -97,3 +97,15 @@ def test_iban_grouped_with_dashes():
     assert _types("pay AL47-2121-1009-0000-0002-3569-8741 now") == [("iban", "AL47-2121-1009-0000-0002-3569-8741")]
     assert _types("pay AL47-2121-1009-0000-0002-3569-8740 now") == []  # mod-97 fails
     assert _types("ticket AB12-ABCD-1234-5678") == []
+
+
+@pytest.mark.parametrize("token", [
+    "GR1348941" + _chars(_B62, 20),
+    "glpat-" + _chars(_B62, 20),
+    "MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe." + _chars(_B62, 30),
+])
+def test_a_token_ending_a_sentence_is_found_without_its_full_stop(token):
+    """A full stop after a token whose body may hold dots ends the sentence, not the match (the
+    streamed property test found `GR1348941...` followed by '. ' missed)."""
+    (found,) = _types(f"the token is {token}. Keep it safe.")
+    assert found[1] == token

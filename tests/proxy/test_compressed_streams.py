@@ -107,7 +107,12 @@ def test_a_read_that_decodes_to_much_more_is_fed_a_decoded_slice_per_turn():
         call.func()
         turns += 1
     assert turns >= len(EVENTS) // SLICE - 1
-    assert request.body == EVENTS and done == [None]
+    # The text whole (an event ending inside a word may leave as two: see inspect/stream.py).
+    assert _text(request.body) == _text(EVENTS) and done == [None]
+
+
+def _text(sse: bytes) -> str:
+    return "".join(json.loads(line[6:])["delta"]["text"] for line in sse.split(b"\n") if line.startswith(b"data: "))
 
 
 @pytest.mark.parametrize("coded", [b"\x1f\x8b\x08\x00garbage that is not deflate data" * 3,
