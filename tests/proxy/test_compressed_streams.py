@@ -108,10 +108,10 @@ def test_a_read_that_decodes_to_much_more_is_fed_a_decoded_slice_per_turn():
         turns += 1
     assert turns >= len(EVENTS) // SLICE - 1
     # The text whole (an event ending inside a word may leave as two: see inspect/stream.py).
-    assert _text(request.body) == _text(EVENTS) and done == [None]
+    assert _deltas(request.body) == _deltas(EVENTS) and done == [None]
 
 
-def _text(sse: bytes) -> str:
+def _deltas(sse: bytes) -> str:
     return "".join(json.loads(line[6:])["delta"]["text"] for line in sse.split(b"\n") if line.startswith(b"data: "))
 
 
