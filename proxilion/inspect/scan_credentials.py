@@ -50,11 +50,12 @@ def _named_secret(raw: bytes, name_end: int) -> bool:
 
 # --- is an unquoted value code? -------------------------------------------------------------------
 # Names in code are words (snake_case, camelCase, an acronym before a word: HTTPBasicAuth),
-# digits after a word (boto3, b64encode); a random value mixes cases inside its "words".
+# digits after a word (boto3, b64encode), an acronym at the end (finishDH, toJSON); a random
+# value mixes cases inside its "words".
 # Each word starts where the case turns up, or after digits, so a name splits one way only
 # (no nested repeats that could backtrack).
 _WORD_TAIL = r"[a-z]+(?:[0-9]+[a-z]*)?"
-_PART = rf"(?:[A-Z]+[0-9]*|(?:[A-Z]{{2,}}(?=[A-Z][a-z]))?[A-Z]?{_WORD_TAIL}(?:[A-Z]{_WORD_TAIL})*)"
+_PART = rf"(?:[A-Z]+[0-9]*|(?:[A-Z]{{2,}}(?=[A-Z][a-z]))?[A-Z]?{_WORD_TAIL}(?:[A-Z]{_WORD_TAIL})*(?:[A-Z]+(?![a-z]))?)"
 _NAME = rf"\$?_*{_PART}(?:_+{_PART})*_*"
 _SEP = r"\.|::|\?\.|->"
 _CHAIN = rf"{_NAME}(?:(?:{_SEP}){_NAME})*"
@@ -87,7 +88,50 @@ def is_code(value: str) -> bool:
     return len(names) > 1 and not any(_INNER_DIGIT.search(name) for name in names)
 
 
+# The start of a call or subscript of a name ("b64encode(userpass).decode()", "params[-1]",
+# "Optional[Token]=None"): code, whatever follows.
+_CALL_START = re.compile(rf"[&*]?({_CHAIN})[(\[]", _A)
+_OPENERS = "([{<&*."
+_TRAILERS = ")]}>:;,."
+
+
+def _first_unbalanced_closer(value: str) -> int:
+    depth = {"(": 0, "[": 0, "{": 0}
+    for i, c in enumerate(value):
+        if c in depth:
+            depth[c] += 1
+        elif c in ")]}":
+            opener = _CLOSERS[c]
+            if depth[opener] == 0:
+                return i
+            depth[opener] -= 1
+    return len(value)
+
+
+def code_like(value: str) -> bool:
+    """An unquoted value that is code: a reference (L{is_code}) once the brackets and punctuation
+    around it are set aside ("(self.username", "(optional)", "Credentials):"), a call or subscript
+    of a name, or a name closed by a bracket it never opened ("token=token).kill()")."""
+    core = value.lstrip(_OPENERS).rstrip(_TRAILERS)
+    if is_code(core):
+        return True
+    m = _CALL_START.match(core)
+    if m and all(len(_DIGIT_RUN.findall(name)) <= 1 for name in _CODE_SEP.split(m.group(1))):
+        return True
+    cut = _first_unbalanced_closer(value)
+    return cut < len(value) and is_code(value[:cut].lstrip(_OPENERS))
+
+
 # --- is a value a secret? --------------------------------------------------------------------------
+# str.format and f-string fields ("{}", "{masked}", "{auth!r}") and epytext ("L{bytes}"): templates.
+_FORMAT_FIELD = re.compile(r"\{[A-Za-z0-9_.!\[\]]{0,32}\}", _A)
+# Regular expressions: character ranges and classes ("token=([a-z0-9]+)").
+_REGEX = re.compile(r"a-z|A-Z|0-9|\\[dwsS][+*]|\[\^", _A)
+# Words joined by underscores ("google_api_key", "fake_access_token"), quoted or not: a name.
+_WORDS = re.compile(r"_*[A-Za-z]+(?:_+[A-Za-z]+)+_*", _A)
+# A URL or URN names where a credential is, not the credential (passwords in URLs are
+# url_credentials/database_url; "urn:ietf:params:oauth:token-type:jwt").
+_LOCATOR = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|urn:", _A | re.IGNORECASE)
 _BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?", _A)
 _PRINTABLE = re.compile(r"[ -~]+", _A)
 
@@ -104,8 +148,9 @@ def _encoded_placeholder(value: str) -> bool:
 
 
 def secret_value(value: str, quoted: bool) -> bool:
-    """Generated-looking and no placeholder; unquoted, also no code."""
-    return (v.high_entropy_secret(value) and (quoted or not is_code(value))
+    """Generated-looking and no placeholder, format field or pattern; unquoted, also no code."""
+    return (v.high_entropy_secret(value) and (quoted or not code_like(value)) and not _WORDS.fullmatch(value)
+            and not _LOCATOR.match(value) and not _FORMAT_FIELD.search(value) and not _REGEX.search(value)
             and not _encoded_placeholder(value))
 
 
@@ -200,10 +245,14 @@ def read_value(view: TextView, k: int, query: bool = False) -> tuple[int, int, s
         start = k + len(delim)
         close = _closing(text, start, delim)
         if close >= 0:
+            scheme = _AUTH_SCHEME.match(text, start, close)  # "Authorization": "Bearer ..."
+            if scheme:
+                start = scheme.end()
             value = text[start:close]
             if any(c.isspace() for c in value):
                 return None
-            return start, close, value, True
+            # Backticks hold a command (shell) or code (Markdown), judged as unquoted code is.
+            return start, close, value, delim[-1] != "`"
         k = start  # no closing quote (a cut-off text): read it as unquoted
     if raw[k] in b"|>":
         block = _block_scalar(view, k)
@@ -222,9 +271,9 @@ def read_value(view: TextView, k: int, query: bool = False) -> tuple[int, int, s
     return k, end, text[k:end], False
 
 
-def _judge(view: TextView, k: int, hits: list[Hit], query: bool = False, quoted_only: bool = False) -> None:
+def _judge(view: TextView, k: int, hits: list[Hit], query: bool = False) -> None:
     found = read_value(view, k, query)
-    if found and (found[3] or not quoted_only) and secret_value(found[2], found[3]):
+    if found and secret_value(found[2], found[3]):
         hits.append(Hit("generic_secret", found[0], found[1]))
 
 
@@ -254,15 +303,21 @@ def assignment(view: TextView, op: int, hits: list[Hit]) -> None:
     if c == 62:  # '>': an XML element <password>...</password>
         _element(view, op, hits)
         return
-    if c == 44:  # ',': a quoted name, then the value as the next argument
+    if c == 44:  # ',': a quoted name as a call's first argument, the value as its second
         i = op
         while i > 0 and raw[i - 1] in _SPACE:
             i -= 1
         start = i - 1
         while start > 0 and raw[start - 1] in _KEY_CHARS:
             start -= 1
-        if start > 0 and raw[start - 1] == raw[i - 1] and _named_secret(raw, i - 1):
-            _judge(view, after, hits, quoted_only=True)
+        opening = start - 1
+        while opening > 0 and raw[opening - 1] in _SPACE:
+            opening -= 1
+        # Lists of names (["access_token", "refresh_token"]) are no pairs; nor is a name in the value.
+        if opening > 0 and raw[opening - 1] == 40 and raw[start - 1] == raw[i - 1] and _named_secret(raw, i - 1):
+            found = read_value(view, after)
+            if found and found[3] and secret_value(found[2], True) and not code_like(found[2]):
+                hits.append(Hit("generic_secret", found[0], found[1]))
         return
     if c == 61:
         if after < len(raw) and raw[after] == 61:
@@ -270,16 +325,16 @@ def assignment(view: TextView, op: int, hits: list[Hit]) -> None:
         if after < len(raw) and raw[after] == 62:
             after += 1  # '=>'
     head = raw[max(0, op - 40):op]
-    i = op
-    if c == 61 and (m := _VALUE_ATTR.search(head) or _GO_TYPE.search(head)):
-        i = op - (len(head) - m.start()) + (1 if head[m.start()] in b"\"'" else 0)
+    typed_name = _VALUE_ATTR.search(head) or _GO_TYPE.search(head) if c == 61 else None
+    if typed_name:  # the name ends at the quote before value= or at the blank before the Go type
+        i = op - len(head) + typed_name.start()
     else:
-        if c == 45:  # '<-'
-            i -= 1
+        i = op - 1 if c == 45 else op  # '<-'
         while i > 0 and op - i < 3 and raw[i - 1] in _OP_PREFIX:
             i -= 1
-    while i > 0 and op - i < 8 and raw[i - 1] in _BETWEEN_CHARS:
-        i -= 1
+        stop = i
+        while i > 0 and stop - i < 4 and raw[i - 1] in _BETWEEN_CHARS:
+            i -= 1
     if not _named_secret(raw, i):
         return
     if c == 58:  # ':' then a type and '=': a typed declaration
@@ -291,7 +346,10 @@ def assignment(view: TextView, op: int, hits: list[Hit]) -> None:
     name_start = i
     while name_start > 0 and i - name_start < 64 and raw[name_start - 1] in _KEY_CHARS:
         name_start -= 1
-    _judge(view, after, hits, query=name_start > 0 and raw[name_start - 1] in b"?&")
+    before = raw[name_start - 1] if name_start > 0 else 0
+    if c == 58 and before == 58:
+        return  # one part of a colon path: urn:ietf:params:oauth:grant-type:..., AWS::Auth::AccountId
+    _judge(view, after, hits, query=before in b"?&")
 
 
 def _element(view: TextView, op: int, hits: list[Hit]) -> None:
@@ -352,7 +410,7 @@ def find_mysql_password(view: TextView, ends: list[int], hits: list[Hit]) -> Non
 
 
 def find_option_value(view: TextView, ends: list[int], hits: list[Hit]) -> None:
-    """--password SECRET, --token SECRET: an option named as a secret, then its value as the next word."""
+    """--password SECRET, --github-token SECRET: an option named as a secret, then its value as the next word."""
     raw = view.raw
     for end in ends:
         if end < len(raw) and raw[end] not in b"-$":
@@ -397,7 +455,7 @@ PASSES = (
     Pass((Trigger(rb"[ \t](?:-u|--user)[ \t=]"),), find_curl_user),
     Pass((Trigger(rb"[ \t]-p[ \t]"),), find_login_password),
     Pass((Trigger(rb"[ \t]-p[^ \t\r\n\-]"),), find_mysql_password),
-    Pass((Trigger(rb"[ \t]--" + _NAMES + rb"[ \t]", caseless=True),), find_option_value),
+    Pass((Trigger(rb"[ \t]--[a-z0-9-]{0,24}" + _NAMES + rb"[ \t]", caseless=True),), find_option_value),
     Pass((_NETRC_TRIGGER,), find_netrc),
     Pass((_PGPASS_TRIGGER,), find_pgpass),
 )
