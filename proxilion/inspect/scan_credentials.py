@@ -183,20 +183,24 @@ def _strip_unbalanced(text: str, start: int, end: int) -> int:
 
 
 def _closing(text: str, pos: int, delim: str) -> int:
-    """Index of the quote closing a value that starts at C{pos}, on the same line; -1 when none."""
-    limit = min(len(text), pos + _MAX + len(delim))
-    i = pos
-    while i < limit:
-        c = text[i]
-        if c == "\n":
-            return -1
-        if c == "\\" and delim[0] != "\\":
-            i += 2
-            continue
-        if text.startswith(delim, i):
-            return i
-        i += 1
-    return -1
+    """Index of the quote closing a value that starts at C{pos}, on the same line; -1 when none.
+
+    str.find, not a loop over characters: texts dense with names of secrets stay cheap.
+    """
+    line_end = text.find("\n", pos, pos + _MAX + len(delim))
+    limit = line_end if line_end >= 0 else min(len(text), pos + _MAX + len(delim))
+    i = text.find(delim, pos, limit)
+    while i >= 0 and delim[0] != "\\" and _escaped(text, i, pos):
+        i = text.find(delim, i + 1, limit)
+    return i
+
+
+def _escaped(text: str, i: int, pos: int) -> bool:
+    """Whether the character at C{i} follows an odd run of backslashes (r'Xk9\"mq2')."""
+    run = 0
+    while i - run > pos and text[i - run - 1] == "\\":
+        run += 1
+    return run % 2 == 1
 
 
 def _block_scalar(view: TextView, pos: int) -> tuple[int, int, str] | None:
@@ -377,14 +381,32 @@ _MYSQL = re.compile(r"(?:^|[\s;&|(/])(?:mysql|mysqldump|mysqladmin|mysqlimport|m
 _LOGIN = re.compile(r"(?:^|[\s;&|(/])(?:docker|podman|buildah|skopeo|nerdctl|helm[ \t]+registry)[ \t]+login[ \t]", _A)
 
 
-def _line_before(text: str, pos: int) -> str:
-    return text[max(text.rfind("\n", 0, pos) + 1, pos - 1024):pos]
+class _Command:
+    """Whether a command (curl, mysql, docker login) comes before a position on its line.
+
+    Each line is searched once, however many options it holds: the first match on the line
+    is the one any option after it follows.
+    """
+
+    def __init__(self, pattern: re.Pattern[str], text: str) -> None:
+        self.pattern, self.text = pattern, text
+        self.line = self.stop = self.at = -1
+
+    def before(self, pos: int) -> bool:
+        if not self.line <= pos <= self.stop:
+            text = self.text
+            self.line = text.rfind("\n", 0, pos) + 1
+            self.stop = text.find("\n", pos) % (len(text) + 1)  # -1 (no newline): the end of the text
+            m = self.pattern.search(text, self.line, self.stop)
+            self.at = m.end() if m else -1
+        return 0 <= self.at <= pos
 
 
 def find_curl_user(view: TextView, ends: list[int], hits: list[Hit]) -> None:
     """curl -u user:password (also wget, HTTPie): the part after the first ':'."""
+    curl = _Command(_CURL, view.text)
     for end in ends:
-        if not _CURL.search(_line_before(view.text, end)):
+        if not curl.before(end):
             continue
         found = read_value(view, end)
         if found is None or ":" not in found[2]:
@@ -397,15 +419,17 @@ def find_curl_user(view: TextView, ends: list[int], hits: list[Hit]) -> None:
 
 def find_login_password(view: TextView, ends: list[int], hits: list[Hit]) -> None:
     """docker login -p SECRET (podman, buildah, skopeo, nerdctl, helm registry)."""
+    login = _Command(_LOGIN, view.text)
     for end in ends:
-        if _LOGIN.search(_line_before(view.text, end)):
+        if login.before(end):
             _judge(view, end, hits)
 
 
 def find_mysql_password(view: TextView, ends: list[int], hits: list[Hit]) -> None:
     """mysql -pSECRET: the password glued to -p (with a blank after -p, the next word is a database)."""
+    mysql = _Command(_MYSQL, view.text)
     for end in ends:
-        if _MYSQL.search(_line_before(view.text, end)):
+        if mysql.before(end):
             _judge(view, end - 1, hits)  # the trigger ends after the password's first character
 
 
@@ -426,7 +450,10 @@ def find_netrc(view: TextView, ends: list[int], hits: list[Hit]) -> None:
     text = view.text
     for end in ends:
         word = text.rfind("password", max(0, end - 16), end)
-        if word >= 0 and _NETRC_BEFORE.search(text, max(0, word - 300), word):
+        lo = max(0, word - 300)
+        # str.find first: prose says "password" often, "machine" or "default" before it rarely.
+        if word >= 0 and (text.find("machine", lo, word) >= 0 or text.find("default", lo, word) >= 0) \
+                and _NETRC_BEFORE.search(text, lo, word):
             _judge(view, end, hits)
 
 
