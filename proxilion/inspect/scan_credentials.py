@@ -17,6 +17,7 @@ import functools
 import re
 
 from proxilion.inspect import validators as v
+from proxilion.inspect.placeholders import is_placeholder
 from proxilion.inspect.textview import Hit, TextView, match_end
 from proxilion.inspect.triggers import Pass, Trigger
 
@@ -144,7 +145,7 @@ def _encoded_placeholder(value: str) -> bool:
         decoded = binascii.a2b_base64(value).decode("ascii")
     except (binascii.Error, UnicodeDecodeError):
         return False
-    return _PRINTABLE.fullmatch(decoded) is not None and v.is_placeholder(decoded)
+    return _PRINTABLE.fullmatch(decoded) is not None and is_placeholder(decoded)
 
 
 def secret_value(value: str, quoted: bool) -> bool:

@@ -27,6 +27,7 @@ POSITIVES = [
     ("?= (Makefile)", "DB_PASSWORD ?= Xk9mq2Lp7v", "Xk9mq2Lp7v"),
     (".= (PHP)", '$password .= "Xk9mq2Lp7v";', "Xk9mq2Lp7v"),
     ("::= (BNF, Makefile)", "SECRET ::= Xk9mq2Lp7v", "Xk9mq2Lp7v"),
+    ("+= (Makefile)", "API_TOKEN += Xk9mq2Lp7v", "Xk9mq2Lp7v"),
     ("<- (R)", 'api_key <- "Xk9mq2Lp7v"', "Xk9mq2Lp7v"),
     ("backticks", "password = `Xk9mq2Lp7v`", "Xk9mq2Lp7v"),
     ("triple quotes", 'password = """Xk9mq2Lp7v"""', "Xk9mq2Lp7v"),
