@@ -229,3 +229,26 @@ def test_redaction_keeps_the_key_and_the_quotes():
     assert 'password: "[REDACTED' in redacted
     assert "?password=[REDACTED" in redacted and "&ssl=1" in redacted
     assert "Xk9" not in redacted
+
+
+@pytest.mark.parametrize("unit", [
+    'password="' + "a" * 250 + "\n",             # a quote never closed
+    'password="' + '\\"' * 120 + "\n",           # escaped quotes all the way
+    "password: |\n" + "  aB3dE5\n" * 30,          # block scalars
+    " -p -u --password ",                         # options on one endless line
+    "the password is required and the password field ",
+    "a:1:b:c:dddddddd\n",                         # .pgpass-shaped lines
+])
+def test_text_dense_with_triggers_costs_time_in_proportion_to_its_length(unit):
+    import time
+
+    def cost(size: int) -> float:
+        text = unit * (size // len(unit))
+        start = time.process_time()
+        SCANNER.scan(text)
+        return time.process_time() - start
+
+    cost(20_000)  # warm the caches
+    small, large = min(cost(20_000) for _ in range(3)), min(cost(80_000) for _ in range(3))
+    # Four times the text: linear is about 4x; quadratic would be 16x.
+    assert large < 8 * small + 0.01, (small, large)
