@@ -238,6 +238,7 @@ def test_redaction_keeps_the_key_and_the_quotes():
     " -p -u --password ",                         # options on one endless line
     "the password is required and the password field ",
     "a:1:b:c:dddddddd\n",                         # .pgpass-shaped lines
+    ":1:",                                        # one endless run of colons (IPv6 and .pgpass triggers)
 ])
 def test_text_dense_with_triggers_costs_time_in_proportion_to_its_length(unit):
     import time
