@@ -371,11 +371,6 @@ def _element(view: TextView, op: int, hits: list[Hit]) -> None:
         hits.append(Hit("generic_secret", begin, begin + len(value)))
 
 
-def find_assignment_values(view: TextView, ends: list[int], hits: list[Hit]) -> None:
-    for end in ends:
-        assignment(view, end - 1, hits)
-
-
 # --- command lines ----------------------------------------------------------------------------------
 _CURL = re.compile(r"(?:^|[\s;&|(])(?:curl|wget|http|https|xh)[ \t]", _A)
 _MYSQL = re.compile(r"(?:^|[\s;&|(/])(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mariadb|mariadb-dump)[ \t]", _A)
