@@ -92,7 +92,7 @@ BUILTIN = {d.type: d for d in (
     _d("database_url", "credential", "critical", ["SOC2"], "Password in a database URL (postgres://user:pw@...)"),
     _d("url_credentials", "credential", "high", ["SOC2"], "Password in any other URL (https://user:pw@...)"),
     _d("generic_secret", "credential", "high", ["SOC2"],
-       "High-entropy value assigned to a name like password, secret, token, api_key"),
+       "High-entropy value a name like password, secret, token or api_key gives, in any syntax: assignments, YAML, XML, typed declarations, command-line options, .netrc, .pgpass"),
 )}
 
 CATEGORIES = frozenset({"pii", "financial", "health", "credential"})

@@ -5,11 +5,11 @@ words (SWIFT/BIC, dates of birth). The trigger scan reports where each marker en
 from __future__ import annotations
 
 import datetime
-import functools
 import ipaddress
 import re
 
 from proxilion.inspect import validators as v
+from proxilion.inspect.scan_credentials import ASSIGN_TRIGGER, assignment, is_code, is_secret_name
 from proxilion.inspect.textview import Hit, TextView, match_end
 from proxilion.inspect.triggers import Pass, Trigger
 
@@ -101,106 +101,31 @@ def find_url_passwords(view: TextView, ends: list[int], hits: list[Hit]) -> None
 
 
 # --- name = value secrets, and IPv6 -------------------------------------------------------------
-SECRET_NAME_SUFFIXES = (
-    "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "api-key",
-    "accesskey", "access_key", "secretkey", "secret_key", "privatekey", "private_key",
-    "credential", "credentials", "authorization", "auth",
-)
 _VALUE = re.compile(r"(?:(?:Bearer|Basic|Token)\s+)?([^\s\"'`,;)}\]<>]{8,256})", _A)
 _HEX_COLON = frozenset(b"0123456789abcdefABCDEF:")
-_ASSIGN_TRIGGER = Trigger(b"(?:" + b"|".join(re.escape(n).encode() for n in SECRET_NAME_SUFFIXES)
-                          + rb")[\"' ]{0,3}[:=]", caseless=True)
 # Two colons with only hex digits and dots between: a run that may be an IPv6 address.
 _IPV6_TRIGGER = Trigger(rb":[0-9A-Fa-f.]*:")
 _IPV6_REST = re.compile(rb"[0-9A-Fa-f:.]*")
+_IPV6_TAIL = re.compile(rb"[0-9A-Fa-f:.]*\Z")
 _IPV6_CHARS = frozenset(b"0123456789abcdefABCDEF:.")
 _WORD_CHARS = frozenset(b"ghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ_")
 
 
-# Tokens that are no credentials: pagination cursors (nextPageToken), idempotency keys and
-# anti-forgery tokens. Agents' tool results are full of the first.
-NOT_SECRET_TOKENS = tuple(p + s + "token" for p in (
-    "page", "next", "continuation", "cursor", "sync", "resume", "idempotency", "client", "csrf", "xsrf")
-    for s in ("", "_", "-"))
-
-
-@functools.lru_cache(maxsize=4096)
-def is_secret_name(name: str) -> bool:
-    low = name.lower()
-    return low.endswith(SECRET_NAME_SUFFIXES) and not low.endswith(NOT_SECRET_TOKENS)
-
-
-_SUFFIXES_BYTES = tuple(n.encode() for n in SECRET_NAME_SUFFIXES)
-_NOT_SECRET_BYTES = tuple(n.encode() for n in NOT_SECRET_TOKENS)
-
-
-# An unquoted value that is code rather than a literal: `secret = os.getenv("X")`. Names in
-# code are words (snake_case, camelCase, an acronym before a word: HTTPBasicAuth), digits
-# after a word (boto3, b64encode); a random value mixes cases inside its "words".
-# Each word starts where the case turns up, or after digits, so a name splits one way only
-# (no nested repeats that could backtrack).
-_WORD_TAIL = r"[a-z]+(?:[0-9]+[a-z]*)?"
-_PART = rf"(?:[A-Z]+[0-9]*|(?:[A-Z]{{2,}}(?=[A-Z][a-z]))?[A-Z]?{_WORD_TAIL}(?:[A-Z]{_WORD_TAIL})*)"
-_NAME = rf"\$?_*{_PART}(?:_+{_PART})*_*"
-_SEP = r"\.|::|\?\."
-_CHAIN = rf"{_NAME}(?:(?:{_SEP}){_NAME})*"
-_ARG = rf"(?:\*{{0,2}}(?:{_CHAIN}|[0-9]+)(?:[=:](?:{_CHAIN}|[0-9]+))?)"
-# A chain of names (os.environ, request.headers.get, std::env::var), then maybe calls or
-# subscripts whose argument is a name or a number ("tokenizer.encode(text", "config[",
-# "create_token(identity=user.id", "b64encode(os.urandom(32").
-_CODE_REF = re.compile(rf"({_CHAIN})((?:[(\[]{_ARG}?)+)?", _A)
-_CODE_SEP = re.compile(_SEP, _A)
-_DIGIT_RUN = re.compile(r"[0-9]+", _A)
-_INNER_DIGIT = re.compile(r"[0-9][^0-9]", _A)
-# One name without digits (user_password, SECRET_KEY, csrfToken).
-_CODE_NAME = re.compile(rf"\$?_*[A-Za-z]+(?:_+[A-Za-z]+)*_*", _A)
-
-
-def _is_code(value: str) -> bool:
-    """An unquoted value that is a call, a subscript, an attribute chain or a plain name.
-
-    A call or subscript may have one run of digits in each name (base64.b64encode), an
-    attribute chain only at the end of a name (boto3.session), so "P4ss.w0rd" is a value.
-    """
-    m = _CODE_REF.fullmatch(value)
-    if not m:
-        return False
-    if m.group(2):
-        return all(len(_DIGIT_RUN.findall(name)) <= 1 for name in _CODE_SEP.split(m.group(1)))
-    if _CODE_NAME.fullmatch(value):
-        return True
-    names = _CODE_SEP.split(value)
-    return len(names) > 1 and not any(_INNER_DIGIT.search(name) for name in names)
-
-
-def _assignment(view: TextView, op: int, hits: list[Hit]) -> None:
-    raw = view.raw
-    if raw[op] == 61 and op + 1 < len(raw) and raw[op + 1] == 61:
-        return  # "token == expected": a comparison
-    i = op
-    while i > 0 and op - i < 3 and raw[i - 1] in b"\"' ":
-        i -= 1
-    name = raw[max(0, i - 24):i].lower()
-    if not name.endswith(_SUFFIXES_BYTES) or name.endswith(_NOT_SECRET_BYTES):
-        return
-    k = op + 1
-    quoted = False
-    while k < len(raw) and k - op < 4 and raw[k] in b"\"' =":
-        quoted = quoted or raw[k] != 32 and raw[k] != 61
-        k += 1
-    m = _VALUE.match(view.text, k)
-    if m and v.high_entropy_secret(m.group(1)) and (quoted or not _is_code(m.group(1))):
-        hits.append(Hit("generic_secret", m.start(1), m.end(1)))
+# The longest address: eight groups, or six and an IPv4 address ("ffff:…:ffff:255.255.255.255").
+_IPV6_MAX = 45
 
 
 def _ipv6(view: TextView, op: int, hits: list[Hit]) -> int:
     """End of the IPv6 address around `op`, or 0 when there is none."""
     raw = view.raw
-    start, end = op, op + 1
-    while start > 0 and raw[start - 1] in _IPV6_CHARS:
-        start -= 1
-    while end < len(raw) and raw[end] in _IPV6_CHARS:
-        end += 1
+    # Bounded reads: a run longer than any address is none, and each of its colons is looked
+    # at (":1:" * 3000 took 4 s when every colon walked the whole run).
+    lo = max(0, op - _IPV6_MAX - 1)
+    tail = _IPV6_TAIL.search(raw, lo, op)
+    start = tail.start() if tail else op
+    end = match_end(_IPV6_REST, raw, op, op + _IPV6_MAX + 2)
+    if (start == lo and lo > 0 and raw[lo - 1] in _IPV6_CHARS) or op - start > _IPV6_MAX or end - op > _IPV6_MAX:
+        return 0
     candidate = view.text[start:end].rstrip(".:")
     if candidate.count(":") < 2:
         return 0
@@ -254,7 +179,7 @@ def find_assignments(view: TextView, ends: list[int], hits: list[Hit]) -> None:
         if nxt:
             skip = nxt
         else:
-            _assignment(view, op, hits)
+            assignment(view, op, hits)
 
 
 # "my password is Tr0ub4dor&3": a secret named in prose rather than assigned.
@@ -272,7 +197,7 @@ def find_prose_passwords(view: TextView, ends: list[int], hits: list[Hit]) -> No
         value = m.group(1).rstrip(".,;:!?")
         # Prose is full of words after "is": only a value mixing three kinds of characters
         # ("Qz8kLm2pW9x", not "expired123") is taken for a password.
-        if v.high_entropy_secret(value) and v.character_kinds(value) >= 3 and not _is_code(value):
+        if v.high_entropy_secret(value) and v.character_kinds(value) >= 3 and not is_code(value):
             hits.append(Hit("generic_secret", m.start(1), m.start(1) + len(value)))
 
 
@@ -343,7 +268,7 @@ PASSES = (
     Pass((Trigger(rb"@[A-Za-z0-9]"),), find_emails),
     Pass((Trigger(rb"-----BEGIN"),), find_private_keys),
     Pass((Trigger(rb"://"),), find_url_passwords),
-    Pass((_ASSIGN_TRIGGER, _IPV6_TRIGGER), find_assignments),
+    Pass((ASSIGN_TRIGGER, _IPV6_TRIGGER), find_assignments),
     Pass((_PROSE_TRIGGER,), find_prose_passwords),
     Pass((Trigger(b"|".join(re.escape(w) for w in _BIC_WORDS + _DOB_WORDS), caseless=True),),
          find_context_words),

@@ -14,8 +14,10 @@ from proxilion.inspect import validators
 from proxilion.inspect.catalog import BUILTIN
 from proxilion.inspect.findings import SEVERITY_RANK
 from proxilion.inspect.fold import fold
-from proxilion.inspect import scan_codes, scan_context, scan_encoded, scan_numbers, scan_structured, scan_tokens
-from proxilion.inspect.scan_context import find_keyed_secret, is_secret_name
+from proxilion.inspect import (scan_codes, scan_context, scan_credentials, scan_encoded, scan_numbers, scan_structured,
+                               scan_tokens)
+from proxilion.inspect.scan_context import find_keyed_secret
+from proxilion.inspect.scan_credentials import is_secret_name
 from proxilion.inspect.textview import Hit, TextView
 from proxilion.inspect.triggers import TriggerScanner
 
@@ -29,7 +31,7 @@ def _scan_decoded(text: str) -> list[Hit]:
 _PERCENT_PASSES, _BASE64_PASSES = scan_encoded.passes(_scan_decoded)
 # Base64 in prose has a database of its own (see TriggerScanner).
 _BUILTIN = TriggerScanner(scan_numbers.PASSES + scan_codes.PASSES + scan_tokens.PASSES + scan_structured.PASSES
-                          + scan_context.PASSES + _PERCENT_PASSES, _BASE64_PASSES)
+                          + scan_context.PASSES + scan_credentials.PASSES + _PERCENT_PASSES, _BASE64_PASSES)
 
 
 class Budget:

@@ -171,7 +171,7 @@ def test_generic_secret_ignores_code_values(text):
     ("DB_PASSWORD=S3cr3t!Pa55w0rd", "S3cr3t!Pa55w0rd"),
     ("password: Tr0ub4dor&3xyz", "Tr0ub4dor&3xyz"),
     ("SMTP_PASSWORD=P4ss.w0rd.2024", "P4ss.w0rd.2024"),  # dotted, but digits inside the names
-    ("API_KEY=Xk9mQ2v(abc)", "Xk9mQ2v(abc"),  # "(" after a random name is not a call
+    ("API_KEY=Xk9mQ2v(abc)", "Xk9mQ2v(abc)"),  # "(" after a random name is not a call
     # A quoted literal is judged on its content, even when it reads like code.
     ('password = "settings.SECRET_KEY"', "settings.SECRET_KEY"),
 ])
@@ -351,7 +351,7 @@ def test_engineering_text_that_looked_like_secrets_emails_or_addresses_is_not(te
 
 
 def test_pagination_cursors_in_tool_results_are_not_secrets():
-    from proxilion.inspect.scan_context import is_secret_name
+    from proxilion.inspect.scan_credentials import is_secret_name
     assert not any(is_secret_name(n) for n in ("nextPageToken", "page_token", "next_token", "continuationToken",
                                                 "idempotency_token", "csrf_token", "ClientToken"))
     assert all(is_secret_name(n) for n in ("api_token", "accessToken", "refresh_token", "password", "AWS_SECRET"))

@@ -1,0 +1,484 @@
+"""Generic credentials: a value the text names as a secret, in the syntax people write it.
+
+A secret's name (password, api_key, client_secret, ...) followed by an operator of some
+language or format (`=`, `:`, `:=`, `=>`, `?=`, `.=`, `::=`, `<-`, `,` after a quoted name,
+an XML element or `key="..." value="..."`), a command-line option (`curl -u`, `mysql -p`,
+`docker login -p`, `--password X`), a .netrc `password` token, or a .pgpass line. The trigger
+scan reports where each marker ends; the value is read after it: quoted (any printable
+character up to the closing quote), unquoted (up to white space or a separator), or a YAML
+block scalar. A value is a finding when it looks generated, is not a placeholder, and,
+unquoted, is not code (a call, subscript, attribute chain or plain name).
+"""
+
+from __future__ import annotations
+
+import binascii
+import functools
+import re
+
+from proxilion.inspect import validators as v
+from proxilion.inspect.placeholders import is_placeholder
+from proxilion.inspect.textview import Hit, TextView, match_end
+from proxilion.inspect.triggers import Pass, Trigger
+
+_A = re.ASCII
+
+SECRET_NAME_SUFFIXES = (
+    "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "api-key",
+    "accesskey", "access_key", "secretkey", "secret_key", "privatekey", "private_key",
+    "credential", "credentials", "authorization", "auth",
+)
+# Tokens that are no credentials: pagination cursors (nextPageToken), idempotency keys and
+# anti-forgery tokens. Agents' tool results are full of the first.
+NOT_SECRET_TOKENS = tuple(p + s + "token" for p in (
+    "page", "next", "continuation", "cursor", "sync", "resume", "idempotency", "client", "csrf", "xsrf")
+    for s in ("", "_", "-"))
+_SUFFIXES_BYTES = tuple(n.encode() for n in SECRET_NAME_SUFFIXES)
+_NOT_SECRET_BYTES = tuple(n.encode() for n in NOT_SECRET_TOKENS)
+_NAMES = b"(?:" + b"|".join(re.escape(n).encode() for n in SECRET_NAME_SUFFIXES) + b")"
+
+
+@functools.lru_cache(maxsize=4096)
+def is_secret_name(name: str) -> bool:
+    low = name.lower()
+    return low.endswith(SECRET_NAME_SUFFIXES) and not low.endswith(NOT_SECRET_TOKENS)
+
+
+def _named_secret(raw: bytes, name_end: int) -> bool:
+    name = raw[max(0, name_end - 24):name_end].lower()
+    return name.endswith(_SUFFIXES_BYTES) and not name.endswith(_NOT_SECRET_BYTES)
+
+
+# --- is an unquoted value code? -------------------------------------------------------------------
+# Names in code are words (snake_case, camelCase, an acronym before a word: HTTPBasicAuth),
+# digits after a word (boto3, b64encode), an acronym at the end (finishDH, toJSON); a random
+# value mixes cases inside its "words".
+# Each word starts where the case turns up, or after digits, so a name splits one way only
+# (no nested repeats that could backtrack).
+_WORD_TAIL = r"[a-z]+(?:[0-9]+[a-z]*)?"
+_PART = rf"(?:[A-Z]+[0-9]*|(?:[A-Z]{{2,}}(?=[A-Z][a-z]))?[A-Z]?{_WORD_TAIL}(?:[A-Z]{_WORD_TAIL})*(?:[A-Z]+(?![a-z]))?)"
+_NAME = rf"\$?_*{_PART}(?:_+{_PART})*_*"
+_SEP = r"\.|::|\?\.|->"
+_CHAIN = rf"{_NAME}(?:(?:{_SEP}){_NAME})*"
+_ARG = rf"(?:\*{{0,2}}(?:{_CHAIN}|[0-9]+)(?:[=:](?:{_CHAIN}|[0-9]+))?)"
+# A chain of names (os.environ, request.headers.get, std::env::var, &config.password), then
+# maybe calls or subscripts whose argument is a name or a number, closed or not
+# ("tokenizer.encode(text)", "config[", "create_token(identity=user.id)", "b64encode(os.urandom(32))").
+_CODE_REF = re.compile(rf"[&*]?({_CHAIN})((?:[(\[]{_ARG}?[)\]]*)+)?", _A)
+_CODE_SEP = re.compile(_SEP, _A)
+_DIGIT_RUN = re.compile(r"[0-9]+", _A)
+_INNER_DIGIT = re.compile(r"[0-9][^0-9]", _A)
+# One name without digits (user_password, SECRET_KEY, csrfToken).
+_CODE_NAME = re.compile(rf"\$?_*[A-Za-z]+(?:_+[A-Za-z]+)*_*", _A)
+
+
+def is_code(value: str) -> bool:
+    """An unquoted value that is a call, a subscript, an attribute chain or a plain name.
+
+    A call or subscript may have one run of digits in each name (base64.b64encode), an
+    attribute chain only at the end of a name (boto3.session), so "P4ss.w0rd" is a value.
+    """
+    m = _CODE_REF.fullmatch(value)
+    if not m:
+        return False
+    if m.group(2):
+        return all(len(_DIGIT_RUN.findall(name)) <= 1 for name in _CODE_SEP.split(m.group(1)))
+    if _CODE_NAME.fullmatch(value):
+        return True
+    names = _CODE_SEP.split(value)
+    return len(names) > 1 and not any(_INNER_DIGIT.search(name) for name in names)
+
+
+# The start of a call or subscript of a name ("b64encode(userpass).decode()", "params[-1]",
+# "Optional[Token]=None"): code, whatever follows.
+_CALL_START = re.compile(rf"[&*]?({_CHAIN})[(\[]", _A)
+_OPENERS = "([{<&*."
+_TRAILERS = ")]}>:;,."
+
+
+def _first_unbalanced_closer(value: str) -> int:
+    depth = {"(": 0, "[": 0, "{": 0}
+    for i, c in enumerate(value):
+        if c in depth:
+            depth[c] += 1
+        elif c in ")]}":
+            opener = _CLOSERS[c]
+            if depth[opener] == 0:
+                return i
+            depth[opener] -= 1
+    return len(value)
+
+
+def code_like(value: str) -> bool:
+    """An unquoted value that is code: a reference (L{is_code}) once the brackets and punctuation
+    around it are set aside ("(self.username", "(optional)", "Credentials):"), a call or subscript
+    of a name, or a name closed by a bracket it never opened ("token=token).kill()")."""
+    core = value.lstrip(_OPENERS).rstrip(_TRAILERS)
+    if is_code(core):
+        return True
+    m = _CALL_START.match(core)
+    if m and all(len(_DIGIT_RUN.findall(name)) <= 1 for name in _CODE_SEP.split(m.group(1))):
+        return True
+    cut = _first_unbalanced_closer(value)
+    return cut < len(value) and is_code(value[:cut].lstrip(_OPENERS))
+
+
+# --- is a value a secret? --------------------------------------------------------------------------
+# str.format and f-string fields ("{}", "{masked}", "{auth!r}") and epytext ("L{bytes}"): templates.
+_FORMAT_FIELD = re.compile(r"\{[A-Za-z0-9_.!\[\]]{0,32}\}", _A)
+# Regular expressions: character ranges and classes ("token=([a-z0-9]+)").
+_REGEX = re.compile(r"a-z|A-Z|0-9|\\[dwsS][+*]|\[\^", _A)
+# Words joined by underscores ("google_api_key", "fake_access_token"), quoted or not: a name.
+_WORDS = re.compile(r"_*[A-Za-z]+(?:_+[A-Za-z]+)+_*", _A)
+# A URL or URN names where a credential is, not the credential (passwords in URLs are
+# url_credentials/database_url; "urn:ietf:params:oauth:token-type:jwt").
+_LOCATOR = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|urn:", _A | re.IGNORECASE)
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?", _A)
+_PRINTABLE = re.compile(r"[ -~]+", _A)
+
+
+def _encoded_placeholder(value: str) -> bool:
+    """Base64 of a placeholder, as Kubernetes Secrets hold their data ("Y2hhbmdlbWU=" is "changeme")."""
+    if not _BASE64.fullmatch(value):
+        return False
+    try:
+        decoded = binascii.a2b_base64(value).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return _PRINTABLE.fullmatch(decoded) is not None and is_placeholder(decoded)
+
+
+def secret_value(value: str, quoted: bool) -> bool:
+    """Generated-looking and no placeholder, format field or pattern; unquoted, also no code."""
+    return (v.high_entropy_secret(value) and (quoted or not code_like(value)) and not _WORDS.fullmatch(value)
+            and not _LOCATOR.match(value) and not _FORMAT_FIELD.search(value) and not _REGEX.search(value)
+            and not _encoded_placeholder(value))
+
+
+# --- reading the value after an operator -----------------------------------------------------------
+_MAX = 256
+_SPACE = b" \t"
+_QUOTES = b"\"'`"
+# Where an unquoted value ends: white space, quotes, separators of lists and statements, a tag.
+_UNQUOTED = re.compile(r"[^\s\"'`,;<]{1,%d}" % _MAX, _A)
+_UNQUOTED_QUERY = re.compile(r"[^\s\"'`,;<&]{1,%d}" % _MAX, _A)
+_CLOSERS = {")": "(", "]": "[", "}": "{", ">": "<"}
+# YAML block scalar header: '|' or '>' with chomping/indentation indicators, then the line ends.
+_BLOCK_HEADER = re.compile(r"[|>][-+0-9]{0,2}[ \t]*(?:#[^\n]*)?\r?\n", _A)
+_INDENT = re.compile(r"[ \t]*", _A)
+_AUTH_SCHEME = re.compile(r"(?:Bearer|Basic|Token|Bot|ApiKey)[ \t]+", _A | re.IGNORECASE)
+_DIGEST_RESPONSE = re.compile(r"[Dd]igest[ \t][^\n]{0,512}?response=\"?([0-9a-fA-F]{32,128})", _A)
+# A type between a name and '=' ("password: &str = ", "apiKey: string = ", "x: Optional[str] = ").
+_TYPED = re.compile(r"[ \t]*&?(?:'[a-z]+[ \t]+)?(?:mut[ \t]+)?[A-Za-z_][A-Za-z0-9_.]*"
+                    r"(?:<[^<>=\n]{0,40}>|\[[^\[\]=\n]{0,40}\])?\??(?:[ \t]*\|[ \t]*None)?[ \t]+=(?![=>])", _A)
+
+
+def _strip_unbalanced(text: str, start: int, end: int) -> int:
+    """End of an unquoted value without closing brackets it never opened ("{user: a, password: X}")."""
+    while end > start and text[end - 1] in _CLOSERS:
+        closer = text[end - 1]
+        if text.count(_CLOSERS[closer], start, end) >= text.count(closer, start, end):
+            break
+        end -= 1
+    return end
+
+
+def _closing(text: str, pos: int, delim: str) -> int:
+    """Index of the quote closing a value that starts at C{pos}, on the same line; -1 when none.
+
+    str.find, not a loop over characters: texts dense with names of secrets stay cheap.
+    """
+    line_end = text.find("\n", pos, pos + _MAX + len(delim))
+    limit = line_end if line_end >= 0 else min(len(text), pos + _MAX + len(delim))
+    i = text.find(delim, pos, limit)
+    while i >= 0 and delim[0] != "\\" and _escaped(text, i, pos):
+        i = text.find(delim, i + 1, limit)
+    return i
+
+
+def _escaped(text: str, i: int, pos: int) -> bool:
+    """Whether the character at C{i} follows an odd run of backslashes (r'Xk9\"mq2')."""
+    run = 0
+    while i - run > pos and text[i - run - 1] == "\\":
+        run += 1
+    return run % 2 == 1
+
+
+def _block_scalar(view: TextView, pos: int) -> tuple[int, int, str] | None:
+    """The content of a YAML block scalar whose header ('|', '>-', ...) is at C{pos}."""
+    text = view.text
+    m = _BLOCK_HEADER.match(text, pos)
+    if not m:
+        return None
+    indent = match_end(_INDENT, text, m.end()) - m.end()
+    if indent == 0:
+        return None
+    first = stop = m.end() + indent
+    parts = []
+    while True:  # the lines indented at least as deep as the first belong to the block
+        line_end = text.find("\n", stop)
+        line_end = len(text) if line_end < 0 else line_end
+        parts.append(text[stop:line_end].strip())
+        end = stop + len(text[stop:line_end].rstrip())
+        nxt = line_end + 1
+        if nxt >= len(text) or match_end(_INDENT, text, nxt) - nxt < indent or end - first > _MAX:
+            return first, end, "".join(parts)
+        stop = nxt + indent
+
+
+def read_value(view: TextView, k: int, query: bool = False) -> tuple[int, int, str, bool] | None:
+    """The value starting at C{k} (after the operator): (start, end, value, quoted), or None.
+
+    A quoted value runs to its closing quote on the same line and may hold any printable
+    character but white space (a sentence in quotes is a description, not a secret).
+    C{query}: the name stood in a URL query, where '&' ends an unquoted value.
+    """
+    text, raw = view.text, view.raw
+    n = len(raw)
+    while k < n and raw[k] in _SPACE:
+        k += 1
+    if k >= n:
+        return None
+    if raw[k] in b"rbu" and k + 1 < n and raw[k + 1] in _QUOTES:
+        k += 1  # Python's r"..." and b"..."
+    delim = ""
+    if raw[k] == 92 and k + 1 < n and raw[k + 1] in b"\"'":
+        delim = text[k:k + 2]  # a quote escaped inside a string: "{\"password\": \"...\"}"
+    elif raw[k] in _QUOTES:
+        delim = text[k] * 3 if text.startswith(text[k] * 3, k) else text[k]
+    if delim:
+        start = k + len(delim)
+        close = _closing(text, start, delim)
+        if close >= 0:
+            scheme = _AUTH_SCHEME.match(text, start, close)  # "Authorization": "Bearer ..."
+            if scheme:
+                start = scheme.end()
+            value = text[start:close]
+            if any(c.isspace() for c in value):
+                return None
+            # Backticks hold a command (shell) or code (Markdown), judged as unquoted code is.
+            return start, close, value, delim[-1] != "`"
+        k = start  # no closing quote (a cut-off text): read it as unquoted
+    if raw[k] in b"|>":
+        block = _block_scalar(view, k)
+        return None if block is None else (block[0], block[1], block[2], False)
+    if raw[k] in b"Dd":
+        d = _DIGEST_RESPONSE.match(text, k)
+        if d:
+            return d.start(1), d.end(1), d.group(1), True
+    scheme = _AUTH_SCHEME.match(text, k)
+    if scheme:
+        k = scheme.end()
+    m = (_UNQUOTED_QUERY if query else _UNQUOTED).match(text, k)
+    if not m:
+        return None
+    end = _strip_unbalanced(text, k, m.end())
+    return k, end, text[k:end], False
+
+
+def _judge(view: TextView, k: int, hits: list[Hit], query: bool = False) -> None:
+    found = read_value(view, k, query)
+    if found and secret_value(found[2], found[3]):
+        hits.append(Hit("generic_secret", found[0], found[1]))
+
+
+# --- name, operator, value -------------------------------------------------------------------------
+# Between a name and its operator: quotes, a closing subscript, an escaped quote, blanks.
+_BETWEEN = rb"[\]\"'`\\ \t]{0,4}"
+ASSIGN_TRIGGER = Trigger(
+    _NAMES + _BETWEEN + rb"(?:[?.+]?[:=]|<-)"                  # = : := => ?= .= ::= <- (and YAML, JSON, headers)
+    + rb"|" + _NAMES + rb"[\"'][ \t]*,"                    # define('DB_PASSWORD', '...')
+    + rb"|" + _NAMES + rb">"                               # <password>...</password>
+    + rb"|" + _NAMES + rb"[\"'][ \t]+value[ \t]*="         # <add key="DbPassword" value="..."/>
+    + rb"|" + _NAMES + rb"[ \t]+(?:string|\[\]byte)[ \t]*=",  # var token string = "..."
+    caseless=True)
+_OP_PREFIX = b"?.+:"
+_BETWEEN_CHARS = b"]\"'`\\ \t"
+_XML_NAME = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
+_KEY_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_VALUE_ATTR = re.compile(rb"[\"'][ \t]+value[ \t]*\Z", _A | re.IGNORECASE)
+_GO_TYPE = re.compile(rb"[ \t]+(?:string|\[\]byte)[ \t]*\Z", _A | re.IGNORECASE)
+
+
+def assignment(view: TextView, op: int, hits: list[Hit]) -> None:
+    """The value after the operator ending at C{op}, when a secret's name stands before it."""
+    raw = view.raw
+    c = raw[op]
+    after = op + 1
+    if c == 62:  # '>': an XML element <password>...</password>
+        _element(view, op, hits)
+        return
+    if c == 44:  # ',': a quoted name as a call's first argument, the value as its second
+        i = op
+        while i > 0 and raw[i - 1] in _SPACE:
+            i -= 1
+        start = i - 1
+        while start > 0 and raw[start - 1] in _KEY_CHARS:
+            start -= 1
+        opening = start - 1
+        while opening > 0 and raw[opening - 1] in _SPACE:
+            opening -= 1
+        # Lists of names (["access_token", "refresh_token"]) are no pairs; nor is a name in the value.
+        if opening > 0 and raw[opening - 1] == 40 and raw[start - 1] == raw[i - 1] and _named_secret(raw, i - 1):
+            found = read_value(view, after)
+            if found and found[3] and secret_value(found[2], True) and not code_like(found[2]):
+                hits.append(Hit("generic_secret", found[0], found[1]))
+        return
+    if c == 61:
+        if after < len(raw) and raw[after] == 61:
+            return  # "token == expected": a comparison
+        if after < len(raw) and raw[after] == 62:
+            after += 1  # '=>'
+    head = raw[max(0, op - 40):op]
+    typed_name = _VALUE_ATTR.search(head) or _GO_TYPE.search(head) if c == 61 else None
+    if typed_name:  # the name ends at the quote before value= or at the blank before the Go type
+        i = op - len(head) + typed_name.start()
+    else:
+        i = op - 1 if c == 45 else op  # '<-'
+        while i > 0 and op - i < 3 and raw[i - 1] in _OP_PREFIX:
+            i -= 1
+        stop = i
+        while i > 0 and stop - i < 4 and raw[i - 1] in _BETWEEN_CHARS:
+            i -= 1
+    if not _named_secret(raw, i):
+        return
+    if c == 58:  # ':' then a type and '=': a typed declaration
+        typed = _TYPED.match(view.text, after)
+        if typed:
+            after = typed.end()
+    while after < len(raw) and after - op < 4 and raw[after] in b":=":
+        after += 1  # ':=' and '::=' reported at their first character
+    name_start = i
+    while name_start > 0 and i - name_start < 64 and raw[name_start - 1] in _KEY_CHARS:
+        name_start -= 1
+    before = raw[name_start - 1] if name_start > 0 else 0
+    if c == 58 and before == 58:
+        return  # one part of a colon path: urn:ietf:params:oauth:grant-type:..., AWS::Auth::AccountId
+    _judge(view, after, hits, query=before in b"?&")
+
+
+def _element(view: TextView, op: int, hits: list[Hit]) -> None:
+    raw = view.raw
+    start = op
+    while start > 0 and op - start < 64 and raw[start - 1] in _XML_NAME:
+        start -= 1
+    if start == 0 or raw[start - 1] != 60:  # not "<name>" ("</password>", "a->token>")
+        return
+    close = view.text.find("</", op + 1, op + 2 + _MAX)
+    value = view.text[op + 1:close].strip() if close > 0 else ""
+    if value and not any(c.isspace() for c in value) and secret_value(value, False):
+        begin = view.text.index(value, op + 1)
+        hits.append(Hit("generic_secret", begin, begin + len(value)))
+
+
+# --- command lines ----------------------------------------------------------------------------------
+_CURL = re.compile(r"(?:^|[\s;&|(])(?:curl|wget|http|https|xh)[ \t]", _A)
+_MYSQL = re.compile(r"(?:^|[\s;&|(/])(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mariadb|mariadb-dump)[ \t]", _A)
+_LOGIN = re.compile(r"(?:^|[\s;&|(/])(?:docker|podman|buildah|skopeo|nerdctl|helm[ \t]+registry)[ \t]+login[ \t]", _A)
+
+
+class _Command:
+    """Whether a command (curl, mysql, docker login) comes before a position on its line.
+
+    Each line is searched once, however many options it holds: the first match on the line
+    is the one any option after it follows.
+    """
+
+    def __init__(self, pattern: re.Pattern[str], text: str) -> None:
+        self.pattern, self.text = pattern, text
+        self.line = self.stop = self.at = -1
+
+    def before(self, pos: int) -> bool:
+        if not self.line <= pos <= self.stop:
+            text = self.text
+            self.line = text.rfind("\n", 0, pos) + 1
+            self.stop = text.find("\n", pos) % (len(text) + 1)  # -1 (no newline): the end of the text
+            m = self.pattern.search(text, self.line, self.stop)
+            self.at = m.end() if m else -1
+        return 0 <= self.at <= pos
+
+
+def find_curl_user(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """curl -u user:password (also wget, HTTPie): the part after the first ':'."""
+    curl = _Command(_CURL, view.text)
+    for end in ends:
+        if not curl.before(end):
+            continue
+        found = read_value(view, end)
+        if found is None or ":" not in found[2]:
+            continue
+        user, _, password = found[2].partition(":")
+        if password and password.lower() != user.lower() and secret_value(password, found[3]):
+            start = found[0] + len(user) + 1
+            hits.append(Hit("generic_secret", start, start + len(password)))
+
+
+def find_login_password(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """docker login -p SECRET (podman, buildah, skopeo, nerdctl, helm registry)."""
+    login = _Command(_LOGIN, view.text)
+    for end in ends:
+        if login.before(end):
+            _judge(view, end, hits)
+
+
+def find_mysql_password(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """mysql -pSECRET: the password glued to -p (with a blank after -p, the next word is a database)."""
+    mysql = _Command(_MYSQL, view.text)
+    for end in ends:
+        if mysql.before(end):
+            _judge(view, end - 1, hits)  # the trigger ends after the password's first character
+
+
+def find_option_value(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """--password SECRET, --github-token SECRET: an option named as a secret, then its value as the next word."""
+    raw = view.raw
+    for end in ends:
+        if end < len(raw) and raw[end] not in b"-$":
+            _judge(view, end, hits)
+
+
+# --- .netrc and .pgpass -----------------------------------------------------------------------------
+_NETRC_TRIGGER = Trigger(rb"password[ \t]+")
+_NETRC_BEFORE = re.compile(r"(?:^|\s)(?:machine\s+\S+|default)(?:\s+(?:login|account|port)\s+\S+)+\s+\Z", _A)
+
+
+def find_netrc(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    text = view.text
+    for end in ends:
+        word = text.rfind("password", max(0, end - 16), end)
+        lo = max(0, word - 300)
+        # str.find first: prose says "password" often, "machine" or "default" before it rarely.
+        if word >= 0 and (text.find("machine", lo, word) >= 0 or text.find("default", lo, word) >= 0) \
+                and _NETRC_BEFORE.search(text, lo, word):
+            _judge(view, end, hits)
+
+
+# host:port:database:user:password, where ':' and '\' inside a field are escaped with '\'.
+_PGPASS_TRIGGER = Trigger(rb":(?:[0-9]{1,5}|\*):")
+_FIELD = r"(?:[^:\\\s]|\\.)+"
+_PGPASS = re.compile(rf"[ \t]*{_FIELD}:(?:[0-9]{{1,5}}|\*):{_FIELD}:{_FIELD}:({_FIELD})[ \t\r]*", _A)
+
+
+def find_pgpass(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    text = view.text
+    done = -1
+    for end in ends:
+        start = text.rfind("\n", 0, end) + 1
+        if start == done:
+            continue
+        done = start
+        stop = text.find("\n", end)
+        stop = len(text) if stop < 0 else stop
+        m = _PGPASS.fullmatch(text, start, stop) if stop - start <= 2 * _MAX else None
+        if m and secret_value(m.group(1), True):
+            hits.append(Hit("generic_secret", m.start(1), m.end(1)))
+
+
+PASSES = (
+    Pass((Trigger(rb"[ \t](?:-u|--user)[ \t=]"),), find_curl_user),
+    Pass((Trigger(rb"[ \t]-p[ \t]"),), find_login_password),
+    Pass((Trigger(rb"[ \t]-p[^ \t\r\n\-]"),), find_mysql_password),
+    Pass((Trigger(rb"[ \t]--[a-z0-9-]{0,24}" + _NAMES + rb"[ \t]", caseless=True),), find_option_value),
+    Pass((_NETRC_TRIGGER,), find_netrc),
+    Pass((_PGPASS_TRIGGER,), find_pgpass),
+)
