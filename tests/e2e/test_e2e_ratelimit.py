@@ -24,7 +24,9 @@ from support.daemon import Daemon, closed_port, eventually, http_json, running
 
 from .conftest import KeepAlive, admin, chat, upstream_args
 
-PER_MINUTE, BURST = 6000, 50  # shared limit for the multi-daemon runs: 100/s after a burst of 50
+# Shared limit for the multi-daemon runs: 50/s after a burst of 25, so that even a loaded 2-core
+# machine (three daemons, the fake provider and the load generator on it) offers well over it.
+PER_MINUTE, BURST = 3000, 25
 TOLERANCE = 0.02
 
 
