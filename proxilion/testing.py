@@ -252,9 +252,11 @@ class InMemoryProxilion:
         site = make_site(clock=self.clock, chunk_delay=chunk_delay)
         self.fake_provider: FakeProvider = site.resource
         self.store = MemoryStore(self.clock)
+        # The access log's events, as the daemon's log observer would have them (one test's worth).
+        self.access_log: list[dict[str, Any]] = []
         provider_endpoint = self.network.endpoint_to(site)
         self.app: Proxilion = build(
-            self.settings, self.clock,
+            self.settings, self.clock, self.access_log.append,
             upstream_endpoint=lambda scheme, host, port: provider_endpoint,
             analytics_store=self.store,
             # Spool files are local and small in tests: written on the spot, no thread.
@@ -370,6 +372,10 @@ class InMemoryProxilion:
         """The audit rows written so far, oldest first (lets the writer's flush interval pass)."""
         self.advance(self.settings.analytics_flush_interval)
         return self.store.stored()
+
+    def access_lines(self, **fields: Any) -> list[dict[str, Any]]:
+        """The access log's events (one per request) whose fields have these values, oldest first."""
+        return [event for event in self.access_log if all(event.get(k) == v for k, v in fields.items())]
 
     def upstream_requests(self) -> list[dict[str, Any]]:
         """What the fake provider received (method, path, headers, body), oldest first."""
