@@ -276,11 +276,20 @@ class InMemoryProxilion:
         if isinstance(result, Failure):
             result.raiseException()
 
+    def begin_stop(self) -> Deferred[None]:
+        """Begin the stop sequence (drain, flush), as SIGTERM does, without letting time pass.
+
+        Fires when the sequence has run to its end; drive time yourself (L{advance}, L{wait}).
+        A later L{stop} joins it.
+        """
+        stopping: Deferred[None] = self.app.root.stopService()
+        return stopping
+
     def stop(self) -> None:
         """Run the stop sequence (drain, flush) to its end, letting simulated time pass."""
         if self._started:
             self._started = False
-            self._wait(self.app.root.stopService(), within=_ANSWER_WITHIN)
+            self.wait(self.begin_stop())
         if self._temporary is not None:
             self._temporary.cleanup()
             self._temporary = None
@@ -307,8 +316,11 @@ class InMemoryProxilion:
             if not due:
                 return
 
-    def _wait(self, d: Deferred[Any], within: float) -> Any:
-        """Advance from one due call to the next until C{d} fires (at most C{within} simulated seconds)."""
+    def wait(self, d: Deferred[Any], within: float = _ANSWER_WITHIN) -> Any:
+        """C{d}'s result, letting simulated time pass (from one due call to the next) until it fires.
+
+        Raises its failure, or C{AssertionError} if it has not fired within C{within} simulated seconds.
+        """
         end = self.clock.seconds() + within
         self.settle()
         while not d.called and self.clock.seconds() < end:
@@ -355,7 +367,7 @@ class InMemoryProxilion:
     ) -> Answer:
         """Send one request and return its answer, letting simulated time pass until it comes."""
         d = self.send(method, path, json=json, body=body, headers=headers, client_ip=client_ip)
-        answer: Answer = self._wait(d, within=_ANSWER_WITHIN)
+        answer: Answer = self.wait(d)
         return answer
 
     def chat(self, text: str, *, api_key: str = "sk-test-in-memory", headers: Mapping[str, str] | None = None) -> Answer:
