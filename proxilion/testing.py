@@ -221,6 +221,8 @@ class InMemoryProxilion:
     @param settings: any other setting, by name (as in L{proxilion.config.SPECS}).
     @param data_dir: for the journal and spool (default: a new temporary directory).
     @param chunk_delay: seconds between the fake provider's stream chunks (simulated time).
+    @param upstream: serves every provider instead of the fake provider (a scripted upstream, say);
+        one whose C{buildProtocol} returns None refuses connections, as an upstream that is down.
     """
 
     def __init__(
@@ -232,6 +234,7 @@ class InMemoryProxilion:
         settings: Mapping[str, Any] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         chunk_delay: float = 0.0,
+        upstream: IProtocolFactory | None = None,
     ) -> None:
         self.clock = MemoryReactorClock()
         self.network = InMemoryNetwork(self.clock)
@@ -254,7 +257,7 @@ class InMemoryProxilion:
         self.store = MemoryStore(self.clock)
         # The access log's events, as the daemon's log observer would have them (one test's worth).
         self.access_log: list[dict[str, Any]] = []
-        provider_endpoint = self.network.endpoint_to(site)
+        provider_endpoint = self.network.endpoint_to(upstream if upstream is not None else site)
         self.app: Proxilion = build(
             self.settings, self.clock, self.access_log.append,
             upstream_endpoint=lambda scheme, host, port: provider_endpoint,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import treq
+from twisted.internet.protocol import Factory
 from twisted.logger import formatEvent, globalLogPublisher
 
 from proxilion.testing import InMemoryProxilion
@@ -269,5 +270,34 @@ def test_request_still_uploading_when_the_drain_starts_is_answered(tmp_path: Pat
         proxilion.settle()
         (answer,) = connection.answers
         assert (answer.status, answer.headers["connection"]) == (200, "close")
+    finally:
+        proxilion.stop()
+
+
+class _Down(Factory):
+    """An upstream that refuses every connection."""
+
+    def buildProtocol(self, addr: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "shape"),
+    [
+        ("/proxy/openai/v1/chat/completions", CHAT, lambda e: (e["error"]["type"], e["error"]["code"]) == ("server_error", "upstream_unreachable")),
+        ("/proxy/anthropic/v1/messages", {"model": "m", "max_tokens": 5, "messages": []},
+         lambda e: (e["type"], e["error"]["type"]) == ("error", "api_error")),
+    ],
+    ids=["openai", "anthropic"],
+)
+def test_upstream_down_is_502_in_the_providers_shape(tmp_path: Path, path: str, body: object, shape: object) -> None:
+    proxilion = InMemoryProxilion(data_dir=tmp_path, upstream=_Down())
+    proxilion.start()
+    try:
+        answer = proxilion.request("POST", path, json=body)
+        assert (answer.status, answer.headers["content-type"]) == (502, "application/json")
+        assert shape(answer.json())  # type: ignore[operator]
+        assert [(row.status, row.error) for row in proxilion.audit()] == [(502, "upstream_unreachable")]
+        assert proxilion.request("GET", "/health").status == 200
     finally:
         proxilion.stop()
