@@ -25,7 +25,7 @@ JSON_OK = b'{"id":"x","object":"chat.completion","choices":[]}'
 CARD_ANSWER = b'{"choices":[{"index":0,"message":{"role":"assistant","content":"card 4111 1111 1111 1111 ok"}}]}'
 
 
-def _response(path: str) -> list[bytes | float | None]:
+def _response(path: str) -> list[bytes | None]:
     """The raw answer to C{path}, as the pieces the upstream sends (with small pauses between)."""
     path = "/" + path.rsplit("/", 1)[-1]
     if path == "/chunked":
