@@ -221,6 +221,8 @@ class InMemoryProxilion:
     @param settings: any other setting, by name (as in L{proxilion.config.SPECS}).
     @param data_dir: for the journal and spool (default: a new temporary directory).
     @param chunk_delay: seconds between the fake provider's stream chunks (simulated time).
+    @param upstream: serves every provider instead of the fake provider (a scripted upstream, say);
+        one whose C{buildProtocol} returns None refuses connections, as an upstream that is down.
     """
 
     def __init__(
@@ -232,6 +234,7 @@ class InMemoryProxilion:
         settings: Mapping[str, Any] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         chunk_delay: float = 0.0,
+        upstream: IProtocolFactory | None = None,
     ) -> None:
         self.clock = MemoryReactorClock()
         self.network = InMemoryNetwork(self.clock)
@@ -252,9 +255,11 @@ class InMemoryProxilion:
         site = make_site(clock=self.clock, chunk_delay=chunk_delay)
         self.fake_provider: FakeProvider = site.resource
         self.store = MemoryStore(self.clock)
-        provider_endpoint = self.network.endpoint_to(site)
+        # The access log's events, as the daemon's log observer would have them (one test's worth).
+        self.access_log: list[dict[str, Any]] = []
+        provider_endpoint = self.network.endpoint_to(upstream if upstream is not None else site)
         self.app: Proxilion = build(
-            self.settings, self.clock,
+            self.settings, self.clock, self.access_log.append,
             upstream_endpoint=lambda scheme, host, port: provider_endpoint,
             analytics_store=self.store,
             # Spool files are local and small in tests: written on the spot, no thread.
@@ -274,11 +279,20 @@ class InMemoryProxilion:
         if isinstance(result, Failure):
             result.raiseException()
 
+    def begin_stop(self) -> Deferred[None]:
+        """Begin the stop sequence (drain, flush), as SIGTERM does, without letting time pass.
+
+        Fires when the sequence has run to its end; drive time yourself (L{advance}, L{wait}).
+        A later L{stop} joins it.
+        """
+        stopping: Deferred[None] = self.app.root.stopService()
+        return stopping
+
     def stop(self) -> None:
         """Run the stop sequence (drain, flush) to its end, letting simulated time pass."""
         if self._started:
             self._started = False
-            self._wait(self.app.root.stopService(), within=_ANSWER_WITHIN)
+            self.wait(self.begin_stop())
         if self._temporary is not None:
             self._temporary.cleanup()
             self._temporary = None
@@ -305,8 +319,11 @@ class InMemoryProxilion:
             if not due:
                 return
 
-    def _wait(self, d: Deferred[Any], within: float) -> Any:
-        """Advance from one due call to the next until C{d} fires (at most C{within} simulated seconds)."""
+    def wait(self, d: Deferred[Any], within: float = _ANSWER_WITHIN) -> Any:
+        """C{d}'s result, letting simulated time pass (from one due call to the next) until it fires.
+
+        Raises its failure, or C{AssertionError} if it has not fired within C{within} simulated seconds.
+        """
         end = self.clock.seconds() + within
         self.settle()
         while not d.called and self.clock.seconds() < end:
@@ -353,7 +370,7 @@ class InMemoryProxilion:
     ) -> Answer:
         """Send one request and return its answer, letting simulated time pass until it comes."""
         d = self.send(method, path, json=json, body=body, headers=headers, client_ip=client_ip)
-        answer: Answer = self._wait(d, within=_ANSWER_WITHIN)
+        answer: Answer = self.wait(d)
         return answer
 
     def chat(self, text: str, *, api_key: str = "sk-test-in-memory", headers: Mapping[str, str] | None = None) -> Answer:
@@ -370,6 +387,10 @@ class InMemoryProxilion:
         """The audit rows written so far, oldest first (lets the writer's flush interval pass)."""
         self.advance(self.settings.analytics_flush_interval)
         return self.store.stored()
+
+    def access_lines(self, **fields: Any) -> list[dict[str, Any]]:
+        """The access log's events (one per request) whose fields have these values, oldest first."""
+        return [event for event in self.access_log if all(event.get(k) == v for k, v in fields.items())]
 
     def upstream_requests(self) -> list[dict[str, Any]]:
         """What the fake provider received (method, path, headers, body), oldest first."""

@@ -294,6 +294,7 @@ class MemoryStore(SQLiteStore):
     def __init__(self, reactor: Any) -> None:
         super().__init__(reactor, ":memory:")
         self.target = "memory"
+        self._closed_with: list[AuditEvent] = []
 
     def _make_pools(self) -> None:
         # One connection: a second one to ":memory:" would be another, empty, database.
@@ -302,10 +303,15 @@ class MemoryStore(SQLiteStore):
     async def _prepare(self) -> None:
         """No directory to make."""
 
+    def close(self) -> None:
+        # The stop sequence closes the store after its last flush: those rows stay readable.
+        self._closed_with = self.stored()
+        super().close()
+
     def stored(self) -> list[AuditEvent]:
-        """Every row, oldest insert first."""
+        """Every row, oldest insert first (after L{close}: the rows it held then)."""
         if self._pool is None:
-            return []
+            return list(self._closed_with)
         cursor = self._pool.runInteraction(lambda trans: trans.execute(
             f"SELECT {_COLUMN_LIST} FROM audit_events ORDER BY rowid").fetchall())
         rows: list[tuple[Any, ...]] = []

@@ -1,4 +1,8 @@
-"""Drain on one real daemon: SIGTERM/SIGINT, the drain deadline, a second signal, the admin drain, --reuse-port."""
+"""Drain on one real daemon: SIGTERM/SIGINT, a second signal, --reuse-port.
+
+The drain's own logic (its deadline, a request still uploading, the admin drain) is
+tested in memory, in tests/proxy/test_inmemory_exchange.py.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import pytest
 
 from support.daemon import Daemon, free_port, http_json, running
 
-from .conftest import LIMITS, CHAT_PATH, Client, Load, Outcome, daemon_args, wait_until
+from .conftest import LIMITS, Client, Load, Outcome, daemon_args, wait_until
 
 STOP_ORDER = ["stopped proxy", "stopped scanpool", "stopped policy", "stopped ratelimit", "stopped analytics", "stopped admin"]
 
@@ -110,23 +114,6 @@ def test_signal_runs_the_stop_sequence(tmp_path: Path, fake: str, policy_file: P
     assert audit_ids(daemon) == {before.request_id, streamed[0].request_id, answer.request_id}
 
 
-def test_drain_timeout_aborts_what_is_left(tmp_path: Path, fake: str, policy_file: Path) -> None:
-    daemon = Daemon(tmp_path, daemon_args(fake, policy_file), {**LIMITS, "DRAIN_GRACE": "0", "DRAIN_TIMEOUT": "1"})
-    with running(daemon):
-        thread, streamed = stream_in_thread(daemon, chunks=50, chunk_delay=0.2)  # a 10 s stream
-        signalled = time.monotonic()
-        daemon.signal(signal.SIGTERM)
-        assert daemon.proc.wait(10) == 0
-        elapsed = time.monotonic() - signalled
-        thread.join(5)
-    assert 1.0 <= elapsed < 3.0, elapsed
-    assert streamed and not streamed[0].ok, "the stream should have been cut at the drain deadline"
-    assert any("drain timeout" in str(e.get("message", "")) for e in daemon.log_events())
-    assert [m for _, m in stop_messages(daemon)] == STOP_ORDER
-    # The aborted request is still recorded.
-    assert len(audit_ids(daemon)) == 1
-
-
 def test_second_sigterm_does_not_skip_the_analytics_flush(tmp_path: Path, fake: str, policy_file: Path) -> None:
     # A long flush interval keeps every row in memory until the stop sequence flushes it.
     env = {**LIMITS, "DRAIN_GRACE": "0.5", "DRAIN_TIMEOUT": "10", "ANALYTICS_FLUSH_INTERVAL": "60"}
@@ -171,22 +158,3 @@ def test_reuse_port_handover(tmp_path: Path, fake: str, policy_file: Path) -> No
         assert new.metric("proxilion_http_requests_total") > 0
         assert served_old + new.metric("proxilion_http_requests_total") == summary["requests"]
 
-
-def test_request_still_uploading_when_the_drain_starts_is_answered(tmp_path: Path, fake: str, policy_file: Path) -> None:
-    daemon = Daemon(tmp_path, daemon_args(fake, policy_file), {**LIMITS, "DRAIN_GRACE": "0", "DRAIN_TIMEOUT": "5"})
-    with running(daemon):
-        body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "slow upload"}]}'
-        sock = socket.create_connection(("127.0.0.1", daemon.port))
-        head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (CHAT_PATH.encode(), len(body))
-        sock.sendall(head + body[:10])
-        time.sleep(0.2)
-        daemon.signal(signal.SIGTERM)
-        wait_until(lambda: refuses(daemon.port), what="the proxy port to close")
-        time.sleep(0.3)
-        sock.sendall(body[10:])
-        sock.settimeout(5)
-        answer = sock.recv(65536)
-        sock.close()
-        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
-        assert b"connection: close" in answer.lower()
-        assert daemon.proc.wait(10) == 0

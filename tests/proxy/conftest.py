@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from proxilion.fakeprovider.testing import running_fake_provider
-from support.daemon import Daemon, closed_port, http_json
+from support.daemon import Daemon, http_json
 
 # Rate limiting is not under test here: the suite sends many requests from one identity.
 NO_LIMITS = {"RATE_LIMIT_PER_MINUTE": "0"}
@@ -37,9 +37,6 @@ def request_rules_only_policy(directory: Path) -> Path:
 
 
 
-def closed_port_url() -> str:
-    """A loopback URL nothing listens on (connections are refused at once)."""
-    return f"http://127.0.0.1:{closed_port()}"
 
 
 

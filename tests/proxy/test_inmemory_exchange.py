@@ -9,11 +9,14 @@ tests/ha) keep the real sockets and signals honest.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import treq
+from twisted.internet.protocol import Factory
+from twisted.logger import formatEvent, globalLogPublisher
 
 from proxilion.testing import InMemoryProxilion
 from proxy.conftest import request_rules_only_policy
@@ -204,5 +207,97 @@ def test_admin_shows_and_resets_buckets(tmp_path: Path) -> None:
         assert proxilion.chat("hi").status == 200
         events = _admin(proxilion, "GET", "/api/v1/events?decision=ratelimited")[1]
         assert [e["status"] for e in events["events"]] == [429]  # type: ignore[index]
+    finally:
+        proxilion.stop()
+
+
+@pytest.fixture
+def log_messages() -> Iterator[list[str]]:
+    """The text of every log event while the test runs (the stop sequence logs each step)."""
+    messages: list[str] = []
+
+    def observe(event: dict) -> None:
+        messages.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    yield messages
+    globalLogPublisher.removeObserver(observe)
+
+
+def _stream(chunks: int, delay: float) -> bytes:
+    return _post("/v1/chat/completions", json.dumps({**CHAT, "stream": True}).encode(),
+                 b"x-fake-reply: " + b"w " * chunks + b"\r\nx-fake-chunks: %d\r\nx-fake-chunk-delay: %g\r\n" % (chunks, delay))
+
+
+def test_drain_timeout_aborts_what_is_left(tmp_path: Path, log_messages: list[str]) -> None:
+    proxilion = InMemoryProxilion(policy=request_rules_only_policy(tmp_path), data_dir=tmp_path,
+                                  settings={"drain_grace": 0, "drain_timeout": 1.0})
+    proxilion.start()
+    connection = proxilion.connect()
+    connection.send(_stream(50, 0.2))  # a 10 s stream
+    proxilion.advance(0.5)
+    assert connection.received.startswith(b"HTTP/1.1 200")
+
+    stopped = proxilion.begin_stop()
+    begun = proxilion.clock.seconds()
+    proxilion.advance(0.9)
+    assert not connection.closed
+    proxilion.wait(stopped)
+    proxilion.stop()
+
+    assert 1.0 <= proxilion.clock.seconds() - begun < 3.0
+    assert connection.closed and not connection.received.endswith(b"0\r\n\r\n"), "the stream should have been cut at the drain deadline"
+    assert any(m.startswith("drain timeout") for m in log_messages)
+    assert [m for m in log_messages if re.fullmatch(r"stopped \w+", m)] == [
+        "stopped proxy", "stopped policy", "stopped ratelimit", "stopped analytics", "stopped admin"]
+    # The aborted request is still recorded.
+    assert [row.status for row in proxilion.audit()] == [200]
+
+
+def test_request_still_uploading_when_the_drain_starts_is_answered(tmp_path: Path) -> None:
+    proxilion = InMemoryProxilion(policy=request_rules_only_policy(tmp_path), settings={"drain_grace": 0, "drain_timeout": 5.0})
+    proxilion.start()
+    try:
+        body = json.dumps(CHAT).encode()
+        connection = proxilion.connect()
+        connection.send(_post("/v1/chat/completions", body)[:-len(body) + 10])
+        proxilion.settle()
+        proxilion.begin_stop()
+        proxilion.advance(0.3)
+        assert proxilion.app.proxy_service.port is None, "the proxy port should be closed"
+
+        connection.send(body[10:])
+        proxilion.settle()
+        (answer,) = connection.answers
+        assert (answer.status, answer.headers["connection"]) == (200, "close")
+    finally:
+        proxilion.stop()
+
+
+class _Down(Factory):
+    """An upstream that refuses every connection."""
+
+    def buildProtocol(self, addr: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "shape"),
+    [
+        ("/proxy/openai/v1/chat/completions", CHAT, lambda e: (e["error"]["type"], e["error"]["code"]) == ("server_error", "upstream_unreachable")),
+        ("/proxy/anthropic/v1/messages", {"model": "m", "max_tokens": 5, "messages": []},
+         lambda e: (e["type"], e["error"]["type"]) == ("error", "api_error")),
+    ],
+    ids=["openai", "anthropic"],
+)
+def test_upstream_down_is_502_in_the_providers_shape(tmp_path: Path, path: str, body: object, shape: object) -> None:
+    proxilion = InMemoryProxilion(data_dir=tmp_path, upstream=_Down())
+    proxilion.start()
+    try:
+        answer = proxilion.request("POST", path, json=body)
+        assert (answer.status, answer.headers["content-type"]) == (502, "application/json")
+        assert shape(answer.json())  # type: ignore[operator]
+        assert [(row.status, row.error) for row in proxilion.audit()] == [(502, "upstream_unreachable")]
+        assert proxilion.request("GET", "/health").status == 200
     finally:
         proxilion.stop()

@@ -1,79 +1,78 @@
-"""An upstream that breaks off its answer: the client gets an error in the provider's shape when nothing was sent yet."""
+"""An upstream that breaks off its answer: the client gets an error in the provider's shape when nothing was sent yet.
+
+In memory (proxilion.testing.InMemoryProxilion with a scripted upstream in place of the fake provider).
+"""
 
 from __future__ import annotations
 
 import json
-import socket
-import threading
-from typing import Iterator
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from twisted.internet.protocol import Factory, Protocol
 
-from support.daemon import Daemon, eventually, http_json, running
+from proxilion.testing import InMemoryProxilion
 
 ANSWER = json.dumps({"id": "c", "object": "chat.completion", "choices": [
     {"index": 0, "message": {"role": "assistant", "content": "x" * 400}, "finish_reason": "stop"}]}).encode()
-
-
-class _BreakingUpstream:
-    """Answers every request with full-length headers and the first 40 bytes of the body, then closes."""
-
-    def __init__(self, content_type: bytes) -> None:
-        self.content_type = content_type
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                head = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n" % (self.content_type, len(ANSWER))
-                conn.sendall(head + ANSWER[:40])
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Daemon]]:
-    held = _BreakingUpstream(b"application/json")
-    relayed = _BreakingUpstream(b"audio/mpeg")
-    workdir = tmp_path_factory.mktemp("breaks-off")
-    # The shipped policy holds answers for inspection; a media answer (audio) is relayed as it comes.
-    with running(Daemon(workdir / "a", ["--upstream", f"openai=http://127.0.0.1:{held.port}", "--rate-limit-per-minute", "0"])) as a, \
-            running(Daemon(workdir / "b", ["--upstream", f"openai=http://127.0.0.1:{relayed.port}", "--rate-limit-per-minute", "0"])) as b:
-        yield a, b
-
-
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 
 
-def test_a_held_answer_that_breaks_off_is_a_502_in_the_providers_shape(daemon):
-    held, _ = daemon
-    status, headers, body = http_json("POST", held.url + "/proxy/openai/v1/chat/completions", body=CHAT)
-    assert status == 502
-    assert body["error"]["code"] == "upstream_disconnected" and body["error"]["message"]
-    assert headers.get("x-request-id")
+class _BreakingUpstream(Protocol):
+    """Answers a request with full-length headers and the first 40 bytes of the body, then closes."""
 
-    def access_line():
-        lines = [e for e in held.log_events() if e.get("path") == "/v1/chat/completions"]
-        return lines[-1] if lines else None
+    content_type = b"application/json"
 
-    line = eventually(access_line, what="the access line")
+    def __init__(self) -> None:
+        self.data = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        if b"\r\n\r\n" in self.data:
+            head = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n" % (self.content_type, len(ANSWER))
+            self.transport.write(head + ANSWER[:40])
+            self.transport.loseConnection()
+
+
+class _BreakingMediaUpstream(_BreakingUpstream):
+    content_type = b"audio/mpeg"
+
+
+def _proxilion(tmp_path: Path, upstream: type[Protocol]) -> Iterator[InMemoryProxilion]:
+    # The shipped policy holds answers for inspection; a media answer (audio) is relayed as it comes.
+    proxilion = InMemoryProxilion(data_dir=tmp_path, upstream=Factory.forProtocol(upstream))
+    proxilion.start()
+    yield proxilion
+    proxilion.stop()
+
+
+@pytest.fixture
+def held(tmp_path: Path) -> Iterator[InMemoryProxilion]:
+    yield from _proxilion(tmp_path, _BreakingUpstream)
+
+
+@pytest.fixture
+def relayed(tmp_path: Path) -> Iterator[InMemoryProxilion]:
+    yield from _proxilion(tmp_path, _BreakingMediaUpstream)
+
+
+def test_a_held_answer_that_breaks_off_is_a_502_in_the_providers_shape(held: InMemoryProxilion) -> None:
+    answer = held.request("POST", "/proxy/openai/v1/chat/completions", json=CHAT)
+    assert answer.status == 502
+    assert answer.json()["error"]["code"] == "upstream_disconnected" and answer.json()["error"]["message"]
+    assert answer.headers["x-request-id"]
+    (line,) = held.access_lines(path="/v1/chat/completions")
     assert (line["status"], line["error"]) == (502, "upstream_disconnected")
-    # The daemon goes on serving.
-    assert http_json("GET", held.url + "/health")[0] == 200
+    # The proxy goes on serving.
+    assert held.request("GET", "/health").status == 200
 
 
-def test_a_relayed_answer_that_breaks_off_cuts_the_connection(daemon):
+def test_a_relayed_answer_that_breaks_off_cuts_the_connection(relayed: InMemoryProxilion) -> None:
     """Its headers and first bytes are already out: only cutting the connection says it is incomplete."""
-    _, relayed = daemon
-    with pytest.raises(Exception):
-        http_json("POST", relayed.url + "/proxy/openai/v1/chat/completions", body=CHAT)
+    connection = relayed.connect()
+    connection.send(b"POST /proxy/openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(json.dumps(CHAT)), json.dumps(CHAT).encode()))
+    relayed.settle()
+    assert connection.received.startswith(b"HTTP/1.1 200")
+    assert connection.closed and connection.answers == [], "the client must see an incomplete body"
