@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 import streams
 from proxilion.inspect.inspector import Inspector
 from proxilion.inspect.policy import load_policy
@@ -110,3 +112,24 @@ def test_a_large_event_of_many_short_strings_is_scanned_a_piece_per_call() -> No
     rows = json.loads(_events(out)["response.output_item.done"][0]["item"]["arguments"])["rows"]
     assert rows[7] == PLACEHOLDER and rows[8] == items[8]
     assert CARD.encode() not in out
+
+
+@pytest.mark.parametrize("fmt", sorted(streams.BUILDERS))
+def test_every_dialect_scans_a_dense_answer_a_piece_per_call(fmt: str) -> None:
+    """Deltas, and the closing events that repeat the answer (Cohere's stream-end, the Responses API's)."""
+    text = _dense_text(30_000)
+    provider, path = streams.PATHS[fmt]
+    redactor = Inspector(load_policy(None)).stream_redactor(provider, path)
+    out, most = _relay(redactor, streams.BUILDERS[fmt]([text[i:i + 300] for i in range(0, len(text), 300)]))
+    assert not redactor.blocked, redactor.message
+    assert most <= MAX_SCANNED_PER_CALL, f"one call scanned {most} characters"
+    assert streams.text_of(fmt, out) == text.replace(CARD, PLACEHOLDER)
+    assert CARD.encode() not in out
+
+
+def test_a_large_event_that_is_not_json_is_scanned_a_piece_per_call() -> None:
+    text = _dense_text(30_000)
+    redactor = Inspector(load_policy(None)).stream_redactor("openai", "/v1/chat/completions")
+    out, most = _relay(redactor, b"data: " + text.encode() + b"\n\n")
+    assert most <= MAX_SCANNED_PER_CALL, f"one call scanned {most} characters"
+    assert out == b"data: " + text.replace(CARD, PLACEHOLDER).encode() + b"\n\n"
