@@ -133,3 +133,17 @@ def test_a_large_event_that_is_not_json_is_scanned_a_piece_per_call() -> None:
     out, most = _relay(redactor, b"data: " + text.encode() + b"\n\n")
     assert most <= MAX_SCANNED_PER_CALL, f"one call scanned {most} characters"
     assert out == b"data: " + text.replace(CARD, PLACEHOLDER).encode() + b"\n\n"
+
+
+def test_large_strings_beside_a_text_slot_are_scanned_a_piece_per_call() -> None:
+    """A Gemini event with its text and a function call whose arguments are a dense answer."""
+    rows = _dense_text(30_000)
+    doc = {"candidates": [{"index": 0, "content": {"role": "model", "parts": [
+        {"text": f"see {CARD} below"}, {"functionCall": {"name": "f", "args": {"rows": rows}}}]}}]}
+    data = b"data: " + json.dumps(doc).encode() + b"\r\n\r\n"
+    redactor = Inspector(load_policy(None)).stream_redactor(*streams.PATHS["gemini"])
+    out, most = _relay(redactor, data)
+    assert most <= MAX_SCANNED_PER_CALL, f"one call scanned {most} characters"
+    parts = json.loads(out.split(b"data: ", 1)[1])["candidates"][0]["content"]["parts"]
+    assert parts[0]["text"] == f"see {PLACEHOLDER} below"
+    assert parts[1]["functionCall"]["args"]["rows"] == rows.replace(CARD, PLACEHOLDER)
