@@ -58,9 +58,10 @@ FindingFactory = Callable[[str, str, int, int], Finding]
 # An answer whose scan failed: passed on or refused as on_scanner_error says, and audited as such.
 SCANNER_ERROR = "scanner_error"
 
-# One event is scanned in one go on the caller's thread (the reactor): a larger one is refused as
-# abusive (STREAM_MAX_EVENT_BYTES in the shell's settings). Deltas are a few hundred bytes; the events
-# that repeat a whole answer stay below it up to ~16k tokens.
+# One event is parsed and rebuilt in one go on the caller's thread (the reactor), and held whole
+# while it is scanned a piece per call: a larger one is refused as abusive (STREAM_MAX_EVENT_BYTES in
+# the shell's settings). Deltas are a few hundred bytes; the events that repeat a whole answer stay
+# below it up to ~16k tokens.
 MAX_EVENT_BYTES = 64 * 1024
 STREAM_EVENT_TOO_LARGE = "stream_event_too_large"
 # Characters already sent that are rescanned with the held text, so a context
