@@ -3,8 +3,10 @@
 The Responses API repeats the whole answer in its closing events
 (response.output_text.done, response.completed). A client that asks for
 60 KB of phone numbers gets such events just under STREAM_MAX_EVENT_BYTES;
-scanned in one go, each held the reactor for 300-400 ms. Measured as
-test_reactor_stall measures: the longest wait between two /health answers.
+scanned in one go, each held the reactor for 200-400 ms. Measured as
+test_reactor_stall measures: the longest wait between two /health answers;
+the best of three tries, as a stall from the answer shows in every one and
+another process's turn on a shared machine rarely does.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from hostile.test_reactor_stall import MAX_EVENT_GAP, HealthPoller, post
 from support.daemon import Daemon, running
 
 CARD = "5555 5555 5555 4444"  # answers redact cards; phones are logged
-UNIT = "call +1 415 555 0100 "
+# A phone to validate and a card-like run that fails Luhn: slow to scan, one finding per unit.
+UNIT = "call +1 415 555 0100 4111 1111 1111 1112 "
 
 
 def _answer(size: int) -> str:
     units = [UNIT] * (size // len(UNIT))
-    for i in range(0, len(units), 40):
+    for i in range(0, len(units), 20):
         units[i] = f"card {CARD} "
     return "".join(units)
 
@@ -72,7 +75,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     try:
         workdir: Path = tmp_path_factory.mktemp("closing")
-        # Each phone is a finding, in the deltas and in both closing events: more than the default cap.
+        # ~4,400 findings in all; room above them, as a scan in one go counts each phone's raw hits
+        # (several) against the cap, and would refuse the answer before its stall showed.
         env = {"RATE_LIMIT_PER_MINUTE": "0", "MAX_FINDINGS_PER_BODY": "50000"}
         with running(Daemon(workdir, ["--upstream", f"openai=http://127.0.0.1:{upstream.server_port}"], env=env)) as d:
             yield d
@@ -83,8 +87,18 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 def test_closing_events_that_repeat_a_dense_answer_are_scanned_in_slices(daemon: Daemon) -> None:
     assert max(len(e) for e in STREAM.split(b"\n\n")) < 64 * 1024  # STREAM_MAX_EVENT_BYTES
     body = json.dumps({"model": "gpt-4o-mini", "stream": True, "input": "repeat the numbers"}).encode()
-    with HealthPoller(daemon.port) as poller:
-        status, stream = post(daemon.port, "/proxy/openai/v1/responses", body, {"authorization": "Bearer sk-test"})
+    gaps = []
+    for _ in range(3):
+        with HealthPoller(daemon.port) as poller:
+            status, stream = post(daemon.port, "/proxy/openai/v1/responses", body, {"authorization": "Bearer sk-test"})
+        _check_redacted(status, stream)
+        gaps.append(poller.max_gap)
+        if poller.max_gap < MAX_EVENT_GAP:
+            return
+    raise AssertionError(f"/health waited {min(gaps) * 1e3:.0f} ms at best while the events were scanned")
+
+
+def _check_redacted(status: int, stream: bytes) -> None:
     assert status == 200
     assert CARD.encode() not in stream
     docs: dict[str, list[dict[str, Any]]] = {}
@@ -97,4 +111,3 @@ def test_closing_events_that_repeat_a_dense_answer_are_scanned_in_slices(daemon:
     assert "".join(d["delta"] for d in docs["response.output_text.delta"]) == expected
     assert docs["response.output_text.done"][0]["text"] == expected
     assert docs["response.completed"][0]["response"]["output"][0]["content"][0]["text"] == expected
-    assert poller.max_gap < MAX_EVENT_GAP, f"/health waited {poller.max_gap * 1e3:.0f} ms while the events were scanned"
