@@ -96,6 +96,11 @@ def test_responses_closing_events_are_scanned_a_piece_per_call() -> None:
     assert docs["response.output_item.done"][0]["item"]["content"][0]["text"] == expected
     assert docs["response.completed"][0]["response"]["output"][0]["content"][0]["text"] == expected
     assert CARD.encode() not in out
+    # Each closing event's findings are the deltas' ones: the same values, none dropped.
+    where: dict[str, list[tuple[int, int, str]]] = {}
+    for f in redactor.findings:
+        where.setdefault(f.location, []).append((f.start, f.end, f.type))
+    assert len(where) == 5 and len({tuple(found) for found in where.values()}) == 1, sorted(where)
 
 
 def test_a_large_event_of_many_short_strings_is_scanned_a_piece_per_call() -> None:
