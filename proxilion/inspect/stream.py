@@ -603,7 +603,8 @@ class StreamRedactor:
             if new:
                 for finding, field in zip(self._judge(new), where):
                     if finding.action == "redact":
-                        job.replacements.setdefault(field.path, []).append(finding)  # type: ignore[arg-type]  # walked with paths
+                        path: Path = field.path  # type: ignore[assignment]  # walked with paths
+                        job.replacements.setdefault(path, []).append(finding)
         if stop < len(fields) or self.blocked:
             return
         self._jobs.popleft()

@@ -47,7 +47,8 @@ def _responses_stream(text: str) -> bytes:
     message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
                "content": [{"type": "output_text", "annotations": [], "text": text}]}
     events = [{"type": "response.created", "response": {"id": "resp_1", "status": "in_progress", "output": []}}]
-    events += [{"type": "response.output_text.delta", "delta": text[i:i + 300], **where} for i in range(0, len(text), 300)]
+    events += [{"type": "response.output_text.delta", "delta": text[i:i + 300], **where}
+               for i in range(0, len(text), 300)]
     events += [{"type": "response.output_text.done", "text": text, **where},
                {"type": "response.completed", "response": {"id": "resp_1", "status": "completed", "output": [message]}}]
     return b"".join(_sse(e) for e in events)
