@@ -14,7 +14,10 @@ leaves in two events (the part before it first) when it is the last event of
 a chunk, and an event with no text (OpenAI's opening role event) leaves at
 once when nothing is held ahead of it. A large event's text is scanned a
 piece per call (L{StreamRedactor.busy}). Events without a text channel (tool
-calls, citations, final summaries) are scanned whole as JSON. A block ends
+calls, citations, final summaries, the closing events that repeat a whole
+answer) are scanned whole as JSON; a large one is scanned a piece per call
+too: its short strings in batches, each long string as a text of its own
+(ended at once, so scanned as a channel is), while newer events wait. A block ends
 the stream with the provider's error event, before any of the offending text
 leaves. A policy with its own regexes (whose values' unfinished shapes are
 unknown) holds each text until `stream_holdback_chars` more were scanned
@@ -36,12 +39,13 @@ import orjson
 from proxilion.inspect.decide import block_message, decide, describe
 from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Action, Finding, TransformOutcome
 from proxilion.inspect.redact import replacement
+from proxilion.inspect.scan_context import find_keyed_secret
 from proxilion.inspect.scanner import Budget, Scanner
 from proxilion.inspect.tails import hold_from
 from proxilion.providers import eventstream
 from proxilion.providers.body import ANSWER_METADATA
 from proxilion.providers.errors import ANSWER_BLOCKED, ANSWER_UNINSPECTABLE, stream_error_event, wire_dialect
-from proxilion.providers.fields import Path, encode, format_path, rewrite, secret_keys, walk
+from proxilion.providers.fields import Path, TextField, encode, format_path, rewrite, secret_keys, walk
 from proxilion.providers.usage import event_usage
 from proxilion.providers.sse import FrameTooLarge, SSEFrame, split_lines, split_sse
 from proxilion.providers.streams import ALL, stream_format, text_slots
@@ -54,14 +58,17 @@ FindingFactory = Callable[[str, str, int, int], Finding]
 # An answer whose scan failed: passed on or refused as on_scanner_error says, and audited as such.
 SCANNER_ERROR = "scanner_error"
 
-# One event is scanned in one go on the caller's thread (the reactor): a larger one is refused as
-# abusive (STREAM_MAX_EVENT_BYTES in the shell's settings). Deltas are a few hundred bytes; the events
-# that repeat a whole answer stay below it up to ~16k tokens.
+# One event is parsed and rebuilt in one go on the caller's thread (the reactor), and held whole
+# while it is scanned a piece per call: a larger one is refused as abusive (STREAM_MAX_EVENT_BYTES in
+# the shell's settings). Deltas are a few hundred bytes; the events that repeat a whole answer stay
+# below it up to ~16k tokens.
 MAX_EVENT_BYTES = 64 * 1024
 STREAM_EVENT_TOO_LARGE = "stream_event_too_large"
 # Characters already sent that are rescanned with the held text, so a context
 # word ("DOB:") sent earlier still qualifies a value held now.
 _TAIL = 64
+# Heads the channel id of a large event's long string (see _scan_later): no provider's channel has it.
+_WHOLE = object()
 _SSE_FIELDS = (b"event:", b"id:", b"retry:", b":")
 # Bounds of a stream's memory of what it scanned clean (see _scan_beside).
 _CLEAN_SHAPES = 32
@@ -91,7 +98,7 @@ class _Slot:
 
 
 class _Frame:
-    __slots__ = ("raw", "doc", "slots", "rebuild", "changed", "splittable", "arrived")
+    __slots__ = ("raw", "doc", "slots", "rebuild", "changed", "splittable", "arrived", "pending")
 
     def __init__(self, raw: bytes, doc: Any = None, rebuild: Callable[[Any], bytes] | None = None) -> None:
         self.raw, self.doc, self.rebuild = raw, doc, rebuild
@@ -100,6 +107,7 @@ class _Frame:
         # Small beside its text (a plain delta, no audio or tool payload): its text may leave in two events.
         self.splittable = False
         self.arrived: float | None = None  # when the bytes that completed it arrived (see feed)
+        self.pending: _WholeScan | None = None  # a large event's scan, not finished yet
 
     def encode(self) -> bytes:
         # Only frames with a rebuild have slots, and only slots change a frame.
@@ -114,7 +122,8 @@ class _Span:
 
 
 class _Channel:
-    __slots__ = ("id", "sent_tail", "held", "base", "spans", "ended", "path", "scanned", "safe", "overflowing")
+    __slots__ = ("id", "sent_tail", "held", "base", "spans", "ended", "path", "scanned", "safe", "overflowing",
+                 "location")
 
     def __init__(self, channel_id: Any, path: tuple[str | int, ...]) -> None:
         self.id = channel_id
@@ -127,10 +136,25 @@ class _Channel:
         self.scanned = 0  # channel length at the last rescan: text before it has been scanned
         self.safe = 0  # text before it was scanned and no value in progress can reach back into it
         self.overflowing = False  # its candidate in progress is longer than the holdback
+        self.location = "stream:" + format_path(path)
 
     @property
     def end(self) -> int:
         return self.base + len(self.held)
+
+
+class _WholeScan:
+    """A large event without a text channel, scanned a piece per call: its short strings a batch at a
+    time (keys first, so a key that holds a finding is hidden in the locations after it), its long
+    strings as texts of their own (see L{StreamRedactor._scan_later})."""
+
+    __slots__ = ("frame", "fields", "at", "hidden", "replacements", "texts")
+
+    def __init__(self, frame: _Frame, fields: list[TextField], texts: list[_Channel]) -> None:
+        self.frame, self.fields, self.texts = frame, fields, texts
+        self.at = 0  # fields before it were scanned
+        self.hidden: set[str] = set()
+        self.replacements: dict[Path, list[Finding]] = {}
 
 
 # What may stand between two groups of one value (digits of a card or an IBAN, parts of a key).
@@ -205,6 +229,9 @@ class StreamRedactor:
         self._ending: list[_Channel] = []  # channels ended by a parsed event, rescanned when it is accepted
         self._moved = False  # a channel was rescanned or ended: the queue's head may be ready now
         self._behind: dict[_Channel, None] = {}  # channels with text not scanned yet, in order
+        # Large events without a text channel whose scan is under way, in arrival order.
+        self._jobs: deque[_WholeScan] = deque()
+        self._wholes = 0  # long strings of such events scanned as texts of their own (their channel ids)
         # Events taken from the buffer, not parsed yet: they wait while a large event is scanned.
         self._unframed: deque[Any] = deque()
         self._arrived: float | None = None
@@ -288,14 +315,13 @@ class StreamRedactor:
         # Frames taken from the buffer but not queued yet: passed on as they came if the scanner fails.
         unqueued = self._unframed
         try:
-            if self._behind and not final:
+            if self.busy and not final:
                 # A large event's next piece first; newer events wait until it is scanned.
-                for channel in list(self._behind):
-                    self._advance(channel)
+                self._step()
                 if self.blocked:
                     return self._block_event()
                 out.append(self._release(force_all=False, split=self.split_events))
-                if self._behind:
+                if self.busy:
                     return b"".join(out)
             items, to_frame = self._split(final)
             unqueued.extend(items)
@@ -312,11 +338,13 @@ class StreamRedactor:
                     out.append(self._release(force_all=False, split=self.split_events and not unqueued and not final))
                 if self.blocked:
                     return b"".join(out) + self._block_event()
-                if self._behind and not final:
+                if self.busy and not final:
                     break
             if final:
                 # Text that arrived since the last scans is scanned before anything leaves.
-                for channel in self._channels.values():
+                while self._jobs and not self.blocked:
+                    self._scan_batch(self._jobs[0])
+                for channel in dict.fromkeys([*self._channels.values(), *self._behind]):
                     channel.ended = True
                     if not self._tails:
                         self._rescan(channel)
@@ -490,6 +518,9 @@ class StreamRedactor:
 
     def _scan_whole(self, frame: _Frame) -> None:
         fields = walk(frame.doc, skip=ANSWER_METADATA)
+        if self._tails and sum(len(f.text) for f in fields) > self._piece:
+            self._scan_later(frame, fields)
+            return
         budget = self._budget()
         hits = self.scanner.scan_many([f.text for f in fields], [f.key for f in fields], budget)
         if self._over_limit(budget):
@@ -507,16 +538,83 @@ class StreamRedactor:
             if finding.action == "redact":
                 replacements.setdefault(field.path, []).append(finding)  # type: ignore[arg-type]  # walked with paths
         if replacements and not self.blocked:
-            style = self.settings.redaction
-            texts = {f.path: f.text for f in fields}
-            new_texts: dict[Path, str] = {}
-            for path, found in replacements.items():
-                text = texts[path]
-                for f in sorted(found, key=lambda f: -f.start):
-                    text = text[:f.start] + replacement(text[f.start:f.end], f.type, style) + text[f.end:]
-                new_texts[path] = text
-            frame.doc = rewrite(frame.doc, new_texts)
-            frame.changed = True
+            self._replace(frame, fields, replacements)
+
+    def _replace(self, frame: _Frame, fields: list[TextField], replacements: dict[Path, list[Finding]]) -> None:
+        style = self.settings.redaction
+        texts = {f.path: f.text for f in fields}
+        new_texts: dict[Path, str] = {}
+        for path, found in replacements.items():
+            text = texts[path]
+            for f in sorted(found, key=lambda f: -f.start):
+                text = text[:f.start] + replacement(text[f.start:f.end], f.type, style) + text[f.end:]
+            new_texts[path] = text
+        frame.doc = rewrite(frame.doc, new_texts)
+        frame.changed = True
+
+    def _scan_later(self, frame: _Frame, fields: list[TextField]) -> None:
+        """Scan a large event a piece per call (L{_step}); the event and newer ones wait meanwhile.
+
+        A string longer than a piece becomes a text of its own, ended at once, scanned and redacted
+        as a channel's text is: the same findings as a whole scan, as for streamed text. One under a
+        key that names a secret is judged whole as an assignment too (find_keyed_secret): one that
+        is one stays in a batch, so it is judged exactly as in a whole scan.
+        """
+        short: list[TextField] = []
+        texts: list[_Channel] = []
+        for field in fields:
+            keyed: list[Any] = []
+            if len(field.text) > self._piece:
+                find_keyed_secret(field.text, field.key, keyed)
+            if len(field.text) <= self._piece or keyed:
+                short.append(field)
+                continue
+            self._wholes += 1
+            channel = _Channel((_WHOLE, self._wholes), field.path)  # type: ignore[arg-type]  # walked with paths
+            channel.held, channel.ended = field.text, True
+            frame.slots.append(_Slot(channel, channel.path, 0, len(field.text), field.text))
+            self._held += len(field.text)
+            self._behind[channel] = None
+            texts.append(channel)
+        short.sort(key=lambda f: not f.is_key)
+        frame.pending = _WholeScan(frame, short, texts)
+        self._jobs.append(frame.pending)
+
+    def _scan_batch(self, job: _WholeScan) -> None:
+        """Scan a large event's next short strings, up to a piece (one at least); at the last, redact them."""
+        fields, at = job.fields, job.at
+        stop, size = at, 0
+        while stop < len(fields) and (stop == at or size + len(fields[stop].text) <= self._piece):
+            size += len(fields[stop].text)
+            stop += 1
+        batch = fields[at:stop]
+        job.at = stop
+        if batch:
+            budget = self._budget()
+            hits = self.scanner.scan_many([f.text for f in batch], [f.key for f in batch], budget)
+            if self._over_limit(budget):
+                return
+            job.hidden |= secret_keys(batch, hits)
+            new, where = [], []
+            for field, field_hits in zip(batch, hits):
+                for h in field_hits:
+                    new.append(self._finding(h.type, "stream:" + format_path(field.path, job.hidden), h.start, h.end))
+                    where.append(field)
+            if new:
+                for finding, field in zip(self._judge(new), where):
+                    if finding.action == "redact":
+                        path: Path = field.path  # type: ignore[assignment]  # walked with paths
+                        job.replacements.setdefault(path, []).append(finding)
+        if stop < len(fields) or self.blocked:
+            return
+        self._jobs.popleft()
+        frame = job.frame
+        frame.pending = None
+        for channel in job.texts:
+            # Its findings' locations, now that the keys holding a finding are known.
+            channel.location = "stream:" + format_path(channel.path, job.hidden)
+        if job.replacements:
+            self._replace(frame, job.fields, job.replacements)
 
     def _scan_beside(self, frame: _Frame, places: list[tuple[Any, Any, str]]) -> None:
         """Scan an event's strings beside its text slots (a refusal, a tool name, a field nobody
@@ -536,6 +634,9 @@ class StreamRedactor:
             # With its key: "s3cr3tV4lue9" is clean under "name" and a secret under "password".
             fields = [f for f in walk(frame.doc, paths=False, skip=ANSWER_METADATA) if (f.text, f.key) not in clean]
             texts = [f.text for f in fields]
+            if self._tails and sum(map(len, texts)) > self._piece:
+                self._scan_whole(frame)  # scanned a piece per call: a large event's strings may be slow to scan
+                return
             if texts and any(self.scanner.scan_many(texts, [f.key for f in fields])):
                 self._scan_whole(frame)
                 return
@@ -593,7 +694,7 @@ class StreamRedactor:
                 if known == "redact":
                     self._add_span(channel, max(start, channel.base), end, h.type)
                 continue
-            new.append(self._finding(h.type, "stream:" + format_path(channel.path), start, end))
+            new.append(self._finding(h.type, channel.location, start, end))
             spans.append((channel_id, max(start, channel.base), end))
         if not new:
             return
@@ -617,6 +718,8 @@ class StreamRedactor:
         self._queue.append(frame)
         for slot in frame.slots:
             channel = slot.channel
+            if channel in self._behind:
+                continue  # a large event's long string: scanned a piece per call (_step)
             grown = channel.end - channel.scanned
             if self._tails:
                 if grown or (channel.ended and channel.safe < channel.end):
@@ -682,12 +785,22 @@ class StreamRedactor:
     def busy(self) -> bool:
         """Text that arrived is not scanned yet (a large event, a piece per call): call L{feed} again,
         with no new bytes if need be, before L{finish}."""
-        return bool(self._behind)
+        # After a block or a failed scan nothing more is scanned.
+        return bool(self._behind or self._jobs) and not (self.blocked or self._passthrough)
+
+    def _step(self) -> None:
+        """One piece of the work behind: a large event's next batch of strings, else one text's next piece."""
+        if self._jobs:
+            self._scan_batch(self._jobs[0])
+        else:
+            self._advance(next(iter(self._behind)))
 
     # -- release --------------------------------------------------------------------------------
     def _ready(self, frame: _Frame) -> bool:
         """Whether every text of the frame is before its channel's safe point (with a policy's own
         regexes: was scanned with the holdback after it), or its channel ended and was scanned."""
+        if frame.pending is not None:
+            return False
         for slot in frame.slots:
             if slot.end == slot.start:
                 # No text (OpenAI's opening role event): nothing to hold back, and
@@ -712,7 +825,7 @@ class StreamRedactor:
             frame = queue[0]
             if not (force_all or self._ready(frame)):
                 # A large event being scanned a piece per call is bounded by the event size limit.
-                if self._held <= self._limit or self._behind:
+                if self._held <= self._limit or self.busy:
                     if split and self._tails and frame.splittable and len(frame.slots) == 1:
                         self._split_head(frame, frame.slots[0], out, sent)
                     break
