@@ -17,7 +17,7 @@ import functools
 import re
 
 from proxilion.inspect import validators as v
-from proxilion.inspect.placeholders import is_placeholder
+from proxilion.inspect.placeholders import is_placeholder, mostly_template
 from proxilion.inspect.textview import Hit, TextView, match_end
 from proxilion.inspect.triggers import Pass, Trigger
 
@@ -26,7 +26,7 @@ _A = re.ASCII
 SECRET_NAME_SUFFIXES = (
     "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "api-key",
     "accesskey", "access_key", "secretkey", "secret_key", "privatekey", "private_key",
-    "credential", "credentials", "authorization", "auth",
+    "credential", "credentials", "authorization", "auth", "_pass", "-pass", "dbpass",
 )
 # Tokens that are no credentials: pagination cursors (nextPageToken), idempotency keys and
 # anti-forgery tokens. Agents' tool results are full of the first.
@@ -36,17 +36,37 @@ NOT_SECRET_TOKENS = tuple(p + s + "token" for p in (
 _SUFFIXES_BYTES = tuple(n.encode() for n in SECRET_NAME_SUFFIXES)
 _NOT_SECRET_BYTES = tuple(n.encode() for n in NOT_SECRET_TOKENS)
 _NAMES = b"(?:" + b"|".join(re.escape(n).encode() for n in SECRET_NAME_SUFFIXES) + b")"
+# Up to two parts after the secret's name that say whose or which it is (db_pass_secure,
+# apikey_myservice, my_password_sec); the trigger allows them, _named_secret judges them.
+_NAME_TAIL = rb"(?:[_-][A-Za-z0-9]{1,16}){0,2}"
+# A part after the name that makes it the name of something about the secret, not the secret.
+_ABOUT_SECRET = frozenset(b"""
+    id ids type types kind mode url uri urls endpoint host path file dir name names hint label length len
+    min max size count hash hashed salt digest algorithm algo expiry expires expiration exp ttl lifetime
+    timeout at ts time date created updated header field param params arn version policy prompt regex pattern
+    format env var ref source provider method store manager required enabled set reset rotation prefix
+    suffix scope scopes cache limit template input help description error message msg text title flag
+""".split())
+_NAME_PARTS = 3
+
+
+def _named_secret(raw: bytes, name_end: int) -> bool:
+    low = raw[max(0, name_end - 48):name_end].lower()
+    for _ in range(_NAME_PARTS):
+        if low.endswith(_SUFFIXES_BYTES):
+            return not low.endswith(_NOT_SECRET_BYTES)
+        cut = max(low.rfind(b"_"), low.rfind(b"-"))
+        part = low[cut + 1:]
+        if cut <= 0 or not part.isalnum() or part in _ABOUT_SECRET:
+            return False
+        low = low[:cut]
+    return False
 
 
 @functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
-    low = name.lower()
-    return low.endswith(SECRET_NAME_SUFFIXES) and not low.endswith(NOT_SECRET_TOKENS)
-
-
-def _named_secret(raw: bytes, name_end: int) -> bool:
-    name = raw[max(0, name_end - 24):name_end].lower()
-    return name.endswith(_SUFFIXES_BYTES) and not name.endswith(_NOT_SECRET_BYTES)
+    raw = name.encode("ascii", "replace")
+    return _named_secret(raw, len(raw))
 
 
 # --- is an unquoted value code? -------------------------------------------------------------------
@@ -151,7 +171,8 @@ def _encoded_placeholder(value: str) -> bool:
 def secret_value(value: str, quoted: bool) -> bool:
     """Generated-looking and no placeholder, format field or pattern; unquoted, also no code."""
     return (v.high_entropy_secret(value) and (quoted or not code_like(value)) and not _WORDS.fullmatch(value)
-            and not _LOCATOR.match(value) and not _FORMAT_FIELD.search(value) and not _REGEX.search(value)
+            and not _LOCATOR.match(value) and not mostly_template(value, _FORMAT_FIELD)
+            and not _REGEX.search(value)
             and not _encoded_placeholder(value))
 
 
@@ -239,8 +260,8 @@ def read_value(view: TextView, k: int, query: bool = False) -> tuple[int, int, s
         k += 1
     if k >= n:
         return None
-    if raw[k] in b"rbu" and k + 1 < n and raw[k + 1] in _QUOTES:
-        k += 1  # Python's r"..." and b"..."
+    if raw[k] in b"rbu@" and k + 1 < n and raw[k + 1] in _QUOTES:
+        k += 1  # Python's r"..." and b"...", Objective-C's @"..."
     delim = ""
     if raw[k] == 92 and k + 1 < n and raw[k + 1] in b"\"'":
         delim = text[k:k + 2]  # a quote escaped inside a string: "{\"password\": \"...\"}"
@@ -285,14 +306,17 @@ def _judge(view: TextView, k: int, hits: list[Hit], query: bool = False) -> None
 # --- name, operator, value -------------------------------------------------------------------------
 # Between a name and its operator: quotes, a closing subscript, an escaped quote, blanks.
 _BETWEEN = rb"[\]\"'`\\ \t]{0,4}"
+# A C array's size between its name and '=' (char password[] = "...", char secret[25] = "...").
+_SUBSCRIPT = rb"(?:\[[0-9]{0,4}\])?"
+_C_ARRAY = re.compile(rb"\[[0-9]{0,4}\][ \t]*\Z", _A)
 ASSIGN_TRIGGER = Trigger(
-    _NAMES + _BETWEEN + rb"(?:[?.+]?[:=]|<-)"                  # = : := => ?= .= ::= <- (and YAML, JSON, headers)
+    _NAMES + _NAME_TAIL + _SUBSCRIPT + _BETWEEN + rb"(?:[?.+!]?[:=]|<-)"  # = : := => ?= .= ::= <- != (YAML, JSON, headers)
     + rb"|" + _NAMES + rb"[\"'][ \t]*,"                    # define('DB_PASSWORD', '...')
     + rb"|" + _NAMES + rb">"                               # <password>...</password>
     + rb"|" + _NAMES + rb"[\"'][ \t]+value[ \t]*="         # <add key="DbPassword" value="..."/>
     + rb"|" + _NAMES + rb"[ \t]+(?:string|\[\]byte)[ \t]*=",  # var token string = "..."
     caseless=True)
-_OP_PREFIX = b"?.+:"
+_OP_PREFIX = b"?.+:!"
 _BETWEEN_CHARS = b"]\"'`\\ \t"
 _XML_NAME = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
 _KEY_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -324,11 +348,14 @@ def assignment(view: TextView, op: int, hits: list[Hit]) -> None:
             if found and found[3] and secret_value(found[2], True) and not code_like(found[2]):
                 hits.append(Hit("generic_secret", found[0], found[1]))
         return
-    if c == 61:
-        if after < len(raw) and raw[after] == 61:
-            return  # "token == expected": a comparison
-        if after < len(raw) and raw[after] == 62:
-            after += 1  # '=>'
+    # "if (api_key == '...')": a literal compared with a secret is the secret written out;
+    # compared with a name ("token == expected") it is code.
+    comparison = c == 61 and (raw[op - 1] == 33 or (after < len(raw) and raw[after] == 61))
+    if comparison:
+        while after < len(raw) and after - op < 3 and raw[after] == 61:
+            after += 1
+    elif c == 61 and after < len(raw) and raw[after] == 62:
+        after += 1  # '=>'
     head = raw[max(0, op - 40):op]
     typed_name = _VALUE_ATTR.search(head) or _GO_TYPE.search(head) if c == 61 else None
     if typed_name:  # the name ends at the quote before value= or at the blank before the Go type
@@ -337,10 +364,18 @@ def assignment(view: TextView, op: int, hits: list[Hit]) -> None:
         i = op - 1 if c == 45 else op  # '<-'
         while i > 0 and op - i < 3 and raw[i - 1] in _OP_PREFIX:
             i -= 1
+        array = _C_ARRAY.search(raw[max(0, i - 10):i])
+        if array:
+            i -= len(array.group())
         stop = i
         while i > 0 and stop - i < 4 and raw[i - 1] in _BETWEEN_CHARS:
             i -= 1
     if not _named_secret(raw, i):
+        return
+    if comparison:
+        found = read_value(view, after)
+        if found and found[3] and secret_value(found[2], True):
+            hits.append(Hit("generic_secret", found[0], found[1]))
         return
     if c == 58:  # ':' then a type and '=': a typed declaration
         typed = _TYPED.match(view.text, after)
