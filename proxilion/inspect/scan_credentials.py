@@ -27,6 +27,7 @@ SECRET_NAME_SUFFIXES = (
     "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "api-key",
     "accesskey", "access_key", "secretkey", "secret_key", "privatekey", "private_key",
     "credential", "credentials", "authorization", "auth", "_pass", "-pass", "dbpass",
+    "secrete",  # a common misspelling (client_secrete, app_secrete)
 )
 # Tokens that are no credentials: pagination cursors (nextPageToken), idempotency keys and
 # anti-forgery tokens. Agents' tool results are full of the first.
@@ -280,6 +281,8 @@ def read_value(view: TextView, k: int, query: bool = False) -> tuple[int, int, s
             # Backticks hold a command (shell) or code (Markdown), judged as unquoted code is.
             return start, close, value, delim[-1] != "`"
         k = start  # no closing quote (a cut-off text): read it as unquoted
+        if k >= n:
+            return None
     if raw[k] in b"|>":
         block = _block_scalar(view, k)
         return None if block is None else (block[0], block[1], block[2], False)
@@ -406,6 +409,63 @@ def _element(view: TextView, op: int, hits: list[Hit]) -> None:
         hits.append(Hit("generic_secret", begin, begin + len(value)))
 
 
+# --- a literal before the name, C++ constructors, directives ---------------------------------------
+_NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_REVERSED = re.compile(r"([\"'])[ \t]*[!=]==?[ \t]*[A-Za-z0-9_.$]*\Z", _A)
+
+
+def _name_ends(raw: bytes, ends: list[int]) -> list[int]:
+    """The trigger ends that end a name (a name's tail is optional, so a name reports several)."""
+    return [end for end in ends if end >= len(raw) or raw[end] not in _NAME_CHARS]
+
+
+def find_reversed_comparison(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """if ("..." == password): the literal before a comparison with a secret's name."""
+    text, raw = view.text, view.raw
+    for end in _name_ends(raw, ends):
+        if not _named_secret(raw, end):
+            continue
+        line = text.rfind("\n", 0, end) + 1
+        m = _REVERSED.search(text, max(line, end - 64), end)
+        if m is None:
+            continue
+        close = m.start(1)
+        start = text.rfind(m.group(1), line, close) + 1
+        value = text[start:close]
+        if start > 0 and value and not any(c.isspace() for c in value) and secret_value(value, True):
+            hits.append(Hit("generic_secret", start, close))
+
+
+def find_constructed(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """std::string secret("...") and secret.assign("..."): the trigger ends at the opening quote."""
+    for end in ends:
+        _judge_quoted(view, end - 1, hits)
+
+
+def find_directive(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """A configuration directive: a line that is a secret's name, a quoted value and ';'
+    (BIND's secret "..."; in a key clause)."""
+    text, raw = view.text, view.raw
+    for end in ends:
+        quote = name_end = end - 1
+        while name_end > 0 and raw[name_end - 1] in _SPACE:
+            name_end -= 1
+        name_start = name_end
+        while name_start > 0 and raw[name_start - 1] in _KEY_CHARS:
+            name_start -= 1
+        if text[text.rfind("\n", 0, name_start) + 1:name_start].strip(" \t") or not _named_secret(raw, name_end):
+            continue
+        close = _closing(text, end, '"')
+        if close > 0 and text[close + 1:close + 2] == ";":
+            _judge_quoted(view, quote, hits)
+
+
+def _judge_quoted(view: TextView, k: int, hits: list[Hit]) -> None:
+    found = read_value(view, k)
+    if found and found[3] and secret_value(found[2], True):
+        hits.append(Hit("generic_secret", found[0], found[1]))
+
+
 # --- command lines ----------------------------------------------------------------------------------
 _CURL = re.compile(r"(?:^|[\s;&|(])(?:curl|wget|http|https|xh)[ \t]", _A)
 _MYSQL = re.compile(r"(?:^|[\s;&|(/])(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mariadb|mariadb-dump)[ \t]", _A)
@@ -509,7 +569,12 @@ def find_pgpass(view: TextView, ends: list[int], hits: list[Hit]) -> None:
             hits.append(Hit("generic_secret", m.start(1), m.end(1)))
 
 
+_NAMED = _NAMES + _NAME_TAIL
 PASSES = (
+    Pass((Trigger(rb"[\"'][ \t]*[!=]==?[ \t]*[A-Za-z0-9_.$]{0,40}" + _NAMED, caseless=True),), find_reversed_comparison),
+    Pass((Trigger(rb"string[ \t]+[A-Za-z0-9_]{0,30}" + _NAMED + rb"[ \t]*[({][ \t]*\"", caseless=True),
+          Trigger(_NAMED + rb"\.assign\([ \t]*\"", caseless=True)), find_constructed),
+    Pass((Trigger(_NAMED + rb"[ \t]+\"", caseless=True),), find_directive),
     Pass((Trigger(rb"[ \t](?:-u|--user)[ \t=]"),), find_curl_user),
     Pass((Trigger(rb"[ \t]-p[ \t]"),), find_login_password),
     Pass((Trigger(rb"[ \t]-p[^ \t\r\n\-]"),), find_mysql_password),
