@@ -460,6 +460,37 @@ def find_directive(view: TextView, ends: list[int], hits: list[Hit]) -> None:
             _judge_quoted(view, quote, hits)
 
 
+# --- HCL variable defaults, Java properties with a blank separator --------------------------------
+_HCL_DEFAULT = re.compile(r"[ \t]*default[ \t]*=", _A)
+_PROPERTIES_LINE = re.compile(r"[ \t]*([A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+)[ \t]+(\S+)[ \t\r]*(?:\n|\Z)", _A)
+
+
+def find_hcl_default(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """variable "db_password" { default = "..." }: the default of a variable named as a secret."""
+    text = view.text
+    for end in ends:
+        close = text.find("\n}", end, end + 4 * _MAX)
+        stop = close if close >= 0 else min(len(text), end + 4 * _MAX)
+        line = end
+        while 0 <= line < stop:  # each line of the block: its default, if it has one
+            m = _HCL_DEFAULT.match(text, line + 1)
+            if m:
+                _judge(view, m.end(), hits)
+                break
+            line = text.find("\n", line + 1, stop)
+
+
+def find_properties_blank(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """db.password Xk9mq2Lp7v: a Java properties line whose key names a secret and whose separator
+    is a blank; only a dotted key alone on its line with one word after it (prose has more)."""
+    text, raw = view.text, view.raw
+    for end in ends:
+        line = text.rfind("\n", 0, end) + 1
+        m = _PROPERTIES_LINE.match(text, line, min(len(text), end + _MAX))
+        if m and m.start(2) == end and _named_secret(raw, m.end(1)):
+            _judge(view, m.start(2), hits)
+
+
 def _judge_quoted(view: TextView, k: int, hits: list[Hit]) -> None:
     found = read_value(view, k)
     if found and found[3] and secret_value(found[2], True):
@@ -575,6 +606,8 @@ PASSES = (
     Pass((Trigger(rb"string[ \t]+[A-Za-z0-9_]{0,30}" + _NAMED + rb"[ \t]*[({][ \t]*\"", caseless=True),
           Trigger(_NAMED + rb"\.assign\([ \t]*\"", caseless=True)), find_constructed),
     Pass((Trigger(_NAMED + rb"[ \t]+\"", caseless=True),), find_directive),
+    Pass((Trigger(rb"variable[ \t]+\"[A-Za-z0-9_-]{0,40}" + _NAMED + rb"\"[ \t]*\{", caseless=True),), find_hcl_default),
+    Pass((Trigger(rb"\." + _NAMED + rb"[ \t]+", caseless=True),), find_properties_blank),
     Pass((Trigger(rb"[ \t](?:-u|--user)[ \t=]"),), find_curl_user),
     Pass((Trigger(rb"[ \t]-p[ \t]"),), find_login_password),
     Pass((Trigger(rb"[ \t]-p[^ \t\r\n\-]"),), find_mysql_password),

@@ -55,6 +55,10 @@ POSITIVES = [
     ("JSON", '{"client_secret": "Xk9]mq2Lp7v"}', "Xk9]mq2Lp7v"),
     ("JSON5", "{password: 'Xk9mq2Lp7v', }", "Xk9mq2Lp7v"),
     ("HCL", 'resource "x" "y" {\n  password = "Xk9mq2Lp7v"\n}', "Xk9mq2Lp7v"),
+    ("HCL variable default", 'variable "db_password" {\n  type = string\n  default = "Xk9]mq2Lp7v"\n}', "Xk9]mq2Lp7v"),
+    ("Java properties, blank separator", "a.b=c\nspring.datasource.password   Xk9]mq2Lp7v\n", "Xk9]mq2Lp7v"),
+    ("docker config.json auth", '{"auths": {"ghcr.io": {"auth": "Ym90OlhrOW1xMkxwN3ZSdDU="}}}',
+     "Ym90OlhrOW1xMkxwN3ZSdDU="),
     # --- typed declarations and keyword arguments ---
     ("Go var", 'var token string = "Xk9mq2Lp7v"', "Xk9mq2Lp7v"),
     ("Rust let", 'let password: &str = "Xk9mq2Lp7v";', "Xk9mq2Lp7v"),
@@ -247,6 +251,9 @@ NEGATIVES = [
     'the password "is required" here',
     'print("password") == check',
     'std::string token(buffer, len);',
+    'variable "db_password" {\n  default = var.generated\n}',
+    "set db.password Xk9mq2Lp7v now",
+    "see db.password docs",
     # a text cut off after the opening quote (a stream's first piece)
     "password = '",
 ]
@@ -255,6 +262,15 @@ NEGATIVES = [
 @pytest.mark.parametrize("text", NEGATIVES)
 def test_placeholders_references_and_prose_are_not_findings(text):
     assert _credentials(text) == [], text
+
+
+def test_a_token_as_a_url_user_name_is_found_by_its_family():
+    import valuegen as g
+
+    body = "R7kq2Lp9Vx3mZt8Wb4Nc6Hy1Jd5Qe0"
+    token = "ghp_" + body + g.crc32_base62(body)
+    text = f"git clone https://{token}@github.com/acme/app.git"
+    assert [(h.type, text[h.start:h.end]) for h in SCANNER.scan(text)] == [("github_token", token)]
 
 
 def test_redaction_keeps_the_key_and_the_quotes():
