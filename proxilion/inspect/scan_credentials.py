@@ -414,6 +414,14 @@ _NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 _REVERSED = re.compile(r"([\"'])[ \t]*[!=]==?[ \t]*[A-Za-z0-9_.$]*\Z", _A)
 
 
+def _line_start(text: str, pos: int) -> int:
+    """Where the line holding C{pos} starts, looked for at most _MAX back (-1 when further):
+    a text that is one long line dense with triggers stays linear."""
+    lo = max(0, pos - _MAX)
+    i = text.rfind("\n", lo, pos)
+    return i + 1 if i >= 0 or lo == 0 else -1
+
+
 def _name_ends(raw: bytes, ends: list[int]) -> list[int]:
     """The trigger ends that end a name (a name's tail is optional, so a name reports several)."""
     return [end for end in ends if end >= len(raw) or raw[end] not in _NAME_CHARS]
@@ -425,8 +433,8 @@ def find_reversed_comparison(view: TextView, ends: list[int], hits: list[Hit]) -
     for end in _name_ends(raw, ends):
         if not _named_secret(raw, end):
             continue
-        line = text.rfind("\n", 0, end) + 1
-        m = _REVERSED.search(text, max(line, end - 64), end)
+        line = _line_start(text, end)
+        m = _REVERSED.search(text, max(line, end - 64), end) if line >= 0 else None
         if m is None:
             continue
         close = m.start(1)
@@ -453,7 +461,8 @@ def find_directive(view: TextView, ends: list[int], hits: list[Hit]) -> None:
         name_start = name_end
         while name_start > 0 and raw[name_start - 1] in _KEY_CHARS:
             name_start -= 1
-        if text[text.rfind("\n", 0, name_start) + 1:name_start].strip(" \t") or not _named_secret(raw, name_end):
+        line = _line_start(text, name_start)
+        if line < 0 or text[line:name_start].strip(" \t") or not _named_secret(raw, name_end):
             continue
         close = _closing(text, end, '"')
         if close > 0 and text[close + 1:close + 2] == ";":
@@ -485,8 +494,8 @@ def find_properties_blank(view: TextView, ends: list[int], hits: list[Hit]) -> N
     is a blank; only a dotted key alone on its line with one word after it (prose has more)."""
     text, raw = view.text, view.raw
     for end in ends:
-        line = text.rfind("\n", 0, end) + 1
-        m = _PROPERTIES_LINE.match(text, line, min(len(text), end + _MAX))
+        line = _line_start(text, end)
+        m = _PROPERTIES_LINE.match(text, line, min(len(text), end + _MAX)) if line >= 0 else None
         if m and m.start(2) == end and _named_secret(raw, m.end(1)):
             _judge(view, m.start(2), hits)
 

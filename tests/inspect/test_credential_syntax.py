@@ -289,6 +289,10 @@ def test_redaction_keeps_the_key_and_the_quotes():
     "the password is required and the password field ",
     "a:1:b:c:dddddddd\n",                         # .pgpass-shaped lines
     ":1:",                                        # one endless run of colons (IPv6 and .pgpass triggers)
+    "'aB3dE5fG' == password ",                   # literals compared with names on one endless line
+    'password "aB3dE5fG" ',                       # directives that never end a line
+    "a.password aB3dE5fG ",                       # properties keys on one endless line
+    'variable "password" {\n default = 1 \n',   # HCL variables with no closing brace
 ])
 def test_text_dense_with_triggers_costs_time_in_proportion_to_its_length(unit):
     import time
