@@ -2,7 +2,9 @@
 
 A secret's name (password, api_key, client_secret, ...) followed by an operator of some
 language or format (`=`, `:`, `:=`, `=>`, `?=`, `.=`, `::=`, `<-`, `,` after a quoted name,
-an XML element or `key="..." value="..."`), a command-line option (`curl -u`, `mysql -p`,
+an XML element or `key="..." value="..."`), a comparison with a quoted literal (either
+side), a C++ constructor, a `name "value";` directive, an HCL variable's default, a Java
+properties line with a blank separator, a command-line option (`curl -u`, `mysql -p`,
 `docker login -p`, `--password X`), a .netrc `password` token, or a .pgpass line. The trigger
 scan reports where each marker ends; the value is read after it: quoted (any printable
 character up to the closing quote), unquoted (up to white space or a separator), or a YAML
@@ -48,10 +50,11 @@ _ABOUT_SECRET = frozenset(b"""
     format env var ref source provider method store manager required enabled set reset rotation prefix
     suffix scope scopes cache limit template input help description error message msg text title flag
 """.split())
-_NAME_PARTS = 3
+_NAME_PARTS = 3  # the name itself and up to two parts after it
 
 
 def _named_secret(raw: bytes, name_end: int) -> bool:
+    """Whether the name ending at C{name_end} names a secret, maybe with parts after it."""
     low = raw[max(0, name_end - 48):name_end].lower()
     for _ in range(_NAME_PARTS):
         if low.endswith(_SUFFIXES_BYTES):
