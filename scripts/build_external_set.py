@@ -223,7 +223,10 @@ def detect_secrets_keyword(git_dir: str) -> list[dict]:
                              rule="keyword"))
             continue
         secret = secrets.pop()
-        if secret is None:
+        if secret is None and line in mapping.KEYWORD_LANGUAGE_NEGATIVES:
+            rows.append(_row(line, "none", "Yelp/detect-secrets", path, commit, "Apache-2.0", "out",
+                             mapping.KEYWORD_LANGUAGE_WHY, rule="keyword"))
+        elif secret is None:
             rows.append(_row(line, "none", "Yelp/detect-secrets", path, commit, "Apache-2.0", rule="keyword"))
         else:
             start = line.index(secret)

@@ -31,13 +31,26 @@ DOCUMENTED_EXAMPLES = frozenset({
     "110201543:AAHdqTcvCH1vGWJxfSe1ofSAs0K5PALDsaw",  # Telegram Bot API docs
 })
 
-# Template syntax: shell/compose variables, Jinja/Helm/Mustache, printf, angle brackets,
-# code that reads the value from the environment.
+# Template syntax: shell/compose variables (a name, then maybe a default: "${DB_PASS:-x}",
+# GitHub's "${{ secrets.X }}"), Jinja/Helm/Mustache, printf, angle brackets, code that reads
+# the value from the environment.
 _TEMPLATE = re.compile(
-    r"\$\{[^}]*\}|\{\{.*\}\}|\$\([^)]*\)|%\([A-Za-z_]+\)[sd]|%[sd]\Z|\A%[sd]|<[^<>]{1,64}>|\A\$[A-Za-z_][A-Za-z0-9_]*\Z"
+    r"\$\{\{?[ \t]*[A-Za-z_][A-Za-z0-9_.]*(?:[:?+=-][^{}]*)?[ \t]*\}\}?|\{\{[^{}]*\}\}|\$\([^)]*\)"
+    r"|%\([A-Za-z_]+\)[sd]|%[sd]\Z|\A%[sd]|<[^<>]{1,64}>|\A\$[A-Za-z_][A-Za-z0-9_]*\Z"
     r"|\A\[?redacted|\Aprocess\.env|\Aos\.environ",
     re.ASCII | re.IGNORECASE,
 )
+# A template stands for the whole value when the text around its fields is connective
+# ("sk-${KEY}", "${USER}:${PASS}"); a random value may hold "${" or "{{" among its
+# characters ("m{{h}o)p${e]nob(ody[finds>") and is no template.
+_LITERAL_ALNUM = 8
+_ALNUM = re.compile(r"[A-Za-z0-9]", re.ASCII)
+
+
+def mostly_template(value: str, fields: re.Pattern[str]) -> bool:
+    """Whether C{fields} occur in C{value} and leave fewer than 8 letters or digits outside them."""
+    rest, count = fields.subn("", value)
+    return count > 0 and len(_ALNUM.findall(rest)) < _LITERAL_ALNUM
 # Words that say "put yours here" or "this is not real", anywhere in the value
 # ("sk-...your-key-here...", "MyFakePassword", "INSERT_KEY_HERE", "RANDOMSTRINGHERE").
 _TELLTALE = re.compile(
@@ -107,7 +120,7 @@ def placeholder_reason(value: str) -> str | None:
         return "a vendor's documented example"
     if value.lower() in _WORDS:
         return "a word"
-    if _TEMPLATE.search(value):
+    if mostly_template(value, _TEMPLATE):
         return "template syntax"
     if _MASK.search(value):
         return "masked or elided"

@@ -2,7 +2,9 @@
 
 A secret's name (password, api_key, client_secret, ...) followed by an operator of some
 language or format (`=`, `:`, `:=`, `=>`, `?=`, `.=`, `::=`, `<-`, `,` after a quoted name,
-an XML element or `key="..." value="..."`), a command-line option (`curl -u`, `mysql -p`,
+an XML element or `key="..." value="..."`), a comparison with a quoted literal (either
+side), a C++ constructor, a `name "value";` directive, an HCL variable's default, a Java
+properties line with a blank separator, a command-line option (`curl -u`, `mysql -p`,
 `docker login -p`, `--password X`), a .netrc `password` token, or a .pgpass line. The trigger
 scan reports where each marker ends; the value is read after it: quoted (any printable
 character up to the closing quote), unquoted (up to white space or a separator), or a YAML
@@ -17,7 +19,7 @@ import functools
 import re
 
 from proxilion.inspect import validators as v
-from proxilion.inspect.placeholders import is_placeholder
+from proxilion.inspect.placeholders import is_placeholder, mostly_template
 from proxilion.inspect.textview import Hit, TextView, match_end
 from proxilion.inspect.triggers import Pass, Trigger
 
@@ -26,7 +28,8 @@ _A = re.ASCII
 SECRET_NAME_SUFFIXES = (
     "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "api-key",
     "accesskey", "access_key", "secretkey", "secret_key", "privatekey", "private_key",
-    "credential", "credentials", "authorization", "auth",
+    "credential", "credentials", "authorization", "auth", "_pass", "-pass", "dbpass",
+    "secrete",  # a common misspelling (client_secrete, app_secrete)
 )
 # Tokens that are no credentials: pagination cursors (nextPageToken), idempotency keys and
 # anti-forgery tokens. Agents' tool results are full of the first.
@@ -36,17 +39,38 @@ NOT_SECRET_TOKENS = tuple(p + s + "token" for p in (
 _SUFFIXES_BYTES = tuple(n.encode() for n in SECRET_NAME_SUFFIXES)
 _NOT_SECRET_BYTES = tuple(n.encode() for n in NOT_SECRET_TOKENS)
 _NAMES = b"(?:" + b"|".join(re.escape(n).encode() for n in SECRET_NAME_SUFFIXES) + b")"
+# Up to two parts after the secret's name that say whose or which it is (db_pass_secure,
+# apikey_myservice, my_password_sec); the trigger allows them, _named_secret judges them.
+_NAME_TAIL = rb"(?:[_-][A-Za-z0-9]{1,16}){0,2}"
+# A part after the name that makes it the name of something about the secret, not the secret.
+_ABOUT_SECRET = frozenset(b"""
+    id ids type types kind mode url uri urls endpoint host path file dir name names hint label length len
+    min max size count hash hashed salt digest algorithm algo expiry expires expiration exp ttl lifetime
+    timeout at ts time date created updated header field param params arn version policy prompt regex pattern
+    format env var ref source provider method store manager required enabled set reset rotation prefix
+    suffix scope scopes cache limit template input help description error message msg text title flag
+""".split())
+_NAME_PARTS = 3  # the name itself and up to two parts after it
+
+
+def _named_secret(raw: bytes, name_end: int) -> bool:
+    """Whether the name ending at C{name_end} names a secret, maybe with parts after it."""
+    low = raw[max(0, name_end - 48):name_end].lower()
+    for _ in range(_NAME_PARTS):
+        if low.endswith(_SUFFIXES_BYTES):
+            return not low.endswith(_NOT_SECRET_BYTES)
+        cut = max(low.rfind(b"_"), low.rfind(b"-"))
+        part = low[cut + 1:]
+        if cut <= 0 or not part.isalnum() or part in _ABOUT_SECRET:
+            return False
+        low = low[:cut]
+    return False
 
 
 @functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
-    low = name.lower()
-    return low.endswith(SECRET_NAME_SUFFIXES) and not low.endswith(NOT_SECRET_TOKENS)
-
-
-def _named_secret(raw: bytes, name_end: int) -> bool:
-    name = raw[max(0, name_end - 24):name_end].lower()
-    return name.endswith(_SUFFIXES_BYTES) and not name.endswith(_NOT_SECRET_BYTES)
+    raw = name.encode("ascii", "replace")
+    return _named_secret(raw, len(raw))
 
 
 # --- is an unquoted value code? -------------------------------------------------------------------
@@ -151,7 +175,8 @@ def _encoded_placeholder(value: str) -> bool:
 def secret_value(value: str, quoted: bool) -> bool:
     """Generated-looking and no placeholder, format field or pattern; unquoted, also no code."""
     return (v.high_entropy_secret(value) and (quoted or not code_like(value)) and not _WORDS.fullmatch(value)
-            and not _LOCATOR.match(value) and not _FORMAT_FIELD.search(value) and not _REGEX.search(value)
+            and not _LOCATOR.match(value) and not mostly_template(value, _FORMAT_FIELD)
+            and not _REGEX.search(value)
             and not _encoded_placeholder(value))
 
 
@@ -239,8 +264,8 @@ def read_value(view: TextView, k: int, query: bool = False) -> tuple[int, int, s
         k += 1
     if k >= n:
         return None
-    if raw[k] in b"rbu" and k + 1 < n and raw[k + 1] in _QUOTES:
-        k += 1  # Python's r"..." and b"..."
+    if raw[k] in b"rbu@" and k + 1 < n and raw[k + 1] in _QUOTES:
+        k += 1  # Python's r"..." and b"...", Objective-C's @"..."
     delim = ""
     if raw[k] == 92 and k + 1 < n and raw[k + 1] in b"\"'":
         delim = text[k:k + 2]  # a quote escaped inside a string: "{\"password\": \"...\"}"
@@ -259,6 +284,8 @@ def read_value(view: TextView, k: int, query: bool = False) -> tuple[int, int, s
             # Backticks hold a command (shell) or code (Markdown), judged as unquoted code is.
             return start, close, value, delim[-1] != "`"
         k = start  # no closing quote (a cut-off text): read it as unquoted
+        if k >= n:
+            return None
     if raw[k] in b"|>":
         block = _block_scalar(view, k)
         return None if block is None else (block[0], block[1], block[2], False)
@@ -285,14 +312,17 @@ def _judge(view: TextView, k: int, hits: list[Hit], query: bool = False) -> None
 # --- name, operator, value -------------------------------------------------------------------------
 # Between a name and its operator: quotes, a closing subscript, an escaped quote, blanks.
 _BETWEEN = rb"[\]\"'`\\ \t]{0,4}"
+# A C array's size between its name and '=' (char password[] = "...", char secret[25] = "...").
+_SUBSCRIPT = rb"(?:\[[0-9]{0,4}\])?"
+_C_ARRAY = re.compile(rb"\[[0-9]{0,4}\][ \t]*\Z", _A)
 ASSIGN_TRIGGER = Trigger(
-    _NAMES + _BETWEEN + rb"(?:[?.+]?[:=]|<-)"                  # = : := => ?= .= ::= <- (and YAML, JSON, headers)
+    _NAMES + _NAME_TAIL + _SUBSCRIPT + _BETWEEN + rb"(?:[?.+!]?[:=]|<-)"  # = : := => ?= .= ::= <- != (YAML, JSON, headers)
     + rb"|" + _NAMES + rb"[\"'][ \t]*,"                    # define('DB_PASSWORD', '...')
     + rb"|" + _NAMES + rb">"                               # <password>...</password>
     + rb"|" + _NAMES + rb"[\"'][ \t]+value[ \t]*="         # <add key="DbPassword" value="..."/>
     + rb"|" + _NAMES + rb"[ \t]+(?:string|\[\]byte)[ \t]*=",  # var token string = "..."
     caseless=True)
-_OP_PREFIX = b"?.+:"
+_OP_PREFIX = b"?.+:!"
 _BETWEEN_CHARS = b"]\"'`\\ \t"
 _XML_NAME = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
 _KEY_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -324,11 +354,14 @@ def assignment(view: TextView, op: int, hits: list[Hit]) -> None:
             if found and found[3] and secret_value(found[2], True) and not code_like(found[2]):
                 hits.append(Hit("generic_secret", found[0], found[1]))
         return
-    if c == 61:
-        if after < len(raw) and raw[after] == 61:
-            return  # "token == expected": a comparison
-        if after < len(raw) and raw[after] == 62:
-            after += 1  # '=>'
+    # "if (api_key == '...')": a literal compared with a secret is the secret written out;
+    # compared with a name ("token == expected") it is code.
+    comparison = c == 61 and (raw[op - 1] == 33 or (after < len(raw) and raw[after] == 61))
+    if comparison:
+        while after < len(raw) and after - op < 3 and raw[after] == 61:
+            after += 1
+    elif c == 61 and after < len(raw) and raw[after] == 62:
+        after += 1  # '=>'
     head = raw[max(0, op - 40):op]
     typed_name = _VALUE_ATTR.search(head) or _GO_TYPE.search(head) if c == 61 else None
     if typed_name:  # the name ends at the quote before value= or at the blank before the Go type
@@ -337,10 +370,18 @@ def assignment(view: TextView, op: int, hits: list[Hit]) -> None:
         i = op - 1 if c == 45 else op  # '<-'
         while i > 0 and op - i < 3 and raw[i - 1] in _OP_PREFIX:
             i -= 1
+        array = _C_ARRAY.search(raw[max(0, i - 10):i])
+        if array:
+            i -= len(array.group())
         stop = i
         while i > 0 and stop - i < 4 and raw[i - 1] in _BETWEEN_CHARS:
             i -= 1
     if not _named_secret(raw, i):
+        return
+    if comparison:
+        found = read_value(view, after)
+        if found and found[3] and secret_value(found[2], True):
+            hits.append(Hit("generic_secret", found[0], found[1]))
         return
     if c == 58:  # ':' then a type and '=': a typed declaration
         typed = _TYPED.match(view.text, after)
@@ -369,6 +410,103 @@ def _element(view: TextView, op: int, hits: list[Hit]) -> None:
     if value and not any(c.isspace() for c in value) and secret_value(value, False):
         begin = view.text.index(value, op + 1)
         hits.append(Hit("generic_secret", begin, begin + len(value)))
+
+
+# --- a literal before the name, C++ constructors, directives ---------------------------------------
+_NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_REVERSED = re.compile(r"([\"'])[ \t]*[!=]==?[ \t]*[A-Za-z0-9_.$]*\Z", _A)
+
+
+def _line_start(text: str, pos: int) -> int:
+    """Where the line holding C{pos} starts, looked for at most _MAX back (-1 when further):
+    a text that is one long line dense with triggers stays linear."""
+    lo = max(0, pos - _MAX)
+    i = text.rfind("\n", lo, pos)
+    return i + 1 if i >= 0 or lo == 0 else -1
+
+
+def _name_ends(raw: bytes, ends: list[int]) -> list[int]:
+    """The trigger ends that end a name (a name's tail is optional, so a name reports several)."""
+    return [end for end in ends if end >= len(raw) or raw[end] not in _NAME_CHARS]
+
+
+def find_reversed_comparison(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """if ("..." == password): the literal before a comparison with a secret's name."""
+    text, raw = view.text, view.raw
+    for end in _name_ends(raw, ends):
+        if not _named_secret(raw, end):
+            continue
+        line = _line_start(text, end)
+        m = _REVERSED.search(text, max(line, end - 64), end) if line >= 0 else None
+        if m is None:
+            continue
+        close = m.start(1)
+        start = text.rfind(m.group(1), line, close) + 1
+        value = text[start:close]
+        if start > 0 and value and not any(c.isspace() for c in value) and secret_value(value, True):
+            hits.append(Hit("generic_secret", start, close))
+
+
+def find_constructed(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """std::string secret("...") and secret.assign("..."): the trigger ends at the opening quote."""
+    for end in ends:
+        _judge_quoted(view, end - 1, hits)
+
+
+def find_directive(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """A configuration directive: a line that is a secret's name, a quoted value and ';'
+    (BIND's secret "..."; in a key clause)."""
+    text, raw = view.text, view.raw
+    for end in ends:
+        quote = name_end = end - 1
+        while name_end > 0 and raw[name_end - 1] in _SPACE:
+            name_end -= 1
+        name_start = name_end
+        while name_start > 0 and raw[name_start - 1] in _KEY_CHARS:
+            name_start -= 1
+        line = _line_start(text, name_start)
+        if line < 0 or text[line:name_start].strip(" \t") or not _named_secret(raw, name_end):
+            continue
+        close = _closing(text, end, '"')
+        if close > 0 and text[close + 1:close + 2] == ";":
+            _judge_quoted(view, quote, hits)
+
+
+# --- HCL variable defaults, Java properties with a blank separator --------------------------------
+_HCL_DEFAULT = re.compile(r"[ \t]*default[ \t]*=", _A)
+_PROPERTIES_LINE = re.compile(r"[ \t]*([A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+)[ \t]+(\S+)[ \t\r]*(?:\n|\Z)", _A)
+
+
+def find_hcl_default(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """variable "db_password" { default = "..." }: the default of a variable named as a secret."""
+    text = view.text
+    for end in ends:
+        close = text.find("\n}", end, end + 4 * _MAX)
+        stop = close if close >= 0 else min(len(text), end + 4 * _MAX)
+        line = end
+        while 0 <= line < stop:  # each line of the block: its default, if it has one
+            m = _HCL_DEFAULT.match(text, line + 1)
+            if m:
+                _judge(view, m.end(), hits)
+                break
+            line = text.find("\n", line + 1, stop)
+
+
+def find_properties_blank(view: TextView, ends: list[int], hits: list[Hit]) -> None:
+    """db.password Xk9mq2Lp7v: a Java properties line whose key names a secret and whose separator
+    is a blank; only a dotted key alone on its line with one word after it (prose has more)."""
+    text, raw = view.text, view.raw
+    for end in ends:
+        line = _line_start(text, end)
+        m = _PROPERTIES_LINE.match(text, line, min(len(text), end + _MAX)) if line >= 0 else None
+        if m and m.start(2) == end and _named_secret(raw, m.end(1)):
+            _judge(view, m.start(2), hits)
+
+
+def _judge_quoted(view: TextView, k: int, hits: list[Hit]) -> None:
+    found = read_value(view, k)
+    if found and found[3] and secret_value(found[2], True):
+        hits.append(Hit("generic_secret", found[0], found[1]))
 
 
 # --- command lines ----------------------------------------------------------------------------------
@@ -474,7 +612,14 @@ def find_pgpass(view: TextView, ends: list[int], hits: list[Hit]) -> None:
             hits.append(Hit("generic_secret", m.start(1), m.end(1)))
 
 
+_NAMED = _NAMES + _NAME_TAIL
 PASSES = (
+    Pass((Trigger(rb"[\"'][ \t]*[!=]==?[ \t]*[A-Za-z0-9_.$]{0,40}" + _NAMED, caseless=True),), find_reversed_comparison),
+    Pass((Trigger(rb"string[ \t]+[A-Za-z0-9_]{0,30}" + _NAMED + rb"[ \t]*[({][ \t]*\"", caseless=True),
+          Trigger(_NAMED + rb"\.assign\([ \t]*\"", caseless=True)), find_constructed),
+    Pass((Trigger(_NAMED + rb"[ \t]+\"", caseless=True),), find_directive),
+    Pass((Trigger(rb"variable[ \t]+\"[A-Za-z0-9_-]{0,40}" + _NAMED + rb"\"[ \t]*\{", caseless=True),), find_hcl_default),
+    Pass((Trigger(rb"\." + _NAMED + rb"[ \t]+", caseless=True),), find_properties_blank),
     Pass((Trigger(rb"[ \t](?:-u|--user)[ \t=]"),), find_curl_user),
     Pass((Trigger(rb"[ \t]-p[ \t]"),), find_login_password),
     Pass((Trigger(rb"[ \t]-p[^ \t\r\n\-]"),), find_mysql_password),

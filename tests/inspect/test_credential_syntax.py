@@ -55,6 +55,10 @@ POSITIVES = [
     ("JSON", '{"client_secret": "Xk9]mq2Lp7v"}', "Xk9]mq2Lp7v"),
     ("JSON5", "{password: 'Xk9mq2Lp7v', }", "Xk9mq2Lp7v"),
     ("HCL", 'resource "x" "y" {\n  password = "Xk9mq2Lp7v"\n}', "Xk9mq2Lp7v"),
+    ("HCL variable default", 'variable "db_password" {\n  type = string\n  default = "Xk9]mq2Lp7v"\n}', "Xk9]mq2Lp7v"),
+    ("Java properties, blank separator", "a.b=c\nspring.datasource.password   Xk9]mq2Lp7v\n", "Xk9]mq2Lp7v"),
+    ("docker config.json auth", '{"auths": {"ghcr.io": {"auth": "Ym90OlhrOW1xMkxwN3ZSdDU="}}}',
+     "Ym90OlhrOW1xMkxwN3ZSdDU="),
     # --- typed declarations and keyword arguments ---
     ("Go var", 'var token string = "Xk9mq2Lp7v"', "Xk9mq2Lp7v"),
     ("Rust let", 'let password: &str = "Xk9mq2Lp7v";', "Xk9mq2Lp7v"),
@@ -66,6 +70,23 @@ POSITIVES = [
     ("Python kwargs", 'psycopg.connect(host="db", password="Xk9)mq2Lp7v")', "Xk9)mq2Lp7v"),
     ("Python raw string", "secret = r'Xk9mq2Lp7v\\d'", "Xk9mq2Lp7v\\d"),
     ("PowerShell $env:", '$env:API_KEY = "Xk9mq2Lp7v"', "Xk9mq2Lp7v"),
+    # --- comparisons with a literal, C and C++ and Objective-C forms, directives ---
+    ("== literal", 'if (api_key == "Xk9]mq2Lp7v") {', "Xk9]mq2Lp7v"),
+    ("!== literal", "if (db_pass !== 'Xk9)mq2Lp7v') {", "Xk9)mq2Lp7v"),
+    ("literal == name", 'if ("Xk9>mq2Lp7v" === my_private_key) {', "Xk9>mq2Lp7v"),
+    ("literal != name", "if ('Xk9mq2Lp7v' != passwd)", "Xk9mq2Lp7v"),
+    ("C array", 'char password[] = "Xk9]mq2Lp7v";', "Xk9]mq2Lp7v"),
+    ("C array with a size", 'char secret[25] = "Xk9]mq2Lp7v";', "Xk9]mq2Lp7v"),
+    ("Objective-C", 'NSString *password = @"Xk9mq2Lp7v";', "Xk9mq2Lp7v"),
+    ("C++ constructor", 'std::string secret("Xk9]mq2Lp7v");', "Xk9]mq2Lp7v"),
+    ("C++ assign", 'password.assign("Xk9]mq2Lp7v", 11);', "Xk9]mq2Lp7v"),
+    ("directive (BIND key clause)", 'key "rndc" {\n    secret "OmItW1lOyLVUEuvv+Fme+Q==";\n};',
+     "OmItW1lOyLVUEuvv+Fme+Q=="),
+    # --- names: a part after the secret's name, *_pass, a common misspelling ---
+    ("a part after the name", 'db_pass_secure := "Xk9mq2Lp7v"', "Xk9mq2Lp7v"),
+    ("two parts after the name", "apikey_my_service: 'Xk9mq2Lp7v'", "Xk9mq2Lp7v"),
+    ("SMTP_PASS", "SMTP_PASS=Xk9mq2Lp7v", "Xk9mq2Lp7v"),
+    ("client_secrete", 'client_secrete = "Xk9mq2Lp7v"', "Xk9mq2Lp7v"),
     # --- Kubernetes Secrets ---
     ("Secret data (base64)", "kind: Secret\ndata:\n  password: WGs5XW1xMkxwN3Y=\n", "WGs5XW1xMkxwN3Y="),
     ("Secret stringData", "kind: Secret\nstringData:\n  api-token: Xk9mq2Lp7v\n", "Xk9mq2Lp7v"),
@@ -77,6 +98,9 @@ POSITIVES = [
     # ("<=>" would read as a <placeholder>: angle brackets around a word)
     ("every symbol", 'password = "a1!#$%&()*+,-./:;=>?@[]^_{|}~<Z"', "a1!#$%&()*+,-./:;=>?@[]^_{|}~<Z"),
     ("escaped quote", r'password = "Xk9\"mq2Lp7"', r'Xk9\"mq2Lp7'),
+    ("'${' and '{{' inside a random value", 'api_key = "m{{h}o)p${e]nob(ody[finds>-_$#thisone}}"',
+     "m{{h}o)p${e]nob(ody[finds>-_$#thisone}}"),
+    ("a format field inside a random value", "secret: Xk9{h}mq2Lp7v", "Xk9{h}mq2Lp7v"),
     ("balanced parentheses, unquoted", "API_KEY=Xk9mQ2v(abc)", "Xk9mQ2v(abc)"),
     # --- command lines and HTTP ---
     ("curl -u", "curl -u admin:Xk9mq2Lp7v https://api.example.com/x", "Xk9mq2Lp7v"),
@@ -215,12 +239,38 @@ NEGATIVES = [
     "db.example.com:5432:app:alice:*",
     "10:30:45:12:99",
     "https://github.com/acme/app.git",
+    # comparisons with a name, not a literal; the name of something about a secret
+    "if (password != confirm_password) {",
+    'if (token === "") {',
+    'if (user_input == password) {',
+    'token_type = "Xk9mq2Lp7v"',
+    "password_hash: Xk9mq2Lp7v",
+    "api_key_id = 'Xk9mq2Lp7v'",
+    'tokenizer = "Xk9mq2Lp7v"',
+    # prose and calls that put a quote near a secret's name
+    'the password "is required" here',
+    'print("password") == check',
+    'std::string token(buffer, len);',
+    'variable "db_password" {\n  default = var.generated\n}',
+    "set db.password Xk9mq2Lp7v now",
+    "see db.password docs",
+    # a text cut off after the opening quote (a stream's first piece)
+    "password = '",
 ]
 
 
 @pytest.mark.parametrize("text", NEGATIVES)
 def test_placeholders_references_and_prose_are_not_findings(text):
     assert _credentials(text) == [], text
+
+
+def test_a_token_as_a_url_user_name_is_found_by_its_family():
+    import valuegen as g
+
+    body = "R7kq2Lp9Vx3mZt8Wb4Nc6Hy1Jd5Qe0"
+    token = "ghp_" + body + g.crc32_base62(body)
+    text = f"git clone https://{token}@github.com/acme/app.git"
+    assert [(h.type, text[h.start:h.end]) for h in SCANNER.scan(text)] == [("github_token", token)]
 
 
 def test_redaction_keeps_the_key_and_the_quotes():
@@ -239,6 +289,10 @@ def test_redaction_keeps_the_key_and_the_quotes():
     "the password is required and the password field ",
     "a:1:b:c:dddddddd\n",                         # .pgpass-shaped lines
     ":1:",                                        # one endless run of colons (IPv6 and .pgpass triggers)
+    "'aB3dE5fG' == password ",                   # literals compared with names on one endless line
+    'password "aB3dE5fG" ',                       # directives that never end a line
+    "a.password aB3dE5fG ",                       # properties keys on one endless line
+    'variable "password" {\n default = 1 \n',   # HCL variables with no closing brace
 ])
 def test_text_dense_with_triggers_costs_time_in_proportion_to_its_length(unit):
     import time

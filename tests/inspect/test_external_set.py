@@ -23,9 +23,9 @@ TARGET_RECALL = 0.98
 TARGET_FP_RATE = 0.02
 # type -> (measured recall floor, why it misses the target)
 SHORTFALLS = {
-    "generic_secret": (0.16, "credential syntaxes (detect-secrets' keyword cases: punctuation-rich and spaced "
-                             "values, comparisons, C/ObjC/C++ forms; GetEnvOrDefault(name, value)) are another "
-                             "piece of work"),
+    "generic_secret": (0.91, "detect-secrets' keyword lines with a value of spaced words ('value with quotes and "
+                             "spaces': read as text, as translation files are) or an unquoted value with a comma "
+                             "(secrete = A,.:-¨@*¿?!: a comma ends an unquoted value, as in a call's arguments)"),
     "mbi": (0.83, "a lower-case MBI (1eg4-te5-mk73): the code triggers are upper case; a lower-case layout "
                   "trigger was measured at 274-297 MB/s on prose, under the 300 MB/s floor"),
 }

@@ -116,6 +116,18 @@ DETECT_SECRETS_FILES = {
     "softlayer": ("none", "out", "SoftLayer keys are not a type Proxilion detects"),
 }
 
+_KEYWORD_SECRET = "m{{h}o)p${e]nob(ody[finds>-_$#thisone}}"
+# detect-secrets' keyword negatives that hold only for the file language they are listed under:
+# "Double quotes required" (C, where '...' is a character and an unquoted value is code) and
+# "Secret without quotes" (C++, Java, JavaScript, Python, where an unquoted value is code).
+# A prompt carries no file language, and read as a config line each one is its value written out.
+KEYWORD_LANGUAGE_NEGATIVES = frozenset(line.format(_KEYWORD_SECRET) for line in (
+    "api_key = '{}';", "aws_secret_access_key = @'{}';", "db_pass[] = '{}';", "passwd = {};",
+    "private_key = {};", "secret[] = {};", "password = {}", "password => {}",
+))
+KEYWORD_LANGUAGE_WHY = ("silent in detect-secrets only for the file language it is listed under (C: double quotes "
+                        "required; C++/Java/JS/Python: an unquoted value is code); a prompt has no language")
+
 _NOT_GLOBAL = "a private, loopback, link-local or documentation address: Proxilion claims public addresses only"
 _NO_CONTEXT = "a bare number with no context word: Proxilion needs one (a checksum alone passes 1 time in 10)"
 _NATIONAL_PHONE = ("a national number of another country written without +: Proxilion reads numbers without + "
