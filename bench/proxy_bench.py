@@ -434,7 +434,8 @@ def report(results: dict) -> str:
     for name in VARIANTS:
         runs = rows.get(name, {}).get("cpu_us_per_request_runs")
         if runs:
-            lines.append(f"{name} CPU us/req in each run: " + ", ".join(f"{x:.0f}" for x in runs if x is not None))
+            lines.append(f"{name} CPU us/req in each run: " + ", ".join(f"{x:.0f}" for x in runs if x is not None)
+                         + "; req/s: " + ", ".join(f"{x:.0f}" for x in rows[name]["rps_runs"]))
     streams = results.get("streams")
     if not streams:
         return "\n".join(lines)
@@ -575,15 +576,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 start_fake_provider(procs, source, upstream_port, args.stream_chunk_delay)
 
-            def measure(name: str, port: int, path: str, pid: int | None = None) -> None:
+            def measure(name: str, port: int, path: str) -> None:
                 url = f"http://127.0.0.1:{port}{path}"
                 try:
                     smoke(port, path, body_file.read_bytes())
                     if args.warmup:
                         run_wrk(wrk, url, body_file, args.connections, args.threads, args.warmup)
-                    runs = [run_wrk(wrk, url, body_file, args.connections, args.threads,
-                                    args.duration, pid) for _ in range(args.rounds if pid else 1)]
-                    results["http"][name] = median_run(runs, "cpu_us_per_request")
+                    results["http"][name] = run_wrk(wrk, url, body_file, args.connections, args.threads, args.duration)
                 except Exception as e:
                     results["http"][name] = {"error": f"{type(e).__name__}: {e}"}
                 print(f"  {name}: {json.dumps(results['http'][name])}", file=sys.stderr)
@@ -608,16 +607,36 @@ def main(argv: list[str] | None = None) -> int:
     }}""")
                 start_nginx(procs, nginx, "nginx-reverse", conf, nginx_port, tested=True)
                 measure("nginx", nginx_port, CHAT_PATH)
+            # The variants' runs take turns (every daemon up, one wrk run each per round): on a shared
+            # machine a neighbour's burst then hits every variant, not only the one measured at the time.
+            daemons: dict[str, subprocess.Popen] = {}
             for variant, variant_env in (VARIANTS.items() if "proxilion" in targets else ()):
                 try:
-                    proxy = start_proxilion(procs, source, twistd, free_port(), free_port(),
-                                            upstream_port, workdir, variant_env)
+                    daemons[variant] = start_proxilion(procs, source, twistd, free_port(), free_port(),
+                                                       upstream_port, workdir, variant_env)
                 except RuntimeError as e:
                     results["http"][variant] = {"error": str(e)}
-                else:
-                    port = int(proxy.args[proxy.args.index("--port") + 1])
-                    measure(variant, port, PROXY_PREFIX + CHAT_PATH, proxy.pid)
-                    procs.stop(proxy)
+            ports = {variant: int(proxy.args[proxy.args.index("--port") + 1]) for variant, proxy in daemons.items()}
+            urls = {variant: f"http://127.0.0.1:{port}{PROXY_PREFIX}{CHAT_PATH}" for variant, port in ports.items()}
+            runs: dict[str, list[dict]] = {variant: [] for variant in daemons}
+            try:
+                for variant, url in urls.items():
+                    smoke(ports[variant], PROXY_PREFIX + CHAT_PATH, body_file.read_bytes())
+                    if args.warmup:
+                        run_wrk(wrk, url, body_file, args.connections, args.threads, args.warmup)
+                for _ in range(args.rounds):
+                    for variant, url in urls.items():
+                        runs[variant].append(run_wrk(wrk, url, body_file, args.connections, args.threads,
+                                                     args.duration, daemons[variant].pid))
+                for variant in daemons:
+                    results["http"][variant] = {**median_run(runs[variant], "cpu_us_per_request"),
+                                                "rps_runs": [r["rps"] for r in runs[variant]]}
+            except Exception as e:
+                for variant in daemons:
+                    results["http"][variant] = {"error": f"{type(e).__name__}: {e}"}
+            for variant, proxy in daemons.items():
+                print(f"  {variant}: {json.dumps(results['http'][variant])}", file=sys.stderr)
+                procs.stop(proxy)
 
             if not args.no_streams:
                 fake_port = free_port()

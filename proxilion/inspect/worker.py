@@ -7,7 +7,6 @@ validators are Python and hold the GIL: a thread would not free the reactor).
 
 from __future__ import annotations
 
-import os
 import pickle
 
 from proxilion.inspect.findings import Verdict
@@ -17,16 +16,6 @@ from proxilion.providers import content_coding
 # Inspectors by policy key; a reload adds one, so only the newest few are kept.
 _INSPECTORS: dict[tuple[int, int | None], Inspector] = {}
 _KEEP = 4
-
-
-# Workers yield the CPU to the reactor process: a large body waits a little longer for its verdict,
-# while every other client's small request is answered on time.
-NICENESS = 10
-
-
-def lower_priority() -> None:
-    """The worker initializer: run at a lower CPU priority than the proxy."""
-    os.nice(NICENESS)
 
 
 def ready() -> bool:
