@@ -23,7 +23,7 @@ from proxilion.proxy.upstream import BodyDone
 from proxilion.testing import InMemoryProxilion
 from support.policies import BLOCK_SSN_IN_ANSWERS, shipped_policy_with
 
-from .test_relay_slices import FakeRequest, FakeUpstream
+from .test_relay_slices import FakeRequest, FakeUpstream, run_turns
 
 CARD = "4111 1111 1111 1111"
 SSN = "536-22-4187"
@@ -99,13 +99,7 @@ def test_a_read_that_decodes_to_much_more_is_fed_a_decoded_slice_per_turn():
     assert len(coded) < SLICE * 8 < len(EVENTS) // 8
     relay.dataReceived(coded)
     relay.connectionLost(BodyDone())
-    turns = 0
-    while clock.getDelayedCalls():
-        # One turn at a time (Clock.advance would also run the calls each turn schedules).
-        call = clock.getDelayedCalls()[0]
-        clock.calls.remove(call)
-        call.func()
-        turns += 1
+    turns = run_turns(clock)
     assert turns >= len(EVENTS) // SLICE - 1
     # The text whole (an event ending inside a word may leave as two: see inspect/stream.py).
     assert _deltas(request.body) == _deltas(EVENTS) and done == [None]

@@ -57,6 +57,18 @@ class FakeUpstream:
         self.stopped = True
 
 
+def run_turns(clock: Clock) -> int:
+    """Run the clock's calls one reactor turn at a time (Clock.advance would also run the calls each
+    turn schedules); the number of turns."""
+    turns = 0
+    while clock.getDelayedCalls():
+        call = clock.getDelayedCalls()[0]
+        clock.calls.remove(call)
+        call.func()
+        turns += 1
+    return turns
+
+
 def _events(count: int) -> bytes:
     return b"".join(b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": f"mail {i}: ann.lee@example.com "}}]}).encode()
                     + b"\n\n" for i in range(count)) + b"data: [DONE]\n\n"
@@ -78,13 +90,7 @@ def test_a_large_chunk_is_fed_over_several_turns_with_upstream_paused() -> None:
     relay.dataReceived(data)
     relay.connectionLost(BodyDone())
     assert upstream.paused and not request.finished and done == []
-    turns = 0
-    while clock.getDelayedCalls():
-        # One turn at a time (Clock.advance would also run the calls each turn schedules).
-        call = clock.getDelayedCalls()[0]
-        clock.calls.remove(call)
-        call.func()
-        turns += 1
+    turns = run_turns(clock)
     assert turns >= len(data) // relay_module.SLICE - 1
     assert request.finished and done == [None]
     whole = Inspector(load_policy(None)).stream_redactor("openai", "/v1/chat/completions")
