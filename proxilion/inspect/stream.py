@@ -3,7 +3,8 @@
 Each text the stream grows (a choice, a content block, tool-call arguments)
 is a channel. A channel's text leaves as soon as it cannot be part of a
 finding: only the value that may still be in progress at its end is held,
-from the earliest place it could start (see tails), and at most
+from the earliest place it could start (see tails; a word of letters only
+while it may grow into a value the policy redacts or blocks, see starts), and at most
 `stream_holdback_chars` of one value (a key block: four times that). New text
 is scanned with the context already sent before it (the last 64 characters),
 so a context word that has left ("SSN:") still qualifies the value held now;
@@ -41,6 +42,7 @@ from proxilion.inspect.findings import ACTION_RANK, TOO_MANY_FINDINGS, Action, F
 from proxilion.inspect.redact import replacement
 from proxilion.inspect.scan_context import find_keyed_secret
 from proxilion.inspect.scanner import Budget, Scanner
+from proxilion.inspect.starts import CONTEXT_REACH, words_for
 from proxilion.inspect.tails import hold_from
 from proxilion.providers import eventstream
 from proxilion.providers.body import ANSWER_METADATA
@@ -67,6 +69,9 @@ STREAM_EVENT_TOO_LARGE = "stream_event_too_large"
 # Characters already sent that are rescanned with the held text, so a context
 # word ("DOB:") sent earlier still qualifies a value held now.
 _TAIL = 64
+# Characters already sent that are kept: the scan's context, and the context words before a word
+# held or not (see starts).
+_KEEP = max(_TAIL, CONTEXT_REACH)
 # Heads the channel id of a large event's long string (see _scan_later): no provider's channel has it.
 _WHOLE = object()
 _SSE_FIELDS = (b"event:", b"id:", b"retry:", b":")
@@ -197,6 +202,9 @@ class StreamRedactor:
         # Text leaves up to where a value may still be in progress (see tails), which the built-in
         # detectors' shapes tell; a policy's own regexes do not, so with them text waits the holdback.
         self._tails = not scanner.custom
+        # A word of letters at the end of a text is held only if it may grow into a value this
+        # policy redacts or blocks in answers (see starts); a value it only logs may leave.
+        self._words = words_for(policy.rules_for("response", provider, path, identity)) if self._tails else None
         # Whether an event's text may leave in two events (off for an answer inspected whole).
         self.split_events = True
         # Candidates in progress that grew longer than the holdback: scanned and released in parts.
@@ -662,7 +670,7 @@ class StreamRedactor:
         channel_id = channel.id
         window = channel.sent_tail + channel.held
         offset = channel.base - len(channel.sent_tail)
-        first = max(0, channel.safe - _TAIL - offset) if self._tails else 0
+        first = max(0, channel.safe - _TAIL - offset) if self._tails else max(0, len(channel.sent_tail) - _TAIL)
         window = window[first:end - offset]
         offset += first
         budget = self._budget()
@@ -757,7 +765,7 @@ class StreamRedactor:
             return
         held = channel.held[:stop - base]
         # A key block may be held up to the memory bound, any other value up to the holdback.
-        at = hold_from(held, self.holdback, self._limit)
+        at = hold_from(held, self.holdback, self._limit, self._words, channel.sent_tail)
         hold = base + at
         if at and at in (len(held) - self.holdback, len(held) - self._limit):
             # A candidate as long as its bound: its older part leaves, scanned to the end
@@ -883,8 +891,8 @@ class StreamRedactor:
         """
         for channel, count in sent.items():
             held = channel.held
-            tail = channel.sent_tail + held[:count] if count < _TAIL else held[count - _TAIL:count]
-            channel.sent_tail = tail[-_TAIL:] if len(tail) > _TAIL else tail
+            tail = channel.sent_tail + held[:count] if count < _KEEP else held[count - _KEEP:count]
+            channel.sent_tail = tail[-_KEEP:] if len(tail) > _KEEP else tail
             channel.held = held[count:]
             channel.base += count
             if channel.spans:

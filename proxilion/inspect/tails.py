@@ -17,6 +17,10 @@ scan_encoded), written broader than the values so that it never starts late:
 - an open armour: a PEM or SSH2 block until its END line, a PuTTY key file
   until its Private-MAC line.
 
+A word of letters at the end is held only from where a value the policy acts
+on may start in it, when the caller passes those values' shapes (see starts):
+with the shipped policy an answer's "Tuesday" leaves at once, its "sk" does not.
+
 Pure and ASCII-minded like the detectors: look-alike characters are folded
 first, as the scanner folds them.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 import re
 
 from proxilion.inspect.fold import fold
+from proxilion.inspect.starts import WordRule
 
 _A = re.ASCII
 # scan_numbers' separators within a digit cluster, and what may open one.
@@ -48,22 +53,28 @@ _AFTER_END = re.compile(r"(?:-|\\{0,2}n?|\n)\Z", _A)
 _PUTTY_MAC = re.compile(r"Private-MAC: [0-9a-fA-F]+", _A)
 
 
-def hold_from(text: str, reach: int, armour_reach: int) -> int:
+def hold_from(text: str, reach: int, armour_reach: int, words: WordRule | None = None, before: str = "") -> int:
     """The index in C{text} from which a value may still be in progress (C{len(text)}: none).
 
     A candidate that started more than C{reach} characters before the end (an open key
     block: C{armour_reach}) is held from there only: the caller's bounds on one candidate.
+    With C{words} (the shapes of the values the policy acts on, see starts), a word of
+    letters at the end is held only from where such a value may start in it; C{before}
+    is the text already sent, where a context word ("password is") may be.
     """
     folded = fold(text)
+    folded_before = fold(before) if words is not None else None
+    if folded_before is not None:
+        before = folded_before.text
     if folded is None:
-        return _hold_from(text, reach, armour_reach)
-    at = _hold_from(folded.text, len(folded.text), len(folded.text))
+        return _hold_from(text, reach, armour_reach, words, before)
+    at = _hold_from(folded.text, len(folded.text), len(folded.text), words, before)
     end = len(text)
     at = end if at >= len(folded.text) else folded.span(at, at + 1)[0]
     return max(at, min(end - reach, _open_armour(text, max(0, end - armour_reach))), 0)
 
 
-def _hold_from(text: str, reach: int, armour_reach: int) -> int:
+def _hold_from(text: str, reach: int, armour_reach: int, words: WordRule | None, before: str) -> int:
     end = len(text)
     floor = max(0, end - reach)
     armour = _open_armour(text, max(0, end - armour_reach))
@@ -73,7 +84,7 @@ def _hold_from(text: str, reach: int, armour_reach: int) -> int:
     run = end
     while run > floor and not text[run - 1].isspace():
         run -= 1
-    at = run
+    at = run if words is None or run == end else words.hold_in(text, run, before)
     # The trailing digit cluster, from its first digit, "(" or "+".
     cluster = _CLUSTER.match(text[floor:][::-1])
     if cluster is not None and cluster.end():

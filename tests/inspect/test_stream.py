@@ -78,14 +78,16 @@ def test_only_a_value_that_may_be_in_progress_is_held():
     def delta(text):
         return b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}).encode() + b"\n\n"
     redactor = DEFAULT.stream_redactor("openai", "/v1/chat/completions")
-    # A finished word leaves with its event; a word still being written may be an address's start.
+    # A finished word leaves with its event; so does one still being written that cannot grow into
+    # a value the policy redacts in answers.
     assert _contents(redactor.feed(delta("Hello there, "))) == ["Hello there, "]
     assert _contents(redactor.feed(delta("my card is 4111"))) == ["my card is "]
     assert _contents(redactor.feed(delta(" 1111 1111"))) == []
-    # Once the value is complete, it leaves redacted, and the next word is held in its turn.
-    assert _contents(redactor.feed(delta(" 1111 and"))) == ["[REDACTED:CREDIT_CARD]", "", " "]
-    assert _contents(redactor.feed(delta(" more."))) == ["and", " "]
-    assert _contents(redactor.finish()) == ["more."]
+    # Once the value is complete, it leaves redacted; a word that may begin a key ("sk-") is held
+    # in its turn, one that cannot begin a value the shipped answer rules redact leaves.
+    assert _contents(redactor.feed(delta(" 1111 and sk"))) == ["[REDACTED:CREDIT_CARD]", "", " and "]
+    assert _contents(redactor.feed(delta("ip more"))) == ["sk", "ip more"]
+    assert _contents(redactor.finish()) == []
     assert redactor.overflows == 0
 
 
@@ -506,7 +508,8 @@ def test_a_policy_with_its_own_regexes_holds_text_by_the_holdback():
 def test_a_large_event_finishes_even_if_no_piece_looks_finished(monkeypatch):
     # Were every piece's end to look like a value in progress, the event would still be scanned
     # and sent in a bounded number of calls, never leaving the caller feeding forever.
-    monkeypatch.setattr("proxilion.inspect.stream.hold_from", lambda text, reach, armour_reach: 0)
+    monkeypatch.setattr("proxilion.inspect.stream.hold_from",
+                        lambda text, reach, armour_reach, words=None, before="": 0)
     text = "lorem ipsum dolor " * 400
     redactor = DEFAULT.stream_redactor("openai", "/v1/chat/completions")
     data = streams.openai([text])

@@ -5,10 +5,14 @@ characters JSON escapes), the answer is cut into events at every character of th
 value and elsewhere into events of 1..N characters, and the bytes are fed in chunks
 cut anywhere, inside UTF-8 sequences and JSON escapes too. The streamed answer must
 equal the whole answer redacted at once, and a blocked one must stop before the value.
+Each property holds with a policy that redacts (or blocks) every type and with the
+shipped policy, whose answers hold a word only while it may grow into a value the
+policy redacts (see proxilion/inspect/starts.py).
 """
 
 import json
 import random
+import re
 from functools import lru_cache
 
 import pytest
@@ -17,9 +21,11 @@ from hypothesis import strategies as st
 
 import streams
 import valuegen as g
+from proxilion.inspect.decide import decide
 from proxilion.inspect.inspector import Inspector
-from proxilion.inspect.policy import parse_policy
+from proxilion.inspect.policy import load_policy, parse_policy
 from proxilion.inspect.redact import replacement
+from proxilion.inspect.starts import words_for
 from proxilion.inspect.tails import hold_from
 
 
@@ -58,20 +64,32 @@ MAKERS = {
 PROSE = ("Thé answer — as \"requested\" — follows:\n\tsee the notes 🙂 below, and the {list} [1] "
          "with back\\slashes. Naïve café, 東京, ok. ").split(" ")
 FORMATS = sorted(streams.BUILDERS)  # OpenAI chat and Responses, Anthropic, Gemini, Cohere v2 and v1, Bedrock
-BLOCK_ALL = [{"id": "b", "direction": "response", "action": "block"}]
-REDACT_ALL = [{"id": "r", "direction": "response", "action": "redact"}]
+POLICIES = {
+    "block": {"rules": [{"id": "b", "direction": "response", "action": "block"}]},
+    "redact": {"rules": [{"id": "r", "direction": "response", "action": "redact"}]},
+    "shipped": None,
+    # The shipped policy, its answers' emails redacted too: words that may begin one are held again.
+    "emails": {"extends": "default", "rules": [{"id": "e", "direction": "response", "priority": 90,
+                                                "match": {"types": ["email"]}, "action": "redact"}]},
+}
 
 
 @lru_cache(maxsize=None)
-def _inspector(action_rules: str) -> Inspector:
-    rules = BLOCK_ALL if action_rules == "block" else REDACT_ALL
-    return Inspector(parse_policy({"rules": rules}, environ={}))
+def _inspector(policy: str) -> Inspector:
+    doc = POLICIES[policy]
+    return Inspector(load_policy(None) if doc is None else parse_policy(doc, environ={}))
 
 
-def _whole(text: str) -> str:
-    inspector = _inspector("redact")
+def _whole(text: str, policy: str = "redact", fmt: str = "openai") -> str:
+    """The answer redacted at once, as the policy judges each finding."""
+    inspector = _inspector(policy)
+    provider, path = streams.PATHS[fmt]
+    hits = inspector.scanner.scan(text)
+    findings = [inspector.finding(h.type, "text", h.start, h.end) for h in hits]
+    judged = decide(inspector.policy, "response", provider, path, None, findings).findings
     style = inspector.policy.settings.redaction
-    for hit in sorted(inspector.scanner.scan(text), key=lambda h: -h.start):
+    redacted = [h for h, f in zip(hits, judged) if f.action == "redact"]
+    for hit in sorted(redacted, key=lambda h: -h.start):
         text = text[:hit.start] + replacement(text[hit.start:hit.end], hit.type, style) + text[hit.end:]
     return text
 
@@ -112,14 +130,28 @@ def _stream(action, fmt, data, chunk):
 
 
 @st.composite
-def cases(draw):
+def cases(draw, names=tuple(sorted(MAKERS))):
     rng = random.Random(draw(st.integers(0, 2**32)))
-    name = draw(st.sampled_from(sorted(MAKERS)))
+    name = draw(st.sampled_from(names))
     planted, value = MAKERS[name](rng)
     before = _prose(rng, draw(st.integers(0, 12))) + " "
     after = draw(st.sampled_from([" ", ". ", ", ", "\n"])) + _prose(rng, draw(st.integers(0, 8)))
     sizes = draw(st.lists(st.integers(1, 12), min_size=1, max_size=6))
     return name, before, planted, value, after, sizes, draw(st.sampled_from(FORMATS)), draw(st.integers(1, 400))
+
+
+def _check_split_anywhere(policy, case):
+    name, before, planted, value, after, sizes, fmt, chunk = case
+    text = before + planted + after
+    expected = _whole(text, policy, fmt)
+    start = len(before)
+    for split in range(start, start + len(planted) + 1):
+        pieces = _cut(text[:split], sizes) + _cut(text[split:], sizes[::-1])
+        data = _utf8(streams.BUILDERS[fmt](pieces), fmt)
+        out, redactor = _stream(policy, fmt, data, chunk)
+        got = streams.text_of(fmt, out)
+        assert got == expected, (name, fmt, split)
+        assert (value in got) == (value in expected) and not redactor.blocked
 
 
 def test_every_maker_plants_a_finding():
@@ -132,17 +164,21 @@ def test_every_maker_plants_a_finding():
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_a_streamed_value_split_anywhere_is_redacted_as_the_whole_answer_is(case):
+    _check_split_anywhere("redact", case)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_with_the_shipped_policy_a_streamed_value_split_anywhere_is_redacted_as_the_whole_answer_is(case):
+    _check_split_anywhere("shipped", case)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(names=("email",)))
+def test_an_email_split_anywhere_never_leaves_when_the_policy_redacts_emails_in_answers(case):
+    _check_split_anywhere("emails", case)
     name, before, planted, value, after, sizes, fmt, chunk = case
-    text = before + planted + after
-    expected = _whole(text)
-    start = len(before)
-    for split in range(start, start + len(planted) + 1):
-        pieces = _cut(text[:split], sizes) + _cut(text[split:], sizes[::-1])
-        data = _utf8(streams.BUILDERS[fmt](pieces), fmt)
-        out, redactor = _stream("redact", fmt, data, chunk)
-        got = streams.text_of(fmt, out)
-        assert got == expected, (name, fmt, split)
-        assert value not in got and not redactor.blocked
+    assert value not in _whole(before + planted + after, "emails", fmt)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -163,6 +199,42 @@ def test_a_blocked_value_split_anywhere_never_leaves(case):
             # (the other formats' readers need their closing events or are not SSE).
             sent = streams.text_of(fmt, out[:out.rindex(b"data: ")])
             assert text.startswith(sent) and len(sent) <= first, (name, fmt, split)
+
+
+PROSE_ANSWER = ("The team reviewed the migration plan on Tuesday and agreed to move the reporting jobs first. "
+                "Capacity looks fine for the next quarter, although the batch window is getting tight at night; "
+                "we should keep the old cluster running for two more weeks (then switch the traffic over slowly). "
+                "Most questions are about ownership of shared dashboards, alert rules and naming: nothing urgent.")
+
+
+@pytest.mark.parametrize("fmt", ["openai", "anthropic", "gemini"])
+def test_with_the_shipped_policy_each_word_of_prose_leaves_in_the_event_it_arrives_in(fmt):
+    # Events as models send them: a word and the space before it.
+    words = PROSE_ANSWER.replace(" ", "\0 ").split("\0")
+    data = streams.BUILDERS[fmt](words)
+    redactor = _inspector("shipped").stream_redactor(*streams.PATHS[fmt])
+    fed, out = b"", b""
+    events = re.findall(rb".*?(?:\r\n\r\n|\n\n)", data, re.S)
+    assert b"".join(events) == data and len(events) > len(words)
+    for event in events:
+        fed += event
+        out += redactor.feed(event)
+        assert streams.text_of(fmt, out) == streams.text_of(fmt, fed), fmt
+    assert streams.text_of(fmt, out + redactor.finish()) == PROSE_ANSWER
+
+
+def test_a_word_is_held_only_while_it_may_grow_into_a_value_the_policy_redacts():
+    shipped = words_for(_inspector("shipped").policy.rules_for("response", "openai", "/v1/chat/completions", None))
+    emails = words_for(_inspector("emails").policy.rules_for("response", "openai", "/v1/chat/completions", None))
+    cases = [("Tuesday", ""), ("the team", ""), ("use sk", "sk"), ("key is AKIA", "AKIA"), ("token ghp", "ghp"),
+             ("then M", "M"), ("then Mon", ""), ("then Mj", "Mj"), ("value a", "a"), ("cost fine;", ""),
+             ("the password is hunt", "hunt"), ("a hex deadbeef", "deadbeef"), ("ask", ""), ("pre sk", "sk")]
+    for text, held in cases:
+        assert text[hold_from(text, 256, 1024, shipped):] == held, text
+        # Any word may begin an email address.
+        assert text[hold_from(text, 256, 1024, emails):] == text.split(" ")[-1], text
+    # A context word already sent still holds the value after it.
+    assert hold_from("hunter", 256, 1024, shipped, before="the password is ") == 0
 
 
 def test_prose_is_held_only_by_its_last_unfinished_word():
