@@ -38,7 +38,7 @@ _EDGE = "(?<![A-Za-z0-9])"
 
 def _prefixes(*literals: str) -> str:
     """A word that is a start of one of the prefixes, or (a prefix of letters only) goes on after it."""
-    alternatives = set()
+    alternatives: set[str] = set()
     for literal in literals:
         letters = re.sub("[^A-Za-z].*", "", literal, flags=re.S)
         alternatives.update(re.escape(letters[:n]) for n in range(1, len(letters) + 1))

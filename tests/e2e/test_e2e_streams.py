@@ -76,10 +76,13 @@ def test_cohere_stream_arrives_at_the_upstreams_pace(daemon: Daemon) -> None:
 def test_openai_responses_stream_helper_accumulates_split_events(daemon: Daemon) -> None:
     """The Responses helper keeps state per event; events sent in two parts still add up to the answer."""
     client = openai.OpenAI(base_url=daemon.url + "/proxy/openai/v1", api_key="sk-e2e-streams", max_retries=0)
-    with client.responses.stream(model="gpt-4o", input="hi", extra_headers=PACED) as stream:
+    # Events ending in words of hex letters ("face", "c", "de"), which may still grow into a key:
+    # held from that word, so those events leave in two parts.
+    hexy = "Add a face to the cafe, then bead a deed and a decade of beef fed to a dace."
+    with client.responses.stream(model="gpt-4o", input="hi", extra_headers={**PACED, "x-fake-reply": hexy}) as stream:
         deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
         final = stream.get_final_response()
-    assert final.output_text == "".join(deltas) == PROSE
+    assert final.output_text == "".join(deltas) == hexy
     assert len(deltas) > 8  # some of the eight events left in two parts
 
 
